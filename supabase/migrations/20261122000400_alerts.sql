@@ -1,0 +1,197 @@
+-- Alerts: the rules (defaults and per-tenant overrides), the living alerts themselves, their
+-- append-only history, and the `active_alerts` view that orders them as the dashboard shows them.
+
+-- Tables ------------------------------------------------------------------------------------------
+
+create table public.alert_rules (
+  tenant_id          text not null default '*',   -- '*' holds the defaults; a tenant's own row replaces them
+  type               public.alert_type not null,
+  enabled            boolean not null default true,
+  threshold          interval not null,           -- raised once the condition has held this long
+  severity           public.severity not null,
+  escalate_after     interval,                    -- escalated in place once it has held this long (null: never)
+  escalated_severity public.severity,
+  min_value          numeric(14, 2),              -- HighValueRisk: lead value from which the rule applies
+  currency           text,                        -- ... in this currency
+  supersedes         public.alert_type,           -- raising this resolves that (StaleLead30d over NoContact7d)
+  locale             text not null default 'fr',  -- 'fr' or 'en': language of messages and labels
+  messages           jsonb not null,              -- {"fr": "... {days} ...", "en": "..."}
+  action             jsonb not null,              -- {"label": {"fr", "en"}, "action": "send_whatsapp", "params": {...}}
+  constraint alert_rules_pkey primary key (tenant_id, type),
+  constraint alert_rules_locale_known check (locale in ('fr', 'en')),
+  constraint alert_rules_ladder_complete check ((escalate_after is null) = (escalated_severity is null)),
+  constraint alert_rules_ladder_rises check (escalate_after is null or escalate_after > threshold)
+);
+
+create table public.max_alerts (
+  id               uuid not null default gen_random_uuid(),
+  tenant_id        text not null,
+  lead_id          text not null,
+  type             public.alert_type not null,
+  severity         public.severity not null,
+  message          text not null,
+  suggested_action jsonb,
+  created_at       timestamptz not null default now(),
+  resolved_at      timestamptz default null,
+  resolved_by      text default null,               -- 'system' for the rules, else the user's id
+  severity_rank    smallint not null generated always as
+                     (case severity when 'high' then 1 when 'med' then 2 else 3 end) stored,
+  escalated_at     timestamptz,                     -- last time the severity rose in place
+  cycle_started_at timestamptz,                     -- evidence: when the silence (or the unanswered message) began
+  resolution       text,                            -- why it ended: 'activity', 'manual', 'superseded', 'rule'
+  constraint max_alerts_pkey primary key (id),
+  constraint max_alerts_resolution_known check (resolution in ('activity', 'manual', 'superseded', 'rule'))
+);
+-- One active alert per tenant, lead and type (the reference's index).
+create unique index idx_max_alerts_unique_active
+  on public.max_alerts (tenant_id, lead_id, type) where resolved_at is null;
+create index idx_max_alerts_tenant_lead on public.max_alerts (tenant_id, lead_id);
+-- The dashboard's order (high, med, low, then newest) read straight from an index.
+create index idx_max_alerts_active_order
+  on public.max_alerts (tenant_id, severity_rank, created_at desc, id desc) where resolved_at is null;
+
+create table public.alert_events (
+  id        bigint generated always as identity,
+  tenant_id text not null,
+  alert_id  uuid not null,
+  lead_id   text not null,
+  type      public.alert_type not null,
+  event     text not null,
+  severity  public.severity not null,   -- the severity after the event
+  actor     text not null,              -- 'system' or the user's id
+  at        timestamptz not null default now(),
+  constraint alert_events_pkey primary key (id),
+  constraint alert_events_event_known check (event in ('created', 'escalated', 'resolved'))
+);
+create index alert_events_tenant_at on public.alert_events (tenant_id, at desc);
+create index alert_events_alert on public.alert_events (alert_id);
+
+-- Grants and row-level security -------------------------------------------------------------------
+
+grant select on table public.alert_rules, public.max_alerts, public.alert_events to authenticated, service_role;
+grant insert, update, delete on table public.alert_rules, public.max_alerts to service_role;
+grant insert on table public.alert_events to service_role;   -- append-only: nobody updates or deletes history
+alter table public.alert_rules enable row level security;
+alter table public.max_alerts enable row level security;
+alter table public.alert_events enable row level security;
+
+-- Views -------------------------------------------------------------------------------------------
+
+-- The reference's view, extended with the lead's name and email; RLS of the caller applies.
+create view public.active_alerts with (security_invoker = true) as
+select a.*, l.name as lead_name, l.email as lead_email
+from public.max_alerts a
+left join public.leads l on l.tenant_id = a.tenant_id and l.lead_id = a.lead_id
+where a.resolved_at is null
+order by a.severity_rank, a.created_at desc, a.id desc;
+grant select on public.active_alerts to authenticated, service_role;
+
+-- Triggers ----------------------------------------------------------------------------------------
+
+/** Record every alert created, set-based, whatever path created it. */
+create function public.record_created_alerts() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
+  select n.tenant_id, n.id, n.lead_id, n.type, 'created', n.severity, 'system'
+  from new_alerts n;
+  return null;
+end
+$$;
+
+/** Record every escalation and resolution, set-based, whatever path made it. */
+create function public.record_changed_alerts() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
+  select n.tenant_id, n.id, n.lead_id, n.type,
+         case when o.resolved_at is null and n.resolved_at is not null then 'resolved' else 'escalated' end,
+         n.severity,
+         case when o.resolved_at is null and n.resolved_at is not null then n.resolved_by else 'system' end
+  from new_alerts n
+  join old_alerts o on o.id = n.id
+  where (o.resolved_at is null and n.resolved_at is not null) or n.severity_rank < o.severity_rank;
+  return null;
+end
+$$;
+
+create trigger max_alerts_record_created after insert on public.max_alerts
+  referencing new table as new_alerts
+  for each statement execute function public.record_created_alerts();
+create trigger max_alerts_record_changed after update on public.max_alerts
+  referencing old table as old_alerts new table as new_alerts
+  for each statement execute function public.record_changed_alerts();
+
+-- Policies ----------------------------------------------------------------------------------------
+
+create policy "Rules are visible to everyone signed in, defaults and their tenant's own" on public.alert_rules
+  for select to authenticated using (tenant_id = '*' or (select public.is_member_of(tenant_id)));
+create policy "Alerts are visible to members of their tenant" on public.max_alerts
+  for select to authenticated using ((select public.is_member_of(tenant_id)));
+create policy "Alert history is visible to members of its tenant" on public.alert_events
+  for select to authenticated using ((select public.is_member_of(tenant_id)));
+
+-- Functions ---------------------------------------------------------------------------------------
+
+/** The rules in force for a tenant: its own row for a type where it has one, else the default. */
+create function public.rules_for(p_tenant text) returns setof public.alert_rules
+language sql stable
+set search_path = ''
+as $$
+  select distinct on (r.type) r.*
+  from public.alert_rules r
+  where r.tenant_id in (p_tenant, '*')
+  order by r.type, r.tenant_id = '*'
+$$;
+grant execute on function public.rules_for(text) to authenticated, service_role;
+
+/** An alert's message in the rule's locale, `{days}` filled in. */
+create function public.render_message(p_rule public.alert_rules, p_days integer) returns text
+language sql immutable
+set search_path = ''
+as $$
+  select replace(coalesce(p_rule.messages ->> p_rule.locale, p_rule.messages ->> 'fr'), '{days}', p_days::text)
+$$;
+grant execute on function public.render_message(public.alert_rules, integer) to service_role;
+
+/** An alert's suggested action (label, action, params) as the reference shapes it. */
+create function public.render_action(p_rule public.alert_rules, p_lead_id text) returns jsonb
+language sql immutable
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'label', coalesce(p_rule.action -> 'label' ->> p_rule.locale, p_rule.action -> 'label' ->> 'fr'),
+    'action', p_rule.action ->> 'action',
+    'params', coalesce(p_rule.action -> 'params', '{}') || jsonb_build_object('leadId', p_lead_id))
+$$;
+grant execute on function public.render_action(public.alert_rules, text) to service_role;
+
+-- Data --------------------------------------------------------------------------------------------
+
+insert into public.alert_rules
+  (type, threshold, severity, escalate_after, escalated_severity, min_value, currency, supersedes, messages, action)
+values
+  ('NoContact7d', '7 days', 'med', '14 days', 'high', null, null, null,
+   '{"fr": "Aucun contact depuis {days} jours. Lead à risque de perte.",
+     "en": "No contact for {days} days. Lead at risk of being lost."}',
+   '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
+     "action": "send_whatsapp", "params": {"template": "relance_froide"}}'),
+  ('NoReply3d', '3 days', 'med', '7 days', 'high', null, null, null,
+   '{"fr": "Pas de réponse depuis {days} jours à notre dernier message.",
+     "en": "No reply for {days} days to our last message."}',
+   '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
+     "action": "send_whatsapp", "params": {"template": "relance_sans_reponse"}}'),
+  ('StaleLead30d', '30 days', 'low', null, null, null, null, 'NoContact7d',
+   '{"fr": "Aucune activité depuis {days} jours. Lead à requalifier.",
+     "en": "No activity for {days} days. Lead needs requalifying."}',
+   '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
+     "action": "send_whatsapp", "params": {"template": "reactivation"}}'),
+  ('HighValueRisk', '3 days', 'high', null, null, 10000, 'EUR', null,
+   '{"fr": "Lead à forte valeur sans contact depuis {days} jours.",
+     "en": "High-value lead without contact for {days} days."}',
+   '{"label": {"fr": "Appeler le lead", "en": "Call the lead"},
+     "action": "call_lead", "params": {}}');

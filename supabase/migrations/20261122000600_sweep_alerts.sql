@@ -1,0 +1,121 @@
+-- The sweep: the scheduled generator of the time-based alerts (NoContact7d, NoReply3d,
+-- StaleLead30d, HighValueRisk). Set-based, and reading only the leads whose due time has come.
+
+-- Functions ---------------------------------------------------------------------------------------
+
+/**
+ * Raise, escalate and supersede the time-based alerts of every lead that fell due by `p_now`
+ * (one tenant, or all of them), then move each lead's due times on to the next step of its
+ * ladder. One statement: concurrent sweeps wait on the same state rows, re-check them, and find
+ * nothing left to do; the unique index on active alerts is the last word on duplicates.
+ */
+create function public.sweep_alerts(p_tenant text default null, p_now timestamptz default now())
+returns jsonb
+language plpgsql
+set search_path = ''
+set timezone = 'UTC'
+as $$
+declare
+  v_result jsonb;
+begin
+  with due as (
+    select s.*
+    from public.lead_state s
+    where s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)
+    for update
+  ),
+  rules as (
+    select distinct on (t.tenant_id, r.type) t.tenant_id, r as rule
+    from (select distinct d.tenant_id from due d) t
+    join public.alert_rules r on r.tenant_id in (t.tenant_id, '*')
+    order by t.tenant_id, r.type, r.tenant_id = '*'
+  ),
+  -- Each rule whose due time has come, with the moment its condition began to hold.
+  checks as (
+    select d.tenant_id, d.lead_id, c.type, c.since, r.rule
+    from due d
+    cross join lateral (values
+      ('NoContact7d'::public.alert_type, d.no_contact_due_at, coalesce(d.last_activity_at, d.entered_at)),
+      ('NoReply3d',                      d.no_reply_due_at,   d.last_outbound_at),
+      ('StaleLead30d',                   d.stale_due_at,      coalesce(d.last_activity_at, d.entered_at)),
+      ('HighValueRisk',                  d.high_value_due_at, coalesce(d.last_activity_at, d.entered_at))
+    ) as c (type, due_at, since)
+    left join rules r on r.tenant_id = d.tenant_id and (r.rule).type = c.type
+    where c.due_at <= p_now
+  ),
+  -- The severity the ladder gives today, and when the next step falls due (null: no further step).
+  judged as (
+    select k.tenant_id, k.lead_id, k.type, k.since, k.rule,
+      case
+        when (k.rule).enabled is not true or k.since is null then null
+        when p_now - k.since >= (k.rule).escalate_after then (k.rule).escalated_severity
+        when p_now - k.since >= (k.rule).threshold then (k.rule).severity
+      end::public.severity as severity,
+      case
+        when (k.rule).enabled is not true or k.since is null then null
+        when p_now - k.since < (k.rule).threshold then k.since + (k.rule).threshold
+        when p_now - k.since < (k.rule).escalate_after then k.since + (k.rule).escalate_after
+      end as next_due_at
+    from checks k
+  ),
+  raised as (
+    select j.*
+    from judged j
+    where j.severity is not null
+      and not exists (select from judged s
+                      where s.tenant_id = j.tenant_id and s.lead_id = j.lead_id
+                        and (s.rule).supersedes = j.type and s.severity is not null)
+  ),
+  upserted as (
+    insert into public.max_alerts as a (tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at)
+    select r.tenant_id, r.lead_id, r.type, r.severity,
+           public.render_message(r.rule, floor(extract(epoch from p_now - r.since) / 86400)::integer),
+           public.render_action(r.rule, r.lead_id),
+           r.since
+    from raised r
+    on conflict (tenant_id, lead_id, type) where resolved_at is null
+    do update set severity = excluded.severity, message = excluded.message, escalated_at = now()
+      where (case excluded.severity when 'high' then 1 when 'med' then 2 else 3 end) < a.severity_rank
+    returning a.type, a.xmax = 0 as created
+  ),
+  superseded as (
+    update public.max_alerts a
+    set resolved_at = now(), resolved_by = 'system', resolution = 'superseded'
+    from raised r
+    where a.tenant_id = r.tenant_id and a.lead_id = r.lead_id and a.type = (r.rule).supersedes
+      and a.resolved_at is null
+    returning a.id
+  ),
+  moved as (
+    update public.lead_state s set
+      no_contact_due_at = case when m.no_contact then m.no_contact_due_at else s.no_contact_due_at end,
+      no_reply_due_at   = case when m.no_reply   then m.no_reply_due_at   else s.no_reply_due_at end,
+      stale_due_at      = case when m.stale      then m.stale_due_at      else s.stale_due_at end,
+      high_value_due_at = case when m.high_value then m.high_value_due_at else s.high_value_due_at end
+    from (
+      select j.tenant_id, j.lead_id,
+             bool_or(j.type = 'NoContact7d')   as no_contact, max(j.next_due_at) filter (where j.type = 'NoContact7d')   as no_contact_due_at,
+             bool_or(j.type = 'NoReply3d')     as no_reply,   max(j.next_due_at) filter (where j.type = 'NoReply3d')     as no_reply_due_at,
+             bool_or(j.type = 'StaleLead30d')  as stale,      max(j.next_due_at) filter (where j.type = 'StaleLead30d')  as stale_due_at,
+             bool_or(j.type = 'HighValueRisk') as high_value, max(j.next_due_at) filter (where j.type = 'HighValueRisk') as high_value_due_at
+      from judged j
+      group by j.tenant_id, j.lead_id
+    ) m
+    where s.tenant_id = m.tenant_id and s.lead_id = m.lead_id
+    returning 1
+  )
+  select jsonb_build_object(
+    'created', (select jsonb_build_object(
+                  'NoContact7d',   count(*) filter (where u.type = 'NoContact7d'),
+                  'NoReply3d',     count(*) filter (where u.type = 'NoReply3d'),
+                  'StaleLead30d',  count(*) filter (where u.type = 'StaleLead30d'),
+                  'HighValueRisk', count(*) filter (where u.type = 'HighValueRisk'))
+                from upserted u where u.created),
+    'escalated', (select count(*) from upserted u where not u.created),
+    'resolved', (select count(*) from superseded),
+    'leads_checked', (select count(*) from moved))
+  into v_result;
+  return v_result;
+end
+$$;
+grant execute on function public.sweep_alerts(text, timestamptz) to service_role;

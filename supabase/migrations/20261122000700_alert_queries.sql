@@ -1,0 +1,164 @@
+-- Reading and resolving alerts, and reading a lead's timeline.
+
+-- Indexes -----------------------------------------------------------------------------------------
+
+-- The dashboard's counters, from the index alone.
+create index idx_max_alerts_active_stats
+  on public.max_alerts (tenant_id, severity, type) where resolved_at is null;
+
+-- Functions ---------------------------------------------------------------------------------------
+
+/** An active alert as the API lists it (the reference's shape, with the lead's name and email). */
+create function public.alert_json(p_alert public.active_alerts) returns jsonb
+language sql immutable
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'id', p_alert.id, 'tenant_id', p_alert.tenant_id, 'lead_id', p_alert.lead_id,
+    'type', p_alert.type, 'severity', p_alert.severity, 'message', p_alert.message,
+    'suggested_action', p_alert.suggested_action, 'created_at', p_alert.created_at,
+    'escalated_at', p_alert.escalated_at, 'resolved_at', p_alert.resolved_at,
+    'lead_name', p_alert.lead_name, 'lead_email', p_alert.lead_email)
+$$;
+grant execute on function public.alert_json(public.active_alerts) to authenticated, service_role;
+
+/**
+ * One page of a tenant's active alerts in the dashboard's order (high, med, low, then newest),
+ * with the stats of all its active alerts, in one call. `p_cursor` is the `next_cursor` of the
+ * previous page.
+ */
+create function public.list_active_alerts(
+  p_tenant   text,
+  p_limit    integer default 50,
+  p_cursor   jsonb default null,
+  p_severity text default null,
+  p_type     text default null,
+  p_lead_id  text default null
+) returns jsonb
+language sql stable
+set search_path = ''
+set timezone = 'UTC'
+as $$
+  with page as (
+    select v
+    from public.active_alerts v
+    where v.tenant_id = p_tenant
+      and (p_severity is null or v.severity = p_severity)
+      and (p_type is null or v.type = p_type)
+      and (p_lead_id is null or v.lead_id = p_lead_id)
+      and (p_cursor is null
+           or v.severity_rank > (p_cursor ->> 'r')::smallint
+           or (v.severity_rank = (p_cursor ->> 'r')::smallint
+               and (v.created_at, v.id) < ((p_cursor ->> 'c')::timestamptz, (p_cursor ->> 'i')::uuid)))
+    order by v.severity_rank, v.created_at desc, v.id desc
+    limit p_limit + 1
+  ),
+  numbered as (
+    select p.v, row_number() over (order by (p.v).severity_rank, (p.v).created_at desc, (p.v).id desc) as n
+    from page p
+  )
+  select jsonb_build_object(
+    'stats', (select jsonb_build_object(
+                'total', count(*),
+                'by_severity', jsonb_build_object(
+                  'high', count(*) filter (where a.severity = 'high'),
+                  'med',  count(*) filter (where a.severity = 'med'),
+                  'low',  count(*) filter (where a.severity = 'low')),
+                'by_type', jsonb_build_object(
+                  'NoContact7d',      count(*) filter (where a.type = 'NoContact7d'),
+                  'NoReply3d',        count(*) filter (where a.type = 'NoReply3d'),
+                  'StaleLead30d',     count(*) filter (where a.type = 'StaleLead30d'),
+                  'HighValueRisk',    count(*) filter (where a.type = 'HighValueRisk'),
+                  'HotLead24h',       count(*) filter (where a.type = 'HotLead24h'),
+                  'PreferredChannel', count(*) filter (where a.type = 'PreferredChannel')))
+              from public.max_alerts a
+              where a.tenant_id = p_tenant and a.resolved_at is null),
+    'alerts', coalesce((select jsonb_agg(public.alert_json(x.v) order by x.n) from numbered x where x.n <= p_limit), '[]'),
+    'next_cursor', (select jsonb_build_object('r', (x.v).severity_rank, 'c', (x.v).created_at, 'i', (x.v).id)
+                    from numbered x
+                    where x.n = p_limit and exists (select from numbered y where y.n > p_limit)))
+$$;
+grant execute on function public.list_active_alerts(text, integer, jsonb, text, text, text) to authenticated, service_role;
+
+/**
+ * Resolve an alert by hand. Idempotent: resolving a resolved alert answers with the first
+ * resolution. The same silence does not raise that alert again; the next activity starts anew.
+ */
+create function public.resolve_alert(p_tenant text, p_alert_id uuid, p_actor text default 'user_manual')
+returns jsonb
+language plpgsql
+set search_path = ''
+set timezone = 'UTC'
+as $$
+declare
+  v_alert public.max_alerts;
+begin
+  select * into v_alert from public.max_alerts a where a.id = p_alert_id and a.tenant_id = p_tenant;
+  if not found then
+    perform public.raise_error('LW404', 'alert not found', 'id');
+  end if;
+
+  if v_alert.resolved_at is null then
+    -- Lock the lead's state before the alert, in the sweep's order, so that the two never deadlock.
+    perform from public.lead_state s where s.tenant_id = p_tenant and s.lead_id = v_alert.lead_id for update;
+    update public.max_alerts a
+    set resolved_at = now(), resolved_by = p_actor, resolution = 'manual'
+    where a.id = p_alert_id and a.resolved_at is null
+    returning * into v_alert;
+
+    if found then
+      update public.lead_state s set
+        no_contact_due_at = case when v_alert.type = 'NoContact7d' then null else s.no_contact_due_at end,
+        no_reply_due_at   = case when v_alert.type = 'NoReply3d' then null else s.no_reply_due_at end,
+        stale_due_at      = case when v_alert.type = 'StaleLead30d' then null else s.stale_due_at end,
+        high_value_due_at = case when v_alert.type = 'HighValueRisk' then null else s.high_value_due_at end
+      where s.tenant_id = p_tenant and s.lead_id = v_alert.lead_id;
+    else
+      select * into v_alert from public.max_alerts a where a.id = p_alert_id;
+    end if;
+  end if;
+
+  return jsonb_build_object('alert', jsonb_build_object(
+    'id', v_alert.id, 'type', v_alert.type, 'lead_id', v_alert.lead_id,
+    'resolved_at', v_alert.resolved_at, 'resolved_by', v_alert.resolved_by));
+end
+$$;
+grant execute on function public.resolve_alert(text, uuid, text) to service_role;
+
+/** A lead's timeline, newest first (by when it happened), one page at a time. */
+create function public.list_lead_activities(
+  p_tenant  text,
+  p_lead_id text,
+  p_limit   integer default 50,
+  p_cursor  jsonb default null
+) returns jsonb
+language plpgsql stable
+set search_path = ''
+set timezone = 'UTC'
+as $$
+declare
+  v_result jsonb;
+begin
+  if not exists (select from public.lead_state s where s.tenant_id = p_tenant and s.lead_id = p_lead_id)
+     and not exists (select from public.leads l where l.tenant_id = p_tenant and l.lead_id = p_lead_id) then
+    perform public.raise_error('LW404', 'lead not found', 'leadId');
+  end if;
+
+  with page as (
+    select a, row_number() over (order by a.occurred_at desc, a.id desc) as n
+    from public.lead_activities a
+    where a.tenant_id = p_tenant and a.lead_id = p_lead_id
+      and (p_cursor is null
+           or (a.occurred_at, a.id) < ((p_cursor ->> 'o')::timestamptz, (p_cursor ->> 'i')::uuid))
+    order by a.occurred_at desc, a.id desc
+    limit p_limit + 1
+  )
+  select jsonb_build_object(
+    'activities', coalesce((select jsonb_agg(public.activity_json(p.a) order by p.n) from page p where p.n <= p_limit), '[]'),
+    'next_cursor', (select jsonb_build_object('o', (p.a).occurred_at, 'i', (p.a).id)
+                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
+  into v_result;
+  return v_result;
+end
+$$;
+grant execute on function public.list_lead_activities(text, text, integer, jsonb) to authenticated, service_role;
