@@ -1,0 +1,39 @@
+"""The deployable surface: one functions-framework HTTP function per group of routes.
+
+Each function serves its paths (see README, "API"), e.g. the `alerts` function answers
+`GET /api/alerts/active` and `POST /api/alerts/{id}/resolve`. The store is created on the first
+request of an instance and reused by the next ones.
+"""
+
+import functions_framework
+
+from leadwatch.api import Api
+from leadwatch.config import load_settings
+from leadwatch.store import make_store
+
+_api = Api(lambda: make_store(load_settings()))
+
+
+@functions_framework.http
+def activities(request):
+    return _api.handle(request, "activities")
+
+
+@functions_framework.http
+def alerts(request):
+    return _api.handle(request, "alerts")
+
+
+@functions_framework.http
+def sweep(request):
+    return _api.handle(request, "sweep")
+
+
+@functions_framework.http
+def leads(request):
+    return _api.handle(request, "leads")
+
+
+@functions_framework.http
+def health(request):
+    return _api.handle(request, "health")

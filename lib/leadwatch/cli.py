@@ -1,0 +1,135 @@
+"""`leadwatch dev | migrate | sweep`."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import sys
+from dataclasses import replace
+
+from .config import load_settings
+from .errors import ConfigError, LeadwatchError
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from werkzeug.serving import run_simple
+
+    from .api import Api
+    from .demo import DEMO_TENANT, load_demo
+    from .dev import create_app
+    from .embedded import start_embedded
+    from .migrate import migrate
+    from .store import PostgresStore
+
+    settings = load_settings()
+    database_url = args.database_url or settings.database_url
+    if database_url:
+        where = "the Postgres at --database-url / DATABASE_URL"
+    else:
+        print(f"Starting the embedded PostgreSQL in {args.data_dir} ...", flush=True)
+        database_url = start_embedded(args.data_dir)
+        where = f"the embedded PostgreSQL in {args.data_dir}"
+    applied = migrate(database_url)
+    if applied:
+        print(f"Applied {len(applied)} migration(s).")
+    store = PostgresStore(database_url, timeout=settings.db_timeout, pool_size=max(settings.db_pool_size, 10))
+    if not args.no_demo:
+        result = load_demo(store)
+        print(f"Demo leads loaded in tenant '{DEMO_TENANT}' ({sum(result['created'].values())} new alert(s)).")
+
+    if not ipaddress.ip_address(_resolve(args.host)).is_loopback:
+        print("Refusing to serve the open dev mode on a non-loopback address: it trusts X-Tenant from anyone.",
+              file=sys.stderr)
+        return 2
+    base = f"http://{args.host}:{args.port}"
+    print(f"""
+leadwatch dev — serving every function on {base} over {where}.
+OPEN MODE: X-Tenant is trusted without authentication. Keep it on this machine.
+
+  curl {base}/health
+  curl {base}/api/alerts/active -H 'X-Tenant: {DEMO_TENANT}'
+  curl -X POST {base}/api/alerts/sweep
+""", flush=True)
+    run_simple(args.host, args.port, create_app(Api(store)), threaded=True, use_reloader=False)
+    return 0
+
+
+def _resolve(host: str) -> str:
+    return "127.0.0.1" if host == "localhost" else host
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from .migrate import migrate
+
+    settings = load_settings()
+    database_url = args.database_url or settings.database_url
+    if not database_url:
+        raise ConfigError("leadwatch migrate needs DATABASE_URL (on Supabase: the project's direct connection "
+                          "string), or use `supabase db push`")
+    applied = migrate(database_url)
+    print("\n".join(f"applied {name}" for name in applied) or "nothing to apply: the database is up to date")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .store import make_store
+
+    settings = load_settings()
+    if args.database_url:
+        settings = replace(settings, database_url=args.database_url)
+    store = make_store(settings)
+    try:
+        print(json.dumps(store.sweep(args.tenant), indent=2))
+    finally:
+        store.close()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="leadwatch", description="Living alerts for sales leads.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("dev", help="serve every function locally over an embedded PostgreSQL")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=None, help="default: $PORT or 8080")
+    dev.add_argument("--data-dir", default=".leadwatch", help="where the embedded database lives")
+    dev.add_argument("--no-demo", action="store_true", help="do not load the demo leads")
+    dev.add_argument("--database-url", help="use this Postgres instead of the embedded one")
+    dev.set_defaults(run=_dev)
+
+    migrate = commands.add_parser("migrate", help="apply pending migrations to DATABASE_URL")
+    migrate.add_argument("--database-url")
+    migrate.set_defaults(run=_migrate)
+
+    sweep = commands.add_parser("sweep", help="run the alert sweep against the configured backend")
+    sweep.add_argument("--tenant", help="only this tenant (default: all)")
+    sweep.add_argument("--database-url")
+    sweep.set_defaults(run=_sweep)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = parser().parse_args(argv)
+    if getattr(args, "port", 0) is None:
+        try:
+            args.port = load_settings().port
+        except ConfigError as exc:
+            print(f"leadwatch: {exc}", file=sys.stderr)
+            return 2
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"leadwatch: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except LeadwatchError as exc:
+        print(f"leadwatch: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

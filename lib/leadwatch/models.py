@@ -1,0 +1,169 @@
+"""What callers send, parsed and validated (frozen pydantic models, the API's camelCase names)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ValidationFailed
+
+Channel = Literal["whatsapp", "email", "call", "other"]
+Direction = Literal["in", "out"]
+Severity = Literal["high", "med", "low"]
+AlertType = Literal["NoContact7d", "NoReply3d", "StaleLead30d", "HighValueRisk", "HotLead24h", "PreferredChannel"]
+
+SNIPPET_LIMIT = 100
+FUTURE_TOLERANCE = timedelta(minutes=5)
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+class ActivityIn(_Input):
+    """Body of POST /api/activities/log (the reference's fields plus occurredAt and externalId)."""
+
+    leadId: str = Field(min_length=1, max_length=200)
+    channel: Channel
+    direction: Direction
+    status: str = Field(default="sent", min_length=1, max_length=40)
+    messageSnippet: str | None = None
+    meta: dict[str, Any] | None = None
+    occurredAt: datetime | None = None
+    externalId: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("messageSnippet")
+    @classmethod
+    def _cut_snippet(cls, value: str | None) -> str | None:
+        """A long message is stored cut, never refused: the sender must not fail for it."""
+        return value[:SNIPPET_LIMIT] if value is not None else None
+
+    @field_validator("occurredAt")
+    @classmethod
+    def _not_in_future(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        if value > datetime.now(timezone.utc) + FUTURE_TOLERANCE:
+            raise ValueError("must not be more than 5 minutes in the future")
+        return value
+
+
+class LeadIn(_Input):
+    """One lead of POST /api/leads."""
+
+    leadId: str = Field(min_length=1, max_length=200)
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    phone: str | None = None
+    ownerId: str | None = Field(default=None, max_length=200)
+    value: float | None = Field(default=None, ge=0, le=1e12)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    preferredChannel: Channel | None = None
+
+    @field_validator("phone")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        compact = re.sub(r"[\s().-]", "", value)
+        if compact.startswith("00"):
+            compact = "+" + compact[2:]
+        if not _E164.match(compact):
+            raise ValueError("must be an international number in E.164 form, like +33612345678")
+        return compact
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "lead_id": self.leadId, "name": self.name, "email": self.email, "phone": self.phone,
+            "owner_id": self.ownerId, "value": self.value, "currency": self.currency,
+            "preferred_channel": self.preferredChannel,
+        }
+
+
+class LeadsIn(BaseModel):
+    """POST /api/leads accepts one lead or a list of them."""
+
+    model_config = ConfigDict(frozen=True)
+    leads: list[LeadIn] = Field(min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _distinct_ids(self) -> "LeadsIn":
+        seen: set[str] = set()
+        for lead in self.leads:
+            if lead.leadId in seen:
+                raise ValueError(f"leadId {lead.leadId!r} appears twice")
+            seen.add(lead.leadId)
+        return self
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = None
+
+    def decoded_cursor(self) -> dict[str, Any] | None:
+        return decode_cursor(self.cursor)
+
+
+class AlertQuery(_Query):
+    """Query of GET /api/alerts/active."""
+
+    severity: Severity | None = None
+    type: AlertType | None = None
+    lead: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class TimelineQuery(_Query):
+    """Query of GET /api/leads/{leadId}/activities."""
+
+
+def encode_cursor(position: dict[str, Any] | None) -> str | None:
+    """The opaque `next_cursor` handed to callers."""
+    if position is None:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+    if not cursor:
+        return None
+    try:
+        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        position = None
+    if not isinstance(position, dict):
+        raise ValidationFailed("invalid cursor", [{"field": "cursor", "message": "is not a cursor this API issued"}])
+    return position
+
+
+def parse(model: type[BaseModel], data: Any) -> Any:
+    """Validate `data` into `model`, or raise ValidationFailed naming every offending field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed("the request has invalid fields", field_errors(exc)) from None
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    errors = []
+    for error in exc.errors():
+        location = [str(part) for part in error["loc"]]
+        if location and location[0] == "leads" and len(location) > 1:  # leads.0.phone -> leads[0].phone
+            location = [f"leads[{location[1]}]", *location[2:]]
+        field = ".".join(location) or "body"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "is not a known field"
+        elif error["type"] == "missing":
+            message = "is required"
+        errors.append({"field": field, "message": message})
+    return errors

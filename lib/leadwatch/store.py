@@ -1,0 +1,226 @@
+"""The stores: leadwatch's operations, each one call to one SQL function in supabase/migrations/.
+
+`Store` holds the operations and builds each call; `PostgresStore` (psycopg) and `SupabaseStore`
+(supabase-py RPC, i.e. PostgREST) only differ in how they reach the database, so they behave the
+same by construction — and the shared test suite checks that they do.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+from .config import Settings, require_backend
+from .errors import Conflict, Forbidden, LeadwatchError, NotFound, Unavailable, ValidationFailed
+from .models import ActivityIn, AlertQuery, LeadIn, TimelineQuery, encode_cursor
+
+_ERRORS: dict[str, type[LeadwatchError]] = {
+    "LW404": NotFound,
+    "LW403": Forbidden,
+    "LW409": Conflict,
+    "LW422": ValidationFailed,
+    "23505": Conflict,
+}
+
+
+def error_for(code: str | None, message: str, detail: str | None) -> LeadwatchError | None:
+    """The leadwatch error for a database error code, or None when it is not one of ours."""
+    if code and (code.startswith(("08", "53", "57P")) or code in {"PGRST000", "PGRST001", "PGRST002"}):
+        return Unavailable("the database is unreachable, retry shortly")
+    kind = _ERRORS.get(code or "")
+    if kind is None:
+        return None
+    if kind is ValidationFailed:
+        return ValidationFailed(message, [{"field": detail or "body", "message": message}])
+    return kind(message, {"field": detail} if detail else None)
+
+
+class Store:
+    """The operations of leadwatch. Subclasses implement `_call` and `ping`."""
+
+    def log_activity(self, tenant: str, activity: ActivityIn) -> dict[str, Any]:
+        return self._call(
+            "log_activity",
+            p_tenant=tenant,
+            p_lead_id=activity.leadId,
+            p_channel=activity.channel,
+            p_direction=activity.direction,
+            p_status=activity.status,
+            p_message_snippet=activity.messageSnippet,
+            p_meta=activity.meta,
+            p_occurred_at=activity.occurredAt,
+            p_external_id=activity.externalId,
+        )
+
+    def sweep(self, tenant: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+        """Run the time-based rules for leads due by `now` (default: the database's now)."""
+        return self._call("sweep_alerts", p_tenant=tenant, p_now=now)
+
+    def resolve_alert(self, tenant: str, alert_id: str, actor: str) -> dict[str, Any]:
+        return self._call("resolve_alert", p_tenant=tenant, p_alert_id=alert_id, p_actor=actor)
+
+    def list_active_alerts(self, tenant: str, query: AlertQuery) -> dict[str, Any]:
+        result = self._call(
+            "list_active_alerts",
+            p_tenant=tenant,
+            p_limit=query.limit,
+            p_cursor=query.decoded_cursor(),
+            p_severity=query.severity,
+            p_type=query.type,
+            p_lead_id=query.lead,
+        )
+        return {**result, "next_cursor": encode_cursor(result["next_cursor"])}
+
+    def upsert_leads(self, tenant: str, leads: list[LeadIn]) -> dict[str, Any]:
+        return self._call("upsert_leads", p_tenant=tenant, p_leads=[lead.to_row() for lead in leads])
+
+    def list_lead_activities(self, tenant: str, lead_id: str, query: TimelineQuery) -> dict[str, Any]:
+        result = self._call(
+            "list_lead_activities",
+            p_tenant=tenant,
+            p_lead_id=lead_id,
+            p_limit=query.limit,
+            p_cursor=query.decoded_cursor(),
+        )
+        return {**result, "next_cursor": encode_cursor(result["next_cursor"])}
+
+    def _call(self, function: str, **params: Any) -> Any:
+        """Call a SQL function by name with named arguments; arguments left as None take their defaults."""
+        raise NotImplementedError
+
+    def ping(self) -> None:
+        """Raise Unavailable unless the database answers."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def _json_ready(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+class PostgresStore(Store):
+    """Calls the SQL functions over psycopg (DATABASE_URL): self-hosted, Supabase direct, embedded."""
+
+    def __init__(self, database_url: str, *, timeout: float = 5.0, pool_size: int = 5) -> None:
+        self._url = database_url
+        self._timeout = timeout
+        self._pool_size = pool_size
+        self._pool = None
+        self._lock = threading.Lock()
+
+    def _connection(self):
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    from psycopg_pool import ConnectionPool
+
+                    self._pool = ConnectionPool(
+                        self._url,
+                        min_size=1,
+                        max_size=self._pool_size,
+                        timeout=self._timeout,
+                        kwargs={"autocommit": True, "connect_timeout": max(1, int(self._timeout))},
+                        open=False,
+                    )
+                    self._pool.open(wait=False)
+        return self._pool.connection()
+
+    def _call(self, function: str, **params: Any) -> Any:
+        from psycopg import sql
+        from psycopg.types.json import Jsonb
+
+        args = {name: value for name, value in params.items() if value is not None}
+        statement = sql.SQL("select public.{}({})").format(
+            sql.Identifier(function),
+            sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in args),
+        )
+        values = {name: Jsonb(v) if isinstance(v, (dict, list)) else _json_ready(v) for name, v in args.items()}
+        return self._execute(statement, values)[0]
+
+    def _execute(self, statement: Any, values: dict[str, Any] | None = None) -> tuple:
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            with self._connection() as conn:
+                return conn.execute(statement, values).fetchone()
+        except PoolTimeout:
+            raise Unavailable("the database is unreachable, retry shortly") from None
+        except psycopg.OperationalError as exc:
+            raise error_for(exc.sqlstate or "08000", str(exc), None) or Unavailable(str(exc)) from None
+        except psycopg.Error as exc:
+            mapped = error_for(exc.sqlstate, exc.diag.message_primary or str(exc), exc.diag.message_detail)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+    def ping(self) -> None:
+        self._execute("select 1")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+class SupabaseStore(Store):
+    """Calls the same SQL functions through Supabase's REST API (supabase-py `rpc`) with the service key."""
+
+    def __init__(self, url: str, service_key: str, *, timeout: float = 10.0) -> None:
+        self._url = url
+        self._key = service_key
+        self._timeout = timeout
+        self._client = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self):
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    from supabase import ClientOptions, create_client
+
+                    options = ClientOptions(postgrest_client_timeout=self._timeout, auto_refresh_token=False,
+                                            persist_session=False)
+                    self._client = create_client(self._url, self._key, options)
+        return self._client
+
+    def _call(self, function: str, **params: Any) -> Any:
+        import httpx
+        from postgrest.exceptions import APIError
+
+        args = {name: _json_ready(value) for name, value in params.items() if value is not None}
+        try:
+            return self.client.rpc(function, args).execute().data
+        except httpx.TransportError:
+            raise Unavailable("Supabase is unreachable, retry shortly") from None
+        except APIError as exc:
+            code = exc.code or ""
+            if code.isdigit() and int(code) >= 500:  # a gateway error page, not PostgREST's JSON
+                raise Unavailable("Supabase is unavailable, retry shortly") from None
+            mapped = error_for(code, exc.message or "database error", exc.details)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+    def ping(self) -> None:
+        import httpx
+
+        try:
+            response = httpx.get(f"{self._url}/rest/v1/", headers={"apikey": self._key,
+                                 "Authorization": f"Bearer {self._key}"}, timeout=self._timeout)
+        except httpx.TransportError:
+            raise Unavailable("Supabase is unreachable, retry shortly") from None
+        if response.status_code >= 500:
+            raise Unavailable("Supabase is unavailable, retry shortly")
+
+
+def make_store(settings: Settings) -> Store:
+    """The store the configuration chooses: DATABASE_URL → PostgresStore, else SUPABASE_URL → SupabaseStore."""
+    require_backend(settings)
+    if settings.backend == "postgres":
+        return PostgresStore(settings.database_url, timeout=settings.db_timeout, pool_size=settings.db_pool_size)
+    return SupabaseStore(settings.supabase_url, settings.supabase_service_key)
