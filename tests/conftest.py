@@ -1,0 +1,80 @@
+"""Fixtures: a real PostgreSQL (embedded, or LEADWATCH_TEST_DATABASE_URL), both stores, the HTTP app."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import psycopg
+import pytest
+import respx
+
+from leadwatch.api import Api
+from leadwatch.dev import create_app
+from leadwatch.embedded import start_embedded
+from leadwatch.migrate import migrate
+from leadwatch.store import PostgresStore, SupabaseStore
+
+from postgrest_fake import SERVICE_KEY, SUPABASE_URL, PostgrestFake
+
+TABLES = "lead_activities, max_alerts, alert_events, leads, lead_state"
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory) -> str:
+    """A Postgres server URL: LEADWATCH_TEST_DATABASE_URL if set, else a fresh embedded server."""
+    url = os.environ.get("LEADWATCH_TEST_DATABASE_URL")
+    if url:
+        return url
+    return start_embedded(tmp_path_factory.mktemp("pg") / "data", database="postgres")
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url) -> str:
+    """A new database on that server, migrated, dropped at the end."""
+    name = f"leadwatch_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
+    migrate(url)
+    yield url
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'drop database "{name}" with (force)')
+
+
+@pytest.fixture
+def db(database_url):
+    """A connection to the test database, emptied before each test (rules keep their defaults)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"truncate {TABLES}")
+        conn.execute("delete from alert_rules where tenant_id <> '*'")
+        yield conn
+
+
+@pytest.fixture
+def postgres_store(db, database_url):
+    store = PostgresStore(database_url)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def supabase_store(db, database_url):
+    fake = PostgrestFake(database_url)
+    with respx.mock(base_url=SUPABASE_URL, assert_all_called=False) as router:
+        router.post(path__regex=r"^/rest/v1/rpc/(?P<function>\w+)$").mock(side_effect=fake)
+        store = SupabaseStore(SUPABASE_URL, SERVICE_KEY)
+        store.fake = fake
+        yield store
+    fake.close()
+
+
+@pytest.fixture(params=["postgres", "supabase"])
+def store(request):
+    """Each behavioural test runs once per store: the same SQL reached two ways."""
+    return request.getfixturevalue(f"{request.param}_store")
+
+
+@pytest.fixture
+def client(store):
+    """The dev server's app (the handlers the cloud functions run) over the store under test."""
+    return create_app(Api(store)).test_client()

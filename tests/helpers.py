@@ -1,0 +1,31 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from leadwatch.models import ActivityIn, LeadIn
+
+
+def ago(**delta) -> datetime:
+    return datetime.now(timezone.utc) - timedelta(**delta)
+
+
+def later(**delta) -> datetime:
+    return datetime.now(timezone.utc) + timedelta(**delta)
+
+
+def log(store, tenant="acme", lead="L1", channel="whatsapp", direction="out", **fields):
+    return store.log_activity(tenant, ActivityIn(leadId=lead, channel=channel, direction=direction, **fields))
+
+
+def add_leads(store, tenant="acme", **leads):
+    """add_leads(store, L1={"name": ...}, L2={...})"""
+    return store.upsert_leads(tenant, [LeadIn(leadId=lead_id, **fields) for lead_id, fields in leads.items()])
+
+
+def active(db, tenant="acme"):
+    """{(lead, type): severity} of the tenant's active alerts, straight from the table."""
+    rows = db.execute("select lead_id, type, severity from max_alerts where tenant_id = %s and resolved_at is null",
+                      [tenant]).fetchall()
+    return {(lead, kind): severity for lead, kind, severity in rows}
