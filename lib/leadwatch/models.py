@@ -9,7 +9,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ValidationFailed
 
@@ -95,14 +95,15 @@ class LeadsIn(BaseModel):
     model_config = ConfigDict(frozen=True)
     leads: list[LeadIn] = Field(min_length=1, max_length=1000)
 
-    @model_validator(mode="after")
-    def _distinct_ids(self) -> "LeadsIn":
+    @field_validator("leads")
+    @classmethod
+    def _distinct_ids(cls, leads: list[LeadIn]) -> list[LeadIn]:
         seen: set[str] = set()
-        for lead in self.leads:
+        for lead in leads:
             if lead.leadId in seen:
                 raise ValueError(f"leadId {lead.leadId!r} appears twice")
             seen.add(lead.leadId)
-        return self
+        return leads
 
 
 class _Query(BaseModel):

@@ -91,7 +91,7 @@ class Store:
 
     def ping(self) -> None:
         """Raise Unavailable unless the database answers."""
-        raise NotImplementedError
+        self._call("ping")
 
     def close(self) -> None:
         """Release connections."""
@@ -157,9 +157,6 @@ class PostgresStore(Store):
                 raise
             raise mapped from None
 
-    def ping(self) -> None:
-        self._execute("select 1")
-
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
@@ -205,17 +202,6 @@ class SupabaseStore(Store):
             if mapped is None:
                 raise
             raise mapped from None
-
-    def ping(self) -> None:
-        import httpx
-
-        try:
-            response = httpx.get(f"{self._url}/rest/v1/", headers={"apikey": self._key,
-                                 "Authorization": f"Bearer {self._key}"}, timeout=self._timeout)
-        except httpx.TransportError:
-            raise Unavailable("Supabase is unreachable, retry shortly") from None
-        if response.status_code >= 500:
-            raise Unavailable("Supabase is unavailable, retry shortly")
 
 
 def make_store(settings: Settings) -> Store:

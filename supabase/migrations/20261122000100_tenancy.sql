@@ -53,3 +53,12 @@ begin
 end
 $$;
 grant execute on function public.raise_error(text, text, text) to authenticated, service_role;
+
+/** Does the database answer? What `GET /health` asks, through whichever store is configured. */
+create function public.ping() returns boolean
+language sql stable
+set search_path = ''
+as $$
+  select true
+$$;
+grant execute on function public.ping() to service_role;
