@@ -45,39 +45,34 @@ def test_migrations_are_recorded_and_a_second_run_applies_nothing(database_url):
     assert pending_files(set(versions)) == []
 
 
-def test_migrate_applies_new_files_in_order_once(server_url, tmp_path):
+@pytest.fixture
+def empty_database(server_url):
+    """A URL to a new, empty database (a plain Postgres: no Supabase roles yet)."""
     name = f"leadwatch_mig_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'create database "{name}"')
-    url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
+    yield psycopg.conninfo.make_conninfo(server_url, dbname=name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'drop database "{name}" with (force)')
+
+
+def test_migrate_applies_new_files_in_order_once(empty_database, tmp_path):
     (tmp_path / "20990101000002_second.sql").write_text("insert into t values (2);")
     (tmp_path / "20990101000001_first.sql").write_text("create table t (n int); insert into t values (1);")
-    try:
-        assert migrate(url, tmp_path) == ["20990101000001_first.sql", "20990101000002_second.sql"]
-        assert migrate(url, tmp_path) == []
-        with psycopg.connect(url) as conn:
-            assert [r[0] for r in conn.execute("select n from t")] == [1, 2]
-            assert conn.execute("select to_regprocedure('auth.jwt()') is not null").fetchone()[0]
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'drop database "{name}" with (force)')
+    assert migrate(empty_database, tmp_path) == ["20990101000001_first.sql", "20990101000002_second.sql"]
+    assert migrate(empty_database, tmp_path) == []
+    with psycopg.connect(empty_database) as conn:
+        assert [r[0] for r in conn.execute("select n from t")] == [1, 2]
+        assert conn.execute("select to_regprocedure('auth.jwt()') is not null").fetchone()[0]
 
 
-def test_failed_migration_is_rolled_back_and_not_recorded(server_url, tmp_path):
-    name = f"leadwatch_mig_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
+def test_failed_migration_is_rolled_back_and_not_recorded(empty_database, tmp_path):
     (tmp_path / "20990101000001_broken.sql").write_text("create table half (n int); select no_such_function();")
-    try:
-        with pytest.raises(psycopg.errors.UndefinedFunction):
-            migrate(url, tmp_path)
-        with psycopg.connect(url) as conn:
-            assert conn.execute("select to_regclass('public.half')").fetchone()[0] is None
-            assert conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()[0] == 0
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'drop database "{name}" with (force)')
+    with pytest.raises(psycopg.errors.UndefinedFunction):
+        migrate(empty_database, tmp_path)
+    with psycopg.connect(empty_database) as conn:
+        assert conn.execute("select to_regclass('public.half')").fetchone()[0] is None
+        assert conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()[0] == 0
 
 
 def _as(db, role: str, claims: dict | None):
