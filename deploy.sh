@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploy leadwatch's functions to Google Cloud Run functions (gen2), one function per group.
 #
-#   PROJECT=my-project REGION=europe-west1 ./deploy.sh
+#   PROJECT=my-project REGION=europe-west1 CORS_ORIGINS=https://app.example.com SCHEDULER_SA=... ./deploy.sh
 #
 # Needs gcloud (authenticated) and the secrets below in Secret Manager. Apply the database
 # schema first: `supabase db push` (Supabase) or `DATABASE_URL=... leadwatch migrate`.
@@ -28,12 +28,15 @@ psycopg[binary,pool]>=3.2
 REQ
 
 secrets="SUPABASE_URL=SUPABASE_URL:latest,SUPABASE_SERVICE_KEY=SUPABASE_SERVICE_KEY:latest"
+secrets+=",SUPABASE_JWT_SECRET=SUPABASE_JWT_SECRET:latest,LEADWATCH_SCHEDULER_TOKEN=LEADWATCH_SCHEDULER_TOKEN:latest"
+: "${CORS_ORIGINS:?set CORS_ORIGINS to your frontend origins, comma-separated (https://app.example.com)}"
 
 deploy() {  # deploy NAME [extra gcloud flags...]
   local name=$1; shift
   gcloud functions deploy "leadwatch-$name" --gen2 --project "$PROJECT" --region "$REGION" \
     --runtime "$RUNTIME" --source "$build" --entry-point "$name" --trigger-http \
-    --set-secrets "$secrets" --memory 256Mi --timeout 60s "$@"
+    --set-secrets "$secrets" --set-env-vars "^;^LEADWATCH_CORS_ORIGINS=$CORS_ORIGINS" \
+    --memory 256Mi --timeout 60s "$@"
 }
 
 deploy activities --allow-unauthenticated
@@ -43,10 +46,12 @@ deploy health --allow-unauthenticated
 # The sweep is private: only the scheduler's service account may invoke it.
 deploy sweep --no-allow-unauthenticated --timeout 540s
 
-# Daily at 09:00 Paris time, as the reference's cron sketch.
+# Daily at 09:00 Paris time, as the reference's cron sketch. IAM checks the scheduler's OIDC token
+# (Authorization); leadwatch checks its own scheduler token (X-Scheduler-Token) as well.
 sweep_url=$(gcloud functions describe leadwatch-sweep --gen2 --project "$PROJECT" --region "$REGION" \
   --format 'value(serviceConfig.uri)')
 gcloud scheduler jobs create http leadwatch-daily-sweep --project "$PROJECT" --location "$REGION" \
   --schedule "0 9 * * *" --time-zone "Europe/Paris" --http-method POST --uri "$sweep_url/api/alerts/sweep" \
+  --headers "X-Scheduler-Token=$(gcloud secrets versions access latest --secret LEADWATCH_SCHEDULER_TOKEN --project "$PROJECT")" \
   --oidc-service-account-email "${SCHEDULER_SA:?set SCHEDULER_SA to the scheduler service account}" \
   2>/dev/null || echo "scheduler job leadwatch-daily-sweep already exists"

@@ -5,13 +5,20 @@ Each function serves its paths (see README, "API"), e.g. the `alerts` function a
 request of an instance and reused by the next ones.
 """
 
+import logging
+
 import functions_framework
 
 from leadwatch.api import Api
-from leadwatch.config import load_settings
+from leadwatch.config import load_settings, require_backend
+from leadwatch.identity import VerifiedAccess
 from leadwatch.store import make_store
 
-_api = Api(lambda: make_store(load_settings()))
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+# Read once at cold start: a missing setting fails here, naming it. Deployed functions are never open.
+_settings = require_backend(load_settings())
+_api = Api(lambda: make_store(_settings), VerifiedAccess(_settings), _settings.cors_origins)
 
 
 @functions_framework.http

@@ -11,6 +11,7 @@ import respx
 from leadwatch.api import Api
 from leadwatch.dev import create_app
 from leadwatch.embedded import start_embedded
+from leadwatch.identity import OpenAccess
 from leadwatch.migrate import migrate
 from leadwatch.store import PostgresStore, SupabaseStore
 
@@ -58,13 +59,19 @@ def postgres_store(db, database_url):
 
 
 @pytest.fixture
-def supabase_store(db, database_url):
-    fake = PostgrestFake(database_url)
+def supabase_http():
+    """respx in front of the Supabase project's URL: tests add the routes they answer."""
     with respx.mock(base_url=SUPABASE_URL, assert_all_called=False) as router:
-        router.post(path__regex=r"^/rest/v1/rpc/(?P<function>\w+)$").mock(side_effect=fake)
-        store = SupabaseStore(SUPABASE_URL, SERVICE_KEY)
-        store.fake = fake
-        yield store
+        yield router
+
+
+@pytest.fixture
+def supabase_store(db, database_url, supabase_http):
+    fake = PostgrestFake(database_url)
+    supabase_http.post(path__regex=r"^/rest/v1/rpc/(?P<function>\w+)$").mock(side_effect=fake)
+    store = SupabaseStore(SUPABASE_URL, SERVICE_KEY)
+    store.fake = fake
+    yield store
     fake.close()
 
 
@@ -77,4 +84,4 @@ def store(request):
 @pytest.fixture
 def client(store):
     """The dev server's app (the handlers the cloud functions run) over the store under test."""
-    return create_app(Api(store)).test_client()
+    return create_app(Api(store, OpenAccess())).test_client()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import jwt
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -18,6 +19,8 @@ from psycopg_pool import ConnectionPool
 
 SUPABASE_URL = "https://leadwatch-test.supabase.co"
 SERVICE_KEY = "sb_secret_test_service_key"
+JWT_SECRET = "test-jwt-secret-with-at-least-32-characters"
+PUBLIC_KEYS: dict[str, object] = {}  # kid -> public key of the project's asymmetric signing keys (its JWKS)
 
 
 def postgrest_status(sqlstate: str) -> int:
@@ -45,8 +48,17 @@ class PostgrestFake:
 
     def __call__(self, request: httpx.Request, function: str) -> httpx.Response:
         if request.headers.get("apikey") != SERVICE_KEY:
-            return httpx.Response(401, json={"code": "PGRST301", "message": "Invalid API key", "details": None,
-                                             "hint": None})
+            return _unauthorized("Invalid API key")
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if bearer == SERVICE_KEY:
+            claims = {"role": "service_role"}
+        else:  # a user's JWT: PostgREST verifies it and runs the call as its role, with its claims
+            try:
+                header = jwt.get_unverified_header(bearer)
+                key = JWT_SECRET if header.get("alg") == "HS256" else PUBLIC_KEYS.get(header.get("kid"))
+                claims = jwt.decode(bearer, key, algorithms=["HS256", "RS256"], audience="authenticated")
+            except jwt.PyJWTError as exc:
+                return _unauthorized(str(exc))
         self.calls.append(function)
         params = json.loads(request.content or b"{}")
         statement = sql.SQL("select public.{}({})").format(
@@ -56,8 +68,8 @@ class PostgrestFake:
         values = {k: Jsonb(v) if isinstance(v, (dict, list)) else v for k, v in params.items()}
         try:
             with self.pool.connection() as conn, conn.transaction():
-                conn.execute("set local role service_role")
-                conn.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps({"role": "service_role"})])
+                conn.execute(sql.SQL("set local role {}").format(sql.Identifier(claims["role"])))
+                conn.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
                 result = conn.execute(statement, values).fetchone()[0]
         except psycopg.Error as exc:
             return httpx.Response(postgrest_status(exc.sqlstate or "XX000"), json={
@@ -65,3 +77,7 @@ class PostgrestFake:
                 "details": exc.diag.message_detail, "hint": exc.diag.message_hint,
             })
         return httpx.Response(200, json=result)
+
+
+def _unauthorized(message: str) -> httpx.Response:
+    return httpx.Response(401, json={"code": "PGRST301", "message": message, "details": None, "hint": None})

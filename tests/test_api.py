@@ -10,6 +10,7 @@ import respx
 
 from leadwatch import Api, PostgresStore, SupabaseStore
 from leadwatch.dev import create_app
+from leadwatch.identity import OpenAccess
 
 from helpers import ago, later, log
 from postgrest_fake import SERVICE_KEY, SUPABASE_URL
@@ -231,7 +232,7 @@ def test_errors_never_leak_a_stack_trace(client, monkeypatch, store):
 
 def test_unreachable_postgres_is_503_with_retry_after():
     store = PostgresStore("postgresql://postgres@127.0.0.1:9/leadwatch", timeout=0.5)
-    client = create_app(Api(store)).test_client()
+    client = create_app(Api(store, OpenAccess())).test_client()
     response = client.post(LOG, headers=H, json={"leadId": "L1", "channel": "email", "direction": "in"})
     assert response.status_code == 503 and response.headers["Retry-After"]
     assert response.get_json()["error"]["code"] == "database_unavailable"
@@ -243,7 +244,7 @@ def test_unreachable_postgres_is_503_with_retry_after():
 def test_unreachable_supabase_is_503_with_retry_after():
     with respx.mock(base_url=SUPABASE_URL) as router:
         router.post(path__regex=r"^/rest/v1/rpc/").mock(side_effect=httpx.ConnectError("refused"))
-        client = create_app(Api(SupabaseStore(SUPABASE_URL, SERVICE_KEY))).test_client()
+        client = create_app(Api(SupabaseStore(SUPABASE_URL, SERVICE_KEY), OpenAccess())).test_client()
         response = client.get("/api/alerts/active", headers=H)
         assert response.status_code == 503 and response.headers["Retry-After"]
         assert client.get("/health").status_code == 503
@@ -252,5 +253,5 @@ def test_unreachable_supabase_is_503_with_retry_after():
 def test_supabase_gateway_error_is_503():
     with respx.mock(base_url=SUPABASE_URL) as router:
         router.post(path__regex=r"^/rest/v1/rpc/").mock(return_value=httpx.Response(502, text="<html>Bad gateway</html>"))
-        client = create_app(Api(SupabaseStore(SUPABASE_URL, SERVICE_KEY))).test_client()
+        client = create_app(Api(SupabaseStore(SUPABASE_URL, SERVICE_KEY), OpenAccess())).test_client()
         assert client.post("/api/alerts/sweep").status_code == 503

@@ -101,3 +101,47 @@ def test_migrate_and_sweep_commands_against_database_url(postgres_store, db, dat
                            env=_env(DATABASE_URL=database_url), timeout=60)
     assert swept.returncode == 0, swept.stderr
     assert json.loads(swept.stdout)["created"]["NoContact7d"] == 1
+
+
+def test_dev_with_auth_enforces_what_the_cloud_enforces(database_url, db):
+    """`leadwatch dev --auth` refuses anonymous callers and serves the service key, as deployed functions do."""
+    port = _free_port()
+    env = _env(SUPABASE_SERVICE_KEY="dev-service-key", SUPABASE_JWT_SECRET="dev-secret-with-32-characters-or-more")
+    process = subprocess.Popen([*LEADWATCH, "dev", "--auth", "--no-demo", "--port", str(port),
+                                "--database-url", database_url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"{base}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        anonymous = httpx.get(f"{base}/api/alerts/active", headers={"X-Tenant": "macrea"})
+        assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+        service = httpx.get(f"{base}/api/alerts/active",
+                            headers={"X-Tenant": "macrea", "Authorization": "Bearer dev-service-key"})
+        assert service.status_code == 200
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert "AUTH MODE" in output
+
+
+def test_deployed_functions_are_never_open(database_url, db, monkeypatch):
+    """functions/main.py, loaded by functions-framework as the cloud loads it, verifies every caller."""
+    import functions_framework
+    from pathlib import Path
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("SUPABASE_SERVICE_KEY", "cloud-service-key")
+    source = str(Path(__file__).resolve().parents[1] / "functions" / "main.py")
+    for target, method, path in (("alerts", "get", "/api/alerts/active"), ("activities", "post", "/api/activities/log"),
+                                 ("sweep", "post", "/api/alerts/sweep"), ("leads", "post", "/api/leads")):
+        client = functions_framework.create_app(target=target, source=source).test_client()
+        response = getattr(client, method)(path, headers={"X-Tenant": "macrea"}, json={})
+        assert response.status_code == 401, target
+    alerts = functions_framework.create_app(target="alerts", source=source).test_client()
+    served = alerts.get("/api/alerts/active", headers={"X-Tenant": "macrea", "Authorization": "Bearer cloud-service-key"})
+    assert served.status_code == 200 and served.get_json()["success"] is True

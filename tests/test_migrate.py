@@ -86,7 +86,7 @@ def test_signed_in_user_reads_only_their_tenants_rows(postgres_store, db):
     postgres_store.sweep()
     try:
         _as(db, "authenticated", {"sub": str(uuid.uuid4()), "role": "authenticated",
-                                  "app_metadata": {"tenant_id": "acme"}})
+                                  "app_metadata": {"tenant_id": "acme", "role": "admin"}})
         for table in ("lead_activities", "max_alerts", "active_alerts", "lead_state", "alert_events"):
             tenants = {r[0] for r in db.execute(f"select tenant_id from {table}")}
             assert tenants == {"acme"}, table

@@ -16,8 +16,10 @@ from flask import Request, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed as _MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
-from .errors import BadRequest, LeadwatchError, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable, ValidationFailed
-from .identity import Caller, identify
+from .cors import CorsPolicy
+from .errors import (BadRequest, Forbidden, LeadwatchError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized,
+                     Unavailable, ValidationFailed)
+from .identity import Caller, OpenAccess, VerifiedAccess
 from .models import ActivityIn, AlertQuery, LeadsIn, TimelineQuery, parse
 from .store import Store
 
@@ -46,20 +48,20 @@ GROUPS: dict[str, list[Rule]] = {
 def log_activity(request: Request, caller: Caller, store: Store) -> tuple[int, dict]:
     tenant = caller.require_tenant()
     activity = parse(ActivityIn, _json_object(request))
-    return 200, {"success": True, **store.log_activity(tenant, activity)}
+    return 200, {"success": True, **store.log_activity(tenant, activity, caller.viewer)}
 
 
 def list_alerts(request: Request, caller: Caller, store: Store) -> tuple[int, dict]:
     tenant = caller.require_tenant()
     query = parse(AlertQuery, request.args.to_dict())
-    return 200, {"success": True, **store.list_active_alerts(tenant, query)}
+    return 200, {"success": True, **store.list_active_alerts(tenant, query, caller.viewer)}
 
 
 def resolve_alert(request: Request, caller: Caller, store: Store, alert_id: str) -> tuple[int, dict]:
     tenant = caller.require_tenant()
     if not _is_uuid(alert_id):
         raise NotFound("alert not found", {"field": "id"})
-    result = store.resolve_alert(tenant, alert_id, caller.actor)
+    result = store.resolve_alert(tenant, alert_id, caller.actor, caller.viewer)
     return 200, {"success": True, "message": "Alerte résolue", **result}
 
 
@@ -75,13 +77,13 @@ def upsert_leads(request: Request, caller: Caller, store: Store) -> tuple[int, d
     if isinstance(body, dict) and isinstance(body.get("leads"), list) and len(body) == 1:
         body = body["leads"]
     leads = parse(LeadsIn, {"leads": body if isinstance(body, list) else [body]})
-    return 200, {"success": True, **store.upsert_leads(tenant, leads.leads)}
+    return 200, {"success": True, **store.upsert_leads(tenant, leads.leads, caller.viewer)}
 
 
 def lead_activities(request: Request, caller: Caller, store: Store, lead_id: str) -> tuple[int, dict]:
     tenant = caller.require_tenant()
     query = parse(TimelineQuery, request.args.to_dict())
-    return 200, {"success": True, **store.list_lead_activities(tenant, lead_id, query)}
+    return 200, {"success": True, **store.list_lead_activities(tenant, lead_id, query, caller.viewer)}
 
 
 def health(request: Request, caller: Caller, store: Store) -> tuple[int, dict]:
@@ -91,6 +93,11 @@ def health(request: Request, caller: Caller, store: Store) -> tuple[int, dict]:
         return 503, {"status": "degraded", "database": "unreachable"}
     return 200, {"status": "ok", "database": "ok"}
 
+
+# Who may call what: the sweep is for the scheduler and the service; the rest for users and servers.
+_CALLERS = {"sweep": {"scheduler", "service", "open"}}
+_DEFAULT_CALLERS = {"user", "service", "open"}
+_PUBLIC = {"health"}  # answered without credentials: it says only whether the database answers
 
 _HANDLERS: dict[str, Callable[..., tuple[int, dict]]] = {
     "log_activity": log_activity,
@@ -146,6 +153,8 @@ def _error(exc: LeadwatchError) -> Response:
     headers = {}
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="leadwatch"'
     if isinstance(exc, MethodNotAllowed) and exc.details:
         headers["Allow"] = ", ".join(exc.details["allowed"])
     body = {"success": False, "error": {"code": exc.code, "message": exc.message, "details": exc.details}}
@@ -153,9 +162,13 @@ def _error(exc: LeadwatchError) -> Response:
 
 
 class Api:
-    """Serves the handlers of some groups over one store (created lazily, once per instance)."""
+    """Serves the handlers over one store (created lazily, once per instance), for callers that
+    `access` identifies, to browsers of the `cors_origins`."""
 
-    def __init__(self, store: Store | Callable[[], Store]) -> None:
+    def __init__(self, store: Store | Callable[[], Store], access: OpenAccess | VerifiedAccess,
+                 cors_origins: tuple[str, ...] = ()) -> None:
+        self._access = access
+        self._cors = CorsPolicy(cors_origins)
         self._store = store if isinstance(store, Store) else None
         self._make_store = store if not isinstance(store, Store) else None
         self._maps = {group: Map([rule.empty() for rule in rules]) for group, rules in GROUPS.items()}
@@ -172,6 +185,8 @@ class Api:
         started = time.perf_counter()
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         endpoint, tenant = None, None
+        if self._cors.is_preflight(request):
+            return self._cors.preflight(request)
         try:
             url_map = self._all if group is None else self._maps[group]
             try:
@@ -181,8 +196,11 @@ class Api:
                                        {"allowed": sorted(exc.valid_methods or [])}) from None
             except HTTPException:
                 raise NotFound(f"no route for {request.path}") from None
-            caller = identify(request)
-            tenant = caller.tenant
+            caller = None if endpoint in _PUBLIC else self._access.identify(request)
+            if caller is not None:
+                tenant = caller.tenant
+                if caller.kind not in _CALLERS.get(endpoint, _DEFAULT_CALLERS):
+                    raise Forbidden(f"a {caller.kind} caller may not call {endpoint}")
             status, body = _HANDLERS[endpoint](request, caller, self.store, **args)
             response = _respond(status, body)
         except LeadwatchError as exc:
@@ -191,6 +209,7 @@ class Api:
             log.exception("unhandled error", extra={"request_id": request_id})
             response = _error(LeadwatchError("internal error", {"request_id": request_id}))
         response.headers["X-Request-Id"] = request_id
+        self._cors.decorate(request, response)
         log.info(json.dumps({
             "request_id": request_id, "tenant": tenant, "route": endpoint, "method": request.method,
             "status": response.status_code, "latency_ms": round((time.perf_counter() - started) * 1000, 1),

@@ -12,6 +12,9 @@ from dataclasses import replace
 from .config import load_settings
 from .errors import ConfigError, LeadwatchError
 
+# A local frontend (Vite's default port) may call the dev server unless LEADWATCH_CORS_ORIGINS says otherwise.
+DEV_CORS_ORIGINS = ("http://localhost:5173", "http://127.0.0.1:5173")
+
 
 def _dev(args: argparse.Namespace) -> int:
     from werkzeug.serving import run_simple
@@ -20,14 +23,19 @@ def _dev(args: argparse.Namespace) -> int:
     from .demo import DEMO_TENANT, load_demo
     from .dev import create_app
     from .embedded import start_embedded
+    from .identity import OpenAccess, VerifiedAccess
     from .migrate import migrate
     from .store import PostgresStore
 
-    if not ipaddress.ip_address(_resolve(args.host)).is_loopback:
-        print("Refusing to serve the open dev mode on a non-loopback address: it trusts X-Tenant from anyone.",
-              file=sys.stderr)
-        return 2
     settings = load_settings()
+    if args.auth:
+        access = VerifiedAccess(settings)
+    elif ipaddress.ip_address(_resolve(args.host)).is_loopback:
+        access = OpenAccess()
+    else:
+        print("Refusing to serve the open dev mode on a non-loopback address: it trusts X-Tenant from anyone. "
+              "Use --auth to verify callers as the cloud does.", file=sys.stderr)
+        return 2
     database_url = args.database_url or settings.database_url
     if database_url:
         where = "the Postgres at --database-url / DATABASE_URL"
@@ -44,15 +52,19 @@ def _dev(args: argparse.Namespace) -> int:
         print(f"Demo leads loaded in tenant '{DEMO_TENANT}' ({sum(result['created'].values())} new alert(s)).")
 
     base = f"http://{args.host}:{args.port}"
+    mode = ("AUTH MODE: callers are verified exactly as in the cloud (Bearer JWT, service key, scheduler token)."
+            if args.auth else
+            "!!! OPEN MODE: X-Tenant is trusted WITHOUT authentication. Loopback only; use --auth to verify. !!!")
     print(f"""
 leadwatch dev — serving every function on {base} over {where}.
-OPEN MODE: X-Tenant is trusted without authentication. Keep it on this machine.
+{mode}
 
   curl {base}/health
   curl {base}/api/alerts/active -H 'X-Tenant: {DEMO_TENANT}'
   curl -X POST {base}/api/alerts/sweep
 """, flush=True)
-    run_simple(args.host, args.port, create_app(Api(store)), threaded=True, use_reloader=False)
+    cors = settings.cors_origins or DEV_CORS_ORIGINS
+    run_simple(args.host, args.port, create_app(Api(store, access, cors)), threaded=True, use_reloader=False)
     return 0
 
 
@@ -99,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", default=".leadwatch", help="where the embedded database lives")
     dev.add_argument("--no-demo", action="store_true", help="do not load the demo leads")
     dev.add_argument("--database-url", help="use this Postgres instead of the embedded one")
+    dev.add_argument("--auth", action="store_true", help="verify callers exactly as the deployed functions do")
     dev.set_defaults(run=_dev)
 
     migrate = commands.add_parser("migrate", help="apply pending migrations to DATABASE_URL")

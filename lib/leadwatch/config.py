@@ -13,6 +13,9 @@ from .errors import ConfigError
 class Settings:
     supabase_url: str | None = None
     supabase_service_key: str | None = None
+    supabase_jwt_secret: str | None = None   # verifies HS256 user tokens
+    scheduler_token: str | None = None       # LEADWATCH_SCHEDULER_TOKEN: may run the sweep
+    cors_origins: tuple[str, ...] = ()       # LEADWATCH_CORS_ORIGINS, comma-separated
     database_url: str | None = None
     greenapi_instance_id: str | None = None
     greenapi_token: str | None = None
@@ -62,6 +65,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(
         supabase_url=get("SUPABASE_URL"),
         supabase_service_key=get("SUPABASE_SERVICE_KEY"),
+        supabase_jwt_secret=get("SUPABASE_JWT_SECRET"),
+        scheduler_token=get("LEADWATCH_SCHEDULER_TOKEN"),
+        cors_origins=tuple(o.strip().rstrip("/") for o in (get("LEADWATCH_CORS_ORIGINS") or "").split(",") if o.strip()),
         database_url=get("DATABASE_URL"),
         greenapi_instance_id=get("GREENAPI_INSTANCE_ID"),
         greenapi_token=get("GREENAPI_TOKEN"),

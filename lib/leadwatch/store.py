@@ -7,12 +7,14 @@ same by construction — and the shared test suite checks that they do.
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime
 from typing import Any
 
 from .config import Settings, require_backend
-from .errors import Conflict, Forbidden, LeadwatchError, NotFound, Unavailable, ValidationFailed
+from .errors import Conflict, Forbidden, LeadwatchError, NotFound, Unauthorized, Unavailable, ValidationFailed
+from .identity import Viewer
 from .models import ActivityIn, AlertQuery, LeadIn, TimelineQuery, encode_cursor
 
 _ERRORS: dict[str, type[LeadwatchError]] = {
@@ -28,6 +30,8 @@ def error_for(code: str | None, message: str, detail: str | None) -> LeadwatchEr
     """The leadwatch error for a database error code, or None when it is not one of ours."""
     if code and (code.startswith(("08", "53", "57P")) or code in {"PGRST000", "PGRST001", "PGRST002"}):
         return Unavailable("the database is unreachable, retry shortly")
+    if code in {"PGRST301", "PGRST302"}:  # Supabase refused the user's token itself
+        return Unauthorized(message)
     kind = _ERRORS.get(code or "")
     if kind is None:
         return None
@@ -39,9 +43,10 @@ def error_for(code: str | None, message: str, detail: str | None) -> LeadwatchEr
 class Store:
     """The operations of leadwatch. Subclasses implement `_call` and `ping`."""
 
-    def log_activity(self, tenant: str, activity: ActivityIn) -> dict[str, Any]:
+    def log_activity(self, tenant: str, activity: ActivityIn, viewer: Viewer | None = None) -> dict[str, Any]:
         return self._call(
             "log_activity",
+            viewer,
             p_tenant=tenant,
             p_lead_id=activity.leadId,
             p_channel=activity.channel,
@@ -55,14 +60,15 @@ class Store:
 
     def sweep(self, tenant: str | None = None, now: datetime | None = None) -> dict[str, Any]:
         """Run the time-based rules for leads due by `now` (default: the database's now)."""
-        return self._call("sweep_alerts", p_tenant=tenant, p_now=now)
+        return self._call("sweep_alerts", None, p_tenant=tenant, p_now=now)
 
-    def resolve_alert(self, tenant: str, alert_id: str, actor: str) -> dict[str, Any]:
-        return self._call("resolve_alert", p_tenant=tenant, p_alert_id=alert_id, p_actor=actor)
+    def resolve_alert(self, tenant: str, alert_id: str, actor: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        return self._call("resolve_alert", viewer, p_tenant=tenant, p_alert_id=alert_id, p_actor=actor)
 
-    def list_active_alerts(self, tenant: str, query: AlertQuery) -> dict[str, Any]:
+    def list_active_alerts(self, tenant: str, query: AlertQuery, viewer: Viewer | None = None) -> dict[str, Any]:
         result = self._call(
             "list_active_alerts",
+            viewer,
             p_tenant=tenant,
             p_limit=query.limit,
             p_cursor=query.decoded_cursor(),
@@ -72,12 +78,14 @@ class Store:
         )
         return {**result, "next_cursor": encode_cursor(result["next_cursor"])}
 
-    def upsert_leads(self, tenant: str, leads: list[LeadIn]) -> dict[str, Any]:
-        return self._call("upsert_leads", p_tenant=tenant, p_leads=[lead.to_row() for lead in leads])
+    def upsert_leads(self, tenant: str, leads: list[LeadIn], viewer: Viewer | None = None) -> dict[str, Any]:
+        return self._call("upsert_leads", viewer, p_tenant=tenant, p_leads=[lead.to_row() for lead in leads])
 
-    def list_lead_activities(self, tenant: str, lead_id: str, query: TimelineQuery) -> dict[str, Any]:
+    def list_lead_activities(self, tenant: str, lead_id: str, query: TimelineQuery,
+                             viewer: Viewer | None = None) -> dict[str, Any]:
         result = self._call(
             "list_lead_activities",
+            viewer,
             p_tenant=tenant,
             p_lead_id=lead_id,
             p_limit=query.limit,
@@ -85,13 +93,17 @@ class Store:
         )
         return {**result, "next_cursor": encode_cursor(result["next_cursor"])}
 
-    def _call(self, function: str, **params: Any) -> Any:
-        """Call a SQL function by name with named arguments; arguments left as None take their defaults."""
+    def _call(self, function: str, viewer: Viewer | None, **params: Any) -> Any:
+        """Call a SQL function by name with named arguments; arguments left as None take their defaults.
+
+        With a `viewer`, the call runs as that signed-in user (role `authenticated`, their claims in
+        `request.jwt.claims`), so row-level security decides what they see; without, as the service.
+        """
         raise NotImplementedError
 
     def ping(self) -> None:
         """Raise Unavailable unless the database answers."""
-        self._call("ping")
+        self._call("ping", None)
 
     def close(self) -> None:
         """Release connections."""
@@ -128,7 +140,7 @@ class PostgresStore(Store):
                     self._pool.open(wait=False)
         return self._pool.connection()
 
-    def _call(self, function: str, **params: Any) -> Any:
+    def _call(self, function: str, viewer: Viewer | None, **params: Any) -> Any:
         from psycopg import sql
         from psycopg.types.json import Jsonb
 
@@ -138,15 +150,20 @@ class PostgresStore(Store):
             sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in args),
         )
         values = {name: Jsonb(v) if isinstance(v, (dict, list)) else _json_ready(v) for name, v in args.items()}
-        return self._execute(statement, values)[0]
+        return self._execute(statement, values, viewer)[0]
 
-    def _execute(self, statement: Any, values: dict[str, Any] | None = None) -> tuple:
+    def _execute(self, statement: Any, values: dict[str, Any], viewer: Viewer | None) -> tuple:
         import psycopg
         from psycopg_pool import PoolTimeout
 
         try:
             with self._connection() as conn:
-                return conn.execute(statement, values).fetchone()
+                if viewer is None:
+                    return conn.execute(statement, values).fetchone()
+                with conn.transaction():
+                    conn.execute("select set_config('role', 'authenticated', true), "
+                                 "set_config('request.jwt.claims', %s, true)", [json.dumps(dict(viewer.claims))])
+                    return conn.execute(statement, values).fetchone()
         except PoolTimeout:
             raise Unavailable("the database is unreachable, retry shortly") from None
         except psycopg.OperationalError as exc:
@@ -185,13 +202,22 @@ class SupabaseStore(Store):
                     self._client = create_client(self._url, self._key, options)
         return self._client
 
-    def _call(self, function: str, **params: Any) -> Any:
+    def _rest(self, viewer: Viewer | None):
+        """The service's client, or a client of its own for a user (never shared: it carries their token)."""
+        if viewer is None:
+            return self.client.postgrest
+        from postgrest import SyncPostgrestClient
+
+        headers = {"apikey": self._key, "Authorization": f"Bearer {viewer.token}"}
+        return SyncPostgrestClient(f"{self._url}/rest/v1", headers=headers, http_client=self.client.postgrest.session)
+
+    def _call(self, function: str, viewer: Viewer | None, **params: Any) -> Any:
         import httpx
         from postgrest.exceptions import APIError
 
         args = {name: _json_ready(value) for name, value in params.items() if value is not None}
         try:
-            return self.client.rpc(function, args).execute().data
+            return self._rest(viewer).rpc(function, args).execute().data
         except httpx.TransportError:
             raise Unavailable("Supabase is unreachable, retry shortly") from None
         except APIError as exc:

@@ -14,7 +14,9 @@ create domain public.channel as text
 -- Grants ------------------------------------------------------------------------------------------
 
 -- No function is executable by everyone: each one below grants execute to the roles that need it.
-alter default privileges in schema public revoke execute on functions from public;
+-- (PUBLIC's EXECUTE is a global default, so it is revoked globally; Supabase's grants to anon and
+-- authenticated are defaults of the public schema.)
+alter default privileges revoke execute on functions from public;
 alter default privileges in schema public revoke execute on functions from anon, authenticated;
 
 -- Functions ---------------------------------------------------------------------------------------
@@ -31,14 +33,44 @@ as $$
 $$;
 grant execute on function public.current_tenant() to authenticated, service_role;
 
-/** Does the signed-in caller belong to this tenant? The test behind every row-level policy. */
-create function public.is_member_of(p_tenant text) returns boolean
+/** The caller's leadwatch role (`platform_admin`, `admin`, `manager`, `agent`) from `app_metadata`. */
+create function public.current_app_role() returns text
 language sql stable
 set search_path = ''
 as $$
-  select p_tenant = (select public.current_tenant())
+  select nullif((select auth.jwt()) -> 'app_metadata' ->> 'role', '')
 $$;
-grant execute on function public.is_member_of(text) to authenticated, service_role;
+grant execute on function public.current_app_role() to authenticated, service_role;
+
+/**
+ * Is the caller trusted to name any tenant? The service (the `service_role` key through the REST
+ * API, or a direct database connection, which carries no user claims) is; a user or anon is not.
+ */
+create function public.is_trusted_caller() returns boolean
+language sql stable
+set search_path = ''
+as $$
+  select coalesce((select auth.jwt()) ->> 'role', 'service_role') not in ('anon', 'authenticated')
+$$;
+grant execute on function public.is_trusted_caller() to anon, authenticated, service_role;
+
+/** Does the caller see every tenant? The service and platform staff do. */
+create function public.sees_all_tenants() returns boolean
+language sql stable
+set search_path = ''
+as $$
+  select (select public.is_trusted_caller()) or (select public.current_app_role()) = 'platform_admin'
+$$;
+grant execute on function public.sees_all_tenants() to authenticated, service_role;
+
+/** Does the caller see every lead of their tenant? Admins and managers do; agents see their own. */
+create function public.sees_whole_tenant() returns boolean
+language sql stable
+set search_path = ''
+as $$
+  select (select public.current_app_role()) in ('admin', 'manager')
+$$;
+grant execute on function public.sees_whole_tenant() to authenticated, service_role;
 
 /**
  * Raise one of leadwatch's errors. The SQLSTATE is the contract with Python (never the text):

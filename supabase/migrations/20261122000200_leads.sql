@@ -45,20 +45,69 @@ create index idx_lead_state_next_due on public.lead_state (next_due_at) where ne
 
 -- Grants and row-level security -------------------------------------------------------------------
 
-grant select, insert, update, delete on table public.leads to authenticated, service_role;
-grant select on table public.lead_state to authenticated, service_role;
-grant insert, update, delete on table public.lead_state to service_role;
+-- Users read the directory; they change it only through upsert_leads, which keeps lead_state in step.
+grant select on table public.leads, public.lead_state to authenticated, service_role;
+grant insert, update, delete on table public.leads, public.lead_state to service_role;
 alter table public.leads enable row level security;
 alter table public.lead_state enable row level security;
 
+-- Functions ---------------------------------------------------------------------------------------
+
+/** The leads an agent owns in their tenant (none for any other role: they see all or nothing). */
+create function public.owned_leads() returns setof text
+language sql stable
+set search_path = ''
+as $$
+  select l.lead_id
+  from public.leads l
+  where (select public.current_app_role()) = 'agent'
+    and l.tenant_id = (select public.current_tenant())
+    and l.owner_id = (select auth.jwt()) ->> 'sub'
+$$;
+grant execute on function public.owned_leads() to authenticated, service_role;
+
+/**
+ * May the caller see this lead (and its activities, state and alerts)? The service and platform
+ * staff: any. Admins and managers: any lead of their tenant. Agents: the leads they own. Anyone
+ * else: none. Inlined into each policy, its parts evaluated once per query.
+ */
+create function public.can_see_lead(p_tenant text, p_lead_id text) returns boolean
+language sql stable
+as $$
+  select (select public.sees_all_tenants())
+      or (p_tenant = (select public.current_tenant())
+          and ((select public.sees_whole_tenant()) or p_lead_id in (select public.owned_leads())))
+$$;
+grant execute on function public.can_see_lead(text, text) to authenticated, service_role;
+
+/**
+ * Stop unless the caller may act in this tenant with one of these roles (403). The service and
+ * platform staff may act in any tenant. The first statement of every function that writes.
+ */
+create function public.assert_acts_in(p_tenant text, p_roles text[] default array['admin', 'manager', 'agent'])
+returns void
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  if (select public.sees_all_tenants()) then
+    return;
+  end if;
+  if p_tenant is distinct from (select public.current_tenant())
+     or not coalesce((select public.current_app_role()) = any (p_roles), false) then
+    perform public.raise_error('LW403', 'not allowed in this tenant');
+  end if;
+end
+$$;
+grant execute on function public.assert_acts_in(text, text[]) to authenticated, service_role;
+
 -- Policies ----------------------------------------------------------------------------------------
 
-create policy "Leads are visible to members of their tenant" on public.leads
-  for select to authenticated using ((select public.is_member_of(tenant_id)));
-create policy "Leads are added by members of their tenant" on public.leads
-  for insert to authenticated with check ((select public.is_member_of(tenant_id)));
-create policy "Leads are updated by members of their tenant" on public.leads
-  for update to authenticated using ((select public.is_member_of(tenant_id)))
-  with check ((select public.is_member_of(tenant_id)));
-create policy "Lead state is visible to members of its tenant" on public.lead_state
-  for select to authenticated using ((select public.is_member_of(tenant_id)));
+create policy "Leads are visible to staff of their tenant and to the agent who owns them" on public.leads
+  for select to authenticated
+  using ((select public.sees_all_tenants())
+         or (tenant_id = (select public.current_tenant())
+             and ((select public.sees_whole_tenant())
+                  or (owner_id = (select auth.jwt()) ->> 'sub' and (select public.current_app_role()) = 'agent'))));
+create policy "Lead state is visible to whoever may see the lead" on public.lead_state
+  for select to authenticated using (public.can_see_lead(tenant_id, lead_id));

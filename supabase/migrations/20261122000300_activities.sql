@@ -35,5 +35,5 @@ alter table public.lead_activities enable row level security;
 
 -- Policies ----------------------------------------------------------------------------------------
 
-create policy "Activities are visible to members of their tenant" on public.lead_activities
-  for select to authenticated using ((select public.is_member_of(tenant_id)));
+create policy "Activities are visible to whoever may see the lead" on public.lead_activities
+  for select to authenticated using (public.can_see_lead(tenant_id, lead_id));

@@ -128,12 +128,13 @@ create trigger max_alerts_record_changed after update on public.max_alerts
 
 -- Policies ----------------------------------------------------------------------------------------
 
-create policy "Rules are visible to everyone signed in, defaults and their tenant's own" on public.alert_rules
-  for select to authenticated using (tenant_id = '*' or (select public.is_member_of(tenant_id)));
-create policy "Alerts are visible to members of their tenant" on public.max_alerts
-  for select to authenticated using ((select public.is_member_of(tenant_id)));
-create policy "Alert history is visible to members of its tenant" on public.alert_events
-  for select to authenticated using ((select public.is_member_of(tenant_id)));
+create policy "Rules are visible to their tenant's users, and the defaults to all of them" on public.alert_rules
+  for select to authenticated
+  using (tenant_id = '*' or (select public.sees_all_tenants()) or tenant_id = (select public.current_tenant()));
+create policy "Alerts are visible to whoever may see the lead" on public.max_alerts
+  for select to authenticated using (public.can_see_lead(tenant_id, lead_id));
+create policy "Alert history is visible to whoever may see the lead" on public.alert_events
+  for select to authenticated using (public.can_see_lead(tenant_id, lead_id));
 
 -- Functions ---------------------------------------------------------------------------------------
 

@@ -32,7 +32,8 @@ grant execute on function public.activity_json(public.lead_activities) to authen
  * Idempotent on (tenant, channel, external id): a replay returns the stored activity with
  * `duplicate: true` and changes nothing. Judged by `occurred_at`: an event older than what we
  * already know never moves "last activity" back, and an inbound that occurred before our last
- * outbound does not answer it. A send that failed is stored but is not contact.
+ * outbound does not answer it. A send that failed is stored but is not contact. Users log only
+ * in their tenant, and agents only for the leads they own.
  */
 create function public.log_activity(
   p_tenant          text,
@@ -46,6 +47,7 @@ create function public.log_activity(
   p_external_id     text default null
 ) returns jsonb
 language plpgsql
+security definer  -- moves lead_state and alerts, which users cannot write themselves
 set search_path = ''
 set timezone = 'UTC'
 as $$
@@ -58,6 +60,10 @@ declare
   v_types    text[] := '{}';
   v_resolved jsonb := '[]';
 begin
+  perform public.assert_acts_in(p_tenant);
+  if not public.can_see_lead(p_tenant, p_lead_id) then
+    perform public.raise_error('LW404', 'lead not found', 'leadId');
+  end if;
   if v_at > now() + interval '5 minutes' then
     perform public.raise_error('LW422', 'occurredAt is more than 5 minutes in the future', 'occurredAt');
   end if;
@@ -149,4 +155,4 @@ begin
 end
 $$;
 grant execute on function public.log_activity(text, text, text, text, text, text, jsonb, timestamptz, text)
-  to service_role;
+  to authenticated, service_role;

@@ -2,9 +2,9 @@
 
 -- Indexes -----------------------------------------------------------------------------------------
 
--- The dashboard's counters, from the index alone.
+-- The dashboard's counters, from the index alone (lead_id for the agents' row-level policy).
 create index idx_max_alerts_active_stats
-  on public.max_alerts (tenant_id, severity, type) where resolved_at is null;
+  on public.max_alerts (tenant_id, severity, type) include (lead_id) where resolved_at is null;
 
 -- Functions ---------------------------------------------------------------------------------------
 
@@ -25,7 +25,7 @@ grant execute on function public.alert_json(public.active_alerts) to authenticat
 /**
  * One page of a tenant's active alerts in the dashboard's order (high, med, low, then newest),
  * with the stats of all its active alerts, in one call. `p_cursor` is the `next_cursor` of the
- * previous page.
+ * previous page. Runs as the caller: a user sees (and counts) only what row-level security shows them.
  */
 create function public.list_active_alerts(
   p_tenant   text,
@@ -83,18 +83,23 @@ grant execute on function public.list_active_alerts(text, integer, jsonb, text, 
 /**
  * Resolve an alert by hand. Idempotent: resolving a resolved alert answers with the first
  * resolution. The same silence does not raise that alert again; the next activity starts anew.
+ * An alert the caller may not see is not found (its existence is not revealed). A user is
+ * recorded by their id (`sub`), whatever `p_actor` says.
  */
 create function public.resolve_alert(p_tenant text, p_alert_id uuid, p_actor text default 'user_manual')
 returns jsonb
 language plpgsql
+security definer  -- moves lead_state, which users cannot write themselves
 set search_path = ''
 set timezone = 'UTC'
 as $$
 declare
   v_alert public.max_alerts;
+  v_actor text := case when public.is_trusted_caller() then p_actor else (select auth.jwt()) ->> 'sub' end;
 begin
+  perform public.assert_acts_in(p_tenant);
   select * into v_alert from public.max_alerts a where a.id = p_alert_id and a.tenant_id = p_tenant;
-  if not found then
+  if not found or not public.can_see_lead(v_alert.tenant_id, v_alert.lead_id) then
     perform public.raise_error('LW404', 'alert not found', 'id');
   end if;
 
@@ -102,7 +107,7 @@ begin
     -- Lock the lead's state before the alert, in the sweep's order, so that the two never deadlock.
     perform from public.lead_state s where s.tenant_id = p_tenant and s.lead_id = v_alert.lead_id for update;
     update public.max_alerts a
-    set resolved_at = now(), resolved_by = p_actor, resolution = 'manual'
+    set resolved_at = now(), resolved_by = v_actor, resolution = 'manual'
     where a.id = p_alert_id and a.resolved_at is null
     returning * into v_alert;
 
@@ -123,7 +128,7 @@ begin
     'resolved_at', v_alert.resolved_at, 'resolved_by', v_alert.resolved_by));
 end
 $$;
-grant execute on function public.resolve_alert(text, uuid, text) to service_role;
+grant execute on function public.resolve_alert(text, uuid, text) to authenticated, service_role;
 
 /** A lead's timeline, newest first (by when it happened), one page at a time. */
 create function public.list_lead_activities(

@@ -20,9 +20,11 @@ grant execute on function public.lead_json(public.leads) to authenticated, servi
  * preferred_channel}). A field left out or null keeps its stored value. A new lead starts its
  * silence clock now; a lead whose value crosses the tenant's HighValueRisk threshold starts (or
  * stops) being watched for it. A phone already used by another lead of the tenant is a conflict.
+ * Users: admins and managers of the tenant only.
  */
 create function public.upsert_leads(p_tenant text, p_leads jsonb) returns jsonb
 language plpgsql
+security definer  -- keeps lead_state in step, which users cannot write themselves
 set search_path = ''
 set timezone = 'UTC'
 as $$
@@ -32,6 +34,7 @@ declare
   v_stale      interval;
   v_result     jsonb;
 begin
+  perform public.assert_acts_in(p_tenant, array['admin', 'manager']);
   select * into v_high_value from public.rules_for(p_tenant) r where r.type = 'HighValueRisk' and r.enabled;
   select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled),
          max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled)
@@ -99,4 +102,4 @@ exception
     perform public.raise_error('LW409', 'phone is already used by another lead of this tenant', 'phone');
 end
 $$;
-grant execute on function public.upsert_leads(text, jsonb) to service_role;
+grant execute on function public.upsert_leads(text, jsonb) to authenticated, service_role;
