@@ -29,11 +29,12 @@ REQ
 
 secrets="SUPABASE_URL=SUPABASE_URL:latest,SUPABASE_SERVICE_KEY=SUPABASE_SERVICE_KEY:latest"
 secrets+=",SUPABASE_JWT_SECRET=SUPABASE_JWT_SECRET:latest,LEADWATCH_SCHEDULER_TOKEN=LEADWATCH_SCHEDULER_TOKEN:latest"
+secrets+=",LEADWATCH_GREENAPI_INSTANCES=LEADWATCH_GREENAPI_INSTANCES:latest"
 : "${CORS_ORIGINS:?set CORS_ORIGINS to your frontend origins, comma-separated (https://app.example.com)}"
 
 deploy() {  # deploy NAME [extra gcloud flags...]
   local name=$1; shift
-  gcloud functions deploy "leadwatch-$name" --gen2 --project "$PROJECT" --region "$REGION" \
+  gcloud functions deploy "leadwatch-${name//_/-}" --gen2 --project "$PROJECT" --region "$REGION" \
     --runtime "$RUNTIME" --source "$build" --entry-point "$name" --trigger-http \
     --set-secrets "$secrets" --set-env-vars "^;^LEADWATCH_CORS_ORIGINS=$CORS_ORIGINS" \
     --memory 256Mi --timeout 60s "$@"
@@ -42,7 +43,10 @@ deploy() {  # deploy NAME [extra gcloud flags...]
 deploy activities --allow-unauthenticated
 deploy alerts --allow-unauthenticated
 deploy leads --allow-unauthenticated
+deploy whatsapp --allow-unauthenticated
 deploy health --allow-unauthenticated
+# Green-API calls this one; it checks the instance's webhookUrlToken itself.
+deploy greenapi_webhook --allow-unauthenticated
 # The sweep is private: only the scheduler's service account may invoke it.
 deploy sweep --no-allow-unauthenticated --timeout 540s
 

@@ -18,7 +18,7 @@ logging.basicConfig(level=logging.INFO, format="%(message)s")
 
 # Read once at cold start: a missing setting fails here, naming it. Deployed functions are never open.
 _settings = require_backend(load_settings())
-_api = Api(lambda: make_store(_settings), VerifiedAccess(_settings), _settings.cors_origins)
+_api = Api.from_settings(_settings, lambda: make_store(_settings), VerifiedAccess(_settings))
 
 
 @functions_framework.http
@@ -39,6 +39,16 @@ def sweep(request):
 @functions_framework.http
 def leads(request):
     return _api.handle(request, "leads")
+
+
+@functions_framework.http
+def whatsapp(request):
+    return _api.handle(request, "whatsapp")
+
+
+@functions_framework.http
+def greenapi_webhook(request):
+    return _api.handle(request, "greenapi_webhook")
 
 
 @functions_framework.http

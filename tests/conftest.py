@@ -7,6 +7,7 @@ import uuid
 import psycopg
 import pytest
 import respx
+import stamina
 
 from leadwatch.api import Api
 from leadwatch.dev import create_app
@@ -58,17 +59,24 @@ def postgres_store(db, database_url):
     store.close()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_retry_waits():
+    """Retries keep their number of attempts but do not sleep between them."""
+    with stamina.set_testing(True, attempts=100, cap=True):
+        yield
+
+
 @pytest.fixture
-def supabase_http():
-    """respx in front of the Supabase project's URL: tests add the routes they answer."""
-    with respx.mock(base_url=SUPABASE_URL, assert_all_called=False) as router:
+def http_mock():
+    """respx in front of every outside HTTP service (Supabase, Green-API, EspoCRM): tests add the routes."""
+    with respx.mock(assert_all_called=False) as router:
         yield router
 
 
 @pytest.fixture
-def supabase_store(db, database_url, supabase_http):
+def supabase_store(db, database_url, http_mock):
     fake = PostgrestFake(database_url)
-    supabase_http.post(path__regex=r"^/rest/v1/rpc/(?P<function>\w+)$").mock(side_effect=fake)
+    http_mock.post(url__regex=rf"^{SUPABASE_URL}/rest/v1/rpc/(?P<function>\w+)$").mock(side_effect=fake)
     store = SupabaseStore(SUPABASE_URL, SERVICE_KEY)
     store.fake = fake
     yield store

@@ -51,10 +51,10 @@ def bearer(value: str) -> dict:
 
 
 @pytest.fixture
-def world(store, db, supabase_http):
+def world(store, db, http_mock):
     """Tenant acme: lead OWNED (the agent's) and OTHER (another agent's), both with an alert; tenant other: one."""
     jwk = {**jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key(), as_dict=True), "kid": "test-rsa", "alg": "RS256"}
-    supabase_http.get("/auth/v1/.well-known/jwks.json").respond(json={"keys": [jwk]})
+    http_mock.get(f"{SUPABASE_URL}/auth/v1/.well-known/jwks.json").respond(json={"keys": [jwk]})
     add_leads(store, OWNED={"name": "Owned", "ownerId": AGENT}, OTHER={"name": "Other", "ownerId": OTHER_AGENT})
     add_leads(store, tenant="other", FOREIGN={"name": "Foreign"})
     for tenant, lead in (("acme", "OWNED"), ("acme", "OTHER"), ("other", "FOREIGN")):
@@ -207,16 +207,16 @@ def test_logs_carry_request_facts_but_never_tokens_keys_or_message_text(world, c
         assert secret not in text
 
 
-def test_jwks_is_fetched_once_and_cached(world, supabase_http):
+def test_jwks_is_fetched_once_and_cached(world, http_mock):
     client, _ = world
     agent = bearer(token(role="agent", sub=AGENT, alg="RS256", key=RSA_KEY))
     for _ in range(3):
         assert client.get("/api/alerts/active", headers=agent).status_code == 200
-    assert supabase_http.routes[-1].call_count == 1
+    assert http_mock.routes[-1].call_count == 1
 
 
-def test_jwks_unreachable_is_503_not_a_silent_pass(store, db, supabase_http):
-    supabase_http.get("/auth/v1/.well-known/jwks.json").respond(status_code=502)
+def test_jwks_unreachable_is_503_not_a_silent_pass(store, db, http_mock):
+    http_mock.get(f"{SUPABASE_URL}/auth/v1/.well-known/jwks.json").respond(status_code=502)
     client = create_app(Api(store, VerifiedAccess(SETTINGS))).test_client()
     response = client.get("/api/alerts/active", headers=bearer(token(alg="RS256", key=RSA_KEY)))
     assert response.status_code == 503

@@ -242,8 +242,8 @@ def test_unreachable_postgres_is_503_with_retry_after():
 
 
 def test_unreachable_supabase_is_503_with_retry_after():
-    with respx.mock(base_url=SUPABASE_URL) as router:
-        router.post(path__regex=r"^/rest/v1/rpc/").mock(side_effect=httpx.ConnectError("refused"))
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SUPABASE_URL}/rest/v1/rpc/").mock(side_effect=httpx.ConnectError("refused"))
         client = create_app(Api(SupabaseStore(SUPABASE_URL, SERVICE_KEY), OpenAccess())).test_client()
         response = client.get("/api/alerts/active", headers=H)
         assert response.status_code == 503 and response.headers["Retry-After"]
@@ -251,7 +251,8 @@ def test_unreachable_supabase_is_503_with_retry_after():
 
 
 def test_supabase_gateway_error_is_503():
-    with respx.mock(base_url=SUPABASE_URL) as router:
-        router.post(path__regex=r"^/rest/v1/rpc/").mock(return_value=httpx.Response(502, text="<html>Bad gateway</html>"))
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SUPABASE_URL}/rest/v1/rpc/").mock(
+            return_value=httpx.Response(502, text="<html>Bad gateway</html>"))
         client = create_app(Api(SupabaseStore(SUPABASE_URL, SERVICE_KEY), OpenAccess())).test_client()
         assert client.post("/api/alerts/sweep").status_code == 503

@@ -1,4 +1,4 @@
-"""The HTTP functions: route → identify the caller → parse → one store call → JSON.
+"""The HTTP functions: route → identify the caller → parse → one call into the domain → JSON.
 
 `Api.handle(request, group)` is what both `functions/main.py` (one deployed function per group)
 and the dev server (every group on one port) call, so both serve the very same handlers.
@@ -13,12 +13,16 @@ import uuid
 from typing import Any, Callable
 
 from flask import Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.exceptions import HTTPException, MethodNotAllowed as _MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
+from .config import Settings
 from .cors import CorsPolicy
 from .errors import (BadRequest, Forbidden, LeadwatchError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized,
-                     Unavailable, ValidationFailed)
+                     ValidationFailed)
+from .espo import EspoCrm
+from .greenapi import DeliveryStatus, GreenApi, Ignored, WhatsAppError, external_id, read_notification
 from .identity import Caller, OpenAccess, VerifiedAccess
 from .models import ActivityIn, AlertQuery, LeadsIn, TimelineQuery, parse
 from .store import Store
@@ -33,62 +37,107 @@ GROUPS: dict[str, list[Rule]] = {
     "alerts": [
         Rule("/api/alerts/active", methods=["GET"], endpoint="list_alerts"),
         Rule("/api/alerts/<alert_id>/resolve", methods=["POST"], endpoint="resolve_alert"),
+        Rule("/api/alerts/<alert_id>/action", methods=["POST"], endpoint="run_action"),
     ],
     "sweep": [Rule("/api/alerts/sweep", methods=["POST"], endpoint="sweep")],
     "leads": [
         Rule("/api/leads", methods=["POST"], endpoint="upsert_leads"),
         Rule("/api/leads/<lead_id>/activities", methods=["GET"], endpoint="lead_activities"),
     ],
+    "whatsapp": [Rule("/api/whatsapp/send", methods=["POST"], endpoint="send_whatsapp")],
+    "greenapi_webhook": [Rule("/webhooks/greenapi", methods=["POST"], endpoint="greenapi_webhook")],
     "health": [Rule("/health", methods=["GET"], endpoint="health")],
 }
 
 
+class SendIn(BaseModel):
+    """Body of POST /api/whatsapp/send."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    leadId: str = Field(min_length=1, max_length=200)
+    message: str = Field(min_length=1, max_length=4096)
+
+
 # Handlers ---------------------------------------------------------------------------------------
 
-def log_activity(request: Request, caller: Caller, store: Store) -> tuple[int, dict]:
+def log_activity(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
     tenant = caller.require_tenant()
     activity = parse(ActivityIn, _json_object(request))
-    return 200, {"success": True, **store.log_activity(tenant, activity, caller.viewer)}
+    return 200, {"success": True, **api.store.log_activity(tenant, activity, caller.viewer)}
 
 
-def list_alerts(request: Request, caller: Caller, store: Store) -> tuple[int, dict]:
+def list_alerts(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
     tenant = caller.require_tenant()
     query = parse(AlertQuery, request.args.to_dict())
-    return 200, {"success": True, **store.list_active_alerts(tenant, query, caller.viewer)}
+    return 200, {"success": True, **api.store.list_active_alerts(tenant, query, caller.viewer)}
 
 
-def resolve_alert(request: Request, caller: Caller, store: Store, alert_id: str) -> tuple[int, dict]:
+def resolve_alert(request: Request, caller: Caller, api: "Api", alert_id: str) -> tuple[int, dict]:
     tenant = caller.require_tenant()
-    if not _is_uuid(alert_id):
-        raise NotFound("alert not found", {"field": "id"})
-    result = store.resolve_alert(tenant, alert_id, caller.actor, caller.viewer)
+    result = api.store.resolve_alert(tenant, _alert_id(alert_id), caller.actor, caller.viewer)
     return 200, {"success": True, "message": "Alerte résolue", **result}
 
 
-def sweep(request: Request, caller: Caller, store: Store) -> tuple[int, dict]:
+def run_action(request: Request, caller: Caller, api: "Api", alert_id: str) -> tuple[int, dict]:
+    """Run the alert's suggested action: today, `send_whatsapp` sends its rule's message."""
+    tenant = caller.require_tenant()
+    prepared = api.store.prepare_whatsapp(tenant, alert_id=_alert_id(alert_id), viewer=caller.viewer)
+    return 200, api.send(tenant, caller, prepared["lead"], prepared["text"], alert_type=prepared["alert_type"])
+
+
+def send_whatsapp(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
+    tenant = caller.require_tenant()
+    body = parse(SendIn, _json_object(request))
+    prepared = api.store.prepare_whatsapp(tenant, lead_id=body.leadId, viewer=caller.viewer)
+    return 200, api.send(tenant, caller, prepared["lead"], body.message)
+
+
+def sweep(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
     started = time.perf_counter()
-    result = store.sweep(caller.tenant)
+    result = api.store.sweep(caller.tenant)
     return 200, {"success": True, **result, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
-def upsert_leads(request: Request, caller: Caller, store: Store) -> tuple[int, dict]:
+def upsert_leads(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
     tenant = caller.require_tenant()
     body = _json_body(request)
     if isinstance(body, dict) and isinstance(body.get("leads"), list) and len(body) == 1:
         body = body["leads"]
     leads = parse(LeadsIn, {"leads": body if isinstance(body, list) else [body]})
-    return 200, {"success": True, **store.upsert_leads(tenant, leads.leads, caller.viewer)}
+    return 200, {"success": True, **api.store.upsert_leads(tenant, leads.leads, caller.viewer)}
 
 
-def lead_activities(request: Request, caller: Caller, store: Store, lead_id: str) -> tuple[int, dict]:
+def lead_activities(request: Request, caller: Caller, api: "Api", lead_id: str) -> tuple[int, dict]:
     tenant = caller.require_tenant()
     query = parse(TimelineQuery, request.args.to_dict())
-    return 200, {"success": True, **store.list_lead_activities(tenant, lead_id, query, caller.viewer)}
+    return 200, {"success": True, **api.store.list_lead_activities(tenant, lead_id, query, caller.viewer)}
 
 
-def health(request: Request, caller: Caller, store: Store) -> tuple[int, dict]:
+def greenapi_webhook(request: Request, caller: None, api: "Api") -> tuple[int, dict]:
+    """A Green-API notification: 200 once stored or deliberately ignored, so Green-API stops resending;
+    any failure to store answers 5xx, so it resends."""
+    instance = api.greenapi.verify_webhook(request)
+    event = read_notification(_json_object(request, invalid=BadRequest), instance)
+    if isinstance(event, Ignored):
+        log.info(json.dumps({"greenapi": "ignored", "reason": event.reason, "instance": instance.id}))
+        return 200, {"success": True, "ignored": event.reason}
+    if isinstance(event, DeliveryStatus):
+        result = api.store.set_activity_status(instance.tenant, "whatsapp", event.external_id, event.status)
+        return 200, {"success": True, "status": event.status, **result}
+    result = api.store.log_whatsapp(instance.tenant, event, create_lead=api.espo is None or event.phone is None)
+    if result.get("unknown_phone"):
+        lead = api.espo.find_lead(event.phone)
+        if lead is not None:
+            api.store.upsert_leads(instance.tenant, [lead])
+        result = api.store.log_whatsapp(instance.tenant, event)
+    return 200, {"success": True, **result}
+
+
+def health(request: Request, caller: None, api: "Api") -> tuple[int, dict]:
+    from .errors import Unavailable
+
     try:
-        store.ping()
+        api.store.ping()
     except Unavailable:
         return 503, {"status": "degraded", "database": "unreachable"}
     return 200, {"status": "ok", "database": "ok"}
@@ -97,27 +146,30 @@ def health(request: Request, caller: Caller, store: Store) -> tuple[int, dict]:
 # Who may call what: the sweep is for the scheduler and the service; the rest for users and servers.
 _CALLERS = {"sweep": {"scheduler", "service", "open"}}
 _DEFAULT_CALLERS = {"user", "service", "open"}
-_PUBLIC = {"health"}  # answered without credentials: it says only whether the database answers
+_SELF_AUTHENTICATED = {"health", "greenapi_webhook"}  # health needs no credentials; the webhook checks its own
 
 _HANDLERS: dict[str, Callable[..., tuple[int, dict]]] = {
     "log_activity": log_activity,
     "list_alerts": list_alerts,
     "resolve_alert": resolve_alert,
+    "run_action": run_action,
+    "send_whatsapp": send_whatsapp,
     "sweep": sweep,
     "upsert_leads": upsert_leads,
     "lead_activities": lead_activities,
+    "greenapi_webhook": greenapi_webhook,
     "health": health,
 }
 
 
 # Plumbing ---------------------------------------------------------------------------------------
 
-def _is_uuid(value: str) -> bool:
+def _alert_id(value: str) -> str:
     try:
         uuid.UUID(value)
     except ValueError:
-        return False
-    return True
+        raise NotFound("alert not found", {"field": "id"}) from None
+    return value
 
 
 def _json_body(request: Request) -> Any:
@@ -133,10 +185,10 @@ def _json_body(request: Request) -> Any:
         raise BadRequest("the body is not valid JSON", {"reason": str(exc)}) from None
 
 
-def _json_object(request: Request) -> dict[str, Any]:
+def _json_object(request: Request, invalid: type[LeadwatchError] = ValidationFailed) -> dict[str, Any]:
     body = _json_body(request)
     if not isinstance(body, dict):
-        raise ValidationFailed("the body must be a JSON object", [{"field": "body", "message": "must be an object"}])
+        raise invalid("the body must be a JSON object", [{"field": "body", "message": "must be an object"}])
     return body
 
 
@@ -151,8 +203,9 @@ def _respond(status: int, body: dict, headers: dict[str, str] | None = None) -> 
 
 def _error(exc: LeadwatchError) -> Response:
     headers = {}
-    if isinstance(exc, Unavailable):
-        headers["Retry-After"] = str(exc.retry_after)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after:
+        headers["Retry-After"] = str(retry_after)
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="leadwatch"'
     if isinstance(exc, MethodNotAllowed) and exc.details:
@@ -163,22 +216,51 @@ def _error(exc: LeadwatchError) -> Response:
 
 class Api:
     """Serves the handlers over one store (created lazily, once per instance), for callers that
-    `access` identifies, to browsers of the `cors_origins`."""
+    `access` identifies, to browsers of the `cors_origins`, sending WhatsApp through `greenapi`."""
 
     def __init__(self, store: Store | Callable[[], Store], access: OpenAccess | VerifiedAccess,
-                 cors_origins: tuple[str, ...] = ()) -> None:
+                 cors_origins: tuple[str, ...] = (), greenapi: GreenApi | None = None,
+                 espo: EspoCrm | None = None) -> None:
         self._access = access
         self._cors = CorsPolicy(cors_origins)
         self._store = store if isinstance(store, Store) else None
         self._make_store = store if not isinstance(store, Store) else None
+        self.greenapi = greenapi or GreenApi(())
+        self.espo = espo
         self._maps = {group: Map([rule.empty() for rule in rules]) for group, rules in GROUPS.items()}
         self._all = Map([rule.empty() for rules in GROUPS.values() for rule in rules])
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: Store | Callable[[], Store],
+                      access: OpenAccess | VerifiedAccess, cors_origins: tuple[str, ...] | None = None) -> "Api":
+        """The Api a deployment's settings describe (Green-API instances, EspoCRM, CORS)."""
+        espo = EspoCrm(settings.espo_url, settings.espo_api_key) if settings.espo_url else None
+        return cls(store, access, settings.cors_origins if cors_origins is None else cors_origins,
+                   GreenApi(settings.greenapi_instances), espo)
 
     @property
     def store(self) -> Store:
         if self._store is None:
             self._store = self._make_store()
         return self._store
+
+    def send(self, tenant: str, caller: Caller, lead: dict, text: str, alert_type: str | None = None) -> dict:
+        """Send `text` to the lead on WhatsApp and log it: as sent (answering what it answers), or
+        as a failed outbound that answers nothing, before reporting Green-API's refusal."""
+        instance = self.greenapi.instance_for(tenant)
+        chat_id = lead["phone"].lstrip("+") + "@c.us"
+        meta = {"provider": "green-api", "instanceId": instance.id, "alertType": alert_type}
+        outbound = {"leadId": lead["lead_id"], "channel": "whatsapp", "direction": "out", "messageSnippet": text}
+        try:
+            id_message = self.greenapi.send_message(instance, chat_id, text)
+        except WhatsAppError as exc:
+            failed = ActivityIn(**outbound, status="failed", meta={**meta, "error": exc.code})
+            self.store.log_activity(tenant, failed, caller.viewer)
+            raise
+        sent = ActivityIn(**outbound, status="sent", externalId=external_id(chat_id, id_message), meta=meta)
+        logged = self.store.log_activity(tenant, sent, caller.viewer)
+        return {"success": True, "sent": {"chatId": chat_id, "idMessage": id_message, "message": text},
+                "activity": logged["activity"], "alerts": logged["alerts"]}
 
     def handle(self, request: Request, group: str | None = None) -> Response:
         """Answer `request` with the handlers of `group` (all of them when None)."""
@@ -196,12 +278,12 @@ class Api:
                                        {"allowed": sorted(exc.valid_methods or [])}) from None
             except HTTPException:
                 raise NotFound(f"no route for {request.path}") from None
-            caller = None if endpoint in _PUBLIC else self._access.identify(request)
+            caller = None if endpoint in _SELF_AUTHENTICATED else self._access.identify(request)
             if caller is not None:
                 tenant = caller.tenant
                 if caller.kind not in _CALLERS.get(endpoint, _DEFAULT_CALLERS):
                     raise Forbidden(f"a {caller.kind} caller may not call {endpoint}")
-            status, body = _HANDLERS[endpoint](request, caller, self.store, **args)
+            status, body = _HANDLERS[endpoint](request, caller, self, **args)
             response = _respond(status, body)
         except LeadwatchError as exc:
             response = _error(exc)

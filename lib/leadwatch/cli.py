@@ -63,8 +63,8 @@ leadwatch dev — serving every function on {base} over {where}.
   curl {base}/api/alerts/active -H 'X-Tenant: {DEMO_TENANT}'
   curl -X POST {base}/api/alerts/sweep
 """, flush=True)
-    cors = settings.cors_origins or DEV_CORS_ORIGINS
-    run_simple(args.host, args.port, create_app(Api(store, access, cors)), threaded=True, use_reloader=False)
+    api = Api.from_settings(settings, store, access, settings.cors_origins or DEV_CORS_ORIGINS)
+    run_simple(args.host, args.port, create_app(api), threaded=True, use_reloader=False)
     return 0
 
 

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Mapping
 
 from .errors import ConfigError
+
+GREENAPI_DEFAULT_URL = "https://api.green-api.com"
+
+
+@dataclass(frozen=True)
+class GreenApiInstance:
+    """One Green-API WhatsApp instance and the tenant whose messages it carries."""
+
+    id: str
+    token: str = ""
+    api_url: str = GREENAPI_DEFAULT_URL
+    webhook_token: str = ""
+    tenant: str = ""
 
 
 @dataclass(frozen=True)
@@ -17,12 +31,9 @@ class Settings:
     scheduler_token: str | None = None       # LEADWATCH_SCHEDULER_TOKEN: may run the sweep
     cors_origins: tuple[str, ...] = ()       # LEADWATCH_CORS_ORIGINS, comma-separated
     database_url: str | None = None
-    greenapi_instance_id: str | None = None
-    greenapi_token: str | None = None
-    greenapi_api_url: str | None = None
-    greenapi_webhook_token: str | None = None
     espo_url: str | None = None
     espo_api_key: str | None = None
+    greenapi_instances: tuple[GreenApiInstance, ...] = ()
     port: int = 8080
     db_timeout: float = 5.0        # LEADWATCH_DB_TIMEOUT: seconds to wait for a database connection
     db_pool_size: int = 5          # LEADWATCH_DB_POOL_SIZE
@@ -63,16 +74,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         return env.get(name) or None
 
     settings = Settings(
+        greenapi_instances=_greenapi_instances(get),
         supabase_url=get("SUPABASE_URL"),
         supabase_service_key=get("SUPABASE_SERVICE_KEY"),
         supabase_jwt_secret=get("SUPABASE_JWT_SECRET"),
         scheduler_token=get("LEADWATCH_SCHEDULER_TOKEN"),
         cors_origins=tuple(o.strip().rstrip("/") for o in (get("LEADWATCH_CORS_ORIGINS") or "").split(",") if o.strip()),
         database_url=get("DATABASE_URL"),
-        greenapi_instance_id=get("GREENAPI_INSTANCE_ID"),
-        greenapi_token=get("GREENAPI_TOKEN"),
-        greenapi_api_url=get("GREENAPI_API_URL"),
-        greenapi_webhook_token=get("GREENAPI_WEBHOOK_TOKEN"),
         espo_url=get("ESPO_URL"),
         espo_api_key=get("ESPO_API_KEY"),
         port=int(_number(env, "PORT", 8080, int)),
@@ -81,6 +89,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
     if settings.supabase_url and not settings.supabase_service_key and not settings.database_url:
         raise ConfigError("SUPABASE_URL is set but SUPABASE_SERVICE_KEY is missing")
+    if bool(settings.espo_url) != bool(settings.espo_api_key):
+        raise ConfigError("ESPO_URL and ESPO_API_KEY go together: set both to look numbers up in EspoCRM, or neither")
     if settings.supabase_url and not settings.supabase_url.startswith(("https://", "http://")):
         raise ConfigError(f"SUPABASE_URL must start with https://, got {settings.supabase_url!r}")
     return settings
@@ -94,3 +104,45 @@ def require_backend(settings: Settings) -> Settings:
             "(for a local embedded database run `leadwatch dev`)"
         )
     return settings
+
+
+_INSTANCE_FIELDS = {"instanceId": "id", "token": "token", "apiUrl": "api_url", "webhookToken": "webhook_token",
+                    "tenant": "tenant"}
+
+
+def _greenapi_instances(get) -> tuple[GreenApiInstance, ...]:
+    """The instances of LEADWATCH_GREENAPI_INSTANCES (a JSON list), or the one of the GREENAPI_* variables."""
+    raw = get("LEADWATCH_GREENAPI_INSTANCES")
+    if raw:
+        name = "LEADWATCH_GREENAPI_INSTANCES"
+        try:
+            items = json.loads(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a JSON list of objects") from None
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise ConfigError(f"{name} must be a JSON list of objects")
+        instances = []
+        for n, item in enumerate(items):
+            unknown = set(item) - set(_INSTANCE_FIELDS)
+            if unknown:
+                raise ConfigError(f"{name}[{n}] has unknown fields {sorted(unknown)}; known: {sorted(_INSTANCE_FIELDS)}")
+            fields = {_INSTANCE_FIELDS[k]: str(v) for k, v in item.items() if v not in (None, "")}
+            instances.append(_instance(fields, f"{name}[{n}].", {"id": "instanceId", "token": "token",
+                                                                 "webhook_token": "webhookToken", "tenant": "tenant"}))
+        return tuple(instances)
+    if not get("GREENAPI_INSTANCE_ID"):
+        return ()
+    fields = {"id": get("GREENAPI_INSTANCE_ID"), "token": get("GREENAPI_TOKEN"), "api_url": get("GREENAPI_API_URL"),
+              "webhook_token": get("GREENAPI_WEBHOOK_TOKEN"), "tenant": get("LEADWATCH_GREENAPI_TENANT")}
+    return (_instance({k: v for k, v in fields.items() if v}, "", {
+        "id": "GREENAPI_INSTANCE_ID", "token": "GREENAPI_TOKEN", "webhook_token": "GREENAPI_WEBHOOK_TOKEN",
+        "tenant": "LEADWATCH_GREENAPI_TENANT"}),)
+
+
+def _instance(fields: dict[str, str], prefix: str, names: dict[str, str]) -> GreenApiInstance:
+    for field, name in names.items():
+        if not fields.get(field):
+            raise ConfigError(f"{prefix}{name} is missing: each Green-API instance needs an id, a token, "
+                              "a webhook token and a tenant")
+    fields["api_url"] = fields.get("api_url", GREENAPI_DEFAULT_URL).rstrip("/")
+    return GreenApiInstance(**fields)

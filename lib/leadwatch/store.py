@@ -14,8 +14,9 @@ from typing import Any
 
 from .config import Settings, require_backend
 from .errors import Conflict, Forbidden, LeadwatchError, NotFound, Unauthorized, Unavailable, ValidationFailed
+from .greenapi import WhatsAppActivity
 from .identity import Viewer
-from .models import ActivityIn, AlertQuery, LeadIn, TimelineQuery, encode_cursor
+from .models import SNIPPET_LIMIT, ActivityIn, AlertQuery, LeadIn, TimelineQuery, encode_cursor
 
 _ERRORS: dict[str, type[LeadwatchError]] = {
     "LW404": NotFound,
@@ -92,6 +93,35 @@ class Store:
             p_cursor=query.decoded_cursor(),
         )
         return {**result, "next_cursor": encode_cursor(result["next_cursor"])}
+
+    def log_whatsapp(self, tenant: str, activity: WhatsAppActivity, *, create_lead: bool = True) -> dict[str, Any]:
+        """Log a WhatsApp message or call for the lead owning its number (service only). Without
+        `create_lead`, an unknown number writes nothing and answers {unknown_phone: true}."""
+        return self._call(
+            "log_activity_by_phone",
+            None,
+            p_tenant=tenant,
+            p_phone=activity.phone,
+            p_chat_id=activity.chat_id,
+            p_sender_name=activity.sender_name,
+            p_direction=activity.direction,
+            p_channel=activity.channel,
+            p_status="received" if activity.direction == "in" else "sent",
+            p_message_snippet=activity.text[:SNIPPET_LIMIT] if activity.text else None,
+            p_meta=activity.meta,
+            p_occurred_at=activity.occurred_at,
+            p_external_id=activity.external_id,
+            p_create=create_lead,
+        )
+
+    def set_activity_status(self, tenant: str, channel: str, external_id: str, status: str) -> dict[str, Any]:
+        return self._call("set_activity_status", None, p_tenant=tenant, p_channel=channel,
+                          p_external_id=external_id, p_status=status)
+
+    def prepare_whatsapp(self, tenant: str, *, alert_id: str | None = None, lead_id: str | None = None,
+                         viewer: Viewer | None = None) -> dict[str, Any]:
+        """The lead to write to (and, for an alert, the message its rule sends)."""
+        return self._call("prepare_whatsapp", viewer, p_tenant=tenant, p_alert_id=alert_id, p_lead_id=lead_id)
 
     def _call(self, function: str, viewer: Viewer | None, **params: Any) -> Any:
         """Call a SQL function by name with named arguments; arguments left as None take their defaults.

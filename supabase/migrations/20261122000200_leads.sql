@@ -13,6 +13,7 @@ create table public.leads (
   value             numeric(14, 2),                    -- expected deal value, in `currency`
   currency          text not null default 'EUR',
   preferred_channel public.channel,
+  provisional       boolean not null default false,  -- created from an unknown WhatsApp number; merged later
   created_at        timestamptz not null default now(),
   updated_at        timestamptz not null default now(),
   constraint leads_pkey primary key (tenant_id, lead_id),

@@ -16,7 +16,8 @@ create table public.alert_rules (
   supersedes         public.alert_type,           -- raising this resolves that (StaleLead30d over NoContact7d)
   locale             text not null default 'fr',  -- 'fr' or 'en': language of messages and labels
   messages           jsonb not null,              -- {"fr": "... {days} ...", "en": "..."}
-  action             jsonb not null,              -- {"label": {"fr", "en"}, "action": "send_whatsapp", "params": {...}}
+  action             jsonb not null,              -- {"label": {"fr", "en"}, "action": "send_whatsapp", "params": {...},
+                                                  --  "text": {"fr", "en"}: the WhatsApp message it sends, {name} filled in}
   constraint alert_rules_pkey primary key (tenant_id, type),
   constraint alert_rules_locale_known check (locale in ('fr', 'en')),
   constraint alert_rules_ladder_complete check ((escalate_after is null) = (escalated_severity is null)),
@@ -39,6 +40,7 @@ create table public.max_alerts (
   escalated_at     timestamptz,                     -- last time the severity rose in place
   cycle_started_at timestamptz,                     -- evidence: when the silence (or the unanswered message) began
   resolution       text,                            -- why it ended: 'activity', 'manual', 'superseded', 'rule'
+  resolved_by_activity uuid,                        -- the activity that answered it (reopened if that send fails)
   constraint max_alerts_pkey primary key (id),
   constraint max_alerts_resolution_known check (resolution in ('activity', 'manual', 'superseded', 'rule'))
 );
@@ -61,7 +63,7 @@ create table public.alert_events (
   actor     text not null,              -- 'system' or the user's id
   at        timestamptz not null default now(),
   constraint alert_events_pkey primary key (id),
-  constraint alert_events_event_known check (event in ('created', 'escalated', 'resolved'))
+  constraint alert_events_event_known check (event in ('created', 'escalated', 'resolved', 'reopened'))
 );
 create index alert_events_tenant_at on public.alert_events (tenant_id, at desc);
 create index alert_events_alert on public.alert_events (alert_id);
@@ -101,20 +103,23 @@ begin
 end
 $$;
 
-/** Record every escalation and resolution, set-based, whatever path made it. */
+/** Record every escalation, resolution and reopening, set-based, whatever path made it. */
 create function public.record_changed_alerts() returns trigger
 language plpgsql
 set search_path = ''
 as $$
 begin
   insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
-  select n.tenant_id, n.id, n.lead_id, n.type,
-         case when o.resolved_at is null and n.resolved_at is not null then 'resolved' else 'escalated' end,
-         n.severity,
-         case when o.resolved_at is null and n.resolved_at is not null then n.resolved_by else 'system' end
+  select n.tenant_id, n.id, n.lead_id, n.type, e.event, n.severity,
+         case e.event when 'resolved' then n.resolved_by else 'system' end
   from new_alerts n
   join old_alerts o on o.id = n.id
-  where (o.resolved_at is null and n.resolved_at is not null) or n.severity_rank < o.severity_rank;
+  cross join lateral (select case
+    when o.resolved_at is null and n.resolved_at is not null then 'resolved'
+    when o.resolved_at is not null and n.resolved_at is null then 'reopened'
+    when n.severity_rank < o.severity_rank then 'escalated'
+  end as event) e
+  where e.event is not null;
   return null;
 end
 $$;
@@ -150,6 +155,20 @@ as $$
 $$;
 grant execute on function public.rules_for(text) to authenticated, service_role;
 
+/** The thresholds of the time-based rules in force for a tenant (null where a rule is disabled). */
+create function public.rule_thresholds(
+  p_tenant text, out no_contact interval, out no_reply interval, out stale interval, out high_value interval)
+language sql stable
+set search_path = ''
+as $$
+  select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'NoReply3d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'HighValueRisk' and r.enabled)
+  from public.rules_for(p_tenant) r
+$$;
+grant execute on function public.rule_thresholds(text) to authenticated, service_role;
+
 /** An alert's message in the rule's locale, `{days}` filled in. */
 create function public.render_message(p_rule public.alert_rules, p_days integer) returns text
 language sql immutable
@@ -180,17 +199,23 @@ values
    '{"fr": "Aucun contact depuis {days} jours. Lead à risque de perte.",
      "en": "No contact for {days} days. Lead at risk of being lost."}',
    '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
-     "action": "send_whatsapp", "params": {"template": "relance_froide"}}'),
+     "action": "send_whatsapp", "params": {"template": "relance_froide"},
+     "text": {"fr": "Bonjour {name}, je reviens vers vous : avez-vous pu avancer sur votre projet ? Je reste disponible pour en parler.",
+              "en": "Hello {name}, just following up: have you been able to move forward with your project? Happy to talk whenever suits you."}}'),
   ('NoReply3d', '3 days', 'med', '7 days', 'high', null, null, null,
    '{"fr": "Pas de réponse depuis {days} jours à notre dernier message.",
      "en": "No reply for {days} days to our last message."}',
    '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
-     "action": "send_whatsapp", "params": {"template": "relance_sans_reponse"}}'),
+     "action": "send_whatsapp", "params": {"template": "relance_sans_reponse"},
+     "text": {"fr": "Bonjour {name}, avez-vous bien reçu mon dernier message ? N''hésitez pas si vous avez des questions.",
+              "en": "Hello {name}, did you get my last message? Let me know if you have any questions."}}'),
   ('StaleLead30d', '30 days', 'low', null, null, null, null, 'NoContact7d',
    '{"fr": "Aucune activité depuis {days} jours. Lead à requalifier.",
      "en": "No activity for {days} days. Lead needs requalifying."}',
    '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
-     "action": "send_whatsapp", "params": {"template": "reactivation"}}'),
+     "action": "send_whatsapp", "params": {"template": "reactivation"},
+     "text": {"fr": "Bonjour {name}, cela fait un moment ! Votre projet est-il toujours d''actualité ?",
+              "en": "Hello {name}, it has been a while! Is your project still on?"}}'),
   ('HighValueRisk', '3 days', 'high', null, null, 10000, 'EUR', null,
    '{"fr": "Lead à forte valeur sans contact depuis {days} jours.",
      "en": "High-value lead without contact for {days} days."}',

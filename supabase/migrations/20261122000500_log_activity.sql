@@ -85,12 +85,7 @@ begin
   end if;
 
   if public.counts_as_contact(v_activity.status) then
-    select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled) as no_contact,
-           max(r.threshold) filter (where r.type = 'NoReply3d' and r.enabled) as no_reply,
-           max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled) as stale,
-           max(r.threshold) filter (where r.type = 'HighValueRisk' and r.enabled) as high_value
-    into v_rules
-    from public.rules_for(p_tenant) r;
+    select * into v_rules from public.rule_thresholds(p_tenant);
 
     -- One writer per lead at a time: the state row is the lock.
     select * into v_old from public.lead_state s
@@ -140,7 +135,7 @@ begin
     if cardinality(v_types) > 0 then
       with resolved as (
         update public.max_alerts a
-        set resolved_at = now(), resolved_by = 'system', resolution = 'activity'
+        set resolved_at = now(), resolved_by = 'system', resolution = 'activity', resolved_by_activity = v_activity.id
         where a.tenant_id = p_tenant and a.lead_id = p_lead_id and a.resolved_at is null
           and a.type = any (v_types)
         returning a.type

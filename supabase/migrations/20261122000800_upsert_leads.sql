@@ -10,7 +10,7 @@ as $$
   select jsonb_build_object(
     'lead_id', p_lead.lead_id, 'name', p_lead.name, 'email', p_lead.email, 'phone', p_lead.phone,
     'owner_id', p_lead.owner_id, 'value', p_lead.value, 'currency', p_lead.currency,
-    'preferred_channel', p_lead.preferred_channel, 'created_at', p_lead.created_at,
+    'preferred_channel', p_lead.preferred_channel, 'provisional', p_lead.provisional, 'created_at', p_lead.created_at,
     'updated_at', p_lead.updated_at)
 $$;
 grant execute on function public.lead_json(public.leads) to authenticated, service_role;
@@ -19,8 +19,9 @@ grant execute on function public.lead_json(public.leads) to authenticated, servi
  * Add or update leads (a JSON array of {lead_id, name, email, phone, owner_id, value, currency,
  * preferred_channel}). A field left out or null keeps its stored value. A new lead starts its
  * silence clock now; a lead whose value crosses the tenant's HighValueRisk threshold starts (or
- * stops) being watched for it. A phone already used by another lead of the tenant is a conflict.
- * Users: admins and managers of the tenant only.
+ * stops) being watched for it. A lead given the phone of a provisional lead (an unknown WhatsApp
+ * number) takes it over, with its activities and alerts; the phone of another real lead is a
+ * conflict. Users: admins and managers of the tenant only.
  */
 create function public.upsert_leads(p_tenant text, p_leads jsonb) returns jsonb
 language plpgsql
@@ -33,13 +34,22 @@ declare
   v_no_contact interval;
   v_stale      interval;
   v_result     jsonb;
+  v_merge      record;
+  v_merged     text[] := '{}';
 begin
   perform public.assert_acts_in(p_tenant, array['admin', 'manager']);
+
+  for v_merge in
+    select i.lead_id as into_id, l.lead_id as from_id
+    from jsonb_to_recordset(p_leads) as i (lead_id text, phone text)
+    join public.leads l on l.tenant_id = p_tenant and l.phone = i.phone and l.provisional and l.lead_id <> i.lead_id
+  loop
+    perform public.merge_lead(p_tenant, v_merge.from_id, v_merge.into_id);
+    v_merged := v_merged || v_merge.into_id;
+  end loop;
+
   select * into v_high_value from public.rules_for(p_tenant) r where r.type = 'HighValueRisk' and r.enabled;
-  select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled),
-         max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled)
-  into v_no_contact, v_stale
-  from public.rules_for(p_tenant) r;
+  select t.no_contact, t.stale into v_no_contact, v_stale from public.rule_thresholds(p_tenant) t;
 
   with input as (
     select *
@@ -62,7 +72,7 @@ begin
     on conflict (tenant_id, lead_id) do update set
       name = excluded.name, email = excluded.email, phone = excluded.phone, owner_id = excluded.owner_id,
       value = excluded.value, currency = excluded.currency, preferred_channel = excluded.preferred_channel,
-      updated_at = now()
+      provisional = false, updated_at = now()
     returning l.*,
       coalesce(l.value >= v_high_value.min_value and l.currency = v_high_value.currency, false) as high_value
   ),
@@ -93,9 +103,14 @@ begin
     'upserted', count(*),
     'leads', coalesce(jsonb_agg(public.lead_json(
                row(u.tenant_id, u.lead_id, u.name, u.email, u.phone, u.owner_id, u.value, u.currency,
-                   u.preferred_channel, u.created_at, u.updated_at)::public.leads) order by u.lead_id), '[]'))
+                   u.preferred_channel, u.provisional, u.created_at, u.updated_at)::public.leads) order by u.lead_id), '[]'),
+    'merged', to_jsonb(v_merged))
   into v_result
   from upserted u;
+
+  for i in 1 .. cardinality(v_merged) loop
+    perform public.refresh_lead_state(p_tenant, v_merged[i]);
+  end loop;
   return v_result;
 exception
   when unique_violation then
