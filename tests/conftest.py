@@ -18,7 +18,7 @@ from leadwatch.store import PostgresStore, SupabaseStore
 
 from postgrest_fake import SERVICE_KEY, SUPABASE_URL, PostgrestFake
 
-TABLES = "lead_activities, max_alerts, alert_events, leads, lead_state"
+TABLES = "lead_activities, max_alerts, alert_events, alert_counts, leads, lead_state"
 
 
 @pytest.fixture(scope="session")

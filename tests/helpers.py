@@ -29,3 +29,12 @@ def active(db, tenant="acme"):
     rows = db.execute("select lead_id, type, severity from max_alerts where tenant_id = %s and resolved_at is null",
                       [tenant]).fetchall()
     return {(lead, kind): severity for lead, kind, severity in rows}
+
+
+def assert_counts_exact(db):
+    """The maintained alert_counts equal a fresh count of the active alerts."""
+    maintained = {tuple(r[:3]): r[3] for r in db.execute(
+        "select tenant_id, severity, type, active from alert_counts where active <> 0")}
+    counted = {tuple(r[:3]): r[3] for r in db.execute(
+        "select tenant_id, severity, type, count(*) from max_alerts where resolved_at is null group by 1, 2, 3")}
+    assert maintained == counted

@@ -19,7 +19,7 @@ from leadwatch.espo import EspoCrm
 from leadwatch.greenapi import GreenApi
 from leadwatch.identity import OpenAccess
 
-from helpers import active, add_leads, ago, later, log
+from helpers import active, add_leads, ago, assert_counts_exact, later, log
 
 API_URL = "https://7103.api.greenapi.com"
 ESPO_URL = "https://crm.example.com"
@@ -191,6 +191,7 @@ def test_failed_send_does_not_count_as_contact(whatsapp, failure):
     assert answered["reopened"] == ["NoContact7d"]
     assert active(db) == {("SOPHIE_ID", "NoContact7d"): "med"}
     assert store.sweep(now=later(days=4))["created"]["NoReply3d"] == 0
+    assert_counts_exact(db)
 
 
 def test_incoming_call_is_one_inbound_call_activity_per_call(whatsapp):
@@ -290,6 +291,7 @@ def test_unknown_number_becomes_a_provisional_lead_then_merges_into_the_real_one
     assert db.execute("select count(*) from lead_state where lead_id like 'wa:%'").fetchone()[0] == 0
     hook(client, message(chat="33655555555@c.us", id_message="J2"))   # the next message finds the real lead
     assert [r[1] for r in activities(db)] == ["CRM-42", "CRM-42"] and active(db) == {}
+    assert_counts_exact(db)
 
 
 def test_real_lead_cannot_take_another_real_leads_phone(whatsapp):

@@ -9,7 +9,7 @@ import pytest
 from leadwatch import NotFound, PostgresStore, ValidationFailed
 from leadwatch.models import AlertQuery
 
-from helpers import active, add_leads, ago, later, log
+from helpers import active, add_leads, ago, assert_counts_exact, later, log
 
 
 def test_reference_scenario_outbound_no_reply_then_reply_resolves(store, db):
@@ -59,6 +59,7 @@ def test_no_contact_raised_at_7_days_escalated_at_14_and_cleared_by_any_activity
     assert active(db) == {}
     events = db.execute("select event, severity from alert_events order by id").fetchall()
     assert events == [("created", "med"), ("escalated", "high"), ("resolved", "high")]
+    assert_counts_exact(db)
 
 
 def test_lead_in_directory_without_activity_goes_silent_from_entry(store, db):
@@ -103,6 +104,7 @@ def test_concurrent_sweeps_never_create_a_second_active_alert(postgres_store, db
     assert sum(r["created"]["NoReply3d"] for r in results) == 300
     counts = db.execute("select type, count(*), count(distinct lead_id) from max_alerts group by type order by type").fetchall()
     assert counts == [("NoContact7d", 300, 300), ("NoReply3d", 300, 300)]
+    assert_counts_exact(db)
 
 
 def test_inbound_that_occurred_before_our_last_outbound_does_not_resolve_no_reply(store, db):
@@ -144,6 +146,7 @@ def test_manually_resolved_alert_is_not_raised_again_for_the_same_silence(store,
 
     log(store, direction="in")                             # a new cycle starts with the next activity
     assert store.sweep(now=later(days=7, minutes=1))["created"]["NoContact7d"] == 1
+    assert_counts_exact(db)
 
 
 def test_resolve_is_idempotent_and_keeps_the_first_resolution(store, db):
@@ -215,6 +218,7 @@ def test_stale_lead_supersedes_no_contact(store, db):
     result = store.sweep(now=later(days=11))
     assert result["created"]["StaleLead30d"] == 1 and result["resolved"] == 1
     assert active(db) == {("L1", "StaleLead30d"): "low"}
+    assert_counts_exact(db)
 
 
 def test_long_silence_first_seen_raises_stale_only(store, db):
@@ -231,6 +235,7 @@ def test_high_value_lead_silent_three_days_is_at_risk(store, db):
     assert active(db) == {("BIG", "HighValueRisk"): "high"}
     add_leads(store, BIG={"value": 900})                  # the deal shrank: no longer high value
     assert active(db) == {}
+    assert_counts_exact(db)
 
 
 def test_tenant_rule_override_changes_threshold_and_language(store, db):
@@ -286,6 +291,7 @@ def test_pagination_walks_every_alert_once_in_order_with_stats_of_all(store, db)
     assert full["stats"]["total"] == 4
     assert full["stats"]["by_severity"] == {"high": 1, "med": 2, "low": 1}
     assert full["stats"]["by_type"]["NoContact7d"] == 1 and full["stats"]["by_type"]["NoReply3d"] == 1
+    assert_counts_exact(db)
 
 
 @pytest.mark.parametrize(("query", "expected"), [

@@ -10,22 +10,22 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from flask import Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.exceptions import HTTPException, MethodNotAllowed as _MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
-from .config import Settings
 from .cors import CorsPolicy
 from .errors import (BadRequest, Forbidden, LeadwatchError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized,
                      ValidationFailed)
 from .espo import EspoCrm
 from .greenapi import DeliveryStatus, GreenApi, Ignored, WhatsAppError, external_id, read_notification
 from .identity import Caller, OpenAccess, VerifiedAccess
-from .models import ActivityIn, AlertQuery, LeadsIn, TimelineQuery, parse
 from .store import Store
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 log = logging.getLogger("leadwatch.http")
 
@@ -50,23 +50,20 @@ GROUPS: dict[str, list[Rule]] = {
 }
 
 
-class SendIn(BaseModel):
-    """Body of POST /api/whatsapp/send."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-    leadId: str = Field(min_length=1, max_length=200)
-    message: str = Field(min_length=1, max_length=4096)
-
-
 # Handlers ---------------------------------------------------------------------------------------
+# Request models (pydantic) are imported at first use, not at the cold start of every function.
 
 def log_activity(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
+    from .models import ActivityIn, parse
+
     tenant = caller.require_tenant()
     activity = parse(ActivityIn, _json_object(request))
     return 200, {"success": True, **api.store.log_activity(tenant, activity, caller.viewer)}
 
 
 def list_alerts(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
+    from .models import AlertQuery, parse
+
     tenant = caller.require_tenant()
     query = parse(AlertQuery, request.args.to_dict())
     return 200, {"success": True, **api.store.list_active_alerts(tenant, query, caller.viewer)}
@@ -86,6 +83,8 @@ def run_action(request: Request, caller: Caller, api: "Api", alert_id: str) -> t
 
 
 def send_whatsapp(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
+    from .models import SendIn, parse
+
     tenant = caller.require_tenant()
     body = parse(SendIn, _json_object(request))
     prepared = api.store.prepare_whatsapp(tenant, lead_id=body.leadId, viewer=caller.viewer)
@@ -99,6 +98,8 @@ def sweep(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
 
 
 def upsert_leads(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
+    from .models import LeadsIn, parse
+
     tenant = caller.require_tenant()
     body = _json_body(request)
     if isinstance(body, dict) and isinstance(body.get("leads"), list) and len(body) == 1:
@@ -108,6 +109,8 @@ def upsert_leads(request: Request, caller: Caller, api: "Api") -> tuple[int, dic
 
 
 def lead_activities(request: Request, caller: Caller, api: "Api", lead_id: str) -> tuple[int, dict]:
+    from .models import TimelineQuery, parse
+
     tenant = caller.require_tenant()
     query = parse(TimelineQuery, request.args.to_dict())
     return 200, {"success": True, **api.store.list_lead_activities(tenant, lead_id, query, caller.viewer)}
@@ -231,7 +234,7 @@ class Api:
         self._all = Map([rule.empty() for rules in GROUPS.values() for rule in rules])
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: Store | Callable[[], Store],
+    def from_settings(cls, settings: "Settings", store: Store | Callable[[], Store],
                       access: OpenAccess | VerifiedAccess, cors_origins: tuple[str, ...] | None = None) -> "Api":
         """The Api a deployment's settings describe (Green-API instances, EspoCRM, CORS)."""
         espo = EspoCrm(settings.espo_url, settings.espo_api_key) if settings.espo_url else None
@@ -247,6 +250,8 @@ class Api:
     def send(self, tenant: str, caller: Caller, lead: dict, text: str, alert_type: str | None = None) -> dict:
         """Send `text` to the lead on WhatsApp and log it: as sent (answering what it answers), or
         as a failed outbound that answers nothing, before reporting Green-API's refusal."""
+        from .models import ActivityIn
+
         instance = self.greenapi.instance_for(tenant)
         chat_id = lead["phone"].lstrip("+") + "@c.us"
         meta = {"provider": "green-api", "instanceId": instance.id, "alertType": alert_type}

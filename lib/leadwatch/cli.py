@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import signal
 import logging
 import sys
 from dataclasses import replace
@@ -64,6 +65,8 @@ leadwatch dev — serving every function on {base} over {where}.
   curl -X POST {base}/api/alerts/sweep
 """, flush=True)
     api = Api.from_settings(settings, store, access, settings.cors_origins or DEV_CORS_ORIGINS)
+    # Stopped by a supervisor (SIGTERM) as by Ctrl-C: exit cleanly, so the embedded server stops too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     run_simple(args.host, args.port, create_app(api), threaded=True, use_reloader=False)
     return 0
 

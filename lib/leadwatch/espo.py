@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
-from .models import LeadIn
+if TYPE_CHECKING:
+    from .models import LeadIn
 
 log = logging.getLogger("leadwatch.espo")
 
@@ -19,6 +20,9 @@ class EspoCrm:
         """The CRM lead with this phone (E.164), or None — also when EspoCRM cannot be asked, so that
         the message is still stored (under a provisional lead) rather than lost."""
         import httpx
+        from pydantic import ValidationError
+
+        from .models import LeadIn
 
         params = {"where[0][type]": "equals", "where[0][attribute]": "phoneNumber", "where[0][value]": phone,
                   "maxSize": 1, "select": "id,name,emailAddress,phoneNumber,assignedUserId"}

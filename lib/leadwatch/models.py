@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .cursor import decode_cursor
 from .errors import ValidationFailed
 
 Channel = Literal["whatsapp", "email", "call", "other"]
@@ -89,6 +87,13 @@ class LeadIn(_Input):
         }
 
 
+class SendIn(_Input):
+    """Body of POST /api/whatsapp/send."""
+
+    leadId: str = Field(min_length=1, max_length=200)
+    message: str = Field(min_length=1, max_length=4096)
+
+
 class LeadsIn(BaseModel):
     """POST /api/leads accepts one lead or a list of them."""
 
@@ -125,25 +130,6 @@ class AlertQuery(_Query):
 
 class TimelineQuery(_Query):
     """Query of GET /api/leads/{leadId}/activities."""
-
-
-def encode_cursor(position: dict[str, Any] | None) -> str | None:
-    """The opaque `next_cursor` handed to callers."""
-    if position is None:
-        return None
-    return base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
-    if not cursor:
-        return None
-    try:
-        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        position = None
-    if not isinstance(position, dict):
-        raise ValidationFailed("invalid cursor", [{"field": "cursor", "message": "is not a cursor this API issued"}])
-    return position
 
 
 def parse(model: type[BaseModel], data: Any) -> Any:

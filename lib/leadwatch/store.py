@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import threading
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings, require_backend
 from .errors import Conflict, Forbidden, LeadwatchError, NotFound, Unauthorized, Unavailable, ValidationFailed
-from .greenapi import WhatsAppActivity
-from .identity import Viewer
-from .models import SNIPPET_LIMIT, ActivityIn, AlertQuery, LeadIn, TimelineQuery, encode_cursor
+from .cursor import encode_cursor
+
+if TYPE_CHECKING:  # pydantic models: imported by the handlers at first use, not at cold start
+    from .greenapi import WhatsAppActivity
+    from .identity import Viewer
+    from .models import ActivityIn, AlertQuery, LeadIn, TimelineQuery
 
 _ERRORS: dict[str, type[LeadwatchError]] = {
     "LW404": NotFound,
@@ -107,7 +110,7 @@ class Store:
             p_direction=activity.direction,
             p_channel=activity.channel,
             p_status="received" if activity.direction == "in" else "sent",
-            p_message_snippet=activity.text[:SNIPPET_LIMIT] if activity.text else None,
+            p_message_snippet=activity.text,  # cut to 100 characters by the database
             p_meta=activity.meta,
             p_occurred_at=activity.occurred_at,
             p_external_id=activity.external_id,
@@ -164,7 +167,9 @@ class PostgresStore(Store):
                         min_size=1,
                         max_size=self._pool_size,
                         timeout=self._timeout,
-                        kwargs={"autocommit": True, "connect_timeout": max(1, int(self._timeout))},
+                        # UTC, as on Supabase: timestamps in answers read the same through both stores
+                        kwargs={"autocommit": True, "connect_timeout": max(1, int(self._timeout)),
+                                "options": "-c timezone=UTC"},
                         open=False,
                     )
                     self._pool.open(wait=False)

@@ -27,7 +27,6 @@ alter default privileges in schema public revoke execute on functions from anon,
  */
 create function public.current_tenant() returns text
 language sql stable
-set search_path = ''
 as $$
   select nullif((select auth.jwt()) -> 'app_metadata' ->> 'tenant_id', '')
 $$;
@@ -36,7 +35,6 @@ grant execute on function public.current_tenant() to authenticated, service_role
 /** The caller's leadwatch role (`platform_admin`, `admin`, `manager`, `agent`) from `app_metadata`. */
 create function public.current_app_role() returns text
 language sql stable
-set search_path = ''
 as $$
   select nullif((select auth.jwt()) -> 'app_metadata' ->> 'role', '')
 $$;
@@ -48,7 +46,6 @@ grant execute on function public.current_app_role() to authenticated, service_ro
  */
 create function public.is_trusted_caller() returns boolean
 language sql stable
-set search_path = ''
 as $$
   select coalesce((select auth.jwt()) ->> 'role', 'service_role') not in ('anon', 'authenticated')
 $$;
@@ -57,7 +54,6 @@ grant execute on function public.is_trusted_caller() to anon, authenticated, ser
 /** Does the caller see every tenant? The service and platform staff do. */
 create function public.sees_all_tenants() returns boolean
 language sql stable
-set search_path = ''
 as $$
   select (select public.is_trusted_caller()) or (select public.current_app_role()) = 'platform_admin'
 $$;
@@ -66,7 +62,6 @@ grant execute on function public.sees_all_tenants() to authenticated, service_ro
 /** Does the caller see every lead of their tenant? Admins and managers do; agents see their own. */
 create function public.sees_whole_tenant() returns boolean
 language sql stable
-set search_path = ''
 as $$
   select (select public.current_app_role()) in ('admin', 'manager')
 $$;
@@ -89,7 +84,6 @@ grant execute on function public.raise_error(text, text, text) to authenticated,
 /** Does the database answer? What `GET /health` asks, through whichever store is configured. */
 create function public.ping() returns boolean
 language sql stable
-set search_path = ''
 as $$
   select true
 $$;

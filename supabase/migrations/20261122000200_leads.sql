@@ -57,7 +57,6 @@ alter table public.lead_state enable row level security;
 /** The leads an agent owns in their tenant (none for any other role: they see all or nothing). */
 create function public.owned_leads() returns setof text
 language sql stable
-set search_path = ''
 as $$
   select l.lead_id
   from public.leads l

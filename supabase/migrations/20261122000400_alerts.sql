@@ -66,6 +66,16 @@ create table public.alert_events (
   constraint alert_events_event_known check (event in ('created', 'escalated', 'resolved', 'reopened'))
 );
 create index alert_events_tenant_at on public.alert_events (tenant_id, at desc);
+
+-- How many alerts are active per tenant, severity and type: the dashboard's stats without counting
+-- rows. Kept by the triggers below, in the transaction that changes the alerts.
+create table public.alert_counts (
+  tenant_id text not null,
+  severity  public.severity not null,
+  type      public.alert_type not null,
+  active    bigint not null default 0,
+  constraint alert_counts_pkey primary key (tenant_id, severity, type)
+);
 create index alert_events_alert on public.alert_events (alert_id);
 
 -- Grants and row-level security -------------------------------------------------------------------
@@ -73,9 +83,11 @@ create index alert_events_alert on public.alert_events (alert_id);
 grant select on table public.alert_rules, public.max_alerts, public.alert_events to authenticated, service_role;
 grant insert, update, delete on table public.alert_rules, public.max_alerts to service_role;
 grant insert on table public.alert_events to service_role;   -- append-only: nobody updates or deletes history
+grant select on table public.alert_counts to authenticated, service_role;
 alter table public.alert_rules enable row level security;
 alter table public.max_alerts enable row level security;
 alter table public.alert_events enable row level security;
+alter table public.alert_counts enable row level security;
 
 -- Views -------------------------------------------------------------------------------------------
 
@@ -90,7 +102,26 @@ grant select on public.active_alerts to authenticated, service_role;
 
 -- Triggers ----------------------------------------------------------------------------------------
 
-/** Record every alert created, set-based, whatever path created it. */
+/**
+ * Add signed changes to the active counts, in key order (concurrent writers lock counters alike).
+ * Only the alert triggers call it; nobody writes the counts directly.
+ */
+create function public.count_alerts(p_deltas jsonb) returns void
+language sql
+security definer
+set search_path = ''
+as $$
+  insert into public.alert_counts as c (tenant_id, severity, type, active)
+  select d.tenant_id, d.severity, d.type, sum(d.delta)
+  from jsonb_to_recordset(p_deltas) as d (tenant_id text, severity text, type text, delta bigint)
+  group by d.tenant_id, d.severity, d.type
+  having sum(d.delta) <> 0
+  order by d.tenant_id, d.severity, d.type
+  on conflict (tenant_id, severity, type) do update set active = c.active + excluded.active
+$$;
+grant execute on function public.count_alerts(jsonb) to service_role;  -- the triggers run as the writer
+
+/** Record every alert created, and count the active ones, set-based, whatever path created them. */
 create function public.record_created_alerts() returns trigger
 language plpgsql
 set search_path = ''
@@ -99,11 +130,14 @@ begin
   insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
   select n.tenant_id, n.id, n.lead_id, n.type, 'created', n.severity, 'system'
   from new_alerts n;
+  perform public.count_alerts((select jsonb_agg(jsonb_build_object('tenant_id', n.tenant_id, 'severity', n.severity,
+                                                                    'type', n.type, 'delta', 1))
+                               from new_alerts n where n.resolved_at is null));
   return null;
 end
 $$;
 
-/** Record every escalation, resolution and reopening, set-based, whatever path made it. */
+/** Record every escalation, resolution and reopening, and move the counts, set-based, whatever path made it. */
 create function public.record_changed_alerts() returns trigger
 language plpgsql
 set search_path = ''
@@ -120,6 +154,25 @@ begin
     when n.severity_rank < o.severity_rank then 'escalated'
   end as event) e
   where e.event is not null;
+  perform public.count_alerts((select jsonb_agg(d) from (
+    select jsonb_build_object('tenant_id', o.tenant_id, 'severity', o.severity, 'type', o.type, 'delta', -1) as d
+    from old_alerts o where o.resolved_at is null
+    union all
+    select jsonb_build_object('tenant_id', n.tenant_id, 'severity', n.severity, 'type', n.type, 'delta', 1)
+    from new_alerts n where n.resolved_at is null) x));
+  return null;
+end
+$$;
+
+/** Alerts are not deleted in normal operation; if they are, the counts follow. */
+create function public.record_deleted_alerts() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  perform public.count_alerts((select jsonb_agg(jsonb_build_object('tenant_id', o.tenant_id, 'severity', o.severity,
+                                                                    'type', o.type, 'delta', -1))
+                               from old_alerts o where o.resolved_at is null));
   return null;
 end
 $$;
@@ -130,6 +183,9 @@ create trigger max_alerts_record_created after insert on public.max_alerts
 create trigger max_alerts_record_changed after update on public.max_alerts
   referencing old table as old_alerts new table as new_alerts
   for each statement execute function public.record_changed_alerts();
+create trigger max_alerts_record_deleted after delete on public.max_alerts
+  referencing old table as old_alerts
+  for each statement execute function public.record_deleted_alerts();
 
 -- Policies ----------------------------------------------------------------------------------------
 
@@ -140,13 +196,16 @@ create policy "Alerts are visible to whoever may see the lead" on public.max_ale
   for select to authenticated using (public.can_see_lead(tenant_id, lead_id));
 create policy "Alert history is visible to whoever may see the lead" on public.alert_events
   for select to authenticated using (public.can_see_lead(tenant_id, lead_id));
+create policy "Alert counts are visible to the staff of their tenant" on public.alert_counts
+  for select to authenticated
+  using ((select public.sees_all_tenants())
+         or (tenant_id = (select public.current_tenant()) and (select public.sees_whole_tenant())));
 
 -- Functions ---------------------------------------------------------------------------------------
 
 /** The rules in force for a tenant: its own row for a type where it has one, else the default. */
 create function public.rules_for(p_tenant text) returns setof public.alert_rules
 language sql stable
-set search_path = ''
 as $$
   select distinct on (r.type) r.*
   from public.alert_rules r
@@ -155,11 +214,13 @@ as $$
 $$;
 grant execute on function public.rules_for(text) to authenticated, service_role;
 
-/** The thresholds of the time-based rules in force for a tenant (null where a rule is disabled). */
-create function public.rule_thresholds(
-  p_tenant text, out no_contact interval, out no_reply interval, out stale interval, out high_value interval)
+/**
+ * The thresholds of the time-based rules in force for a tenant (null where a rule is disabled).
+ * One row; a table function so that Postgres inlines it into the caller's query.
+ */
+create function public.rule_thresholds(p_tenant text)
+returns table (no_contact interval, no_reply interval, stale interval, high_value interval)
 language sql stable
-set search_path = ''
 as $$
   select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled),
          max(r.threshold) filter (where r.type = 'NoReply3d' and r.enabled),
@@ -172,7 +233,6 @@ grant execute on function public.rule_thresholds(text) to authenticated, service
 /** An alert's message in the rule's locale, `{days}` filled in. */
 create function public.render_message(p_rule public.alert_rules, p_days integer) returns text
 language sql immutable
-set search_path = ''
 as $$
   select replace(coalesce(p_rule.messages ->> p_rule.locale, p_rule.messages ->> 'fr'), '{days}', p_days::text)
 $$;
@@ -181,7 +241,6 @@ grant execute on function public.render_message(public.alert_rules, integer) to 
 /** An alert's suggested action (label, action, params) as the reference shapes it. */
 create function public.render_action(p_rule public.alert_rules, p_lead_id text) returns jsonb
 language sql immutable
-set search_path = ''
 as $$
   select jsonb_build_object(
     'label', coalesce(p_rule.action -> 'label' ->> p_rule.locale, p_rule.action -> 'label' ->> 'fr'),

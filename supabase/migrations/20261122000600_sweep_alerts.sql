@@ -13,7 +13,6 @@ create function public.sweep_alerts(p_tenant text default null, p_now timestampt
 returns jsonb
 language plpgsql
 set search_path = ''
-set timezone = 'UTC'
 as $$
 declare
   v_result jsonb;

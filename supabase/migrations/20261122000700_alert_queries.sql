@@ -11,7 +11,6 @@ create index idx_max_alerts_active_stats
 /** An active alert as the API lists it (the reference's shape, with the lead's name and email). */
 create function public.alert_json(p_alert public.active_alerts) returns jsonb
 language sql immutable
-set search_path = ''
 as $$
   select jsonb_build_object(
     'id', p_alert.id, 'tenant_id', p_alert.tenant_id, 'lead_id', p_alert.lead_id,
@@ -37,7 +36,6 @@ create function public.list_active_alerts(
 ) returns jsonb
 language sql stable
 set search_path = ''
-set timezone = 'UTC'
 as $$
   with page as (
     select v
@@ -53,26 +51,37 @@ as $$
     order by v.severity_rank, v.created_at desc, v.id desc
     limit p_limit + 1
   ),
+  -- Staff read the maintained counts; an agent counts the (few) alerts row-level security shows them.
+  counted as (
+    select k.severity, k.type, k.active as n
+    from public.alert_counts k
+    where k.tenant_id = p_tenant and (public.sees_all_tenants() or public.sees_whole_tenant())
+    union all
+    select a.severity, a.type, count(*)
+    from public.max_alerts a
+    where a.tenant_id = p_tenant and a.resolved_at is null
+      and not (public.sees_all_tenants() or public.sees_whole_tenant())
+    group by a.severity, a.type
+  ),
   numbered as (
     select p.v, row_number() over (order by (p.v).severity_rank, (p.v).created_at desc, (p.v).id desc) as n
     from page p
   )
   select jsonb_build_object(
     'stats', (select jsonb_build_object(
-                'total', count(*),
+                'total', coalesce(sum(c.n), 0),
                 'by_severity', jsonb_build_object(
-                  'high', count(*) filter (where a.severity = 'high'),
-                  'med',  count(*) filter (where a.severity = 'med'),
-                  'low',  count(*) filter (where a.severity = 'low')),
+                  'high', coalesce(sum(c.n) filter (where c.severity = 'high'), 0),
+                  'med',  coalesce(sum(c.n) filter (where c.severity = 'med'), 0),
+                  'low',  coalesce(sum(c.n) filter (where c.severity = 'low'), 0)),
                 'by_type', jsonb_build_object(
-                  'NoContact7d',      count(*) filter (where a.type = 'NoContact7d'),
-                  'NoReply3d',        count(*) filter (where a.type = 'NoReply3d'),
-                  'StaleLead30d',     count(*) filter (where a.type = 'StaleLead30d'),
-                  'HighValueRisk',    count(*) filter (where a.type = 'HighValueRisk'),
-                  'HotLead24h',       count(*) filter (where a.type = 'HotLead24h'),
-                  'PreferredChannel', count(*) filter (where a.type = 'PreferredChannel')))
-              from public.max_alerts a
-              where a.tenant_id = p_tenant and a.resolved_at is null),
+                  'NoContact7d',      coalesce(sum(c.n) filter (where c.type = 'NoContact7d'), 0),
+                  'NoReply3d',        coalesce(sum(c.n) filter (where c.type = 'NoReply3d'), 0),
+                  'StaleLead30d',     coalesce(sum(c.n) filter (where c.type = 'StaleLead30d'), 0),
+                  'HighValueRisk',    coalesce(sum(c.n) filter (where c.type = 'HighValueRisk'), 0),
+                  'HotLead24h',       coalesce(sum(c.n) filter (where c.type = 'HotLead24h'), 0),
+                  'PreferredChannel', coalesce(sum(c.n) filter (where c.type = 'PreferredChannel'), 0)))
+              from counted c),
     'alerts', coalesce((select jsonb_agg(public.alert_json(x.v) order by x.n) from numbered x where x.n <= p_limit), '[]'),
     'next_cursor', (select jsonb_build_object('r', (x.v).severity_rank, 'c', (x.v).created_at, 'i', (x.v).id)
                     from numbered x
@@ -91,7 +100,6 @@ returns jsonb
 language plpgsql
 security definer  -- moves lead_state, which users cannot write themselves
 set search_path = ''
-set timezone = 'UTC'
 as $$
 declare
   v_alert public.max_alerts;
@@ -139,7 +147,6 @@ create function public.list_lead_activities(
 ) returns jsonb
 language plpgsql stable
 set search_path = ''
-set timezone = 'UTC'
 as $$
 declare
   v_result jsonb;

@@ -5,7 +5,6 @@
 /** A lead as the API shows it. */
 create function public.lead_json(p_lead public.leads) returns jsonb
 language sql immutable
-set search_path = ''
 as $$
   select jsonb_build_object(
     'lead_id', p_lead.lead_id, 'name', p_lead.name, 'email', p_lead.email, 'phone', p_lead.phone,
@@ -27,7 +26,6 @@ create function public.upsert_leads(p_tenant text, p_leads jsonb) returns jsonb
 language plpgsql
 security definer  -- keeps lead_state in step, which users cannot write themselves
 set search_path = ''
-set timezone = 'UTC'
 as $$
 declare
   v_high_value public.alert_rules;

@@ -55,7 +55,6 @@ grant execute on function public.log_activity_by_phone(text, text, text, text, t
 /** Delivery statuses only move forward: sent → delivered → read, or to a failure. */
 create function public.status_rank(p_status text) returns integer
 language sql immutable
-set search_path = ''
 as $$
   select case lower(p_status) when 'sent' then 1 when 'delivered' then 2 when 'read' then 3
                               when 'failed' then 4 when 'noaccount' then 4 when 'notingroup' then 4
@@ -73,7 +72,6 @@ returns jsonb
 language plpgsql
 security definer  -- rebuilds lead_state and reopens alerts
 set search_path = ''
-set timezone = 'UTC'
 as $$
 declare
   v_old      public.lead_activities;

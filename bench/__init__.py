@@ -1,0 +1,1 @@
+"""leadwatch benchmarks: `make bench` (see README, Performance)."""
