@@ -34,9 +34,12 @@ create function public.list_active_alerts(
   p_type     text default null,
   p_lead_id  text default null
 ) returns jsonb
-language sql stable
+language plpgsql stable
 set search_path = ''
 as $$
+declare
+  v_result jsonb;
+begin
   with page as (
     select v
     from public.active_alerts v
@@ -86,6 +89,9 @@ as $$
     'next_cursor', (select jsonb_build_object('r', (x.v).severity_rank, 'c', (x.v).created_at, 'i', (x.v).id)
                     from numbered x
                     where x.n = p_limit and exists (select from numbered y where y.n > p_limit)))
+  into v_result;
+  return v_result;
+end
 $$;
 grant execute on function public.list_active_alerts(text, integer, jsonb, text, text, text) to authenticated, service_role;
 

@@ -1,0 +1,92 @@
+"""Structural guards on the hot statements (plans, not timings), at a modest scale.
+
+auto_explain reports the plan of every statement run inside the SQL functions, so these check the
+statements the functions really run: the sweep reads only due leads, logging touches one lead's
+rows, and the list is served by an index in the view's order.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from helpers import log
+
+
+@pytest.fixture
+def scaled(db, postgres_store):
+    """20,000 leads of which 50 are due, 60,000 activities, 30,000 active alerts in tenant acme; analysed."""
+    db.execute("""
+        insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, no_contact_due_at, stale_due_at)
+        select 'acme', 'L' || i, now() - interval '60 days', now() - make_interval(hours => i % 100),
+               case when i <= 50 then now() - interval '1 hour' else now() + interval '5 days' end,
+               now() + interval '25 days'
+        from generate_series(1, 20000) i""")
+    db.execute("""
+        insert into lead_activities (tenant_id, lead_id, channel, direction, occurred_at)
+        select 'acme', 'L' || (i % 20000 + 1), 'email', 'in', now() - make_interval(hours => i % 500)
+        from generate_series(1, 60000) i""")
+    db.execute("""
+        insert into max_alerts (tenant_id, lead_id, type, severity, message, created_at)
+        select 'acme', 'A' || i, 'NoContact7d', (array['high', 'med', 'low'])[1 + i % 3], 'x',
+               now() - make_interval(secs => i)
+        from generate_series(1, 30000) i""")
+    db.execute("analyze")
+    return postgres_store
+
+
+def plans_of(db, statement: str, params=()) -> list[str]:
+    """The plans (text) of every statement `statement` runs, nested ones included."""
+    notices: list[str] = []
+    db.add_notice_handler(lambda d: notices.append(d.message_primary))
+    db.execute("load 'auto_explain'")
+    for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
+                    "auto_explain.log_level = notice", "auto_explain.log_analyze = on",
+                    "auto_explain.log_timing = off"):
+        db.execute(f"set {setting}")
+    try:
+        db.execute(statement, params)
+    finally:
+        db.execute("set auto_explain.log_min_duration = -1")
+    return [n for n in notices if "Query Text" in n]
+
+
+def ran(plan: str, node: str) -> bool:
+    """Did a node of this kind run? (Branches a one-time filter skipped say "never executed".)"""
+    return any(node in line and "never executed" not in line for line in plan.splitlines())
+
+
+def the_plan(plans: list[str], marker: str) -> str:
+    [plan] = [p for p in plans if marker in p.split("\n", 2)[1]]
+    return plan
+
+
+def test_sweep_reads_only_due_leads_through_the_due_index(scaled, db):
+    plans = plans_of(db, "select public.sweep_alerts()")
+    sweep = the_plan(plans, "with due as")
+    assert re.search(r"Index (Only )?Scan using idx_lead_state_next_due on lead_state", sweep), sweep
+    assert not ran(sweep, "Seq Scan on lead_state")
+    assert not any(ran(p, "on lead_activities") for p in plans), "the sweep never reads activities"
+
+
+def test_logging_an_activity_touches_only_that_leads_rows(scaled, db):
+    plans = "\n".join(plans_of(db, "select public.log_activity('acme', 'L77', 'email', 'out')"))
+    for table in ("lead_activities", "lead_state", "max_alerts", "leads"):
+        assert not ran(plans, f"Seq Scan on {table}"), table
+    assert ran(plans, "lead_state_pkey on lead_state")
+
+
+def test_list_is_served_by_an_index_in_the_views_order(scaled, db):
+    page = the_plan(plans_of(db, "select public.list_active_alerts('acme', 50)"), "with page as")
+    assert ran(page, "Index Scan using idx_max_alerts_active_order on max_alerts"), page
+    assert not ran(page, "Seq Scan on max_alerts"), "neither the page nor the staff's stats scan the alerts"
+    ordered = page[:page.index("Index Scan using idx_max_alerts_active_order")]
+    assert "Sort Key: a.severity_rank" not in ordered, "the page comes out of the index already ordered"
+    assert ran(page, "on alert_counts"), "staff stats come from the maintained counts"
+
+
+def test_timeline_reads_the_lead_newest_first_from_its_index(scaled, db):
+    text = "\n".join(plans_of(db, "select public.list_lead_activities('acme', 'L5', 20)"))
+    assert ran(text, "idx_lead_activities_tenant_lead on lead_activities")
+    assert not ran(text, "Seq Scan on lead_activities")
