@@ -19,8 +19,12 @@ dev: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
+# Benchmarks (bench/): the full run is 1,000,000 leads and 10,000,000 activities; ARGS="--quick" for a tiny one.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(ARGS)
+
 migrate: $(STAMP)
 	$(BIN)/leadwatch migrate
 
 clean:
-	rm -rf $(VENV) .leadwatch .pytest_cache
+	rm -rf $(VENV) .leadwatch .bench .pytest_cache

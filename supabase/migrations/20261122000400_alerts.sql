@@ -103,36 +103,26 @@ grant select on public.active_alerts to authenticated, service_role;
 -- Triggers ----------------------------------------------------------------------------------------
 
 /**
- * Add signed changes to the active counts, in key order (concurrent writers lock counters alike).
- * Only the alert triggers call it; nobody writes the counts directly.
+ * Record every alert created, and count the active ones, set-based, whatever path created them.
+ * Security definer: it writes the history and the counts, which no caller writes directly.
  */
-create function public.count_alerts(p_deltas jsonb) returns void
-language sql
-security definer
-set search_path = ''
-as $$
-  insert into public.alert_counts as c (tenant_id, severity, type, active)
-  select d.tenant_id, d.severity, d.type, sum(d.delta)
-  from jsonb_to_recordset(p_deltas) as d (tenant_id text, severity text, type text, delta bigint)
-  group by d.tenant_id, d.severity, d.type
-  having sum(d.delta) <> 0
-  order by d.tenant_id, d.severity, d.type
-  on conflict (tenant_id, severity, type) do update set active = c.active + excluded.active
-$$;
-grant execute on function public.count_alerts(jsonb) to service_role;  -- the triggers run as the writer
-
-/** Record every alert created, and count the active ones, set-based, whatever path created them. */
 create function public.record_created_alerts() returns trigger
 language plpgsql
+security definer
 set search_path = ''
 as $$
 begin
   insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
   select n.tenant_id, n.id, n.lead_id, n.type, 'created', n.severity, 'system'
   from new_alerts n;
-  perform public.count_alerts((select jsonb_agg(jsonb_build_object('tenant_id', n.tenant_id, 'severity', n.severity,
-                                                                    'type', n.type, 'delta', 1))
-                               from new_alerts n where n.resolved_at is null));
+
+  insert into public.alert_counts as c (tenant_id, severity, type, active)
+  select n.tenant_id, n.severity, n.type, count(*)
+  from new_alerts n
+  where n.resolved_at is null
+  group by n.tenant_id, n.severity, n.type
+  order by n.tenant_id, n.severity, n.type  -- concurrent writers lock the counters in the same order
+  on conflict (tenant_id, severity, type) do update set active = c.active + excluded.active;
   return null;
 end
 $$;
@@ -140,6 +130,7 @@ $$;
 /** Record every escalation, resolution and reopening, and move the counts, set-based, whatever path made it. */
 create function public.record_changed_alerts() returns trigger
 language plpgsql
+security definer
 set search_path = ''
 as $$
 begin
@@ -154,12 +145,16 @@ begin
     when n.severity_rank < o.severity_rank then 'escalated'
   end as event) e
   where e.event is not null;
-  perform public.count_alerts((select jsonb_agg(d) from (
-    select jsonb_build_object('tenant_id', o.tenant_id, 'severity', o.severity, 'type', o.type, 'delta', -1) as d
-    from old_alerts o where o.resolved_at is null
-    union all
-    select jsonb_build_object('tenant_id', n.tenant_id, 'severity', n.severity, 'type', n.type, 'delta', 1)
-    from new_alerts n where n.resolved_at is null) x));
+
+  insert into public.alert_counts as c (tenant_id, severity, type, active)
+  select d.tenant_id, d.severity, d.type, sum(d.delta)
+  from (select o.tenant_id, o.severity, o.type, -1 as delta from old_alerts o where o.resolved_at is null
+        union all
+        select n.tenant_id, n.severity, n.type, 1 from new_alerts n where n.resolved_at is null) d
+  group by d.tenant_id, d.severity, d.type
+  having sum(d.delta) <> 0
+  order by d.tenant_id, d.severity, d.type
+  on conflict (tenant_id, severity, type) do update set active = c.active + excluded.active;
   return null;
 end
 $$;
@@ -167,12 +162,17 @@ $$;
 /** Alerts are not deleted in normal operation; if they are, the counts follow. */
 create function public.record_deleted_alerts() returns trigger
 language plpgsql
+security definer
 set search_path = ''
 as $$
 begin
-  perform public.count_alerts((select jsonb_agg(jsonb_build_object('tenant_id', o.tenant_id, 'severity', o.severity,
-                                                                    'type', o.type, 'delta', -1))
-                               from old_alerts o where o.resolved_at is null));
+  insert into public.alert_counts as c (tenant_id, severity, type, active)
+  select o.tenant_id, o.severity, o.type, -count(*)
+  from old_alerts o
+  where o.resolved_at is null
+  group by o.tenant_id, o.severity, o.type
+  order by o.tenant_id, o.severity, o.type
+  on conflict (tenant_id, severity, type) do update set active = c.active + excluded.active;
   return null;
 end
 $$;
@@ -229,25 +229,6 @@ as $$
   from public.rules_for(p_tenant) r
 $$;
 grant execute on function public.rule_thresholds(text) to authenticated, service_role;
-
-/** An alert's message in the rule's locale, `{days}` filled in. */
-create function public.render_message(p_rule public.alert_rules, p_days integer) returns text
-language sql immutable
-as $$
-  select replace(coalesce(p_rule.messages ->> p_rule.locale, p_rule.messages ->> 'fr'), '{days}', p_days::text)
-$$;
-grant execute on function public.render_message(public.alert_rules, integer) to service_role;
-
-/** An alert's suggested action (label, action, params) as the reference shapes it. */
-create function public.render_action(p_rule public.alert_rules, p_lead_id text) returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object(
-    'label', coalesce(p_rule.action -> 'label' ->> p_rule.locale, p_rule.action -> 'label' ->> 'fr'),
-    'action', p_rule.action ->> 'action',
-    'params', coalesce(p_rule.action -> 'params', '{}') || jsonb_build_object('leadId', p_lead_id))
-$$;
-grant execute on function public.render_action(public.alert_rules, text) to service_role;
 
 -- Data --------------------------------------------------------------------------------------------
 

@@ -23,15 +23,33 @@ begin
     where s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)
     for update
   ),
+  -- The rules in force for each tenant with due leads, their message and action rendered once.
   rules as (
-    select distinct on (t.tenant_id, r.type) t.tenant_id, r as rule
+    select distinct on (t.tenant_id, r.type)
+           t.tenant_id, r.type, r.enabled, r.threshold, r.severity, r.escalate_after, r.escalated_severity,
+           r.supersedes,
+           coalesce(r.messages ->> r.locale, r.messages ->> 'fr') as message,
+           jsonb_build_object('label', coalesce(r.action -> 'label' ->> r.locale, r.action -> 'label' ->> 'fr'),
+                              'action', r.action ->> 'action',
+                              'params', coalesce(r.action -> 'params', '{}'::jsonb)) as action
     from (select distinct d.tenant_id from due d) t
     join public.alert_rules r on r.tenant_id in (t.tenant_id, '*')
     order by t.tenant_id, r.type, r.tenant_id = '*'
   ),
-  -- Each rule whose due time has come, with the moment its condition began to hold.
-  checks as (
-    select d.tenant_id, d.lead_id, c.type, c.since, r.rule
+  -- Each rule whose due time has come, with the moment its condition began to hold, and the
+  -- severity its ladder gives today and when its next step falls due (null: no further step).
+  judged as (
+    select d.tenant_id, d.lead_id, c.type, c.since, r.message, r.action, r.supersedes,
+      case
+        when r.enabled is not true or c.since is null then null
+        when p_now - c.since >= r.escalate_after then r.escalated_severity
+        when p_now - c.since >= r.threshold then r.severity
+      end::public.severity as severity,
+      case
+        when r.enabled is not true or c.since is null then null
+        when p_now - c.since < r.threshold then c.since + r.threshold
+        when p_now - c.since < r.escalate_after then c.since + r.escalate_after
+      end as next_due_at
     from due d
     cross join lateral (values
       ('NoContact7d'::public.alert_type, d.no_contact_due_at, coalesce(d.last_activity_at, d.entered_at)),
@@ -39,37 +57,22 @@ begin
       ('StaleLead30d',                   d.stale_due_at,      coalesce(d.last_activity_at, d.entered_at)),
       ('HighValueRisk',                  d.high_value_due_at, coalesce(d.last_activity_at, d.entered_at))
     ) as c (type, due_at, since)
-    left join rules r on r.tenant_id = d.tenant_id and (r.rule).type = c.type
+    left join rules r on r.tenant_id = d.tenant_id and r.type = c.type
     where c.due_at <= p_now
-  ),
-  -- The severity the ladder gives today, and when the next step falls due (null: no further step).
-  judged as (
-    select k.tenant_id, k.lead_id, k.type, k.since, k.rule,
-      case
-        when (k.rule).enabled is not true or k.since is null then null
-        when p_now - k.since >= (k.rule).escalate_after then (k.rule).escalated_severity
-        when p_now - k.since >= (k.rule).threshold then (k.rule).severity
-      end::public.severity as severity,
-      case
-        when (k.rule).enabled is not true or k.since is null then null
-        when p_now - k.since < (k.rule).threshold then k.since + (k.rule).threshold
-        when p_now - k.since < (k.rule).escalate_after then k.since + (k.rule).escalate_after
-      end as next_due_at
-    from checks k
   ),
   raised as (
     select j.*
     from judged j
     where j.severity is not null
       and not exists (select from judged s
-                      where s.tenant_id = j.tenant_id and s.lead_id = j.lead_id
-                        and (s.rule).supersedes = j.type and s.severity is not null)
+                      where s.supersedes = j.type and s.severity is not null
+                        and s.tenant_id = j.tenant_id and s.lead_id = j.lead_id)
   ),
   upserted as (
     insert into public.max_alerts as a (tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at)
     select r.tenant_id, r.lead_id, r.type, r.severity,
-           public.render_message(r.rule, floor(extract(epoch from p_now - r.since) / 86400)::integer),
-           public.render_action(r.rule, r.lead_id),
+           replace(r.message, '{days}', floor(extract(epoch from p_now - r.since) / 86400)::integer::text),
+           jsonb_set(r.action, '{params,leadId}', to_jsonb(r.lead_id)),
            r.since
     from raised r
     on conflict (tenant_id, lead_id, type) where resolved_at is null
@@ -81,8 +84,8 @@ begin
     update public.max_alerts a
     set resolved_at = now(), resolved_by = 'system', resolution = 'superseded'
     from raised r
-    where a.tenant_id = r.tenant_id and a.lead_id = r.lead_id and a.type = (r.rule).supersedes
-      and a.resolved_at is null
+    where r.supersedes is not null
+      and a.tenant_id = r.tenant_id and a.lead_id = r.lead_id and a.type = r.supersedes and a.resolved_at is null
     returning a.id
   ),
   moved as (

@@ -1,15 +1,9 @@
 -- Reading and resolving alerts, and reading a lead's timeline.
 
--- Indexes -----------------------------------------------------------------------------------------
-
--- The dashboard's counters, from the index alone (lead_id for the agents' row-level policy).
-create index idx_max_alerts_active_stats
-  on public.max_alerts (tenant_id, severity, type) include (lead_id) where resolved_at is null;
-
 -- Functions ---------------------------------------------------------------------------------------
 
 /** An active alert as the API lists it (the reference's shape, with the lead's name and email). */
-create function public.alert_json(p_alert public.active_alerts) returns jsonb
+create function public.alert_json(p_alert public.max_alerts, p_lead_name text, p_lead_email text) returns jsonb
 language sql immutable
 as $$
   select jsonb_build_object(
@@ -17,9 +11,9 @@ as $$
     'type', p_alert.type, 'severity', p_alert.severity, 'message', p_alert.message,
     'suggested_action', p_alert.suggested_action, 'created_at', p_alert.created_at,
     'escalated_at', p_alert.escalated_at, 'resolved_at', p_alert.resolved_at,
-    'lead_name', p_alert.lead_name, 'lead_email', p_alert.lead_email)
+    'lead_name', p_lead_name, 'lead_email', p_lead_email)
 $$;
-grant execute on function public.alert_json(public.active_alerts) to authenticated, service_role;
+grant execute on function public.alert_json(public.max_alerts, text, text) to authenticated, service_role;
 
 /**
  * One page of a tenant's active alerts in the dashboard's order (high, med, low, then newest),
@@ -36,23 +30,30 @@ create function public.list_active_alerts(
 ) returns jsonb
 language plpgsql stable
 set search_path = ''
+set plan_cache_mode = force_custom_plan  -- plan each page with its real filters and cursor
 as $$
 declare
   v_result jsonb;
 begin
+  -- The active_alerts view's order, read from idx_max_alerts_active_order and stopped after one page.
   with page as (
-    select v
-    from public.active_alerts v
-    where v.tenant_id = p_tenant
-      and (p_severity is null or v.severity = p_severity)
-      and (p_type is null or v.type = p_type)
-      and (p_lead_id is null or v.lead_id = p_lead_id)
-      and (p_cursor is null
-           or v.severity_rank > (p_cursor ->> 'r')::smallint
-           or (v.severity_rank = (p_cursor ->> 'r')::smallint
-               and (v.created_at, v.id) < ((p_cursor ->> 'c')::timestamptz, (p_cursor ->> 'i')::uuid)))
-    order by v.severity_rank, v.created_at desc, v.id desc
-    limit p_limit + 1
+    select x.alert, l.name, l.email,
+           row_number() over (order by (x.alert).severity_rank, (x.alert).created_at desc, (x.alert).id desc) as n
+    from (
+      select a as alert
+      from public.max_alerts a
+      where a.tenant_id = p_tenant and a.resolved_at is null
+        and (p_severity is null or a.severity = p_severity)
+        and (p_type is null or a.type = p_type)
+        and (p_lead_id is null or a.lead_id = p_lead_id)
+        and (p_cursor is null
+             or a.severity_rank > (p_cursor ->> 'r')::smallint
+             or (a.severity_rank = (p_cursor ->> 'r')::smallint
+                 and (a.created_at, a.id) < ((p_cursor ->> 'c')::timestamptz, (p_cursor ->> 'i')::uuid)))
+      order by a.severity_rank, a.created_at desc, a.id desc
+      limit p_limit + 1
+    ) x
+    left join public.leads l on l.tenant_id = (x.alert).tenant_id and l.lead_id = (x.alert).lead_id
   ),
   -- Staff read the maintained counts; an agent counts the (few) alerts row-level security shows them.
   counted as (
@@ -65,10 +66,6 @@ begin
     where a.tenant_id = p_tenant and a.resolved_at is null
       and not (public.sees_all_tenants() or public.sees_whole_tenant())
     group by a.severity, a.type
-  ),
-  numbered as (
-    select p.v, row_number() over (order by (p.v).severity_rank, (p.v).created_at desc, (p.v).id desc) as n
-    from page p
   )
   select jsonb_build_object(
     'stats', (select jsonb_build_object(
@@ -85,10 +82,11 @@ begin
                   'HotLead24h',       coalesce(sum(c.n) filter (where c.type = 'HotLead24h'), 0),
                   'PreferredChannel', coalesce(sum(c.n) filter (where c.type = 'PreferredChannel'), 0)))
               from counted c),
-    'alerts', coalesce((select jsonb_agg(public.alert_json(x.v) order by x.n) from numbered x where x.n <= p_limit), '[]'),
-    'next_cursor', (select jsonb_build_object('r', (x.v).severity_rank, 'c', (x.v).created_at, 'i', (x.v).id)
-                    from numbered x
-                    where x.n = p_limit and exists (select from numbered y where y.n > p_limit)))
+    'alerts', coalesce((select jsonb_agg(public.alert_json(p.alert, p.name, p.email) order by p.n)
+                        from page p where p.n <= p_limit), '[]'),
+    'next_cursor', (select jsonb_build_object('r', (p.alert).severity_rank, 'c', (p.alert).created_at, 'i', (p.alert).id)
+                    from page p
+                    where p.n = p_limit and exists (select from page q where q.n > p_limit)))
   into v_result;
   return v_result;
 end
