@@ -78,6 +78,26 @@ def test_repeated_sweeps_never_create_a_second_active_alert(store, db):
     assert db.execute("select count(*) from max_alerts").fetchone()[0] == 2
 
 
+def at_once(database_url: str, n: int, action) -> list:
+    """Run `action(store)` on n stores, each with its own connection, released together."""
+    stores = [PostgresStore(database_url) for _ in range(n)]
+    barrier, results = threading.Barrier(n), []
+
+    def run(store):
+        barrier.wait()
+        results.append(action(store))
+
+    threads = [threading.Thread(target=run, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in stores:
+        store.close()
+    assert len(results) == n, "an action failed"
+    return results
+
+
 def test_concurrent_sweeps_never_create_a_second_active_alert(postgres_store, db, database_url):
     """Four sweeps at once over 300 due leads: each alert is created exactly once."""
     db.execute("""
@@ -86,20 +106,7 @@ def test_concurrent_sweeps_never_create_a_second_active_alert(postgres_store, db
         select 'acme', 'L' || i, now() - interval '10 days', now() - interval '10 days', now() - interval '10 days',
                now() - interval '3 days', now() - interval '7 days'
         from generate_series(1, 300) i""")
-    stores = [PostgresStore(database_url) for _ in range(4)]
-    results, barrier = [], threading.Barrier(4)
-
-    def run(s):
-        barrier.wait()
-        results.append(s.sweep())
-
-    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for s in stores:
-        s.close()
+    results = at_once(database_url, 4, lambda s: s.sweep())
     assert sum(r["created"]["NoContact7d"] for r in results) == 300
     assert sum(r["created"]["NoReply3d"] for r in results) == 300
     counts = db.execute("select type, count(*), count(distinct lead_id) from max_alerts group by type order by type").fetchall()
@@ -184,20 +191,7 @@ def test_same_external_id_on_another_channel_or_tenant_is_another_activity(store
 
 
 def test_concurrent_replays_are_stored_once(postgres_store, db, database_url):
-    stores = [PostgresStore(database_url) for _ in range(4)]
-    barrier, results = threading.Barrier(4), []
-
-    def run(s):
-        barrier.wait()
-        results.append(log(s, direction="in", externalId="wamid-race"))
-
-    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for s in stores:
-        s.close()
+    results = at_once(database_url, 4, lambda s: log(s, direction="in", externalId="wamid-race"))
     assert db.execute("select count(*) from lead_activities").fetchone()[0] == 1
     assert sorted(r["duplicate"] for r in results) == [False, True, True, True]
 
