@@ -111,3 +111,14 @@ def test_anon_reads_nothing(postgres_store, db):
             db.execute("select * from lead_activities")
     finally:
         db.execute("reset role")
+
+
+def test_activity_and_alert_ids_are_time_ordered_uuids(postgres_store, db):
+    """Version-7 ids: successive inserts append to the key index instead of landing on random pages."""
+    for n in range(3):
+        log(postgres_store, lead=f"L{n}", direction="in", occurredAt=ago(days=8), externalId=f"v7-{n}")
+    postgres_store.sweep()
+    for table in ("lead_activities", "max_alerts"):
+        ids = [row[0] for row in db.execute(f"select id from {table} order by created_at, id")]
+        assert ids and all(i.version == 7 for i in ids), table
+        assert ids == sorted(ids), table

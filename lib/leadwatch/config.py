@@ -37,7 +37,6 @@ class Settings:
     port: int = 8080
     db_timeout: float = 5.0        # LEADWATCH_DB_TIMEOUT: seconds to wait for a database connection
     db_pool_size: int = 5          # LEADWATCH_DB_POOL_SIZE
-    max_body_bytes: int = 64 * 1024
 
     @property
     def backend(self) -> str:

@@ -4,7 +4,7 @@
 -- Tables ------------------------------------------------------------------------------------------
 
 create table public.lead_activities (
-  id              uuid not null default gen_random_uuid(),
+  id              uuid not null default public.uuid_v7(),  -- time-ordered: inserts append to the key index
   tenant_id       text not null,
   lead_id         text not null,
   channel         public.channel not null,

@@ -25,7 +25,7 @@ create table public.alert_rules (
 );
 
 create table public.max_alerts (
-  id               uuid not null default gen_random_uuid(),
+  id               uuid not null default public.uuid_v7(),  -- time-ordered: inserts append to the key index
   tenant_id        text not null,
   lead_id          text not null,
   type             public.alert_type not null,
