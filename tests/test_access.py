@@ -6,7 +6,6 @@ import json
 import logging
 from contextlib import contextmanager
 import time
-import uuid
 
 import jwt
 import psycopg

@@ -11,7 +11,6 @@ import re
 
 import pytest
 
-from helpers import log
 
 
 @pytest.fixture

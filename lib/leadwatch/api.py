@@ -18,7 +18,7 @@ from werkzeug.routing import Map, Rule
 
 from .cors import CorsPolicy
 from .errors import (BadRequest, Forbidden, LeadwatchError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized,
-                     ValidationFailed)
+                     Unavailable, ValidationFailed)
 from .espo import EspoCrm
 from .greenapi import DeliveryStatus, GreenApi, Ignored, WhatsAppError, external_id, read_notification
 from .identity import Caller, OpenAccess, VerifiedAccess
@@ -137,8 +137,6 @@ def greenapi_webhook(request: Request, caller: None, api: "Api") -> tuple[int, d
 
 
 def health(request: Request, caller: None, api: "Api") -> tuple[int, dict]:
-    from .errors import Unavailable
-
     try:
         api.store.ping()
     except Unavailable:

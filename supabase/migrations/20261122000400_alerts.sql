@@ -65,7 +65,8 @@ create table public.alert_events (
   constraint alert_events_pkey primary key (id),
   constraint alert_events_event_known check (event in ('created', 'escalated', 'resolved', 'reopened'))
 );
-create index alert_events_tenant_at on public.alert_events (tenant_id, at desc);
+-- A lead's history (merging a provisional lead moves it; row-level security filters by lead).
+create index alert_events_tenant_lead on public.alert_events (tenant_id, lead_id);
 
 -- How many alerts are active per tenant, severity and type: the dashboard's stats without counting
 -- rows. Kept by the triggers below, in the transaction that changes the alerts.
@@ -76,7 +77,6 @@ create table public.alert_counts (
   active    bigint not null default 0,
   constraint alert_counts_pkey primary key (tenant_id, severity, type)
 );
-create index alert_events_alert on public.alert_events (alert_id);
 
 -- Grants and row-level security -------------------------------------------------------------------
 
