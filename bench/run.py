@@ -7,7 +7,7 @@ naive approaches and the physical floor in the same run, and print one table.
 from __future__ import annotations
 
 import argparse
-import logging
+import asyncio
 import os
 import random
 import shutil
@@ -25,7 +25,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from leadwatch.api import Api
-from leadwatch.dev import create_app
+from leadwatch.dev import THREADS, create_app, serve
 from leadwatch.embedded import start_embedded
 from leadwatch.identity import OpenAccess
 from leadwatch.migrate import migrate
@@ -59,10 +59,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def bench_sweep(conn, store: PostgresStore, now: datetime, leads: int, sample: int) -> None:
     print("sweep", file=sys.stderr)
+    conn.execute("checkpoint")  # the sweep and its floor each start right after a checkpoint
     first_s, first = timed(store.sweep, now=now)
     created = sum(first["created"].values())
 
     conn.execute("create table floor_alerts (like max_alerts including all)")
+    conn.execute("checkpoint")
     floor_s, _ = timed(conn.execute, """
         insert into floor_alerts (tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at)
         select tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at
@@ -185,40 +187,58 @@ def _serve(url: str, naive: bool) -> tuple[str, subprocess.Popen]:
 
 
 def _server_main(url: str, port: int, naive: bool) -> None:
-    from werkzeug.serving import run_simple
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    if naive:
-        pool = ConnectionPool(url, min_size=4, max_size=16, kwargs={"autocommit": True})
-        api = Api(lambda: _PooledNaive(pool), OpenAccess())
+    """`leadwatch dev`'s server (gunicorn as functions-framework runs it) over leadwatch's store or the naive one."""
+    if naive:  # the pool opens in the server's worker process, at the first request
+        api = Api(lambda: _PooledNaive(ConnectionPool(url, min_size=4, max_size=THREADS, kwargs={"autocommit": True})),
+                  OpenAccess())
     else:
-        api = Api(PostgresStore(url, pool_size=16), OpenAccess())
-    run_simple("127.0.0.1", port, create_app(api), threaded=True)
+        api = Api(PostgresStore(url, pool_size=THREADS), OpenAccess())
+    serve(create_app(api), "127.0.0.1", port)
 
 
 def _open_loop(base: str, leads: int, rate: int, seconds: float, seed: int) -> tuple[float, float, int]:
     """Send `rate` requests a second for `seconds`; latency counts from each request's scheduled time."""
-    picks = _activities(int(rate * seconds), leads, seed)
+    return asyncio.run(_open_loop_async(base, _activities(int(rate * seconds), leads, seed), rate))
+
+
+async def _open_loop_async(base: str, picks: list, rate: int, connections: int = 32) -> tuple[float, float, int]:
+    """An open-loop client on one event loop over kept-alive HTTP/1.1 connections: it shares the 2 cores
+    with the server and PostgreSQL, so it is kept light (httpx's thread pool cost more CPU than the
+    server it measured, and its AsyncClient could not keep up with 200 requests/s here)."""
+    host, port = base.removeprefix("http://").split(":")
+    idle: asyncio.Queue = asyncio.Queue()
+    for _ in range(connections):
+        idle.put_nowait(await asyncio.open_connection(host, int(port)))
     latencies, errors = [], 0
-    client = httpx.Client(limits=httpx.Limits(max_connections=64), timeout=10)
 
-    def one(n: int) -> None:
+    async def one(tenant: str, activity: ActivityIn, scheduled: float) -> None:
         nonlocal errors
-        tenant, activity = picks[n]
-        scheduled = start + n / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        response = client.post(f"{base}/api/activities/log", headers={"X-Tenant": tenant},
-                               content=activity.model_dump_json(exclude_none=True))
-        if response.status_code != 200:
-            errors += 1
+        body = activity.model_dump_json(exclude_none=True).encode()
+        reader, writer = await idle.get()
+        writer.write(f"POST /api/activities/log HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                     f"X-Tenant: {tenant}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        status = await reader.readline()
+        headers = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip().lower()
+        await reader.readexactly(int(headers.get("content-length", 0)))
         latencies.append(time.perf_counter() - scheduled)
+        errors += status.split()[1:2] != [b"200"]
+        if headers.get("connection") == "close":
+            writer.close()
+            reader, writer = await asyncio.open_connection(host, int(port))
+        idle.put_nowait((reader, writer))
 
-    with ThreadPoolExecutor(max_workers=48) as pool:
-        start = time.perf_counter() + 0.2
-        list(pool.map(one, range(len(picks))))
-    client.close()
+    start = time.perf_counter() + 0.1
+    tasks = []
+    for n, (tenant, activity) in enumerate(picks):
+        scheduled = start + n / rate
+        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        tasks.append(asyncio.create_task(one(tenant, activity, scheduled)))
+    await asyncio.gather(*tasks)
+    while not idle.empty():
+        idle.get_nowait()[1].close()
     return percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000, errors
 
 

@@ -81,6 +81,24 @@ def test_dev_answers_the_reference_curl_examples(dev_server):
     assert sweep["success"] is True and "duration_ms" in sweep
 
 
+def test_dev_keeps_connections_alive_as_deployed_functions_do(dev_server):
+    """The dev server is functions-framework's (gunicorn, threads): one connection serves many requests."""
+    import http.client
+
+    host, port = dev_server.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", "/health")
+    first = conn.getresponse()
+    first.read()
+    socket_used = conn.sock
+    conn.request("GET", "/api/alerts/active", headers={"X-Tenant": "macrea"})
+    second = conn.getresponse()
+    second.read()
+    assert (first.status, second.status) == (200, 200)
+    assert socket_used is not None and conn.sock is socket_used, "the server closed the connection after one request"
+    conn.close()
+
+
 def test_dev_refuses_open_mode_on_a_public_address(tmp_path):
     result = subprocess.run([*LEADWATCH, "dev", "--host", "0.0.0.0", "--no-demo", "--data-dir", str(tmp_path / "d"),
                              "--port", str(_free_port())], capture_output=True, text=True, env=_env(), timeout=120)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -111,6 +113,30 @@ def test_concurrent_sweeps_never_create_a_second_active_alert(postgres_store, db
     assert sum(r["created"]["NoReply3d"] for r in results) == 300
     counts = db.execute("select type, count(*), count(distinct lead_id) from max_alerts group by type order by type").fetchall()
     assert counts == [("NoContact7d", 300, 300), ("NoReply3d", 300, 300)]
+    assert_counts_exact(db)
+
+
+def test_sweep_judges_again_when_an_alert_appears_while_it_waits(postgres_store, db, database_url):
+    """An active alert committed for a due lead while the sweep waits on that lead's state row is
+    invisible to the sweep's snapshot: the sweep must judge again, not fail nor duplicate it."""
+    import psycopg
+
+    log(postgres_store, direction="in", occurredAt=ago(days=16))
+    with psycopg.connect(database_url) as other:  # another writer holds the lead's state row...
+        other.execute("select 1 from lead_state where tenant_id = 'acme' and lead_id = 'L1' for update")
+        with ThreadPoolExecutor(1) as pool:
+            sweep = pool.submit(postgres_store.sweep)  # ...the sweep takes its snapshot and waits for it
+            deadline = time.monotonic() + 10
+            while not db.execute("select exists (select from pg_stat_activity where wait_event_type = 'Lock' "
+                                 "and query like '%sweep_alerts%')").fetchone()[0]:
+                assert time.monotonic() < deadline, "the sweep never waited on the lead's row"
+                time.sleep(0.05)
+            other.execute("""insert into max_alerts (tenant_id, lead_id, type, severity, message)
+                             values ('acme', 'L1', 'NoContact7d', 'med', 'opened elsewhere')""")
+            other.commit()
+            result = sweep.result(timeout=30)
+    assert result["created"]["NoContact7d"] == 0 and result["escalated"] == 1
+    assert active(db) == {("L1", "NoContact7d"): "high"}
     assert_counts_exact(db)
 
 

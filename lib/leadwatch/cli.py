@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import signal
 import logging
 import sys
 from dataclasses import replace
@@ -18,11 +17,9 @@ DEV_CORS_ORIGINS = ("http://localhost:5173", "http://127.0.0.1:5173")
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from werkzeug.serving import run_simple
-
     from .api import Api
     from .demo import DEMO_TENANT, load_demo
-    from .dev import create_app
+    from .dev import THREADS, create_app, serve
     from .embedded import start_embedded
     from .identity import OpenAccess, VerifiedAccess
     from .migrate import migrate
@@ -47,10 +44,11 @@ def _dev(args: argparse.Namespace) -> int:
     applied = migrate(database_url)
     if applied:
         print(f"Applied {len(applied)} migration(s).")
-    store = PostgresStore(database_url, timeout=settings.db_timeout, pool_size=max(settings.db_pool_size, 10))
+    store = PostgresStore(database_url, timeout=settings.db_timeout, pool_size=max(settings.db_pool_size, THREADS))
     if not args.no_demo:
         result = load_demo(store)
         print(f"Demo leads loaded in tenant '{DEMO_TENANT}' ({sum(result['created'].values())} new alert(s)).")
+        store.close()  # the server's worker process opens its own connections
 
     base = f"http://{args.host}:{args.port}"
     mode = ("AUTH MODE: callers are verified exactly as in the cloud (Bearer JWT, service key, scheduler token)."
@@ -65,9 +63,8 @@ leadwatch dev — serving every function on {base} over {where}.
   curl -X POST {base}/api/alerts/sweep
 """, flush=True)
     api = Api.from_settings(settings, store, access, settings.cors_origins or DEV_CORS_ORIGINS)
-    # Stopped by a supervisor (SIGTERM) as by Ctrl-C: exit cleanly, so the embedded server stops too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    run_simple(args.host, args.port, create_app(api), threaded=True, use_reloader=False)
+    # Stopped by a supervisor (SIGTERM) as by Ctrl-C, the process exits and the embedded database stops too.
+    serve(create_app(api), args.host, args.port)
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask, request
 
 from .api import Api
@@ -19,3 +21,35 @@ def create_app(api: Api) -> Flask:
         return api.handle(request)
 
     return app
+
+
+# What functions-framework gives a deployed function: one worker process, four threads per core.
+THREADS = (os.cpu_count() or 1) * 4
+
+
+def serve(app: Flask, host: str, port: int, *, threads: int = THREADS) -> None:
+    """Serve `app` the way functions-framework serves a deployed function: gunicorn, one worker
+    process with `threads` threads, kept-alive connections. Stopped (SIGINT or SIGTERM), it exits
+    the process (SystemExit), so exit handlers such as the embedded database's run. Without
+    gunicorn (Windows), Flask's own threaded server.
+
+    The worker is a forked process: open no database connection in this one before calling this.
+    """
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ImportError:  # pragma: no cover - gunicorn is installed wherever fork exists
+        from werkzeug.serving import run_simple
+
+        run_simple(host, port, app, threaded=True, use_reloader=False)
+        return
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            for name, value in {"bind": f"{host}:{port}", "workers": 1, "threads": threads, "timeout": 0,
+                                "graceful_timeout": 5, "loglevel": "error"}.items():
+                self.cfg.set(name, value)
+
+        def load(self) -> Flask:
+            return app
+
+    Server().run()

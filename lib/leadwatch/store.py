@@ -7,6 +7,7 @@ same by construction — and the shared test suite checks that they do.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from datetime import datetime
@@ -146,6 +147,17 @@ def _json_ready(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+@functools.lru_cache(maxsize=256)
+def _statement(function: str, names: tuple[str, ...]) -> str:
+    """`select public.function(name => %(name)s, ...)`, composed once per function and set of arguments."""
+    from psycopg import sql
+
+    return sql.SQL("select public.{}({})").format(
+        sql.Identifier(function),
+        sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in names),
+    ).as_string()
+
+
 class PostgresStore(Store):
     """Calls the SQL functions over psycopg (DATABASE_URL): self-hosted, Supabase direct, embedded."""
 
@@ -176,16 +188,11 @@ class PostgresStore(Store):
         return self._pool.connection()
 
     def _call(self, function: str, viewer: Viewer | None, **params: Any) -> Any:
-        from psycopg import sql
         from psycopg.types.json import Jsonb
 
         args = {name: value for name, value in params.items() if value is not None}
-        statement = sql.SQL("select public.{}({})").format(
-            sql.Identifier(function),
-            sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in args),
-        )
         values = {name: Jsonb(v) if isinstance(v, (dict, list)) else _json_ready(v) for name, v in args.items()}
-        return self._execute(statement, values, viewer)[0]
+        return self._execute(_statement(function, tuple(args)), values, viewer)[0]
 
     def _execute(self, statement: Any, values: dict[str, Any], viewer: Viewer | None) -> tuple:
         import psycopg
