@@ -50,8 +50,9 @@ def dev_server(tmp_path_factory):
         process.kill()
         pytest.fail("leadwatch dev did not answer /health within 90 s")
     yield base
-    process.terminate()
-    process.wait(timeout=30)
+    process.terminate()  # as a supervisor stops it: the server, its worker and the embedded database stop
+    assert process.wait(timeout=30) == 0
+    assert not (data_dir / "postmaster.pid").exists(), "the embedded database outlived leadwatch dev"
 
 
 def test_dev_serves_demo_alerts_of_every_severity(dev_server):
