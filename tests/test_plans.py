@@ -66,6 +66,7 @@ def test_sweep_reads_only_due_leads_through_the_due_index(scaled, db):
     sweep = the_plan(plans, "with due as")
     assert re.search(r"Index (Only )?Scan using idx_lead_state_next_due on lead_state", sweep), sweep
     assert not ran(sweep, "Seq Scan on lead_state")
+    assert not ran(sweep, "Seq Scan on max_alerts"), "50 due leads look up their active alerts by index, not all 30,000"
     assert not any(ran(p, "on lead_activities") for p in plans), "the sweep never reads activities"
 
 
