@@ -4,6 +4,12 @@
 -- statement's working sets stay in memory. A duplicate the snapshot could not see (what ON
 -- CONFLICT absorbed) makes it judge again. Same rules, same answers as 20261122000600.
 
+/**
+ * Raise, escalate and supersede the time-based alerts of every lead that fell due by `p_now`
+ * (one tenant, or all of them), then move each lead's due times on to the next step of its
+ * ladder. One statement: concurrent sweeps wait on the same state rows, re-check them, and find
+ * nothing left to do; the unique index on active alerts is the last word on duplicates.
+ */
 create or replace function public.sweep_alerts(p_tenant text default null, p_now timestamptz default now())
 returns jsonb
 language plpgsql
