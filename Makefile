@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test bench migrate clean
+.PHONY: dev test lint bench migrate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "leadwatch needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
@@ -18,6 +18,12 @@ dev: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# Style and types: ruff (lint + format) over the tree, mypy over lib/.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Benchmarks (bench/): the full run is 1,000,000 leads and 10,000,000 activities; ARGS="--quick" for a tiny one.
 bench: $(STAMP)

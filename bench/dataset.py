@@ -43,18 +43,29 @@ _LEAD = """
 """
 
 
-def load(conn: psycopg.Connection, *, leads: int, activities: int, tenants: int, now: datetime,
-         listing_alerts: int) -> None:
+def load(
+    conn: psycopg.Connection, *, leads: int, activities: int, tenants: int, now: datetime, listing_alerts: int
+) -> None:
     per_lead = max(1, activities // leads)
     params = {"tenants": tenants, "now": now, "per_lead": per_lead}
     conn.execute("alter table lead_activities set (autovacuum_enabled = off)")
-    _chunks(conn, "leads", leads, f"""
+    _chunks(
+        conn,
+        "leads",
+        leads,
+        f"""
         insert into leads (tenant_id, lead_id, name, email, phone, owner_id, value, created_at)
         select tenant_id, lead_id, 'Lead ' || i, 'lead' || i || '@example.com',
                '+336' || lpad(i::text, 8, '0'), 'owner-' || (i %% 50),
                case when i %% 20 = 0 then 25000 else 900 + i %% 5000 end, last_at - interval '90 days'
-        from (select i, {_LEAD} from generate_series(%(low)s::int, %(high)s::int) i) l""", params)
-    _chunks(conn, "activities", leads, f"""
+        from (select i, {_LEAD} from generate_series(%(low)s::int, %(high)s::int) i) l""",
+        params,
+    )
+    _chunks(
+        conn,
+        "activities",
+        leads,
+        f"""
         insert into lead_activities (tenant_id, lead_id, channel, direction, status, message_snippet,
                                      occurred_at, created_at, external_id)
         select tenant_id, lead_id, (array['whatsapp', 'email', 'call'])[1 + (i + k) %% 3],
@@ -62,8 +73,14 @@ def load(conn: psycopg.Connection, *, leads: int, activities: int, tenants: int,
                last_at - make_interval(days => 2 * (k - 1)), last_at - make_interval(days => 2 * (k - 1)),
                'wamid.' || i || '.' || k
         from (select i, {_LEAD} from generate_series(%(low)s::int, %(high)s::int) i) l,
-             generate_series(1, %(per_lead)s) k""", params)
-    _chunks(conn, "lead state", leads, f"""
+             generate_series(1, %(per_lead)s) k""",
+        params,
+    )
+    _chunks(
+        conn,
+        "lead state",
+        leads,
+        f"""
         insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, last_inbound_at, last_outbound_at,
                                 high_value, no_contact_due_at, no_reply_due_at, stale_due_at, high_value_due_at)
         select tenant_id, lead_id, last_at - interval '90 days', last_at,
@@ -73,9 +90,15 @@ def load(conn: psycopg.Connection, *, leads: int, activities: int, tenants: int,
                case when d = 0 then last_at + interval '3 days' end,
                last_at + interval '30 days',
                case when i %% 20 = 0 then last_at + interval '3 days' end
-        from (select i, {_LEAD} from generate_series(%(low)s::int, %(high)s::int) i) l""", params)
+        from (select i, {_LEAD} from generate_series(%(low)s::int, %(high)s::int) i) l""",
+        params,
+    )
     if listing_alerts:
-        _chunks(conn, "listing tenant", listing_alerts, """
+        _chunks(
+            conn,
+            "listing tenant",
+            listing_alerts,
+            """
             with l as (
               insert into leads (tenant_id, lead_id, name, email)
               select 'listing', 'P' || i, 'Prospect ' || i, 'p' || i || '@example.com'
@@ -86,7 +109,9 @@ def load(conn: psycopg.Connection, *, leads: int, activities: int, tenants: int,
                    'Aucun contact depuis 8 jours. Lead à risque de perte.',
                    '{"label": "Relancer par WhatsApp", "action": "send_whatsapp"}',
                    %(now)s::timestamptz - make_interval(secs => abs(hashtext(lead_id)) %% 86400)
-            from l""", params)
+            from l""",
+            params,
+        )
     sys.stderr.write("  vacuum analyze ...\n")
     conn.execute("alter table lead_activities reset (autovacuum_enabled)")
     conn.execute("vacuum analyze")

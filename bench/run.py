@@ -18,13 +18,11 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import psycopg
-from psycopg_pool import ConnectionPool
-
 from leadwatch.api import Api
 from leadwatch.dev import THREADS, create_app, serve
 from leadwatch.embedded import start_embedded
@@ -32,6 +30,7 @@ from leadwatch.identity import OpenAccess
 from leadwatch.migrate import migrate
 from leadwatch.models import ActivityIn, AlertQuery
 from leadwatch.store import PostgresStore
+from psycopg_pool import ConnectionPool
 
 from .baselines import NaiveIngest, naive_listing, naive_sweep
 from .dataset import load
@@ -58,6 +57,7 @@ def percentile(values: list[float], q: float) -> float:
 
 # Sweep --------------------------------------------------------------------------------------------
 
+
 def bench_sweep(conn, store: PostgresStore, now: datetime, leads: int, sample: int) -> None:
     print("sweep", file=sys.stderr)
     conn.execute("checkpoint")  # the sweep and its floor each start right after a checkpoint
@@ -66,10 +66,13 @@ def bench_sweep(conn, store: PostgresStore, now: datetime, leads: int, sample: i
 
     conn.execute("create table floor_alerts (like max_alerts including all)")
     conn.execute("checkpoint")
-    floor_s, _ = timed(conn.execute, """
+    floor_s, _ = timed(
+        conn.execute,
+        """
         insert into floor_alerts (tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at)
         select tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at
-        from max_alerts where tenant_id <> 'listing'""")
+        from max_alerts where tenant_id <> 'listing'""",
+    )
     conn.execute("drop table floor_alerts")
 
     # A day later autovacuum has cleared what the first sweep left behind (200k dead due-index entries).
@@ -84,24 +87,52 @@ def bench_sweep(conn, store: PostgresStore, now: datetime, leads: int, sample: i
     naive_total = naive_s / len(picked) * leads
     conn.execute("drop table naive_alerts")
 
-    record(f"sweep, {leads:,} leads, {first['leads_checked']:,} newly due, {created:,} alerts created",
-           f"{first_s:.2f} s", f"naive loop {naive_total:.0f} s (extrapolated from {len(picked):,} leads)",
-           f"{naive_total / first_s:.0f}x faster", "<= 4 s, >= 40x", first_s <= 4 and naive_total / first_s >= 40)
-    record("sweep vs physical floor (bare INSERT ... SELECT of the same rows)", f"{first_s:.2f} s",
-           f"floor {floor_s:.2f} s", f"{first_s / floor_s:.2f}x the floor", "<= 1.5x", first_s / floor_s <= 1.5)
-    record(f"sweep the next day, nothing newly due ({leads:,} leads)", f"{quiet_s * 1000:.1f} ms",
-           f"first sweep {first_s * 1000:.0f} ms", f"{first_s / quiet_s:.0f}x less", "<= 50 ms", quiet_s <= 0.05)
+    record(
+        f"sweep, {leads:,} leads, {first['leads_checked']:,} newly due, {created:,} alerts created",
+        f"{first_s:.2f} s",
+        f"naive loop {naive_total:.0f} s (extrapolated from {len(picked):,} leads)",
+        f"{naive_total / first_s:.0f}x faster",
+        "<= 4 s, >= 40x",
+        first_s <= 4 and naive_total / first_s >= 40,
+    )
+    record(
+        "sweep vs physical floor (bare INSERT ... SELECT of the same rows)",
+        f"{first_s:.2f} s",
+        f"floor {floor_s:.2f} s",
+        f"{first_s / floor_s:.2f}x the floor",
+        "<= 1.5x",
+        first_s / floor_s <= 1.5,
+    )
+    record(
+        f"sweep the next day, nothing newly due ({leads:,} leads)",
+        f"{quiet_s * 1000:.1f} ms",
+        f"first sweep {first_s * 1000:.0f} ms",
+        f"{first_s / quiet_s:.0f}x less",
+        "<= 50 ms",
+        quiet_s <= 0.05,
+    )
 
 
 # Ingest -------------------------------------------------------------------------------------------
+
 
 def _activities(count: int, leads: int, seed: int) -> list[tuple[str, ActivityIn]]:
     rng = random.Random(seed)
     picks = []
     for n in range(count):
         i = rng.randint(1, leads)
-        picks.append((f"t{i % TENANTS}", ActivityIn(leadId=f"L{i}", channel="whatsapp", direction=rng.choice(["in", "out"]),
-                                                    messageSnippet="Bonjour", externalId=f"bench-{seed}-{n}")))
+        picks.append(
+            (
+                f"t{i % TENANTS}",
+                ActivityIn(
+                    leadId=f"L{i}",
+                    channel="whatsapp",
+                    direction=rng.choice(["in", "out"]),
+                    messageSnippet="Bonjour",
+                    externalId=f"bench-{seed}-{n}",
+                ),
+            )
+        )
     return picks
 
 
@@ -119,40 +150,66 @@ def bench_ingest(url: str, leads: int, calls: int) -> None:
     store.close()
     with psycopg.connect(url, autocommit=True) as conn:
         naive = _calls_per_second(NaiveIngest(conn), _activities(calls, leads, seed=2))
-    record("ingest, store level, one connection", f"{ours:,.0f} calls/s", f"naive {naive:,.0f} calls/s",
-           f"{ours / naive:.1f}x", ">= 3,000 calls/s", ours >= 3000)
+    record(
+        "ingest, store level, one connection",
+        f"{ours:,.0f} calls/s",
+        f"naive {naive:,.0f} calls/s",
+        f"{ours / naive:.1f}x",
+        ">= 3,000 calls/s",
+        ours >= 3000,
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("set synchronous_commit = off")
         floor = _commits_per_second(conn, calls)
     with psycopg.connect(url, autocommit=True) as conn:
         durable = _commits_per_second(conn, calls)
-    record("one connection, bare one-row INSERT commits (the durable-commit ceiling)", f"{durable:,.0f} commits/s",
-           f"same without waiting for the WAL flush {floor:,.0f}/s", f"{floor / durable:.1f}x", "-", None)
-    server = _pgbench(url, f"""\\set i random(1, {leads})
+    record(
+        "one connection, bare one-row INSERT commits (the durable-commit ceiling)",
+        f"{durable:,.0f} commits/s",
+        f"same without waiting for the WAL flush {floor:,.0f}/s",
+        f"{floor / durable:.1f}x",
+        "-",
+        None,
+    )
+    server = _pgbench(
+        url,
+        f"""\\set i random(1, {leads})
 select public.log_activity('t' || (:i % {TENANTS}), 'L' || :i, 'whatsapp', 'in', 'sent', 'Bonjour', null, null,
-                           'pgbench-' || clock_timestamp()::text);""")
+                           'pgbench-' || clock_timestamp()::text);""",
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("create table commit_probe (n int)")
         bare = _pgbench(url, "insert into commit_probe values (1);")
         conn.execute("drop table commit_probe")
-    record("log_activity from pgbench (C client, prepared), one connection: the server's own ceiling",
-           f"{server:,.0f} calls/s", f"bare one-row INSERT commits from pgbench {bare:,.0f}/s",
-           f"one call costs {bare / server:.1f} bare commits", "-", None)
+    record(
+        "log_activity from pgbench (C client, prepared), one connection: the server's own ceiling",
+        f"{server:,.0f} calls/s",
+        f"bare one-row INSERT commits from pgbench {bare:,.0f}/s",
+        f"one call costs {bare / server:.1f} bare commits",
+        "-",
+        None,
+    )
     total = calls * 4
     picks = _activities(total, leads, seed=7)
     stores = [PostgresStore(url, pool_size=1) for _ in range(8)]
-    for s, (t, a) in zip(stores, picks[:8]):
+    for s, (t, a) in zip(stores, picks[:8], strict=False):
         s.log_activity(t, a)
 
     def run(k: int) -> None:
-        for tenant, activity in picks[8 + k::8]:
+        for tenant, activity in picks[8 + k :: 8]:
             stores[k].log_activity(tenant, activity)
 
     elapsed, _ = timed(lambda: list(ThreadPoolExecutor(8).map(run, range(8))))
     for s in stores:
         s.close()
-    record("ingest, store level, 8 connections (group commit)", f"{(total - 8) / elapsed:,.0f} calls/s",
-           f"one connection {ours:,.0f} calls/s", f"{(total - 8) / elapsed / ours:.1f}x", "-", None)
+    record(
+        "ingest, store level, 8 connections (group commit)",
+        f"{(total - 8) / elapsed:,.0f} calls/s",
+        f"one connection {ours:,.0f} calls/s",
+        f"{(total - 8) / elapsed / ours:.1f}x",
+        "-",
+        None,
+    )
 
 
 def _pgbench(url: str, script: str, seconds: int = 5) -> float:
@@ -162,8 +219,24 @@ def _pgbench(url: str, script: str, seconds: int = 5) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".sql") as file:
         file.write(script)
         file.flush()
-        out = subprocess.run([str(POSTGRES_BIN_PATH / "pgbench"), "-n", "-M", "prepared", "-c", "1",
-                              "-T", str(seconds), "-f", file.name, url], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                str(POSTGRES_BIN_PATH / "pgbench"),
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                "1",
+                "-T",
+                str(seconds),
+                "-f",
+                file.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     return float(next(line for line in out.stdout.splitlines() if line.startswith("tps = ")).split()[2])
 
 
@@ -194,10 +267,16 @@ def _serve(url: str, naive: bool) -> tuple[str, subprocess.Popen]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = ("import sys, logging; from bench.run import _server_main; _server_main(sys.argv[1], int(sys.argv[2]), "
-            "sys.argv[3] == 'naive')")
-    process = subprocess.Popen([sys.executable, "-c", code, url, str(port), "naive" if naive else "leadwatch"],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    code = (
+        "import sys, logging; from bench.run import _server_main; _server_main(sys.argv[1], int(sys.argv[2]), "
+        "sys.argv[3] == 'naive')"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, url, str(port), "naive" if naive else "leadwatch"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
@@ -212,8 +291,10 @@ def _serve(url: str, naive: bool) -> tuple[str, subprocess.Popen]:
 def _server_main(url: str, port: int, naive: bool) -> None:
     """`leadwatch dev`'s server (gunicorn as functions-framework runs it) over leadwatch's store or the naive one."""
     if naive:  # the pool opens in the server's worker process, at the first request
-        api = Api(lambda: _PooledNaive(ConnectionPool(url, min_size=4, max_size=THREADS, kwargs={"autocommit": True})),
-                  OpenAccess())
+        api = Api(
+            lambda: _PooledNaive(ConnectionPool(url, min_size=4, max_size=THREADS, kwargs={"autocommit": True})),
+            OpenAccess(),
+        )
     else:
         api = Api(PostgresStore(url, pool_size=THREADS), OpenAccess())
     serve(create_app(api), "127.0.0.1", port)
@@ -238,8 +319,11 @@ async def _open_loop_async(base: str, picks: list, rate: int, connections: int =
         nonlocal errors
         body = activity.model_dump_json(exclude_none=True).encode()
         reader, writer = await idle.get()
-        writer.write(f"POST /api/activities/log HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                     f"X-Tenant: {tenant}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        writer.write(
+            f"POST /api/activities/log HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"X-Tenant: {tenant}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         status = await reader.readline()
         headers = {}
         while (line := await reader.readline()) not in (b"\r\n", b""):
@@ -282,12 +366,18 @@ def bench_http(url: str, leads: int, rate: int, seconds: float) -> None:
                 process.terminate()
                 process.wait(timeout=30)
     (p50, p99, errors), (n50, n99, _) = (min(runs[name], key=lambda run: run[1]) for name in ("leadwatch", "naive"))
-    record(f"ingest over HTTP (dev server, own process) at {rate} requests/s, better of 2 interleaved runs",
-           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms", f"naive p50 {n50:.1f} ms, p99 {n99:.1f} ms",
-           f"p99 {n99 / p99:.1f}x lower", "p99 <= 25 ms", p99 <= 25 and errors == 0)
+    record(
+        f"ingest over HTTP (dev server, own process) at {rate} requests/s, better of 2 interleaved runs",
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+        f"naive p50 {n50:.1f} ms, p99 {n99:.1f} ms",
+        f"p99 {n99 / p99:.1f}x lower",
+        "p99 <= 25 ms",
+        p99 <= 25 and errors == 0,
+    )
 
 
 # Listing and cold start ------------------------------------------------------------------------------
+
 
 def bench_listing(url: str, alerts: int) -> None:
     print("listing", file=sys.stderr)
@@ -299,10 +389,14 @@ def bench_listing(url: str, alerts: int) -> None:
     store.close()
     with psycopg.connect(url, autocommit=True) as conn:
         naive = [timed(naive_listing, conn, "listing")[0] * 1000 for _ in range(10)]
-    record(f"first page + stats, tenant with {alerts:,} active alerts",
-           f"p50 {percentile(ours, 50):.1f} ms, p99 {percentile(ours, 99):.1f} ms",
-           f"fetch-all p50 {percentile(naive, 50):.0f} ms", f"{percentile(naive, 50) / percentile(ours, 50):.0f}x faster",
-           "p99 <= 20 ms", percentile(ours, 99) <= 20)
+    record(
+        f"first page + stats, tenant with {alerts:,} active alerts",
+        f"p50 {percentile(ours, 50):.1f} ms, p99 {percentile(ours, 99):.1f} ms",
+        f"fetch-all p50 {percentile(naive, 50):.0f} ms",
+        f"{percentile(naive, 50) / percentile(ours, 50):.0f}x faster",
+        "p99 <= 20 ms",
+        percentile(ours, 99) <= 20,
+    )
 
 
 _COLD = """
@@ -316,24 +410,40 @@ print(elapsed, int(peak.split()[1]) / 1024)
 
 
 def _cold(body: str) -> tuple[float, float]:
-    env = {**os.environ, "DATABASE_URL": "postgresql://leadwatch@127.0.0.1:1/leadwatch",
-           "SUPABASE_SERVICE_KEY": "bench-service-key"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": "postgresql://leadwatch@127.0.0.1:1/leadwatch",
+        "SUPABASE_SERVICE_KEY": "bench-service-key",
+    }
     runs = []
     for _ in range(5):
-        out = subprocess.run([sys.executable, "-c", _COLD.format(body=body)], capture_output=True, text=True,
-                             env=env, cwd=ROOT, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", _COLD.format(body=body)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            check=True,
+        ).stdout.split()
         runs.append((float(out[0]), float(out[1])))
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
 def bench_cold_start() -> None:
     print("cold start", file=sys.stderr)
-    seconds, rss = _cold("import importlib.util as u; s = u.spec_from_file_location('main', 'functions/main.py'); "
-                         "m = u.module_from_spec(s); s.loader.exec_module(m)")
+    seconds, rss = _cold(
+        "import importlib.util as u; s = u.spec_from_file_location('main', 'functions/main.py'); "
+        "m = u.module_from_spec(s); s.loader.exec_module(m)"
+    )
     base_s, base_rss = _cold("import json")
-    record("cold start: import functions/main.py in a new process", f"{seconds:.2f} s, {rss:.0f} MB resident",
-           f"bare interpreter {base_s * 1000:.0f} ms, {base_rss:.0f} MB", f"+{seconds - base_s:.2f} s",
-           "<= 0.5 s, <= 150 MB", seconds <= 0.5 and rss <= 150)
+    record(
+        "cold start: import functions/main.py in a new process",
+        f"{seconds:.2f} s, {rss:.0f} MB resident",
+        f"bare interpreter {base_s * 1000:.0f} ms, {base_rss:.0f} MB",
+        f"+{seconds - base_s:.2f} s",
+        "<= 0.5 s, <= 150 MB",
+        seconds <= 0.5 and rss <= 150,
+    )
 
 
 # Main -------------------------------------------------------------------------------------------
@@ -365,11 +475,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     url = start_embedded(data / "pg", database="bench")
     migrate(url)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     print(f"dataset: {args.leads:,} leads, {args.activities:,} activities, {args.tenants} tenants", file=sys.stderr)
     with psycopg.connect(url, autocommit=True) as conn:
-        load_s, _ = timed(load, conn, leads=args.leads, activities=args.activities, tenants=args.tenants, now=now,
-                          listing_alerts=args.listing_alerts)
+        load_s, _ = timed(
+            load,
+            conn,
+            leads=args.leads,
+            activities=args.activities,
+            tenants=args.tenants,
+            now=now,
+            listing_alerts=args.listing_alerts,
+        )
         print(f"  loaded in {load_s:.0f} s", file=sys.stderr)
         store = PostgresStore(url, pool_size=1)
         bench_sweep(conn, store, now, args.leads, args.sample)
@@ -380,8 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     bench_cold_start()
 
     header = ("measure", "leadwatch", "baseline (same run)", "ratio", "target", "holds")
-    print(f"\nleadwatch bench — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
-          f"PostgreSQL (embedded), load {load_s:.0f} s, total {time.perf_counter() - started:.0f} s\n")
+    print(
+        f"\nleadwatch bench — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
+        f"PostgreSQL (embedded), load {load_s:.0f} s, total {time.perf_counter() - started:.0f} s\n"
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:

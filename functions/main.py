@@ -8,7 +8,6 @@ request of an instance and reused by the next ones.
 import logging
 
 import functions_framework
-
 from leadwatch.api import Api
 from leadwatch.config import load_settings, require_backend
 from leadwatch.identity import VerifiedAccess

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import os
 import uuid
+
 import psycopg
 import pytest
 import respx
 import stamina
-
 from leadwatch.api import Api
 from leadwatch.dev import create_app
 from leadwatch.embedded import start_embedded
 from leadwatch.identity import OpenAccess
 from leadwatch.migrate import migrate
 from leadwatch.store import PostgresStore, SupabaseStore
-
 from postgrest_fake import SERVICE_KEY, SUPABASE_URL, PostgrestFake
 
 TABLES = "lead_activities, max_alerts, alert_events, alert_counts, leads, lead_state"

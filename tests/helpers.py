@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from leadwatch.models import ActivityIn, LeadIn
 
 
 def ago(**delta) -> datetime:
-    return datetime.now(timezone.utc) - timedelta(**delta)
+    return datetime.now(UTC) - timedelta(**delta)
 
 
 def later(**delta) -> datetime:
-    return datetime.now(timezone.utc) + timedelta(**delta)
+    return datetime.now(UTC) + timedelta(**delta)
 
 
 def log(store, tenant="acme", lead="L1", channel="whatsapp", direction="out", **fields):
@@ -26,15 +26,22 @@ def add_leads(store, tenant="acme", **leads):
 
 def active(db, tenant="acme"):
     """{(lead, type): severity} of the tenant's active alerts, straight from the table."""
-    rows = db.execute("select lead_id, type, severity from max_alerts where tenant_id = %s and resolved_at is null",
-                      [tenant]).fetchall()
+    rows = db.execute(
+        "select lead_id, type, severity from max_alerts where tenant_id = %s and resolved_at is null", [tenant]
+    ).fetchall()
     return {(lead, kind): severity for lead, kind, severity in rows}
 
 
 def assert_counts_exact(db):
     """The maintained alert_counts equal a fresh count of the active alerts."""
-    maintained = {tuple(r[:3]): r[3] for r in db.execute(
-        "select tenant_id, severity, type, active from alert_counts where active <> 0")}
-    counted = {tuple(r[:3]): r[3] for r in db.execute(
-        "select tenant_id, severity, type, count(*) from max_alerts where resolved_at is null group by 1, 2, 3")}
+    maintained = {
+        tuple(r[:3]): r[3]
+        for r in db.execute("select tenant_id, severity, type, active from alert_counts where active <> 0")
+    }
+    counted = {
+        tuple(r[:3]): r[3]
+        for r in db.execute(
+            "select tenant_id, severity, type, count(*) from max_alerts where resolved_at is null group by 1, 2, 3"
+        )
+    }
     assert maintained == counted

@@ -72,10 +72,15 @@ class PostgrestFake:
                 conn.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
                 result = conn.execute(statement, values).fetchone()[0]
         except psycopg.Error as exc:
-            return httpx.Response(postgrest_status(exc.sqlstate or "XX000"), json={
-                "code": exc.sqlstate, "message": exc.diag.message_primary,
-                "details": exc.diag.message_detail, "hint": exc.diag.message_hint,
-            })
+            return httpx.Response(
+                postgrest_status(exc.sqlstate or "XX000"),
+                json={
+                    "code": exc.sqlstate,
+                    "message": exc.diag.message_primary,
+                    "details": exc.diag.message_detail,
+                    "hint": exc.diag.message_hint,
+                },
+            )
         return httpx.Response(200, json=result)
 
 

@@ -7,27 +7,34 @@ import json
 import httpx
 import pytest
 import respx
-
+from helpers import ago, later, log
 from leadwatch import Api, PostgresStore, SupabaseStore
 from leadwatch.dev import create_app
 from leadwatch.identity import OpenAccess
-
-from helpers import ago, later, log
 from postgrest_fake import SERVICE_KEY, SUPABASE_URL
 
 H = {"X-Tenant": "macrea"}
 
 
 def counts(db):
-    return db.execute("select (select count(*) from lead_activities), (select count(*) from leads), "
-                      "(select count(*) from max_alerts)").fetchone()
+    return db.execute(
+        "select (select count(*) from lead_activities), (select count(*) from leads), (select count(*) from max_alerts)"
+    ).fetchone()
 
 
 def test_log_activity_answers_the_reference_shape(client, db):
-    response = client.post("/api/activities/log", headers=H, json={
-        "leadId": "694d0bed15df5b9e1", "channel": "whatsapp", "direction": "out", "status": "sent",
-        "messageSnippet": "Message envoyé (max 100 char)",
-        "meta": {"provider": "green-api", "instanceId": "7105440259"}})
+    response = client.post(
+        "/api/activities/log",
+        headers=H,
+        json={
+            "leadId": "694d0bed15df5b9e1",
+            "channel": "whatsapp",
+            "direction": "out",
+            "status": "sent",
+            "messageSnippet": "Message envoyé (max 100 char)",
+            "meta": {"provider": "green-api", "instanceId": "7105440259"},
+        },
+    )
     assert response.status_code == 200
     body = response.get_json()
     assert body["success"] is True and body["alerts"] == {"created": [], "resolved": []}
@@ -39,11 +46,22 @@ def test_log_activity_answers_the_reference_shape(client, db):
 
 
 def test_reference_end_to_end_over_http(client, db):
-    client.post("/api/leads", headers=H, json={"leadId": "694d0bed15df5b9e1", "name": "Sophie Martin",
-                                               "email": "sophie.martin@example.com"})
-    client.post("/api/activities/log", headers=H, json={
-        "leadId": "694d0bed15df5b9e1", "channel": "whatsapp", "direction": "out",
-        "messageSnippet": "Bonjour, avez-vous reçu notre devis?", "occurredAt": ago(days=3, hours=1).isoformat()})
+    client.post(
+        "/api/leads",
+        headers=H,
+        json={"leadId": "694d0bed15df5b9e1", "name": "Sophie Martin", "email": "sophie.martin@example.com"},
+    )
+    client.post(
+        "/api/activities/log",
+        headers=H,
+        json={
+            "leadId": "694d0bed15df5b9e1",
+            "channel": "whatsapp",
+            "direction": "out",
+            "messageSnippet": "Bonjour, avez-vous reçu notre devis?",
+            "occurredAt": ago(days=3, hours=1).isoformat(),
+        },
+    )
     sweep = client.post("/api/alerts/sweep").get_json()
     assert sweep["success"] is True and sweep["created"]["NoReply3d"] == 1
     assert isinstance(sweep["duration_ms"], float) and "escalated" in sweep and "resolved" in sweep
@@ -53,9 +71,17 @@ def test_reference_end_to_end_over_http(client, db):
     [alert] = listed["alerts"]
     assert alert["lead_name"] == "Sophie Martin" and alert["suggested_action"]["action"] == "send_whatsapp"
 
-    reply = client.post("/api/activities/log", headers=H, json={
-        "leadId": "694d0bed15df5b9e1", "channel": "whatsapp", "direction": "in", "status": "replied",
-        "messageSnippet": "Oui, je suis intéressé"}).get_json()
+    reply = client.post(
+        "/api/activities/log",
+        headers=H,
+        json={
+            "leadId": "694d0bed15df5b9e1",
+            "channel": "whatsapp",
+            "direction": "in",
+            "status": "replied",
+            "messageSnippet": "Oui, je suis intéressé",
+        },
+    ).get_json()
     assert reply["alerts"]["resolved"] == ["NoReply3d"]
     assert client.get("/api/alerts/active", headers=H).get_json()["alerts"] == []
 
@@ -84,8 +110,11 @@ def test_replayed_external_id_over_http_is_stored_once(client, db):
 
 
 def test_long_snippet_is_stored_cut_to_100_characters(client, db):
-    response = client.post("/api/activities/log", headers=H, json={
-        "leadId": "L1", "channel": "email", "direction": "in", "messageSnippet": "é" * 250})
+    response = client.post(
+        "/api/activities/log",
+        headers=H,
+        json={"leadId": "L1", "channel": "email", "direction": "in", "messageSnippet": "é" * 250},
+    )
     assert response.status_code == 200
     assert response.get_json()["activity"]["message_snippet"] == "é" * 100
     assert db.execute("select message_snippet from lead_activities").fetchone()[0] == "é" * 100
@@ -125,15 +154,22 @@ def test_health_reports_the_database(client):
 LOG = "/api/activities/log"
 
 
-@pytest.mark.parametrize(("body", "fields"), [
-    ({"channel": "whatsapp", "direction": "in"}, ["leadId"]),
-    ({"leadId": "L1", "channel": "fax", "direction": "in"}, ["channel"]),
-    ({"leadId": "L1", "channel": "email", "direction": "sideways"}, ["direction"]),
-    ({"leadId": "L1", "channel": "email", "direction": "in", "colour": "red"}, ["colour"]),
-    ({"leadId": "L1", "channel": "email", "direction": "in", "occurredAt": later(minutes=30).isoformat()}, ["occurredAt"]),
-    ({"leadId": "L1", "channel": "email", "direction": "in", "occurredAt": "yesterday"}, ["occurredAt"]),
-    ({"leadId": "", "channel": "sms", "direction": "in", "meta": "x"}, ["leadId", "channel", "meta"]),
-], ids=["missing-lead", "unknown-channel", "unknown-direction", "unknown-field", "future", "bad-date", "several"])
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"channel": "whatsapp", "direction": "in"}, ["leadId"]),
+        ({"leadId": "L1", "channel": "fax", "direction": "in"}, ["channel"]),
+        ({"leadId": "L1", "channel": "email", "direction": "sideways"}, ["direction"]),
+        ({"leadId": "L1", "channel": "email", "direction": "in", "colour": "red"}, ["colour"]),
+        (
+            {"leadId": "L1", "channel": "email", "direction": "in", "occurredAt": later(minutes=30).isoformat()},
+            ["occurredAt"],
+        ),
+        ({"leadId": "L1", "channel": "email", "direction": "in", "occurredAt": "yesterday"}, ["occurredAt"]),
+        ({"leadId": "", "channel": "sms", "direction": "in", "meta": "x"}, ["leadId", "channel", "meta"]),
+    ],
+    ids=["missing-lead", "unknown-channel", "unknown-direction", "unknown-field", "future", "bad-date", "several"],
+)
 def test_invalid_activity_is_422_naming_each_field_and_writes_nothing(client, db, body, fields):
     response = client.post(LOG, headers=H, json=body)
     assert response.status_code == 422
@@ -184,22 +220,33 @@ def test_another_tenants_alert_is_404_and_stays_active(client, store, db):
     assert client.get("/api/alerts/active", headers=H).get_json()["stats"]["total"] == 0
 
 
-@pytest.mark.parametrize(("query", "field"), [
-    ("limit=0", "limit"), ("limit=abc", "limit"), ("severity=urgent", "severity"),
-    ("type=Whatever", "type"), ("cursor=%%%", "cursor")])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+        ("severity=urgent", "severity"),
+        ("type=Whatever", "type"),
+        ("cursor=%%%", "cursor"),
+    ],
+)
 def test_invalid_list_query_is_422(client, query, field):
     response = client.get(f"/api/alerts/active?{query}", headers=H)
     assert response.status_code == 422
     assert response.get_json()["error"]["details"][0]["field"] == field
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"leadId": "A", "phone": "0612"}, "leads[0].phone"),
-    ({"leadId": "A", "email": "not-an-email"}, "leads[0].email"),
-    ({"leadId": "A", "value": -5}, "leads[0].value"),
-    ([{"leadId": "A"}, {"leadId": "A"}], "leads"),
-    ([], "leads"),
-], ids=["phone", "email", "value", "duplicate-id", "empty"])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"leadId": "A", "phone": "0612"}, "leads[0].phone"),
+        ({"leadId": "A", "email": "not-an-email"}, "leads[0].email"),
+        ({"leadId": "A", "value": -5}, "leads[0].value"),
+        ([{"leadId": "A"}, {"leadId": "A"}], "leads"),
+        ([], "leads"),
+    ],
+    ids=["phone", "email", "value", "duplicate-id", "empty"],
+)
 def test_invalid_leads_are_422_and_write_nothing(client, db, body, field):
     response = client.post("/api/leads", headers=H, json=body)
     assert response.status_code == 422
@@ -230,6 +277,7 @@ def test_errors_never_leak_a_stack_trace(client, monkeypatch, store):
 
 # Database unreachable: 503 with Retry-After ---------------------------------------------------
 
+
 def test_unreachable_postgres_is_503_with_retry_after():
     store = PostgresStore("postgresql://postgres@127.0.0.1:9/leadwatch", timeout=0.5)
     client = create_app(Api(store, OpenAccess())).test_client()
@@ -253,6 +301,7 @@ def test_unreachable_supabase_is_503_with_retry_after():
 def test_supabase_gateway_error_is_503():
     with respx.mock() as router:
         router.post(url__startswith=f"{SUPABASE_URL}/rest/v1/rpc/").mock(
-            return_value=httpx.Response(502, text="<html>Bad gateway</html>"))
+            return_value=httpx.Response(502, text="<html>Bad gateway</html>")
+        )
         client = create_app(Api(SupabaseStore(SUPABASE_URL, SERVICE_KEY), OpenAccess())).test_client()
         assert client.post("/api/alerts/sweep").status_code == 503

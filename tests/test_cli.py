@@ -11,7 +11,6 @@ import time
 
 import httpx
 import pytest
-
 from helpers import ago, log
 
 LEADWATCH = [sys.executable, "-m", "leadwatch.cli"]
@@ -33,9 +32,14 @@ def dev_server(tmp_path_factory):
     """`leadwatch dev` exactly as `make dev` runs it, on its own embedded database."""
     port = _free_port()
     data_dir = tmp_path_factory.mktemp("dev") / "data"
-    process = subprocess.Popen([*LEADWATCH, "dev", "--port", str(port), "--data-dir", str(data_dir)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
-                               cwd=tmp_path_factory.getbasetemp())
+    process = subprocess.Popen(
+        [*LEADWATCH, "dev", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
+        cwd=tmp_path_factory.getbasetemp(),
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -66,18 +70,37 @@ def test_dev_serves_demo_alerts_of_every_severity(dev_server):
 def test_dev_answers_the_reference_curl_examples(dev_server):
     """The reference's "Guide de test": log OUT, list, log IN (auto-resolve), resolve by id."""
     h = {"X-Tenant": "macrea"}
-    out = httpx.post(f"{dev_server}/api/activities/log", headers=h, json={
-        "leadId": "694d0bed15df5b9e1", "channel": "whatsapp", "direction": "out", "status": "sent",
-        "messageSnippet": "Bonjour, avez-vous reçu notre devis?"}).json()
+    out = httpx.post(
+        f"{dev_server}/api/activities/log",
+        headers=h,
+        json={
+            "leadId": "694d0bed15df5b9e1",
+            "channel": "whatsapp",
+            "direction": "out",
+            "status": "sent",
+            "messageSnippet": "Bonjour, avez-vous reçu notre devis?",
+        },
+    ).json()
     assert out["success"] is True and out["activity"]["direction"] == "out"
-    reply = httpx.post(f"{dev_server}/api/activities/log", headers=h, json={
-        "leadId": "demo-emma", "channel": "whatsapp", "direction": "in", "status": "replied",
-        "messageSnippet": "Oui, je suis intéressé"}).json()
+    reply = httpx.post(
+        f"{dev_server}/api/activities/log",
+        headers=h,
+        json={
+            "leadId": "demo-emma",
+            "channel": "whatsapp",
+            "direction": "in",
+            "status": "replied",
+            "messageSnippet": "Oui, je suis intéressé",
+        },
+    ).json()
     assert set(reply["alerts"]["resolved"]) == {"NoContact7d", "NoReply3d"}
     alert = httpx.get(f"{dev_server}/api/alerts/active", headers=h).json()["alerts"][0]
     resolved = httpx.post(f"{dev_server}/api/alerts/{alert['id']}/resolve", headers=h).json()
-    assert resolved == {"success": True, "message": "Alerte résolue",
-                        "alert": {**resolved["alert"], "id": alert["id"], "resolved_by": "user_manual"}}
+    assert resolved == {
+        "success": True,
+        "message": "Alerte résolue",
+        "alert": {**resolved["alert"], "id": alert["id"], "resolved_by": "user_manual"},
+    }
     sweep = httpx.post(f"{dev_server}/api/alerts/sweep").json()
     assert sweep["success"] is True and "duration_ms" in sweep
 
@@ -101,8 +124,23 @@ def test_dev_keeps_connections_alive_as_deployed_functions_do(dev_server):
 
 
 def test_dev_refuses_open_mode_on_a_public_address(tmp_path):
-    result = subprocess.run([*LEADWATCH, "dev", "--host", "0.0.0.0", "--no-demo", "--data-dir", str(tmp_path / "d"),
-                             "--port", str(_free_port())], capture_output=True, text=True, env=_env(), timeout=120)
+    result = subprocess.run(
+        [
+            *LEADWATCH,
+            "dev",
+            "--host",
+            "0.0.0.0",
+            "--no-demo",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--port",
+            str(_free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert result.returncode == 2 and "non-loopback" in result.stderr
 
 
@@ -112,12 +150,18 @@ def test_migrate_without_database_url_names_it():
 
 
 def test_migrate_and_sweep_commands_against_database_url(postgres_store, db, database_url):
-    migrated = subprocess.run([*LEADWATCH, "migrate"], capture_output=True, text=True,
-                              env=_env(DATABASE_URL=database_url), timeout=60)
+    migrated = subprocess.run(
+        [*LEADWATCH, "migrate"], capture_output=True, text=True, env=_env(DATABASE_URL=database_url), timeout=60
+    )
     assert migrated.returncode == 0 and "up to date" in migrated.stdout
     log(postgres_store, tenant="acme", direction="in", occurredAt=ago(days=8))
-    swept = subprocess.run([*LEADWATCH, "sweep", "--tenant", "acme"], capture_output=True, text=True,
-                           env=_env(DATABASE_URL=database_url), timeout=60)
+    swept = subprocess.run(
+        [*LEADWATCH, "sweep", "--tenant", "acme"],
+        capture_output=True,
+        text=True,
+        env=_env(DATABASE_URL=database_url),
+        timeout=60,
+    )
     assert swept.returncode == 0, swept.stderr
     assert json.loads(swept.stdout)["created"]["NoContact7d"] == 1
 
@@ -126,9 +170,13 @@ def test_dev_with_auth_enforces_what_the_cloud_enforces(database_url, db):
     """`leadwatch dev --auth` refuses anonymous callers and serves the service key, as deployed functions do."""
     port = _free_port()
     env = _env(SUPABASE_SERVICE_KEY="dev-service-key", SUPABASE_JWT_SECRET="dev-secret-with-32-characters-or-more")
-    process = subprocess.Popen([*LEADWATCH, "dev", "--auth", "--no-demo", "--port", str(port),
-                                "--database-url", database_url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=env)
+    process = subprocess.Popen(
+        [*LEADWATCH, "dev", "--auth", "--no-demo", "--port", str(port), "--database-url", database_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -139,8 +187,9 @@ def test_dev_with_auth_enforces_what_the_cloud_enforces(database_url, db):
                 time.sleep(0.1)
         anonymous = httpx.get(f"{base}/api/alerts/active", headers={"X-Tenant": "macrea"})
         assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Bearer")
-        service = httpx.get(f"{base}/api/alerts/active",
-                            headers={"X-Tenant": "macrea", "Authorization": "Bearer dev-service-key"})
+        service = httpx.get(
+            f"{base}/api/alerts/active", headers={"X-Tenant": "macrea", "Authorization": "Bearer dev-service-key"}
+        )
         assert service.status_code == 200
     finally:
         process.terminate()
@@ -150,17 +199,24 @@ def test_dev_with_auth_enforces_what_the_cloud_enforces(database_url, db):
 
 def test_deployed_functions_are_never_open(database_url, db, monkeypatch):
     """functions/main.py, loaded by functions-framework as the cloud loads it, verifies every caller."""
-    import functions_framework
     from pathlib import Path
+
+    import functions_framework
 
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("SUPABASE_SERVICE_KEY", "cloud-service-key")
     source = str(Path(__file__).resolve().parents[1] / "functions" / "main.py")
-    for target, method, path in (("alerts", "get", "/api/alerts/active"), ("activities", "post", "/api/activities/log"),
-                                 ("sweep", "post", "/api/alerts/sweep"), ("leads", "post", "/api/leads")):
+    for target, method, path in (
+        ("alerts", "get", "/api/alerts/active"),
+        ("activities", "post", "/api/activities/log"),
+        ("sweep", "post", "/api/alerts/sweep"),
+        ("leads", "post", "/api/leads"),
+    ):
         client = functions_framework.create_app(target=target, source=source).test_client()
         response = getattr(client, method)(path, headers={"X-Tenant": "macrea"}, json={})
         assert response.status_code == 401, target
     alerts = functions_framework.create_app(target="alerts", source=source).test_client()
-    served = alerts.get("/api/alerts/active", headers={"X-Tenant": "macrea", "Authorization": "Bearer cloud-service-key"})
+    served = alerts.get(
+        "/api/alerts/active", headers={"X-Tenant": "macrea", "Authorization": "Bearer cloud-service-key"}
+    )
     assert served.status_code == 200 and served.get_json()["success"] is True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from leadwatch import ConfigError, PostgresStore, SupabaseStore, load_settings, make_store
 
 

@@ -7,17 +7,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
+from helpers import active, add_leads, ago, assert_counts_exact, later, log
 from leadwatch import NotFound, PostgresStore, ValidationFailed
 from leadwatch.models import AlertQuery
-
-from helpers import active, add_leads, ago, assert_counts_exact, later, log
 
 
 def test_reference_scenario_outbound_no_reply_then_reply_resolves(store, db):
     """The reference's end to end: outbound → 3 days → NoReply3d listed with name and action → reply clears it."""
     add_leads(store, L1={"name": "Sophie Martin", "email": "sophie.martin@example.com"})
-    log(store, direction="out", occurredAt=ago(days=3, minutes=5), messageSnippet="Bonjour, avez-vous reçu notre devis?")
+    log(
+        store, direction="out", occurredAt=ago(days=3, minutes=5), messageSnippet="Bonjour, avez-vous reçu notre devis?"
+    )
 
     swept = store.sweep()
     assert swept["created"]["NoReply3d"] == 1
@@ -26,8 +26,11 @@ def test_reference_scenario_outbound_no_reply_then_reply_resolves(store, db):
     [alert] = listed["alerts"]
     assert alert["type"] == "NoReply3d" and alert["severity"] == "med"
     assert alert["lead_name"] == "Sophie Martin" and alert["lead_email"] == "sophie.martin@example.com"
-    assert alert["suggested_action"] == {"label": "Relancer par WhatsApp", "action": "send_whatsapp",
-                                         "params": {"leadId": "L1", "template": "relance_sans_reponse"}}
+    assert alert["suggested_action"] == {
+        "label": "Relancer par WhatsApp",
+        "action": "send_whatsapp",
+        "params": {"leadId": "L1", "template": "relance_sans_reponse"},
+    }
     assert alert["message"] == "Pas de réponse depuis 3 jours à notre dernier message."
 
     reply = log(store, direction="in", status="replied", messageSnippet="Oui, je suis intéressé")
@@ -48,8 +51,8 @@ def test_no_contact_raised_at_7_days_escalated_at_14_and_cleared_by_any_activity
     [first] = store.list_active_alerts("acme", AlertQuery())["alerts"]
     assert first["message"] == "Aucun contact depuis 7 jours. Lead à risque de perte."
 
-    assert store.sweep(now=later(days=6))["escalated"] == 0       # 13 days: still med
-    escalation = store.sweep(now=later(days=7))                    # 14 days
+    assert store.sweep(now=later(days=6))["escalated"] == 0  # 13 days: still med
+    escalation = store.sweep(now=later(days=7))  # 14 days
     assert escalation["escalated"] == 1 and sum(escalation["created"].values()) == 0
     [escalated] = store.list_active_alerts("acme", AlertQuery())["alerts"]
     assert escalated["id"] == first["id"], "escalation changes severity in place"
@@ -111,7 +114,9 @@ def test_concurrent_sweeps_never_create_a_second_active_alert(postgres_store, db
     results = at_once(database_url, 4, lambda s: s.sweep())
     assert sum(r["created"]["NoContact7d"] for r in results) == 300
     assert sum(r["created"]["NoReply3d"] for r in results) == 300
-    counts = db.execute("select type, count(*), count(distinct lead_id) from max_alerts group by type order by type").fetchall()
+    counts = db.execute(
+        "select type, count(*), count(distinct lead_id) from max_alerts group by type order by type"
+    ).fetchall()
     assert counts == [("NoContact7d", 300, 300), ("NoReply3d", 300, 300)]
     assert_counts_exact(db)
 
@@ -127,8 +132,10 @@ def test_sweep_judges_again_when_an_alert_appears_while_it_waits(postgres_store,
         with ThreadPoolExecutor(1) as pool:
             sweep = pool.submit(postgres_store.sweep)  # ...the sweep takes its snapshot and waits for it
             deadline = time.monotonic() + 10
-            while not db.execute("select exists (select from pg_stat_activity where wait_event_type = 'Lock' "
-                                 "and query like '%sweep_alerts%')").fetchone()[0]:
+            while not db.execute(
+                "select exists (select from pg_stat_activity where wait_event_type = 'Lock' "
+                "and query like '%sweep_alerts%')"
+            ).fetchone()[0]:
                 assert time.monotonic() < deadline, "the sweep never waited on the lead's row"
                 time.sleep(0.05)
             other.execute("""insert into max_alerts (tenant_id, lead_id, type, severity, message)
@@ -173,11 +180,11 @@ def test_manually_resolved_alert_is_not_raised_again_for_the_same_silence(store,
     assert resolved["alert"]["resolved_by"] == "user-42" and resolved["alert"]["resolved_at"]
 
     assert sum(store.sweep()["created"].values()) == 0
-    later_sweep = store.sweep(now=later(days=10))          # 18 days: would have been escalated
+    later_sweep = store.sweep(now=later(days=10))  # 18 days: would have been escalated
     assert later_sweep["created"]["NoContact7d"] == 0 and later_sweep["escalated"] == 0
     assert active(db) == {}
 
-    log(store, direction="in")                             # a new cycle starts with the next activity
+    log(store, direction="in")  # a new cycle starts with the next activity
     assert store.sweep(now=later(days=7, minutes=1))["created"]["NoContact7d"] == 1
     assert_counts_exact(db)
 
@@ -253,7 +260,7 @@ def test_high_value_lead_silent_three_days_is_at_risk(store, db):
     log(store, lead="SMALL", direction="in", occurredAt=ago(days=3, minutes=1))
     assert store.sweep()["created"]["HighValueRisk"] == 1
     assert active(db) == {("BIG", "HighValueRisk"): "high"}
-    add_leads(store, BIG={"value": 900})                  # the deal shrank: no longer high value
+    add_leads(store, BIG={"value": 900})  # the deal shrank: no longer high value
     assert active(db) == {}
     assert_counts_exact(db)
 
@@ -280,11 +287,11 @@ def test_sweep_of_one_tenant_leaves_the_others(store, db):
 
 def _alerts_of_every_severity(store):
     add_leads(store, HV={"value": 50000})
-    log(store, lead="MED1", direction="in", occurredAt=ago(days=8))          # NoContact7d med
-    log(store, lead="LOW", direction="in", occurredAt=ago(days=31))          # StaleLead30d low
-    log(store, lead="HV", direction="in", occurredAt=ago(days=4))            # HighValueRisk high
+    log(store, lead="MED1", direction="in", occurredAt=ago(days=8))  # NoContact7d med
+    log(store, lead="LOW", direction="in", occurredAt=ago(days=31))  # StaleLead30d low
+    log(store, lead="HV", direction="in", occurredAt=ago(days=4))  # HighValueRisk high
     store.sweep()
-    log(store, lead="MED2", direction="out", occurredAt=ago(days=4))         # NoReply3d med, created later
+    log(store, lead="MED2", direction="out", occurredAt=ago(days=4))  # NoReply3d med, created later
     store.sweep()
 
 
@@ -292,7 +299,11 @@ def test_alerts_are_ordered_high_med_low_then_newest(store, db):
     _alerts_of_every_severity(store)
     alerts = store.list_active_alerts("acme", AlertQuery())["alerts"]
     assert [(a["lead_id"], a["severity"]) for a in alerts] == [
-        ("HV", "high"), ("MED2", "med"), ("MED1", "med"), ("LOW", "low")]
+        ("HV", "high"),
+        ("MED2", "med"),
+        ("MED1", "med"),
+        ("LOW", "low"),
+    ]
 
 
 def test_pagination_walks_every_alert_once_in_order_with_stats_of_all(store, db):
@@ -314,12 +325,16 @@ def test_pagination_walks_every_alert_once_in_order_with_stats_of_all(store, db)
     assert_counts_exact(db)
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    ({"severity": "med"}, {"MED1", "MED2"}),
-    ({"type": "StaleLead30d"}, {"LOW"}),
-    ({"lead": "HV"}, {"HV"}),
-    ({"severity": "low", "lead": "HV"}, set()),
-], ids=["severity", "type", "lead", "combined"])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"severity": "med"}, {"MED1", "MED2"}),
+        ({"type": "StaleLead30d"}, {"LOW"}),
+        ({"lead": "HV"}, {"HV"}),
+        ({"severity": "low", "lead": "HV"}, set()),
+    ],
+    ids=["severity", "type", "lead", "combined"],
+)
 def test_list_filters(store, db, query, expected):
     _alerts_of_every_severity(store)
     alerts = store.list_active_alerts("acme", AlertQuery(**query))["alerts"]
@@ -330,6 +345,7 @@ def test_timeline_is_newest_first_and_paginated(store, db):
     for days in (5, 1, 3):
         log(store, direction="in", occurredAt=ago(days=days), externalId=f"m{days}")
     from leadwatch.models import TimelineQuery
+
     first = store.list_lead_activities("acme", "L1", TimelineQuery(limit=2))
     second = store.list_lead_activities("acme", "L1", TimelineQuery(limit=2, cursor=first["next_cursor"]))
     ids = [a["external_id"] for a in first["activities"] + second["activities"]]
@@ -338,6 +354,7 @@ def test_timeline_is_newest_first_and_paginated(store, db):
 
 def test_timeline_of_unknown_lead_is_not_found(store, db):
     from leadwatch.models import TimelineQuery
+
     with pytest.raises(NotFound):
         store.list_lead_activities("acme", "nobody", TimelineQuery())
 
@@ -345,9 +362,20 @@ def test_timeline_of_unknown_lead_is_not_found(store, db):
 def test_database_refuses_an_occurred_at_in_the_future(store, db):
     """The SQL function guards its own rule, whoever calls it."""
     from leadwatch.models import ActivityIn
-    activity = ActivityIn.model_construct(leadId="L1", channel="email", direction="in", status="sent",
-                                          messageSnippet=None, meta=None, occurredAt=later(hours=1), externalId=None)
+
+    activity = ActivityIn.model_construct(
+        leadId="L1",
+        channel="email",
+        direction="in",
+        status="sent",
+        messageSnippet=None,
+        meta=None,
+        occurredAt=later(hours=1),
+        externalId=None,
+    )
     with pytest.raises(ValidationFailed) as caught:
         store.log_activity("acme", activity)
-    assert caught.value.details == [{"field": "occurredAt", "message": "occurredAt is more than 5 minutes in the future"}]
+    assert caught.value.details == [
+        {"field": "occurredAt", "message": "occurredAt is more than 5 minutes in the future"}
+    ]
     assert db.execute("select count(*) from lead_activities").fetchone()[0] == 0

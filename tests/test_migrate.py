@@ -7,20 +7,24 @@ import uuid
 
 import psycopg
 import pytest
-
-from leadwatch.migrate import MIGRATIONS_DIR, migrate, pending_files
-
 from helpers import ago, log
+from leadwatch.migrate import MIGRATIONS_DIR, migrate, pending_files
 
 
 def test_reference_tables_view_and_indexes_exist(db):
     tables = {r[0] for r in db.execute("select tablename from pg_tables where schemaname = 'public'")}
     assert {"lead_activities", "max_alerts", "leads", "lead_state", "alert_rules", "alert_events"} <= tables
     assert db.execute("select to_regclass('public.active_alerts')").fetchone()[0] == "active_alerts"
-    indexes = {r[0] for r in db.execute(
-        "select indexname from pg_indexes where tablename in ('lead_activities', 'max_alerts')")}
-    assert {"idx_lead_activities_tenant_lead", "idx_lead_activities_created",
-            "idx_max_alerts_unique_active", "idx_max_alerts_tenant_lead"} <= indexes
+    indexes = {
+        r[0]
+        for r in db.execute("select indexname from pg_indexes where tablename in ('lead_activities', 'max_alerts')")
+    }
+    assert {
+        "idx_lead_activities_tenant_lead",
+        "idx_lead_activities_created",
+        "idx_max_alerts_unique_active",
+        "idx_max_alerts_tenant_lead",
+    } <= indexes
 
 
 def test_every_table_has_row_level_security(db):
@@ -30,8 +34,10 @@ def test_every_table_has_row_level_security(db):
 
 
 def test_one_active_alert_per_tenant_lead_and_type_is_a_constraint(db):
-    insert = ("insert into max_alerts (tenant_id, lead_id, type, severity, message) "
-              "values ('acme', 'L1', 'NoContact7d', 'med', 'x')")
+    insert = (
+        "insert into max_alerts (tenant_id, lead_id, type, severity, message) "
+        "values ('acme', 'L1', 'NoContact7d', 'med', 'x')"
+    )
     db.execute(insert)
     with pytest.raises(psycopg.errors.UniqueViolation):
         db.execute(insert)
@@ -85,8 +91,11 @@ def test_signed_in_user_reads_only_their_tenants_rows(postgres_store, db):
     log(postgres_store, tenant="other", lead="O1", direction="in", occurredAt=ago(days=8))
     postgres_store.sweep()
     try:
-        _as(db, "authenticated", {"sub": str(uuid.uuid4()), "role": "authenticated",
-                                  "app_metadata": {"tenant_id": "acme", "role": "admin"}})
+        _as(
+            db,
+            "authenticated",
+            {"sub": str(uuid.uuid4()), "role": "authenticated", "app_metadata": {"tenant_id": "acme", "role": "admin"}},
+        )
         for table in ("lead_activities", "max_alerts", "active_alerts", "lead_state", "alert_events"):
             tenants = {r[0] for r in db.execute(f"select tenant_id from {table}")}
             assert tenants == {"acme"}, table

@@ -12,7 +12,6 @@ import re
 import pytest
 
 
-
 @pytest.fixture
 def scaled(db, postgres_store):
     """20,000 leads of which 50 are due, 60,000 activities, 30,000 active alerts in tenant acme; analysed."""
@@ -40,9 +39,13 @@ def plans_of(db, statement: str, params=()) -> list[str]:
     notices: list[str] = []
     db.add_notice_handler(lambda d: notices.append(d.message_primary))
     db.execute("load 'auto_explain'")
-    for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
-                    "auto_explain.log_level = notice", "auto_explain.log_analyze = on",
-                    "auto_explain.log_timing = off"):
+    for setting in (
+        "auto_explain.log_min_duration = 0",
+        "auto_explain.log_nested_statements = on",
+        "auto_explain.log_level = notice",
+        "auto_explain.log_analyze = on",
+        "auto_explain.log_timing = off",
+    ):
         db.execute(f"set {setting}")
     try:
         db.execute(statement, params)
@@ -81,7 +84,7 @@ def test_list_is_served_by_an_index_in_the_views_order(scaled, db):
     page = the_plan(plans_of(db, "select public.list_active_alerts('acme', 50)"), "with page as")
     assert ran(page, "Index Scan using idx_max_alerts_active_order on max_alerts"), page
     assert not ran(page, "Seq Scan on max_alerts"), "neither the page nor the staff's stats scan the alerts"
-    ordered = page[:page.index("Index Scan using idx_max_alerts_active_order")]
+    ordered = page[: page.index("Index Scan using idx_max_alerts_active_order")]
     assert "Sort Key: a.severity_rank" not in ordered, "the page comes out of the index already ordered"
     assert ran(page, "on alert_counts"), "staff stats come from the maintained counts"
 

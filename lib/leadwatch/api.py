@@ -10,15 +10,26 @@ import json
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flask import Request, Response
-from werkzeug.exceptions import HTTPException, MethodNotAllowed as _MethodNotAllowed
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as _MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
 from .cors import CorsPolicy
-from .errors import (BadRequest, Forbidden, LeadwatchError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized,
-                     Unavailable, ValidationFailed)
+from .errors import (
+    BadRequest,
+    Forbidden,
+    LeadwatchError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    ValidationFailed,
+)
 from .espo import EspoCrm
 from .greenapi import DeliveryStatus, GreenApi, Ignored, WhatsAppError, external_id, read_notification
 from .identity import Caller, OpenAccess, VerifiedAccess
@@ -53,7 +64,8 @@ GROUPS: dict[str, list[Rule]] = {
 # Handlers ---------------------------------------------------------------------------------------
 # Request models (pydantic) are imported at first use, not at the cold start of every function.
 
-def log_activity(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
+
+def log_activity(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
     from .models import ActivityIn, parse
 
     tenant = caller.require_tenant()
@@ -61,7 +73,7 @@ def log_activity(request: Request, caller: Caller, api: "Api") -> tuple[int, dic
     return 200, {"success": True, **api.store.log_activity(tenant, activity, caller.viewer)}
 
 
-def list_alerts(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
+def list_alerts(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
     from .models import AlertQuery, parse
 
     tenant = caller.require_tenant()
@@ -69,20 +81,20 @@ def list_alerts(request: Request, caller: Caller, api: "Api") -> tuple[int, dict
     return 200, {"success": True, **api.store.list_active_alerts(tenant, query, caller.viewer)}
 
 
-def resolve_alert(request: Request, caller: Caller, api: "Api", alert_id: str) -> tuple[int, dict]:
+def resolve_alert(request: Request, caller: Caller, api: Api, alert_id: str) -> tuple[int, dict]:
     tenant = caller.require_tenant()
     result = api.store.resolve_alert(tenant, _alert_id(alert_id), caller.actor, caller.viewer)
     return 200, {"success": True, "message": "Alerte résolue", **result}
 
 
-def run_action(request: Request, caller: Caller, api: "Api", alert_id: str) -> tuple[int, dict]:
+def run_action(request: Request, caller: Caller, api: Api, alert_id: str) -> tuple[int, dict]:
     """Run the alert's suggested action: today, `send_whatsapp` sends its rule's message."""
     tenant = caller.require_tenant()
     prepared = api.store.prepare_whatsapp(tenant, alert_id=_alert_id(alert_id), viewer=caller.viewer)
     return 200, api.send(tenant, caller, prepared["lead"], prepared["text"], alert_type=prepared["alert_type"])
 
 
-def send_whatsapp(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
+def send_whatsapp(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
     from .models import SendIn, parse
 
     tenant = caller.require_tenant()
@@ -91,13 +103,13 @@ def send_whatsapp(request: Request, caller: Caller, api: "Api") -> tuple[int, di
     return 200, api.send(tenant, caller, prepared["lead"], body.message)
 
 
-def sweep(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
+def sweep(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
     started = time.perf_counter()
     result = api.store.sweep(caller.tenant)
     return 200, {"success": True, **result, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
-def upsert_leads(request: Request, caller: Caller, api: "Api") -> tuple[int, dict]:
+def upsert_leads(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
     from .models import LeadsIn, parse
 
     tenant = caller.require_tenant()
@@ -108,7 +120,7 @@ def upsert_leads(request: Request, caller: Caller, api: "Api") -> tuple[int, dic
     return 200, {"success": True, **api.store.upsert_leads(tenant, leads.leads, caller.viewer)}
 
 
-def lead_activities(request: Request, caller: Caller, api: "Api", lead_id: str) -> tuple[int, dict]:
+def lead_activities(request: Request, caller: Caller, api: Api, lead_id: str) -> tuple[int, dict]:
     from .models import TimelineQuery, parse
 
     tenant = caller.require_tenant()
@@ -116,7 +128,7 @@ def lead_activities(request: Request, caller: Caller, api: "Api", lead_id: str) 
     return 200, {"success": True, **api.store.list_lead_activities(tenant, lead_id, query, caller.viewer)}
 
 
-def greenapi_webhook(request: Request, caller: None, api: "Api") -> tuple[int, dict]:
+def greenapi_webhook(request: Request, caller: None, api: Api) -> tuple[int, dict]:
     """A Green-API notification: 200 once stored or deliberately ignored, so Green-API stops resending;
     any failure to store answers 5xx, so it resends."""
     instance = api.greenapi.verify_webhook(request)
@@ -128,7 +140,7 @@ def greenapi_webhook(request: Request, caller: None, api: "Api") -> tuple[int, d
         result = api.store.set_activity_status(instance.tenant, "whatsapp", event.external_id, event.status)
         return 200, {"success": True, "status": event.status, **result}
     result = api.store.log_whatsapp(instance.tenant, event, create_lead=api.espo is None or event.phone is None)
-    if result.get("unknown_phone"):
+    if result.get("unknown_phone") and api.espo is not None and event.phone is not None:
         lead = api.espo.find_lead(event.phone)
         if lead is not None:
             api.store.upsert_leads(instance.tenant, [lead])
@@ -136,7 +148,7 @@ def greenapi_webhook(request: Request, caller: None, api: "Api") -> tuple[int, d
     return 200, {"success": True, **result}
 
 
-def health(request: Request, caller: None, api: "Api") -> tuple[int, dict]:
+def health(request: Request, caller: None, api: Api) -> tuple[int, dict]:
     try:
         api.store.ping()
     except Unavailable:
@@ -164,6 +176,7 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict]]] = {
 
 
 # Plumbing ---------------------------------------------------------------------------------------
+
 
 def _alert_id(value: str) -> str:
     try:
@@ -219,9 +232,14 @@ class Api:
     """Serves the handlers over one store (created lazily, once per instance), for callers that
     `access` identifies, to browsers of the `cors_origins`, sending WhatsApp through `greenapi`."""
 
-    def __init__(self, store: Store | Callable[[], Store], access: OpenAccess | VerifiedAccess,
-                 cors_origins: tuple[str, ...] = (), greenapi: GreenApi | None = None,
-                 espo: EspoCrm | None = None) -> None:
+    def __init__(
+        self,
+        store: Store | Callable[[], Store],
+        access: OpenAccess | VerifiedAccess,
+        cors_origins: tuple[str, ...] = (),
+        greenapi: GreenApi | None = None,
+        espo: EspoCrm | None = None,
+    ) -> None:
         self._access = access
         self._cors = CorsPolicy(cors_origins)
         self._store = store if isinstance(store, Store) else None
@@ -232,16 +250,29 @@ class Api:
         self._all = Map([rule.empty() for rules in GROUPS.values() for rule in rules])
 
     @classmethod
-    def from_settings(cls, settings: "Settings", store: Store | Callable[[], Store],
-                      access: OpenAccess | VerifiedAccess, cors_origins: tuple[str, ...] | None = None) -> "Api":
+    def from_settings(
+        cls,
+        settings: Settings,
+        store: Store | Callable[[], Store],
+        access: OpenAccess | VerifiedAccess,
+        cors_origins: tuple[str, ...] | None = None,
+    ) -> Api:
         """The Api a deployment's settings describe (Green-API instances, EspoCRM, CORS)."""
-        espo = EspoCrm(settings.espo_url, settings.espo_api_key) if settings.espo_url else None
-        return cls(store, access, settings.cors_origins if cors_origins is None else cors_origins,
-                   GreenApi(settings.greenapi_instances), espo)
+        espo = (
+            EspoCrm(settings.espo_url, settings.espo_api_key) if settings.espo_url and settings.espo_api_key else None
+        )
+        return cls(
+            store,
+            access,
+            settings.cors_origins if cors_origins is None else cors_origins,
+            GreenApi(settings.greenapi_instances),
+            espo,
+        )
 
     @property
     def store(self) -> Store:
         if self._store is None:
+            assert self._make_store is not None
             self._store = self._make_store()
         return self._store
 
@@ -262,8 +293,12 @@ class Api:
             raise
         sent = ActivityIn(**outbound, status="sent", externalId=external_id(chat_id, id_message), meta=meta)
         logged = self.store.log_activity(tenant, sent, caller.viewer)
-        return {"success": True, "sent": {"chatId": chat_id, "idMessage": id_message, "message": text},
-                "activity": logged["activity"], "alerts": logged["alerts"]}
+        return {
+            "success": True,
+            "sent": {"chatId": chat_id, "idMessage": id_message, "message": text},
+            "activity": logged["activity"],
+            "alerts": logged["alerts"],
+        }
 
     def handle(self, request: Request, group: str | None = None) -> Response:
         """Answer `request` with the handlers of `group` (all of them when None)."""
@@ -277,8 +312,9 @@ class Api:
             try:
                 endpoint, args = url_map.bind_to_environ(request.environ).match()
             except _MethodNotAllowed as exc:
-                raise MethodNotAllowed(f"{request.method} is not allowed here",
-                                       {"allowed": sorted(exc.valid_methods or [])}) from None
+                raise MethodNotAllowed(
+                    f"{request.method} is not allowed here", {"allowed": sorted(exc.valid_methods or [])}
+                ) from None
             except HTTPException:
                 raise NotFound(f"no route for {request.path}") from None
             caller = None if endpoint in _SELF_AUTHENTICATED else self._access.identify(request)
@@ -295,8 +331,16 @@ class Api:
             response = _error(LeadwatchError("internal error", {"request_id": request_id}))
         response.headers["X-Request-Id"] = request_id
         self._cors.decorate(request, response)
-        log.info(json.dumps({
-            "request_id": request_id, "tenant": tenant, "route": endpoint, "method": request.method,
-            "status": response.status_code, "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-        }))
+        log.info(
+            json.dumps(
+                {
+                    "request_id": request_id,
+                    "tenant": tenant,
+                    "route": endpoint,
+                    "method": request.method,
+                    "status": response.status_code,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+                }
+            )
+        )
         return response

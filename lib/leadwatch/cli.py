@@ -26,13 +26,17 @@ def _dev(args: argparse.Namespace) -> int:
     from .store import PostgresStore
 
     settings = load_settings()
+    access: OpenAccess | VerifiedAccess
     if args.auth:
         access = VerifiedAccess(settings)
     elif ipaddress.ip_address(_resolve(args.host)).is_loopback:
         access = OpenAccess()
     else:
-        print("Refusing to serve the open dev mode on a non-loopback address: it trusts X-Tenant from anyone. "
-              "Use --auth to verify callers as the cloud does.", file=sys.stderr)
+        print(
+            "Refusing to serve the open dev mode on a non-loopback address: it trusts X-Tenant from anyone. "
+            "Use --auth to verify callers as the cloud does.",
+            file=sys.stderr,
+        )
         return 2
     database_url = args.database_url or settings.database_url
     if database_url:
@@ -51,17 +55,22 @@ def _dev(args: argparse.Namespace) -> int:
         store.close()  # the server's worker process opens its own connections
 
     base = f"http://{args.host}:{args.port}"
-    mode = ("AUTH MODE: callers are verified exactly as in the cloud (Bearer JWT, service key, scheduler token)."
-            if args.auth else
-            "!!! OPEN MODE: X-Tenant is trusted WITHOUT authentication. Loopback only; use --auth to verify. !!!")
-    print(f"""
+    mode = (
+        "AUTH MODE: callers are verified exactly as in the cloud (Bearer JWT, service key, scheduler token)."
+        if args.auth
+        else "!!! OPEN MODE: X-Tenant is trusted WITHOUT authentication. Loopback only; use --auth to verify. !!!"
+    )
+    print(
+        f"""
 leadwatch dev — serving every function on {base} over {where}.
 {mode}
 
   curl {base}/health
   curl {base}/api/alerts/active -H 'X-Tenant: {DEMO_TENANT}'
   curl -X POST {base}/api/alerts/sweep
-""", flush=True)
+""",
+        flush=True,
+    )
     api = Api.from_settings(settings, store, access, settings.cors_origins or DEV_CORS_ORIGINS)
     # Stopped by a supervisor (SIGTERM) as by Ctrl-C, the process exits and the embedded database stops too.
     serve(create_app(api), args.host, args.port)
@@ -80,8 +89,10 @@ def _migrate(args: argparse.Namespace) -> int:
     settings = load_settings()
     database_url = args.database_url or settings.database_url
     if not database_url:
-        raise ConfigError("leadwatch migrate needs DATABASE_URL (on Supabase: the project's direct connection "
-                          "string), or use `supabase db push`")
+        raise ConfigError(
+            "leadwatch migrate needs DATABASE_URL (on Supabase: the project's direct connection "
+            "string), or use `supabase db push`"
+        )
     applied = migrate(database_url)
     print("\n".join(f"applied {name}" for name in applied) or "nothing to apply: the database is up to date")
     return 0

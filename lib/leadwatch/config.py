@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .errors import ConfigError
 
@@ -27,16 +27,16 @@ class GreenApiInstance:
 class Settings:
     supabase_url: str | None = None
     supabase_service_key: str | None = None
-    supabase_jwt_secret: str | None = None   # verifies HS256 user tokens
-    scheduler_token: str | None = None       # LEADWATCH_SCHEDULER_TOKEN: may run the sweep
-    cors_origins: tuple[str, ...] = ()       # LEADWATCH_CORS_ORIGINS, comma-separated
+    supabase_jwt_secret: str | None = None  # verifies HS256 user tokens
+    scheduler_token: str | None = None  # LEADWATCH_SCHEDULER_TOKEN: may run the sweep
+    cors_origins: tuple[str, ...] = ()  # LEADWATCH_CORS_ORIGINS, comma-separated
     database_url: str | None = None
     espo_url: str | None = None
     espo_api_key: str | None = None
     greenapi_instances: tuple[GreenApiInstance, ...] = ()
     port: int = 8080
-    db_timeout: float = 5.0        # LEADWATCH_DB_TIMEOUT: seconds to wait for a database connection
-    db_pool_size: int = 5          # LEADWATCH_DB_POOL_SIZE
+    db_timeout: float = 5.0  # LEADWATCH_DB_TIMEOUT: seconds to wait for a database connection
+    db_pool_size: int = 5  # LEADWATCH_DB_POOL_SIZE
 
     @property
     def backend(self) -> str:
@@ -78,7 +78,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         supabase_service_key=get("SUPABASE_SERVICE_KEY"),
         supabase_jwt_secret=get("SUPABASE_JWT_SECRET"),
         scheduler_token=get("LEADWATCH_SCHEDULER_TOKEN"),
-        cors_origins=tuple(o.strip().rstrip("/") for o in (get("LEADWATCH_CORS_ORIGINS") or "").split(",") if o.strip()),
+        cors_origins=tuple(
+            o.strip().rstrip("/") for o in (get("LEADWATCH_CORS_ORIGINS") or "").split(",") if o.strip()
+        ),
         database_url=get("DATABASE_URL"),
         espo_url=get("ESPO_URL"),
         espo_api_key=get("ESPO_API_KEY"),
@@ -105,8 +107,13 @@ def require_backend(settings: Settings) -> Settings:
     return settings
 
 
-_INSTANCE_FIELDS = {"instanceId": "id", "token": "token", "apiUrl": "api_url", "webhookToken": "webhook_token",
-                    "tenant": "tenant"}
+_INSTANCE_FIELDS = {
+    "instanceId": "id",
+    "token": "token",
+    "apiUrl": "api_url",
+    "webhookToken": "webhook_token",
+    "tenant": "tenant",
+}
 
 
 def _greenapi_instances(get) -> tuple[GreenApiInstance, ...]:
@@ -124,24 +131,46 @@ def _greenapi_instances(get) -> tuple[GreenApiInstance, ...]:
         for n, item in enumerate(items):
             unknown = set(item) - set(_INSTANCE_FIELDS)
             if unknown:
-                raise ConfigError(f"{name}[{n}] has unknown fields {sorted(unknown)}; known: {sorted(_INSTANCE_FIELDS)}")
+                raise ConfigError(
+                    f"{name}[{n}] has unknown fields {sorted(unknown)}; known: {sorted(_INSTANCE_FIELDS)}"
+                )
             fields = {_INSTANCE_FIELDS[k]: str(v) for k, v in item.items() if v not in (None, "")}
-            instances.append(_instance(fields, f"{name}[{n}].", {"id": "instanceId", "token": "token",
-                                                                 "webhook_token": "webhookToken", "tenant": "tenant"}))
+            instances.append(
+                _instance(
+                    fields,
+                    f"{name}[{n}].",
+                    {"id": "instanceId", "token": "token", "webhook_token": "webhookToken", "tenant": "tenant"},
+                )
+            )
         return tuple(instances)
     if not get("GREENAPI_INSTANCE_ID"):
         return ()
-    fields = {"id": get("GREENAPI_INSTANCE_ID"), "token": get("GREENAPI_TOKEN"), "api_url": get("GREENAPI_API_URL"),
-              "webhook_token": get("GREENAPI_WEBHOOK_TOKEN"), "tenant": get("LEADWATCH_GREENAPI_TENANT")}
-    return (_instance({k: v for k, v in fields.items() if v}, "", {
-        "id": "GREENAPI_INSTANCE_ID", "token": "GREENAPI_TOKEN", "webhook_token": "GREENAPI_WEBHOOK_TOKEN",
-        "tenant": "LEADWATCH_GREENAPI_TENANT"}),)
+    fields = {
+        "id": get("GREENAPI_INSTANCE_ID"),
+        "token": get("GREENAPI_TOKEN"),
+        "api_url": get("GREENAPI_API_URL"),
+        "webhook_token": get("GREENAPI_WEBHOOK_TOKEN"),
+        "tenant": get("LEADWATCH_GREENAPI_TENANT"),
+    }
+    return (
+        _instance(
+            {k: v for k, v in fields.items() if v},
+            "",
+            {
+                "id": "GREENAPI_INSTANCE_ID",
+                "token": "GREENAPI_TOKEN",
+                "webhook_token": "GREENAPI_WEBHOOK_TOKEN",
+                "tenant": "LEADWATCH_GREENAPI_TENANT",
+            },
+        ),
+    )
 
 
 def _instance(fields: dict[str, str], prefix: str, names: dict[str, str]) -> GreenApiInstance:
     for field, name in names.items():
         if not fields.get(field):
-            raise ConfigError(f"{prefix}{name} is missing: each Green-API instance needs an id, a token, "
-                              "a webhook token and a tenant")
+            raise ConfigError(
+                f"{prefix}{name} is missing: each Green-API instance needs an id, a token, a webhook token and a tenant"
+            )
     fields["api_url"] = fields.get("api_url", GREENAPI_DEFAULT_URL).rstrip("/")
     return GreenApiInstance(**fields)

@@ -22,15 +22,18 @@ class CorsPolicy:
     def preflight(self, request: Request) -> Response:
         """204 with the allowed methods and headers for a configured origin; 403 for any other."""
         origin = request.headers.get("Origin")
-        if not self.allows(origin):
+        if origin is None or not self.allows(origin):
             return Response(status=403, headers={"Vary": "Origin"})
-        return Response(status=204, headers={
-            "Access-Control-Allow-Origin": origin,
-            "Access-Control-Allow-Methods": ALLOWED_METHODS,
-            "Access-Control-Allow-Headers": ALLOWED_HEADERS,
-            "Access-Control-Max-Age": "600",
-            "Vary": "Origin",
-        })
+        return Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": ALLOWED_METHODS,
+                "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
 
     def decorate(self, request: Request, response: Response) -> None:
         origin = request.headers.get("Origin")

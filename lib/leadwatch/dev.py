@@ -45,8 +45,14 @@ def serve(app: Flask, host: str, port: int, *, threads: int = THREADS) -> None:
 
     class Server(BaseApplication):
         def load_config(self) -> None:
-            for name, value in {"bind": f"{host}:{port}", "workers": 1, "threads": threads, "timeout": 0,
-                                "graceful_timeout": 5, "loglevel": "error"}.items():
+            for name, value in {
+                "bind": f"{host}:{port}",
+                "workers": 1,
+                "threads": threads,
+                "timeout": 0,
+                "graceful_timeout": 5,
+                "loglevel": "error",
+            }.items():
                 self.cfg.set(name, value)
 
         def load(self) -> Flask:

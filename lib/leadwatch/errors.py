@@ -10,7 +10,7 @@ class LeadwatchError(Exception):
 
     status = 500
     code = "internal_error"
-    retry_after: int | None = None   # seconds, sent as Retry-After
+    retry_after: int | None = None  # seconds, sent as Retry-After
 
     def __init__(self, message: str, details: Any = None) -> None:
         super().__init__(message)

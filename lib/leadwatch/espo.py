@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .models import LeadIn
@@ -24,11 +23,17 @@ class EspoCrm:
 
         from .models import LeadIn
 
-        params = {"where[0][type]": "equals", "where[0][attribute]": "phoneNumber", "where[0][value]": phone,
-                  "maxSize": 1, "select": "id,name,emailAddress,phoneNumber,assignedUserId"}
+        params: dict[str, Any] = {
+            "where[0][type]": "equals",
+            "where[0][attribute]": "phoneNumber",
+            "where[0][value]": phone,
+            "maxSize": 1,
+            "select": "id,name,emailAddress,phoneNumber,assignedUserId",
+        }
         try:
-            response = httpx.get(f"{self._url}/api/v1/Lead", params=params, headers={"X-Api-Key": self._key},
-                                 timeout=self._timeout)
+            response = httpx.get(
+                f"{self._url}/api/v1/Lead", params=params, headers={"X-Api-Key": self._key}, timeout=self._timeout
+            )
             response.raise_for_status()
             found = response.json().get("list") or []
         except (httpx.HTTPError, ValueError, AttributeError):
@@ -37,7 +42,7 @@ class EspoCrm:
         if not found:
             return None
         lead = found[0]
-        fields = {"leadId": str(lead["id"]), "name": lead.get("name") or None, "phone": phone}
+        fields: dict[str, Any] = {"leadId": str(lead["id"]), "name": lead.get("name") or None, "phone": phone}
         try:
             return LeadIn(**fields, email=lead.get("emailAddress") or None)
         except ValidationError:  # an address our directory would refuse: keep the lead without it

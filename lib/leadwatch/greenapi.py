@@ -12,7 +12,7 @@ import hmac
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .config import GreenApiInstance
@@ -20,8 +20,8 @@ from .errors import BadRequest, LeadwatchError, Unauthorized
 
 MESSAGE_DIRECTIONS = {
     "incomingMessageReceived": "in",
-    "outgoingMessageReceived": "out",      # sent from the phone
-    "outgoingAPIMessageReceived": "out",   # sent through the API (our own sends come back this way)
+    "outgoingMessageReceived": "out",  # sent from the phone
+    "outgoingAPIMessageReceived": "out",  # sent through the API (our own sends come back this way)
 }
 # Where each message type keeps its text (captions for media).
 _TEXT_PATHS = {
@@ -85,7 +85,9 @@ def phone_of(chat_id: str, sender_phone: Any = None) -> str | None:
     return f"+{digits}" if _DIGITS.match(digits) else None
 
 
-def read_notification(payload: dict[str, Any], instance: GreenApiInstance) -> WhatsAppActivity | DeliveryStatus | Ignored:
+def read_notification(
+    payload: dict[str, Any], instance: GreenApiInstance
+) -> WhatsAppActivity | DeliveryStatus | Ignored:
     """What a notification means for leadwatch; BadRequest (400) names what is malformed."""
     kind = _required(payload, "typeWebhook", str)
     instance_data = _required(payload, "instanceData", dict)
@@ -115,16 +117,22 @@ def read_notification(payload: dict[str, Any], instance: GreenApiInstance) -> Wh
         chat_id = _required(payload, "chatId", str)
         if chat_id.endswith("@g.us"):
             return Ignored("group chat")
-        return DeliveryStatus(external_id(chat_id, _required(payload, "idMessage", str)),
-                              _required(payload, "status", str))
+        return DeliveryStatus(
+            external_id(chat_id, _required(payload, "idMessage", str)), _required(payload, "status", str)
+        )
     if kind == "incomingCall":
         caller = _required(payload, "from", str)
         if caller.endswith("@g.us"):
             return Ignored("group call")
         return WhatsAppActivity(
-            chat_id=caller, phone=phone_of(caller), sender_name=None, direction="in", channel="call",
-            text=None, occurred_at=_time(payload),
-            external_id=external_id(caller, _required(payload, "idMessage", str)),   # one per call, whatever its status
+            chat_id=caller,
+            phone=phone_of(caller),
+            sender_name=None,
+            direction="in",
+            channel="call",
+            text=None,
+            occurred_at=_time(payload),
+            external_id=external_id(caller, _required(payload, "idMessage", str)),  # one per call, whatever its status
             meta={**meta, "callStatus": payload.get("status")},
         )
     return Ignored(kind)  # stateInstanceChanged, quotaExceeded, and types we do not know
@@ -141,7 +149,7 @@ def _time(payload: dict[str, Any]) -> datetime:
     seconds = payload.get("timestamp")
     if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
         raise BadRequest("timestamp is missing or not UNIX seconds", {"field": "timestamp"})
-    return datetime.fromtimestamp(seconds, timezone.utc)
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _text(message: dict[str, Any], type_message: str) -> str | None:
@@ -155,11 +163,13 @@ def _text(message: dict[str, Any], type_message: str) -> str | None:
 
 # Sending -----------------------------------------------------------------------------------------
 
+
 class WhatsAppError(LeadwatchError):
     """Green-API refused or failed a send; `code` names the cause."""
 
-    def __init__(self, code: str, message: str, status: int = 502, details: Any = None,
-                 retry_after: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, status: int = 502, details: Any = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message, details)
         self.code, self.status, self.retry_after = code, status, retry_after
 
@@ -176,7 +186,7 @@ class GreenApi:
     def __init__(self, instances: tuple[GreenApiInstance, ...], *, attempts: int = 4, timeout: float = 20.0) -> None:
         self.instances = instances
         self._attempts, self._timeout = attempts, timeout
-        self._http = None
+        self._http: Any = None
         self._lock = threading.Lock()
 
     def verify_webhook(self, request) -> GreenApiInstance:
@@ -185,7 +195,9 @@ class GreenApi:
         scheme, _, token = header.partition(" ")
         found = None
         for instance in self.instances:  # every comparison runs, so timing tells nothing
-            if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), instance.webhook_token.encode()):
+            if scheme.lower() == "bearer" and hmac.compare_digest(
+                token.strip().encode(), instance.webhook_token.encode()
+            ):
                 found = instance
         if found is None:
             raise Unauthorized("unknown Green-API instance or wrong webhook token")
@@ -195,8 +207,12 @@ class GreenApi:
         for instance in self.instances:
             if instance.tenant == tenant:
                 return instance
-        raise WhatsAppError("whatsapp_not_configured", "no Green-API instance is configured for this tenant",
-                            status=409, details={"tenant": tenant})
+        raise WhatsAppError(
+            "whatsapp_not_configured",
+            "no Green-API instance is configured for this tenant",
+            status=409,
+            details={"tenant": tenant},
+        )
 
     @property
     def http(self):
@@ -216,8 +232,13 @@ class GreenApi:
 
         url = f"{instance.api_url}/waInstance{instance.id}/sendMessage/{instance.token}"
         try:
-            for attempt in stamina.retry_context(on=(_Retryable, httpx.ConnectError), attempts=self._attempts,
-                                                 timeout=self._timeout * self._attempts, wait_initial=0.5, wait_max=8):
+            for attempt in stamina.retry_context(
+                on=(_Retryable, httpx.ConnectError),
+                attempts=self._attempts,
+                timeout=self._timeout * self._attempts,
+                wait_initial=0.5,
+                wait_max=8,
+            ):
                 with attempt:
                     response = self.http.post(url, json={"chatId": chat_id, "message": message})
                     if response.status_code == 429 or response.status_code >= 500:
@@ -249,13 +270,20 @@ def _sent_or_raise(response) -> str:
         code, message = causes[status]
         raise WhatsAppError(code, message, details={"greenapi_status": status, "reason": detail})
     if status == 429:
-        raise WhatsAppError("whatsapp_rate_limited", "Green-API is rate limiting this instance, retry later",
-                            status=503, details={"greenapi_status": status}, retry_after=60)
+        raise WhatsAppError(
+            "whatsapp_rate_limited",
+            "Green-API is rate limiting this instance, retry later",
+            status=503,
+            details={"greenapi_status": status},
+            retry_after=60,
+        )
     if status >= 500:
-        raise WhatsAppError("whatsapp_unavailable", "Green-API is failing, retry later", status=502,
-                            details={"greenapi_status": status})
-    raise WhatsAppError("whatsapp_error", f"Green-API answered {status}", details={"greenapi_status": status,
-                                                                                    "reason": detail})
+        raise WhatsAppError(
+            "whatsapp_unavailable", "Green-API is failing, retry later", status=502, details={"greenapi_status": status}
+        )
+    raise WhatsAppError(
+        "whatsapp_error", f"Green-API answered {status}", details={"greenapi_status": status, "reason": detail}
+    )
 
 
 def _is_json(response) -> bool:

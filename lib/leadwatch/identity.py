@@ -16,8 +16,9 @@ import hmac
 import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .config import Settings
 from .errors import BadRequest, ConfigError, Forbidden, Unauthorized, Unavailable
@@ -38,8 +39,8 @@ class Viewer:
 
 @dataclass(frozen=True)
 class Caller:
-    kind: str                      # "user", "service", "scheduler" or "open" (dev)
-    tenant: str | None             # the tenant the caller acts in
+    kind: str  # "user", "service", "scheduler" or "open" (dev)
+    tenant: str | None  # the tenant the caller acts in
     user_id: str | None = None
     role: str | None = None
     viewer: Viewer | None = field(default=None, repr=False)
@@ -101,7 +102,7 @@ class _Jwks:
             keys = jwt.PyJWKSet.from_dict(response.json()).keys
         except (httpx.HTTPError, ValueError, jwt.PyJWTError):
             raise Unavailable("cannot fetch the signing keys of Supabase Auth, retry shortly") from None
-        self._keys = {k.key_id: k for k in keys}
+        self._keys = {k.key_id: k for k in keys if k.key_id}
         self._fetched = time.monotonic()
 
 
@@ -111,10 +112,16 @@ class VerifiedAccess:
     open = False
 
     def __init__(self, settings: Settings) -> None:
-        if not (settings.supabase_jwt_secret or settings.supabase_url or settings.supabase_service_key
-                or settings.scheduler_token):
-            raise ConfigError("no way to verify callers: set SUPABASE_JWT_SECRET or SUPABASE_URL (users), "
-                              "SUPABASE_SERVICE_KEY (servers) or LEADWATCH_SCHEDULER_TOKEN (the scheduler)")
+        if not (
+            settings.supabase_jwt_secret
+            or settings.supabase_url
+            or settings.supabase_service_key
+            or settings.scheduler_token
+        ):
+            raise ConfigError(
+                "no way to verify callers: set SUPABASE_JWT_SECRET or SUPABASE_URL (users), "
+                "SUPABASE_SERVICE_KEY (servers) or LEADWATCH_SCHEDULER_TOKEN (the scheduler)"
+            )
         self._settings = settings
         self._jwks = _Jwks(f"{settings.supabase_url}/auth/v1/.well-known/jwks.json") if settings.supabase_url else None
 
@@ -134,7 +141,7 @@ class VerifiedAccess:
 
     @staticmethod
     def _matches(given: str | None, expected: str | None) -> bool:
-        return bool(given and expected) and hmac.compare_digest(given.encode(), expected.encode())
+        return bool(given and expected) and hmac.compare_digest(str(given).encode(), str(expected).encode())
 
     def _verify(self, token: str) -> dict[str, Any]:
         import jwt
@@ -173,7 +180,8 @@ def _bearer(request) -> str:
 
 def _user(claims: Mapping[str, Any], token: str, named: str | None) -> Caller:
     """A signed-in user: tenant and role from app_metadata, checked against X-Tenant."""
-    app = claims.get("app_metadata") if isinstance(claims.get("app_metadata"), dict) else {}
+    metadata = claims.get("app_metadata")
+    app: dict[str, Any] = metadata if isinstance(metadata, dict) else {}
     role, own_tenant, user_id = app.get("role"), app.get("tenant_id"), claims.get("sub")
     if role not in ROLES:
         raise Forbidden("your account has no leadwatch role (app_metadata.role)")

@@ -30,7 +30,8 @@ def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(hashtext('leadwatch.migrate'))")
         try:
-            has_auth = conn.execute("select to_regprocedure('auth.jwt()') is not null").fetchone()[0]
+            row = conn.execute("select to_regprocedure('auth.jwt()') is not null").fetchone()
+            has_auth = bool(row and row[0])
             if not has_auth:  # plain Postgres: create what Supabase would provide
                 conn.execute(BOOTSTRAP.read_text())
             conn.execute(_HISTORY)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -49,8 +49,8 @@ class ActivityIn(_Input):
         if value is None:
             return None
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        if value > datetime.now(timezone.utc) + FUTURE_TOLERANCE:
+            value = value.replace(tzinfo=UTC)
+        if value > datetime.now(UTC) + FUTURE_TOLERANCE:
             raise ValueError("must not be more than 5 minutes in the future")
         return value
 
@@ -81,8 +81,13 @@ class LeadIn(_Input):
 
     def to_row(self) -> dict[str, Any]:
         return {
-            "lead_id": self.leadId, "name": self.name, "email": self.email, "phone": self.phone,
-            "owner_id": self.ownerId, "value": self.value, "currency": self.currency,
+            "lead_id": self.leadId,
+            "name": self.name,
+            "email": self.email,
+            "phone": self.phone,
+            "owner_id": self.ownerId,
+            "value": self.value,
+            "currency": self.currency,
             "preferred_channel": self.preferredChannel,
         }
 

@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings, require_backend
-from .errors import Conflict, Forbidden, LeadwatchError, NotFound, Unauthorized, Unavailable, ValidationFailed
 from .cursor import encode_cursor
+from .errors import Conflict, Forbidden, LeadwatchError, NotFound, Unauthorized, Unavailable, ValidationFailed
 
 if TYPE_CHECKING:  # pydantic models: imported by the handlers at first use, not at cold start
     from .greenapi import WhatsAppActivity
@@ -86,8 +86,9 @@ class Store:
     def upsert_leads(self, tenant: str, leads: list[LeadIn], viewer: Viewer | None = None) -> dict[str, Any]:
         return self._call("upsert_leads", viewer, p_tenant=tenant, p_leads=[lead.to_row() for lead in leads])
 
-    def list_lead_activities(self, tenant: str, lead_id: str, query: TimelineQuery,
-                             viewer: Viewer | None = None) -> dict[str, Any]:
+    def list_lead_activities(
+        self, tenant: str, lead_id: str, query: TimelineQuery, viewer: Viewer | None = None
+    ) -> dict[str, Any]:
         result = self._call(
             "list_lead_activities",
             viewer,
@@ -119,11 +120,13 @@ class Store:
         )
 
     def set_activity_status(self, tenant: str, channel: str, external_id: str, status: str) -> dict[str, Any]:
-        return self._call("set_activity_status", None, p_tenant=tenant, p_channel=channel,
-                          p_external_id=external_id, p_status=status)
+        return self._call(
+            "set_activity_status", None, p_tenant=tenant, p_channel=channel, p_external_id=external_id, p_status=status
+        )
 
-    def prepare_whatsapp(self, tenant: str, *, alert_id: str | None = None, lead_id: str | None = None,
-                         viewer: Viewer | None = None) -> dict[str, Any]:
+    def prepare_whatsapp(
+        self, tenant: str, *, alert_id: str | None = None, lead_id: str | None = None, viewer: Viewer | None = None
+    ) -> dict[str, Any]:
         """The lead to write to (and, for an alert, the message its rule sends)."""
         return self._call("prepare_whatsapp", viewer, p_tenant=tenant, p_alert_id=alert_id, p_lead_id=lead_id)
 
@@ -152,10 +155,16 @@ def _statement(function: str, names: tuple[str, ...]) -> str:
     """`select public.function(name => %(name)s, ...)`, composed once per function and set of arguments."""
     from psycopg import sql
 
-    return sql.SQL("select public.{}({})").format(
-        sql.Identifier(function),
-        sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in names),
-    ).as_string()
+    return (
+        sql.SQL("select public.{}({})")
+        .format(
+            sql.Identifier(function),
+            sql.SQL(", ").join(
+                sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in names
+            ),
+        )
+        .as_string()
+    )
 
 
 class PostgresStore(Store):
@@ -165,7 +174,7 @@ class PostgresStore(Store):
         self._url = database_url
         self._timeout = timeout
         self._pool_size = pool_size
-        self._pool = None
+        self._pool: Any = None
         self._lock = threading.Lock()
 
     def _connection(self):
@@ -180,8 +189,11 @@ class PostgresStore(Store):
                         max_size=self._pool_size,
                         timeout=self._timeout,
                         # UTC, as on Supabase: timestamps in answers read the same through both stores
-                        kwargs={"autocommit": True, "connect_timeout": max(1, int(self._timeout)),
-                                "options": "-c timezone=UTC"},
+                        kwargs={
+                            "autocommit": True,
+                            "connect_timeout": max(1, int(self._timeout)),
+                            "options": "-c timezone=UTC",
+                        },
                         open=False,
                     )
                     self._pool.open(wait=False)
@@ -205,8 +217,10 @@ class PostgresStore(Store):
                 # As the user: their role and claims for this transaction only, sent with the call
                 # in one pipeline (one network round trip, not four).
                 with conn.pipeline(), conn.transaction():
-                    conn.execute("select set_config('role', 'authenticated', true), "
-                                 "set_config('request.jwt.claims', %s, true)", [json.dumps(dict(viewer.claims))])
+                    conn.execute(
+                        "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
+                        [json.dumps(dict(viewer.claims))],
+                    )
                     cursor = conn.execute(statement, values)
                 return cursor.fetchone()
         except PoolTimeout:
@@ -232,7 +246,7 @@ class SupabaseStore(Store):
         self._url = url
         self._key = service_key
         self._timeout = timeout
-        self._client = None
+        self._client: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -242,8 +256,9 @@ class SupabaseStore(Store):
                 if self._client is None:
                     from supabase import ClientOptions, create_client
 
-                    options = ClientOptions(postgrest_client_timeout=self._timeout, auto_refresh_token=False,
-                                            persist_session=False)
+                    options = ClientOptions(
+                        postgrest_client_timeout=self._timeout, auto_refresh_token=False, persist_session=False
+                    )
                     self._client = create_client(self._url, self._key, options)
         return self._client
 
@@ -279,5 +294,7 @@ def make_store(settings: Settings) -> Store:
     """The store the configuration chooses: DATABASE_URL → PostgresStore, else SUPABASE_URL → SupabaseStore."""
     require_backend(settings)
     if settings.backend == "postgres":
+        assert settings.database_url
         return PostgresStore(settings.database_url, timeout=settings.db_timeout, pool_size=settings.db_pool_size)
+    assert settings.supabase_url and settings.supabase_service_key  # load_settings checks they go together
     return SupabaseStore(settings.supabase_url, settings.supabase_service_key)
