@@ -35,7 +35,8 @@ if fail and " ".join(args).startswith(fail):
     sys.exit(print("ERROR: (gcloud) PERMISSION_DENIED: the caller lacks a permission", file=sys.stderr) or 1)
 if args[:2] == ["secrets", "describe"]:
     if args[2] in os.environ.get("FAKE_MISSING_SECRETS", "").split():
-        sys.exit(print(f"ERROR: (gcloud.secrets.describe) NOT_FOUND: Secret [{{args[2]}}] not found", file=sys.stderr) or 1)
+        print(f"ERROR: (gcloud.secrets.describe) NOT_FOUND: Secret [{{args[2]}}]", file=sys.stderr)
+        sys.exit(1)
     print("projects/acme-prod/secrets/" + args[2])
 elif args[:2] == ["functions", "describe"]:
     print("{SWEEP_URL}")
