@@ -45,3 +45,9 @@ def assert_counts_exact(db):
         )
     }
     assert maintained == counted
+
+
+def row_counts(db) -> dict[str, int]:
+    """The number of rows of every table of the public schema (to show a request changed nothing)."""
+    tables = [r[0] for r in db.execute("select tablename from pg_tables where schemaname = 'public' order by 1")]
+    return {t: db.execute(f'select count(*) from public."{t}"').fetchone()[0] for t in tables}

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flask import Request, Response
@@ -19,6 +20,7 @@ from werkzeug.exceptions import MethodNotAllowed as _MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
 from .cors import CorsPolicy
+from .cursor import is_uuid
 from .errors import (
     BadRequest,
     Forbidden,
@@ -26,12 +28,21 @@ from .errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     Unauthorized,
     Unavailable,
     ValidationFailed,
 )
 from .espo import EspoCrm
-from .greenapi import DeliveryStatus, GreenApi, Ignored, WhatsAppError, external_id, read_notification
+from .greenapi import (
+    DeliveryStatus,
+    GreenApi,
+    Ignored,
+    Unreadable,
+    WhatsAppError,
+    external_id,
+    read_notification,
+)
 from .identity import Caller, OpenAccess, VerifiedAccess
 from .store import Store
 
@@ -41,6 +52,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("leadwatch.http")
 
 MAX_BODY_BYTES = 64 * 1024
+GREENAPI_MAX_BODY_BYTES = 1024 * 1024  # a notification is never refused for its size: a longer one is kept cut
+# After an early answer, what is left of an unread body is read and discarded up to this many bytes,
+# so the connection can serve the next request; a longer rest is not read: the answer closes it.
+DRAIN_BYTES = 1024 * 1024
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 # One deployed function per group; the dev server serves them all.
 GROUPS: dict[str, list[Rule]] = {
@@ -55,7 +71,10 @@ GROUPS: dict[str, list[Rule]] = {
         Rule("/api/leads", methods=["POST"], endpoint="upsert_leads"),
         Rule("/api/leads/<lead_id>/activities", methods=["GET"], endpoint="lead_activities"),
     ],
-    "whatsapp": [Rule("/api/whatsapp/send", methods=["POST"], endpoint="send_whatsapp")],
+    "whatsapp": [
+        Rule("/api/whatsapp/send", methods=["POST"], endpoint="send_whatsapp"),
+        Rule("/api/greenapi/rejected", methods=["GET"], endpoint="list_greenapi_rejected"),
+    ],
     "greenapi_webhook": [Rule("/webhooks/greenapi", methods=["POST"], endpoint="greenapi_webhook")],
     "health": [Rule("/health", methods=["GET"], endpoint="health")],
 }
@@ -129,10 +148,40 @@ def lead_activities(request: Request, caller: Caller, api: Api, lead_id: str) ->
 
 
 def greenapi_webhook(request: Request, caller: None, api: Api) -> tuple[int, dict]:
-    """A Green-API notification: 200 once stored or deliberately ignored, so Green-API stops resending;
-    any failure to store answers 5xx, so it resends."""
+    """A Green-API notification: 200 once stored, deliberately ignored, or kept as unreadable (a dead
+    letter), so Green-API stops resending and sends the next ones; 5xx only when it could not be
+    stored, so that Green-API resends it."""
     instance = api.greenapi.verify_webhook(request)
-    event = read_notification(_json_object(request, invalid=BadRequest), instance)
+    raw, cut = _greenapi_body(request)
+    from .safejson import clean, problem
+
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError):
+        return _reject_notification(api, instance, "the body is not valid JSON", raw)
+    if cut or not isinstance(payload, dict) or problem(payload):
+        storable = None  # kept as the bytes received
+    else:
+        storable = payload
+    try:
+        if cut:
+            raise Unreadable(f"the body is over {GREENAPI_MAX_BODY_BYTES // 1024} KiB; kept cut")
+        if not isinstance(payload, dict):
+            raise Unreadable("the body must be a JSON object")
+        return _store_notification(api, instance, read_notification(clean(payload), instance))
+    except Unavailable:
+        raise
+    except LeadwatchError as exc:
+        if exc.status >= 500:
+            raise
+        reason = exc.message
+    except Exception:  # a defect: logged with its traceback, and the notification kept, not lost
+        log.exception("unhandled error reading a Green-API notification", extra={"instance": instance.id})
+        reason = "internal error"
+    return _reject_notification(api, instance, reason, raw, storable)
+
+
+def _store_notification(api: Api, instance: Any, event: Any) -> tuple[int, dict]:
     if isinstance(event, Ignored):
         log.info(json.dumps({"greenapi": "ignored", "reason": event.reason, "instance": instance.id}))
         return 200, {"success": True, "ignored": event.reason}
@@ -146,6 +195,38 @@ def greenapi_webhook(request: Request, caller: None, api: Api) -> tuple[int, dic
             api.store.upsert_leads(instance.tenant, [lead])
         result = api.store.log_whatsapp(instance.tenant, event)
     return 200, {"success": True, **result}
+
+
+def _greenapi_body(request: Request) -> tuple[bytes, bool]:
+    """The notification's body (at most GREENAPI_MAX_BODY_BYTES), and whether it was cut there."""
+    try:
+        raw = request.stream.read(GREENAPI_MAX_BODY_BYTES + 1)
+    except (OSError, HTTPException):
+        request.environ["leadwatch.close"] = True
+        raise RequestTimeout("the body did not arrive in time") from None
+    return raw[:GREENAPI_MAX_BODY_BYTES], len(raw) > GREENAPI_MAX_BODY_BYTES
+
+
+def _reject_notification(
+    api: Api, instance: Any, reason: str, raw: bytes, payload: dict | None = None
+) -> tuple[int, dict]:
+    """Keep an unreadable notification whole (its JSON, else its bytes) and answer 200."""
+    result = api.store.reject_greenapi(
+        instance.tenant, instance.id, reason, payload=payload, raw=None if payload is not None else raw
+    )
+    log.warning(
+        json.dumps({"greenapi": "rejected", "reason": reason, "instance": instance.id, "tenant": instance.tenant})
+    )
+    return 200, {"success": True, "rejected": {**result, "reason": reason}}
+
+
+def list_greenapi_rejected(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
+    """The tenant's Green-API notifications that could not be read (admins, managers, the service)."""
+    from .models import RejectedQuery, parse
+
+    tenant = caller.require_tenant()
+    query = parse(RejectedQuery, request.args.to_dict())
+    return 200, {"success": True, **api.store.list_greenapi_rejected(tenant, query, caller.viewer)}
 
 
 def health(request: Request, caller: None, api: Api) -> tuple[int, dict]:
@@ -171,6 +252,7 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict]]] = {
     "upsert_leads": upsert_leads,
     "lead_activities": lead_activities,
     "greenapi_webhook": greenapi_webhook,
+    "list_greenapi_rejected": list_greenapi_rejected,
     "health": health,
 }
 
@@ -179,24 +261,76 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict]]] = {
 
 
 def _alert_id(value: str) -> str:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        raise NotFound("alert not found", {"field": "id"}) from None
+    """An alert id is a UUID in canonical form (8-4-4-4-12 hex); anything else names no alert."""
+    if not is_uuid(value):
+        raise NotFound("alert not found", {"field": "id"})
     return value
 
 
-def _json_body(request: Request) -> Any:
-    """The request's JSON body: 413 over the limit (checked before reading it), 400 when not JSON."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is over {MAX_BODY_BYTES // 1024} KiB")
-    raw = request.stream.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is over {MAX_BODY_BYTES // 1024} KiB")
+def _raw_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request's body, at most `limit` bytes: 413 over it (checked before reading when the length
+    is announced), 408 when the client stops sending, 400 when it hangs up."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body is over {limit // 1024} KiB")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("the body is not valid JSON", {"reason": str(exc)}) from None
+        raw = request.stream.read(limit + 1)
+    except (OSError, HTTPException):  # a read timeout (dev server) or a client gone mid-body
+        request.environ["leadwatch.close"] = True
+        raise RequestTimeout("the body did not arrive in time") from None
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"the body is over {limit // 1024} KiB")
+    return raw
+
+
+def _json_body(request: Request) -> Any:
+    """The request's JSON body: 413 over the limit, 400 when not JSON, 422 naming the field when
+    it holds what cannot be stored (NUL, lone surrogates, NaN, nesting, too many members)."""
+    from .safejson import JsonProblem, load_json
+
+    raw = _raw_body(request)
+    try:
+        return load_json(raw)
+    except JsonProblem as exc:
+        raise ValidationFailed(
+            "the request has invalid fields", [{"field": exc.field, "message": exc.message}]
+        ) from None
+    except ValueError as exc:
+        raise BadRequest("the body is not valid JSON", {"reason": str(exc)[:200]}) from None
+
+
+def _check_text(request: Request, args: Mapping[str, Any]) -> None:
+    """Path and query parameters hold no NUL or lone surrogate (422 naming the parameter)."""
+    from .safejson import bad_text
+
+    named = [(_camel(name), value) for name, value in args.items() if isinstance(value, str)]
+    named += [(name, value) for name, values in request.args.lists() for value in [name, *values]]
+    for name, value in named:
+        reason = bad_text(value)
+        if reason:
+            field = name if bad_text(name) is None else "query"
+            raise ValidationFailed("the request has invalid fields", [{"field": field, "message": reason}])
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _body_finished(request: Request) -> bool:
+    """Read and discard what the handler left of the body, up to DRAIN_BYTES: True when nothing is left,
+    so the connection can carry the next request; False when it must close."""
+    if request.environ.get("leadwatch.close"):
+        return False
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES + DRAIN_BYTES:
+        return False
+    try:
+        stream = request.stream
+        for _ in range(DRAIN_BYTES // 65536 + 1):
+            if not stream.read(65536):
+                return True
+    except (OSError, HTTPException):
+        return False
+    return False
 
 
 def _json_object(request: Request, invalid: type[LeadwatchError] = ValidationFailed) -> dict[str, Any]:
@@ -207,7 +341,8 @@ def _json_object(request: Request, invalid: type[LeadwatchError] = ValidationFai
 
 
 def _respond(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
-    response = Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")
+    text = json.dumps(body, ensure_ascii=False).encode("utf-8", "replace")  # "replace": never fail to answer
+    response = Response(text, status=status, mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
     for name, value in (headers or {}).items():
@@ -303,7 +438,9 @@ class Api:
     def handle(self, request: Request, group: str | None = None) -> Response:
         """Answer `request` with the handlers of `group` (all of them when None)."""
         started = time.perf_counter()
-        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        request_id = request.headers.get("X-Request-Id", "")
+        if not _REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
         endpoint, tenant = None, None
         if self._cors.is_preflight(request):
             return self._cors.preflight(request)
@@ -317,6 +454,7 @@ class Api:
                 ) from None
             except HTTPException:
                 raise NotFound(f"no route for {request.path}") from None
+            _check_text(request, args)
             caller = None if endpoint in _SELF_AUTHENTICATED else self._access.identify(request)
             if caller is not None:
                 tenant = caller.tenant
@@ -326,9 +464,11 @@ class Api:
             response = _respond(status, body)
         except LeadwatchError as exc:
             response = _error(exc)
-        except Exception:
-            log.exception("unhandled error", extra={"request_id": request_id})
+        except Exception:  # a defect: one log record, its traceback inside, and the request id to find it
+            log.exception("unhandled error", extra={"request_id": request_id, "route": endpoint})
             response = _error(LeadwatchError("internal error", {"request_id": request_id}))
+        if not _body_finished(request):
+            response.headers["Connection"] = "close"  # the dev server closes; the cloud's front end buffers
         response.headers["X-Request-Id"] = request_id
         self._cors.decorate(request, response)
         log.info(

@@ -29,9 +29,10 @@ THREADS = (os.cpu_count() or 1) * 4
 
 def serve(app: Flask, host: str, port: int, *, threads: int = THREADS) -> None:
     """Serve `app` the way functions-framework serves a deployed function: gunicorn, one worker
-    process with `threads` threads, kept-alive connections. Stopped (SIGINT or SIGTERM), it exits
-    the process (SystemExit), so exit handlers such as the embedded database's run. Without
-    gunicorn (Windows), Flask's own threaded server.
+    process with `threads` threads, kept-alive connections — with the worker of server.py, which stands
+    stalled clients and answers gunicorn's own errors in JSON, as the platform's front end would.
+    Stopped (SIGINT or SIGTERM), it exits the process (SystemExit), so exit handlers such as the
+    embedded database's run. Without gunicorn (Windows), Flask's own threaded server.
 
     The worker is a forked process: open no database connection in this one before calling this.
     """
@@ -52,6 +53,10 @@ def serve(app: Flask, host: str, port: int, *, threads: int = THREADS) -> None:
                 "timeout": 0,
                 "graceful_timeout": 5,
                 "loglevel": "error",
+                # Hostile clients: requests buffered before a thread takes them, stalled ones dropped,
+                # gunicorn's own errors as our JSON (server.py). Request line up to 4 KiB, as gunicorn's default.
+                "worker_class": "leadwatch.server.Worker",
+                "limit_request_line": 4094,
             }.items():
                 self.cfg.set(name, value)
 

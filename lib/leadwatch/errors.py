@@ -38,6 +38,12 @@ class MethodNotAllowed(LeadwatchError):
     status, code = 405, "method_not_allowed"
 
 
+class RequestTimeout(LeadwatchError):
+    """408: the client stopped sending its body."""
+
+    status, code = 408, "request_timeout"
+
+
 class Conflict(LeadwatchError):
     status, code = 409, "conflict"
 

@@ -4,6 +4,10 @@ Facts relied on are in shared/reference/GREENAPI.md: notifications carry `typeWe
 `instanceData.idInstance`, `timestamp` (seconds), `idMessage` (unique within a chat only, so the
 external id is chatId + idMessage), `senderData.chatId`; text lives in a field that depends on
 `typeMessage`; placeholders such as {{SWE001}} are not the sender's words.
+
+A notification is never refused for what it says: Green-API would resend it for a day and hold
+every later one behind it. What `read_notification` cannot read raises `Unreadable`, and the
+webhook keeps the notification whole in `greenapi_rejected` and answers 200.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from .config import GreenApiInstance
 from .errors import BadRequest, LeadwatchError, Unauthorized
+from .safejson import clean_text
 
 MESSAGE_DIRECTIONS = {
     "incomingMessageReceived": "in",
@@ -41,6 +46,12 @@ _TEXT_PATHS = {
 }
 _PLACEHOLDER = re.compile(r"^\s*\{\{SWE\d{3}\}\}\s*$")
 _DIGITS = re.compile(r"^[1-9][0-9]{6,14}$")
+# Notification times leadwatch believes: from 2001 to the year 9999 (seconds since the epoch).
+_EARLIEST, _LATEST = 1_000_000_000, 253_402_300_799
+
+
+class Unreadable(BadRequest):
+    """A notification leadwatch cannot read (unknown shape, absurd values): kept as a dead letter."""
 
 
 @dataclass(frozen=True)
@@ -88,11 +99,12 @@ def phone_of(chat_id: str, sender_phone: Any = None) -> str | None:
 def read_notification(
     payload: dict[str, Any], instance: GreenApiInstance
 ) -> WhatsAppActivity | DeliveryStatus | Ignored:
-    """What a notification means for leadwatch; BadRequest (400) names what is malformed."""
+    """What a notification means for leadwatch; Unreadable names what is malformed. Its text is
+    read cleaned of what PostgreSQL cannot store (NUL, lone surrogates)."""
     kind = _required(payload, "typeWebhook", str)
     instance_data = _required(payload, "instanceData", dict)
     if str(instance_data.get("idInstance")) != instance.id:
-        raise Unauthorized("the notification is for another instance than the token's")
+        raise Unreadable("the notification is for another instance than the token's", {"field": "instanceData"})
     meta = {"provider": "green-api", "instanceId": instance.id, "typeWebhook": kind}
 
     if kind in MESSAGE_DIRECTIONS:
@@ -104,8 +116,11 @@ def read_notification(
         type_message = _required(message, "typeMessage", str, "messageData.typeMessage")
         return WhatsAppActivity(
             chat_id=chat_id,
-            phone=phone_of(chat_id, sender.get("senderPhoneNumber")),
-            sender_name=sender.get("senderName") or sender.get("chatName") or sender.get("senderContactName") or None,
+            phone=phone_of(chat_id, _optional(sender, "senderPhoneNumber", (str, int))),
+            sender_name=_optional(sender, "senderName")
+            or _optional(sender, "chatName")
+            or _optional(sender, "senderContactName")
+            or None,
             direction=MESSAGE_DIRECTIONS[kind],
             channel="whatsapp",
             text=_text(message, type_message),
@@ -133,22 +148,32 @@ def read_notification(
             text=None,
             occurred_at=_time(payload),
             external_id=external_id(caller, _required(payload, "idMessage", str)),  # one per call, whatever its status
-            meta={**meta, "callStatus": payload.get("status")},
+            meta={**meta, "callStatus": _optional(payload, "status")},
         )
-    return Ignored(kind)  # stateInstanceChanged, quotaExceeded, and types we do not know
+    return Ignored(clean_text(kind)[:100])  # stateInstanceChanged, quotaExceeded, and types we do not know
 
 
 def _required(data: dict[str, Any], key: str, kind: type, name: str | None = None) -> Any:
     value = data.get(key)
-    if not isinstance(value, kind) or (kind is str and not value):
-        raise BadRequest(f"{name or key} is missing or not a {kind.__name__}", {"field": name or key})
-    return value
+    if not isinstance(value, kind) or (isinstance(value, str) and not 0 < len(value) <= 500):
+        raise Unreadable(f"{name or key} is missing or not a {kind.__name__}", {"field": name or key})
+    return clean_text(value) if isinstance(value, str) else value
+
+
+def _optional(data: dict[str, Any], key: str, kinds: type | tuple[type, ...] = str) -> Any:
+    """A field that may be absent or null, else of `kinds` (a string of at most 500 characters)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kinds) or isinstance(value, bool) or (isinstance(value, str) and len(value) > 500):
+        raise Unreadable(f"{key} is not a {getattr(kinds, '__name__', 'string or number')}", {"field": key})
+    return clean_text(value) if isinstance(value, str) else value
 
 
 def _time(payload: dict[str, Any]) -> datetime:
     seconds = payload.get("timestamp")
-    if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
-        raise BadRequest("timestamp is missing or not UNIX seconds", {"field": "timestamp"})
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or not _EARLIEST <= seconds <= _LATEST:
+        raise Unreadable("timestamp is missing or not UNIX seconds", {"field": "timestamp"})
     return datetime.fromtimestamp(seconds, UTC)
 
 
@@ -158,7 +183,7 @@ def _text(message: dict[str, Any], type_message: str) -> str | None:
     text = data.get(key) if isinstance(data, dict) else None
     if not isinstance(text, str) or not text.strip() or _PLACEHOLDER.match(text):
         return None
-    return text
+    return clean_text(text)
 
 
 # Sending -----------------------------------------------------------------------------------------

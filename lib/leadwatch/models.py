@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .cursor import decode_cursor
+from .cursor import MAX_CURSOR_LENGTH, decode_cursor
 from .errors import ValidationFailed
+from .safejson import problem
 
 Channel = Literal["whatsapp", "email", "call", "other"]
 Direction = Literal["in", "out"]
@@ -21,7 +22,20 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
-class _Input(BaseModel):
+class _Storable(BaseModel):
+    """Every field of every input model, whatever its type, is refused (422 naming it) when it holds
+    what PostgreSQL cannot store or JSON cannot say: NUL, lone surrogates, NaN, Infinity, deep nesting."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: Any, info: Any) -> Any:
+        found = problem(value, info.field_name or "body")
+        if found:
+            raise ValueError(found.message if found.field == info.field_name else f"{found.field} {found.message}")
+        return value
+
+
+class _Input(_Storable):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
 
@@ -116,25 +130,43 @@ class LeadsIn(BaseModel):
         return leads
 
 
-class _Query(BaseModel):
+class _Query(_Storable):
     model_config = ConfigDict(frozen=True, extra="ignore")
+    cursor_kind: ClassVar[str | None] = None  # the kind of cursor (cursor.KINDS) this listing issues
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: str | None = None
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR_LENGTH)
+
+    @field_validator("cursor")
+    @classmethod
+    def _issued_cursor(cls, value: str | None) -> str | None:
+        """A cursor that is not one this API issued (for this listing) is refused before any SQL."""
+        decode_cursor(value, cls.cursor_kind)
+        return value
 
     def decoded_cursor(self) -> dict[str, Any] | None:
-        return decode_cursor(self.cursor)
+        return decode_cursor(self.cursor, self.cursor_kind)
 
 
 class AlertQuery(_Query):
     """Query of GET /api/alerts/active."""
+
+    cursor_kind = "alerts"
 
     severity: Severity | None = None
     type: AlertType | None = None
     lead: str | None = Field(default=None, min_length=1, max_length=200)
 
 
+class RejectedQuery(_Query):
+    """Query of GET /api/greenapi/rejected (its cursor, as the timeline's, is a time and an id)."""
+
+    cursor_kind = "timeline"
+
+
 class TimelineQuery(_Query):
     """Query of GET /api/leads/{leadId}/activities."""
+
+    cursor_kind = "timeline"
 
 
 def parse(model: type[BaseModel], data: Any) -> Any:

@@ -20,7 +20,7 @@ from .errors import Conflict, Forbidden, LeadwatchError, NotFound, Unauthorized,
 if TYPE_CHECKING:  # pydantic models: imported by the handlers at first use, not at cold start
     from .greenapi import WhatsAppActivity
     from .identity import Viewer
-    from .models import ActivityIn, AlertQuery, LeadIn, TimelineQuery
+    from .models import ActivityIn, AlertQuery, LeadIn, RejectedQuery, TimelineQuery
 
 _ERRORS: dict[str, type[LeadwatchError]] = {
     "LW404": NotFound,
@@ -118,6 +118,26 @@ class Store:
             p_external_id=activity.external_id,
             p_create=create_lead,
         )
+
+    def reject_greenapi(
+        self, tenant: str, instance_id: str, reason: str, *, payload: dict | None = None, raw: bytes | None = None
+    ) -> dict[str, Any]:
+        """Keep a Green-API notification that could not be read: its JSON, else its bytes (service only)."""
+        return self._call(
+            "reject_greenapi_notification",
+            None,
+            p_tenant=tenant,
+            p_instance_id=instance_id,
+            p_reason=reason,
+            p_payload=payload,
+            p_raw=None if raw is None else "\\x" + raw.hex(),  # bytea's hex form, the same through both stores
+        )
+
+    def list_greenapi_rejected(self, tenant: str, query: RejectedQuery, viewer: Viewer | None = None) -> dict[str, Any]:
+        result = self._call(
+            "list_greenapi_rejected", viewer, p_tenant=tenant, p_limit=query.limit, p_cursor=query.decoded_cursor()
+        )
+        return {**result, "next_cursor": encode_cursor(result["next_cursor"])}
 
     def set_activity_status(self, tenant: str, channel: str, external_id: str, status: str) -> dict[str, Any]:
         return self._call(
