@@ -152,7 +152,12 @@ footer { margin-top: 10px; color: #4b5563; font-size: 0.8rem; }
 
 /** Sort as the reference's view does: high → med → low, then newest first. */
 function byDashboardOrder(a, b) {
-  return SEVERITIES.indexOf(a.severity) - SEVERITIES.indexOf(b.severity) || String(b.created_at).localeCompare(String(a.created_at)) || String(b.id).localeCompare(String(a.id))
+  return (
+    SEVERITIES.indexOf(a.severity) - SEVERITIES.indexOf(b.severity) ||
+    Date.parse(b.created_at) - Date.parse(a.created_at) ||
+    (b.created_at > a.created_at) - (b.created_at < a.created_at) || // microseconds
+    (b.id > a.id) - (b.id < a.id)
+  )
 }
 
 /** The snooze body for a choice: a duration the API reads, or a local time as an ISO instant. */

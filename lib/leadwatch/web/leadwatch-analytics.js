@@ -64,7 +64,7 @@ const STYLE = `
 header { display: flex; align-items: baseline; gap: 10px; flex-wrap: wrap; }
 h2 { font-size: 1.15rem; margin: 0; }
 h3 { font-size: 0.95rem; margin: 16px 0 6px; }
-.period { color: #4b5563; flex: 1; }
+.period { color: #4b5563; flex: 1; white-space: nowrap; }
 button { font: inherit; cursor: pointer; border-radius: 6px; border: 1px solid #9ca3af; background: #fff; color: #1f2937; padding: 3px 10px; }
 button:focus-visible { outline: 3px solid #2563eb; outline-offset: 2px; }
 .kpi { margin: 12px 0 0; font-size: 1rem; }
@@ -231,7 +231,7 @@ export class LeadwatchAnalyticsElement extends HTMLElement {
   #body(t) {
     const { status, data, error } = this.#state
     if (status === 'loading') return `<p class="state">${h(t.loading)}</p>`
-    if (status === 'unavailable') return `<p class="state" data-state="unavailable">${h(t.unavailable)}</p>`
+    if (status === 'unavailable') return `<p class="state">${h(t.unavailable)}</p>`
     if (status === 'error') {
       return `<div class="state" role="alert"><p><strong>${h(t.loadFailed)}</strong></p><p>${h(error?.message || '')}</p>
         <button type="button" data-do="refresh">${h(t.retry)}</button></div>`
