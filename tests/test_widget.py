@@ -101,17 +101,22 @@ def dev_server(tmp_path_factory, greenapi):
     process.wait(timeout=30)
 
 
+def _cannot_run(why: str):
+    """Skip the browser tests saying how to get a browser; fail instead where one is required (CI)."""
+    if os.environ.get("LEADWATCH_REQUIRE_BROWSER"):
+        pytest.fail(f"LEADWATCH_REQUIRE_BROWSER is set but {why}. {HOW_TO_INSTALL}")
+    pytest.skip(f"browser tests skipped: {why}. {HOW_TO_INSTALL}")
+
+
 @pytest.fixture(scope="module")
 def browser():
     executable = _chromium()
     if executable is None:
-        if os.environ.get("LEADWATCH_REQUIRE_BROWSER"):
-            pytest.fail(f"LEADWATCH_REQUIRE_BROWSER is set but no Chromium was found. {HOW_TO_INSTALL}")
-        pytest.skip(f"browser tests skipped: no Chromium found (looked for /usr/bin/chromium). {HOW_TO_INSTALL}")
+        _cannot_run("no Chromium found (looked for /usr/bin/chromium, chromium, chromium-browser, google-chrome)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip(f"browser tests skipped: playwright is not installed. {HOW_TO_INSTALL}")
+        _cannot_run("playwright is not installed")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield launched
@@ -306,7 +311,7 @@ def test_deployed_functions_do_not_serve_the_widget(database_url, monkeypatch):
 # The widget's states ---------------------------------------------------------------------------
 
 
-def test_demo_alerts_render_in_dashboard_order_with_severity_badges(dev_server, page):
+def test_demo_alerts_render_in_dashboard_order_with_severity_badges(page, dev_server):
     requested = []
     page.on("request", lambda r: requested.append(r.url))
     api = active_alerts(dev_server, "macrea")
@@ -331,7 +336,7 @@ def test_demo_alerts_render_in_dashboard_order_with_severity_badges(dev_server, 
     page.locator("leadwatch-alerts").screenshot(path=str(ARTIFACTS / "widget.png"))  # docs/widget.png
 
 
-def test_resolve_removes_the_alert_and_the_api_confirms_it(dev_server, page):
+def test_resolve_removes_the_alert_and_the_api_confirms_it(page, dev_server):
     seed(
         dev_server,
         "t-resolve",
@@ -353,7 +358,7 @@ def test_resolve_removes_the_alert_and_the_api_confirms_it(dev_server, page):
     shoot(page, "resolved")
 
 
-def test_failing_resolve_rolls_back_with_a_visible_error(dev_server, page):
+def test_failing_resolve_rolls_back_with_a_visible_error(page, dev_server):
     seed(dev_server, "t-rollback", A={"name": "Anna Roy", "history": [("in", 9)]})
     open_widget(page, dev_server, "t-rollback")
     [(alert_id, _, _)] = shown(page)
@@ -375,7 +380,7 @@ def test_failing_resolve_rolls_back_with_a_visible_error(dev_server, page):
     shoot(page, "resolve-failed")
 
 
-def test_new_alert_appears_after_a_manual_refresh(dev_server, page):
+def test_new_alert_appears_after_a_manual_refresh(page, dev_server):
     seed(dev_server, "t-refresh", A={"name": "Anna Roy", "history": [("in", 9)]})
     open_widget(page, dev_server, "t-refresh")
     seed(dev_server, "t-refresh", B={"name": "Bruno Roy", "history": [("in", 16)]})
@@ -385,7 +390,7 @@ def test_new_alert_appears_after_a_manual_refresh(dev_server, page):
     assert [a[1] for a in shown(page)] == ["Bruno Roy", "Anna Roy"]
 
 
-def test_list_refreshes_every_60_s_and_pauses_while_the_tab_is_hidden(dev_server, page):
+def test_list_refreshes_every_60_s_and_pauses_while_the_tab_is_hidden(page, dev_server):
     reads = []
     page.on("request", lambda r: reads.append(r.url) if "/api/alerts/active" in r.url else None)
     page.clock.install()
@@ -435,14 +440,14 @@ def test_list_refreshes_every_60_s_and_pauses_while_the_tab_is_hidden(dev_server
     ],
     ids=["fr", "en"],
 )
-def test_empty_state_says_the_reference_text(dev_server, page, lang, lines):
+def test_empty_state_says_the_reference_text(page, dev_server, lang, lines):
     open_widget(page, dev_server, "t-empty", lang=lang, state="empty")
     assert page.locator("leadwatch-alerts [data-state='empty'] p").all_inner_texts() == lines
     assert page.locator("leadwatch-alerts li.alert").count() == 0
     shoot(page, f"empty-{lang}")
 
 
-def test_error_state_when_the_api_is_down_then_retry(dev_server, page):
+def test_error_state_when_the_api_is_down_then_retry(page, dev_server):
     seed(dev_server, "t-down", A={"name": "Anna Roy", "history": [("in", 9)]})
     page.route("**/api/alerts/active*", lambda route: route.abort("connectionrefused"))
     open_widget(page, dev_server, "t-down", state="error")
@@ -455,7 +460,7 @@ def test_error_state_when_the_api_is_down_then_retry(dev_server, page):
     page.locator("leadwatch-alerts li.alert", has_text="Anna Roy").wait_for()
 
 
-def test_action_shows_what_was_sent_or_why_not(dev_server, page, greenapi):
+def test_action_shows_what_was_sent_or_why_not(page, dev_server, greenapi):
     seed(
         dev_server,
         WHATSAPP_TENANT,
@@ -489,7 +494,7 @@ def test_action_shows_what_was_sent_or_why_not(dev_server, page, greenapi):
 DESK_OPENAPI = {"openapi": "3.1.0", "paths": {"/api/alerts/{alert_id}/snooze": {}, "/api/alerts/bulk": {}}}
 
 
-def test_snooze_and_bulk_are_hidden_when_the_api_does_not_describe_them(dev_server, page):
+def test_snooze_and_bulk_are_hidden_when_the_api_does_not_describe_them(page, dev_server):
     seed(dev_server, "t-nodesk", A={"name": "Anna Roy", "history": [("in", 9)]})
     page.route("**/openapi.json", lambda route: fulfill_json(route, 200, {"openapi": "3.1.0", "paths": {}}))
     open_widget(page, dev_server, "t-nodesk")
@@ -502,7 +507,7 @@ def test_snooze_and_bulk_are_hidden_when_the_api_does_not_describe_them(dev_serv
     page.locator("leadwatch-alerts summary", has_text="Reporter").wait_for()
 
 
-def test_snooze_and_bulk_follow_the_alert_desk_contract(dev_server, page):
+def test_snooze_and_bulk_follow_the_alert_desk_contract(page, dev_server):
     alerts = seed(
         dev_server,
         "t-desk",
@@ -525,6 +530,11 @@ def test_snooze_and_bulk_follow_the_alert_desk_contract(dev_server, page):
     open_widget(page, dev_server, "t-desk")
     page.locator("leadwatch-alerts summary", has_text="Reporter").first.wait_for()
     anna = page.locator("leadwatch-alerts li.alert", has_text="Anna Roy")
+    menu = anna.locator("details.snooze")
+    anna.get_by_text("Reporter").click()
+    anna.get_by_role("button", name="Demain").focus()
+    page.keyboard.press("Escape")
+    assert menu.evaluate("d => !d.open") and deep_focus(page) == f"snooze:{alerts[1]['id']}"
     anna.get_by_text("Reporter").click()
     anna.get_by_role("button", name="4 h").click()
     anna.wait_for(state="detached")
@@ -552,7 +562,7 @@ def test_snooze_and_bulk_follow_the_alert_desk_contract(dev_server, page):
 # Analytics -------------------------------------------------------------------------------------
 
 
-def test_analytics_panel_draws_the_documented_shape(dev_server, page):
+def test_analytics_panel_draws_the_documented_shape(page, dev_server):
     asked = []
 
     def analytics(route):
@@ -579,7 +589,7 @@ def test_analytics_panel_draws_the_documented_shape(dev_server, page):
     shoot(page, "analytics")
 
 
-def test_analytics_panel_says_when_the_server_has_no_analytics(dev_server, page):
+def test_analytics_panel_says_when_the_server_has_no_analytics(page, dev_server):
     missing = {"success": False, "error": {"code": "not_found", "message": "no route for /api/alerts/analytics"}}
     page.route("**/api/alerts/analytics?*", lambda route: fulfill_json(route, 404, missing))
     page.goto(f"{dev_server}/?tenant=macrea")
@@ -587,7 +597,7 @@ def test_analytics_panel_says_when_the_server_has_no_analytics(dev_server, page)
     assert page.locator("leadwatch-analytics canvas").count() == 0
 
 
-def test_analytics_panel_draws_the_real_endpoint(dev_server, page):
+def test_analytics_panel_draws_the_real_endpoint(page, dev_server):
     status, body = call(dev_server, "GET", "/api/alerts/analytics", "macrea")
     if status == 404 and body["error"]["code"] == "not_found":
         pytest.skip(
@@ -606,7 +616,7 @@ def test_analytics_panel_draws_the_real_endpoint(dev_server, page):
 # Keyboard and accessibility ----------------------------------------------------------------------
 
 
-def test_keyboard_only_resolve(dev_server, page):
+def test_keyboard_only_resolve(page, dev_server):
     seed(
         dev_server,
         "t-keys",
@@ -631,7 +641,7 @@ def test_keyboard_only_resolve(dev_server, page):
 
 
 @pytest.mark.parametrize("state", ["list", "empty", "error", "analytics"])
-def test_axe_finds_no_serious_violation(dev_server, page, state):
+def test_axe_finds_no_serious_violation(page, dev_server, state):
     tenant = {"list": "macrea", "empty": "t-axe-empty", "error": "t-axe-error", "analytics": "t-axe-empty"}[state]
     if state == "error":
         page.route("**/api/alerts/active*", lambda route: route.abort("connectionrefused"))

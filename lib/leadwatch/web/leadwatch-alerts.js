@@ -229,7 +229,10 @@ export class LeadwatchAlertsElement extends HTMLElement {
   }
   set getToken(fn) {
     this.#getToken = typeof fn === 'function' ? fn : null
-    if (this.isConnected) this.refresh()
+    if (this.isConnected && this.shadowRoot) {
+      this.#detectFeatures()
+      this.refresh()
+    }
   }
 
   connectedCallback() {
@@ -460,6 +463,13 @@ export class LeadwatchAlertsElement extends HTMLElement {
       </section>`
     root.addEventListener('click', (event) => this.#onClick(event))
     root.addEventListener('change', (event) => this.#onChange(event))
+    root.addEventListener('keydown', (event) => {
+      const menu = event.key === 'Escape' && event.target.closest('details[open]')
+      if (menu) {
+        menu.open = false
+        menu.querySelector('summary').focus()
+      }
+    })
   }
 
   #onClick(event) {
