@@ -112,7 +112,12 @@ def _cannot_run(why: str):
 def browser():
     executable = _chromium()
     if executable is None:
-        _cannot_run("no Chromium found (looked for /usr/bin/chromium, chromium, chromium-browser, google-chrome)")
+        wanted = os.environ.get("LEADWATCH_CHROMIUM")
+        _cannot_run(
+            f"LEADWATCH_CHROMIUM={wanted} does not exist"
+            if wanted
+            else "no Chromium found (looked for /usr/bin/chromium, chromium, chromium-browser, google-chrome)"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -605,12 +610,17 @@ def test_analytics_panel_draws_the_real_endpoint(page, dev_server):
             "against its documented shape by test_analytics_panel_draws_the_documented_shape"
         )
     assert status == 200, body
+    asked = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/alerts/analytics" in r.url else None)
     page.goto(f"{dev_server}/?tenant=macrea")
     page.locator("leadwatch-analytics section[data-state='ready']").wait_for()
+    real = call(dev_server, "GET", f"/api/alerts/analytics?{httpx.URL(asked[0]).query.decode()}", "macrea")[1]
+    assert sum(d["created"] for d in real["per_day"]) > 0, "the demo's alerts were created in this period"
     per_day = drawn(page, "per-day")
-    real = call(dev_server, "GET", f"/api/alerts/analytics?{httpx.URL(page.url).query.decode()}", "macrea")[1]
-    assert len(per_day["labels"]) == len(real["per_day"]) and per_day["painted"] > 2000
+    assert per_day["labels"] == [d["day"][5:] for d in real["per_day"]]
+    assert per_day["data"] == [[d[k] for d in real["per_day"]] for k in ("created", "resolved", "escalated")]
     assert drawn(page, "open-by-age")["data"] == [[b["count"] for b in real["open_by_age"]]]
+    assert per_day["painted"] > 2000
 
 
 # Keyboard and accessibility ----------------------------------------------------------------------

@@ -266,11 +266,13 @@ export class LeadwatchAlertsElement extends HTMLElement {
   /** Reload the first page of alerts (the refresh button, the 60 s timer, the return to the tab). */
   async refresh() {
     const seq = ++this.#seq
-    this.#set({ refreshing: true })
+    this.#set({ refreshing: true, status: this.#state.status === 'error' ? 'loading' : this.#state.status })
     try {
       const body = await callApi(this, 'GET', `/api/alerts/active?limit=${PAGE_SIZE}`)
       if (seq !== this.#seq) return
+      const listed = new Set(body.alerts.map((a) => a.id))
       this.#set({
+        selected: new Set([...this.#state.selected].filter((id) => listed.has(id))),
         status: 'ready',
         alerts: body.alerts.filter((a) => !this.#state.pending.has(a.id)).sort(byDashboardOrder),
         stats: this.#withoutPending(body.stats, body.alerts),
