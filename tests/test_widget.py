@@ -703,3 +703,19 @@ def test_deployed_mode_sends_the_users_token_from_get_token(db, database_url, pa
 
 def active_alerts_with(base, token):
     return httpx.get(f"{base}/api/alerts/active?limit=200", headers={"Authorization": f"Bearer {token}"}).json()
+
+
+def test_get_token_set_before_the_element_is_defined_is_kept(page, dev_server):
+    """A host page may set `getToken` before the module has loaded: the element upgrades it."""
+    seen = []
+    page.on("request", lambda r: seen.append(r.headers.get("authorization")) if "/api/alerts/active" in r.url else None)
+    page.goto(f"{dev_server}/health")  # any page of the same origin, without the element's module
+    page.evaluate(
+        """async () => {
+             document.body.innerHTML = '<leadwatch-alerts tenant="macrea"></leadwatch-alerts>'
+             document.querySelector('leadwatch-alerts').getToken = async () => 'early-token'
+             await import('/widget/leadwatch-alerts.js')
+           }"""
+    )
+    page.locator("leadwatch-alerts [data-state='list']").wait_for()
+    assert seen and set(seen) == {"Bearer early-token"}
