@@ -706,7 +706,8 @@ def active_alerts_with(base, token):
 
 
 def test_get_token_set_before_the_element_is_defined_is_kept(page, dev_server):
-    """A host page may set `getToken` before the module has loaded: the element upgrades it."""
+    """A host page may set `getToken` before the module has loaded: the element takes it over at its
+    upgrade, and a new token set later (a refreshed session) reloads the list with it at once."""
     seen = []
     page.on("request", lambda r: seen.append(r.headers.get("authorization")) if "/api/alerts/active" in r.url else None)
     page.goto(f"{dev_server}/health")  # any page of the same origin, without the element's module
@@ -719,3 +720,5 @@ def test_get_token_set_before_the_element_is_defined_is_kept(page, dev_server):
     )
     page.locator("leadwatch-alerts [data-state='list']").wait_for()
     assert seen and set(seen) == {"Bearer early-token"}
+    with page.expect_request(lambda r: r.headers.get("authorization") == "Bearer later-token", timeout=5000):
+        page.evaluate("() => { document.querySelector('leadwatch-alerts').getToken = async () => 'later-token' }")
