@@ -452,6 +452,20 @@ def test_empty_state_says_the_reference_text(page, dev_server, lang, lines):
     shoot(page, f"empty-{lang}")
 
 
+def test_loading_state_while_the_list_is_on_its_way(page, dev_server):
+    held = []
+    page.route("**/api/alerts/active*", lambda route: held.append(route))  # the request waits until the test lets it go
+    page.goto(f"{dev_server}/?tenant=macrea")
+    loading = page.locator("leadwatch-alerts [data-state='loading']")
+    loading.wait_for()
+    assert loading.inner_text() == "Chargement des alertes…"
+    assert page.locator("leadwatch-alerts section").get_attribute("aria-busy") == "true"
+    shoot(page, "loading")
+    held[0].continue_()
+    page.locator("leadwatch-alerts [data-state='list']").wait_for()
+    assert page.locator("leadwatch-alerts section").get_attribute("aria-busy") == "false"
+
+
 def test_error_state_when_the_api_is_down_then_retry(page, dev_server):
     seed(dev_server, "t-down", A={"name": "Anna Roy", "history": [("in", 9)]})
     page.route("**/api/alerts/active*", lambda route: route.abort("connectionrefused"))
