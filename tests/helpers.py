@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 
+import httpx
 from leadwatch.models import ActivityIn, LeadIn
 
 
@@ -51,3 +57,43 @@ def row_counts(db) -> dict[str, int]:
     """The number of rows of every table of the public schema (to show a request changed nothing)."""
     tables = [r[0] for r in db.execute("select tablename from pg_tables where schemaname = 'public' order by 1")]
     return {t: db.execute(f'select count(*) from public."{t}"').fetchone()[0] for t in tables}
+
+
+LEADWATCH = [sys.executable, "-m", "leadwatch.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def leadwatch_env(**extra) -> dict:
+    """This process's environment without the backend settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_SERVICE_KEY")}
+    return {**env, **extra}
+
+
+def start_dev(*args: str, env: dict | None = None, cwd=None, wait: float = 90) -> tuple[subprocess.Popen, str]:
+    """`leadwatch dev <args>` on a free port, once it answers /health: (process, base URL)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*LEADWATCH, "dev", "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env if env is not None else leadwatch_env(),
+        cwd=cwd,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            if process.poll() is not None:
+                raise RuntimeError(f"leadwatch dev exited: {process.stdout.read() if process.stdout else ''}") from None
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"leadwatch dev did not answer /health within {wait} s")

@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 import time
 
 import httpx
 import pytest
-from helpers import ago, log
-
-LEADWATCH = [sys.executable, "-m", "leadwatch.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_SERVICE_KEY")}
-    return {**env, **extra}
+from helpers import LEADWATCH, ago, log
+from helpers import free_port as _free_port
+from helpers import leadwatch_env as _env
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,14 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 
 
 def create_app(api: Api) -> Flask:
-    """A Flask app that hands every request to `api` (the handlers the cloud functions run)."""
-    app = Flask("leadwatch")
+    """A Flask app that hands every request to `api` (the handlers the cloud functions run), but for
+    the dashboard page at `GET /` and the widget's files at `GET /widget/<file>` (dev only)."""
+    from .widget import pages
 
-    @app.route("/", defaults={"path": ""}, methods=_METHODS)
+    app = Flask("leadwatch")
+    app.register_blueprint(pages)
+
+    @app.route("/", defaults={"path": ""}, methods=[m for m in _METHODS if m not in ("GET", "HEAD")])
     @app.route("/<path:path>", methods=_METHODS)
     def serve(path: str):
         return api.handle(request)
