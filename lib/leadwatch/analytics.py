@@ -45,8 +45,11 @@ class AnalyticsQuery(BaseModel):
         data = dict(data)
         if not data.get("to"):
             data["to"] = datetime.now(zone).date()
-        if not data.get("from") and isinstance(data["to"], date):
-            data["from"] = data["to"] - timedelta(days=DEFAULT_DAYS - 1)
+        if not data.get("from"):
+            try:
+                data["from"] = date.fromisoformat(str(data["to"])) - timedelta(days=DEFAULT_DAYS - 1)
+            except ValueError:
+                pass  # `to` is invalid: reported as such, and `from` as missing
         return data
 
     @field_validator("tz")

@@ -20,6 +20,9 @@ def create_app(api: Api) -> Flask:
     def serve(path: str):
         return api.handle(request)
 
+    # Paths Flask's own routing cannot match (a newline in them) get the API's JSON 404 too.
+    app.register_error_handler(404, lambda _: api.handle(request))
+
     return app
 
 
