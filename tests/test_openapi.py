@@ -103,3 +103,15 @@ def test_the_dev_app_answers_as_described(case, dev_app):
         headers={"X-Tenant": "acme"},
         excluded_checks=[ignored_auth, negative_data_rejection, positive_data_acceptance],
     )
+
+
+def test_the_dev_server_shows_the_description_with_the_vendored_viewer(client):
+    page = client.get("/docs")
+    viewer = client.get("/docs/vendor/redoc/redoc.standalone.js")
+
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert '<redoc spec-url="/openapi.json">' in html
+    assert 'src="/docs/vendor/redoc/redoc.standalone.js"' in html and "https://" not in html  # no CDN
+    assert viewer.status_code == 200 and viewer.mimetype == "text/javascript"
+    assert b"RedocStandalone" in viewer.get_data()
