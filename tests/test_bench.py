@@ -49,3 +49,17 @@ def test_bench_quick_run_prints_every_measure_with_its_baseline(tmp_path):
         [row] = [line for line in table if measure in line]
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert len(cells) == 6 and all(cells[:4]), row
+
+
+def test_analytics_bench_quick_run_prints_its_row_with_the_baseline(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.analytics", "--quick", "--data-dir", str(tmp_path / "bench")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("| analytics, 30 days")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1].startswith("p50 ") and cells[2].startswith("fetch-all + Python p50 "), row

@@ -93,3 +93,32 @@ def test_timeline_reads_the_lead_newest_first_from_its_index(scaled, db):
     text = "\n".join(plans_of(db, "select public.list_lead_activities('acme', 'L5', 20)"))
     assert ran(text, "idx_lead_activities_tenant_lead on lead_activities")
     assert not ran(text, "Seq Scan on lead_activities")
+
+
+def test_row_level_security_checks_an_agents_leads_once_per_query_not_once_per_row(db):
+    """The policies are planned with the query: an agent's own leads are read once (a hashed SubPlan),
+    not by a call of can_see_lead for every alert read."""
+    db.execute("""
+        insert into leads (tenant_id, lead_id, owner_id) select 'acme', 'L' || i, 'owner-' || (i % 50)
+        from generate_series(1, 2000) i""")
+    db.execute("""
+        insert into max_alerts (tenant_id, lead_id, type, severity, message)
+        select 'acme', 'L' || i, 'NoContact7d', 'med', 'x' from generate_series(1, 2000) i""")
+    db.execute("analyze")
+    claims = '{"role": "authenticated", "sub": "owner-7", "app_metadata": {"tenant_id": "acme", "role": "agent"}}'
+
+    with db.transaction():
+        db.execute(
+            "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)", [claims]
+        )
+        plan = "\n".join(
+            row[0]
+            for row in db.execute(
+                "explain (analyze, costs off) select count(*) from max_alerts where tenant_id = 'acme'"
+            )
+        )
+        (count,) = db.execute("select count(*) from max_alerts where tenant_id = 'acme'").fetchone()
+
+    assert count == 40  # the agent's own leads only
+    assert "can_see_lead" not in plan, plan
+    assert ran(plan, "hashed SubPlan"), plan

@@ -6,6 +6,7 @@ and the dev server (every group on one port) call, so both serve the very same h
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
@@ -60,9 +61,14 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 # One deployed function per group; the dev server serves them all.
 GROUPS: dict[str, list[Rule]] = {
-    "activities": [Rule("/api/activities/log", methods=["POST"], endpoint="log_activity")],
+    "activities": [
+        Rule("/api/activities/log", methods=["POST"], endpoint="log_activity"),
+        Rule("/api/activities/export.csv", methods=["GET"], endpoint="export_activities_csv"),
+    ],
     "alerts": [
         Rule("/api/alerts/active", methods=["GET"], endpoint="list_alerts"),
+        Rule("/api/alerts/analytics", methods=["GET"], endpoint="alert_analytics"),
+        Rule("/api/alerts/export.csv", methods=["GET"], endpoint="export_alerts_csv"),
         Rule("/api/alerts/<alert_id>/resolve", methods=["POST"], endpoint="resolve_alert"),
         Rule("/api/alerts/<alert_id>/action", methods=["POST"], endpoint="run_action"),
     ],
@@ -76,7 +82,10 @@ GROUPS: dict[str, list[Rule]] = {
         Rule("/api/greenapi/rejected", methods=["GET"], endpoint="list_greenapi_rejected"),
     ],
     "greenapi_webhook": [Rule("/webhooks/greenapi", methods=["POST"], endpoint="greenapi_webhook")],
-    "health": [Rule("/health", methods=["GET"], endpoint="health")],
+    "health": [
+        Rule("/health", methods=["GET"], endpoint="health"),
+        Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
+    ],
 }
 
 
@@ -237,12 +246,23 @@ def health(request: Request, caller: None, api: Api) -> tuple[int, dict]:
     return 200, {"status": "ok", "database": "ok"}
 
 
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """The handler `name` of `module`, imported at its first call rather than at every cold start."""
+
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module, __package__), name)(*args, **kwargs)
+
+    handler.__name__ = name
+    return handler
+
+
 # Who may call what: the sweep is for the scheduler and the service; the rest for users and servers.
 _CALLERS = {"sweep": {"scheduler", "service", "open"}}
 _DEFAULT_CALLERS = {"user", "service", "open"}
-_SELF_AUTHENTICATED = {"health", "greenapi_webhook"}  # health needs no credentials; the webhook checks its own
+# health and the API description need no credentials; the webhook checks its own
+_SELF_AUTHENTICATED = {"health", "greenapi_webhook", "openapi"}
 
-_HANDLERS: dict[str, Callable[..., tuple[int, dict]]] = {
+_HANDLERS: dict[str, Callable[..., tuple[int, dict] | Response]] = {
     "log_activity": log_activity,
     "list_alerts": list_alerts,
     "resolve_alert": resolve_alert,
@@ -254,6 +274,10 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict]]] = {
     "greenapi_webhook": greenapi_webhook,
     "list_greenapi_rejected": list_greenapi_rejected,
     "health": health,
+    "alert_analytics": _lazy(".analytics", "alert_analytics"),
+    "export_alerts_csv": _lazy(".exports", "export_alerts_csv"),
+    "export_activities_csv": _lazy(".exports", "export_activities_csv"),
+    "openapi": _lazy(".openapi", "serve_openapi"),
 }
 
 
@@ -460,8 +484,8 @@ class Api:
                 tenant = caller.tenant
                 if caller.kind not in _CALLERS.get(endpoint, _DEFAULT_CALLERS):
                     raise Forbidden(f"a {caller.kind} caller may not call {endpoint}")
-            status, body = _HANDLERS[endpoint](request, caller, self, **args)
-            response = _respond(status, body)
+            result = _HANDLERS[endpoint](request, caller, self, **args)
+            response = result if isinstance(result, Response) else _respond(*result)  # a Response streams
         except LeadwatchError as exc:
             response = _error(exc)
         except Exception:  # a defect: one log record, its traceback inside, and the request id to find it

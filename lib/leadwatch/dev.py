@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from flask import Flask, request
+from flask import Flask, request, send_from_directory
 
 from .api import Api
 
+_WEB = Path(__file__).parent / "web"
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 
 
@@ -23,6 +25,18 @@ def create_app(api: Api) -> Flask:
     @app.route("/<path:path>", methods=_METHODS)
     def serve(path: str):
         return api.handle(request)
+
+    @app.get("/docs")
+    def docs():
+        """A readable page of the API description (/openapi.json), drawn by the vendored Redoc."""
+        return send_from_directory(_WEB, "docs.html")
+
+    @app.get("/docs/vendor/redoc/redoc.standalone.js")
+    def docs_viewer():
+        return send_from_directory(_WEB / "vendor" / "redoc", "redoc.standalone.js", mimetype="text/javascript")
+
+    # Paths Flask's own routing cannot match (a newline in them) get the API's JSON 404 too.
+    app.register_error_handler(404, lambda _: api.handle(request))
 
     return app
 

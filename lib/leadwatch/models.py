@@ -77,7 +77,7 @@ class LeadIn(_Input):
     email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
     phone: str | None = None
     ownerId: str | None = Field(default=None, max_length=200)
-    value: float | None = Field(default=None, ge=0, le=1e12)
+    value: float | None = Field(default=None, ge=0, le=999_999_999_999.99)  # numeric(14, 2)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     preferredChannel: Channel | None = None
 

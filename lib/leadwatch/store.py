@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings, require_backend
@@ -18,6 +18,8 @@ from .cursor import encode_cursor
 from .errors import Conflict, Forbidden, LeadwatchError, NotFound, Unauthorized, Unavailable, ValidationFailed
 
 if TYPE_CHECKING:  # pydantic models: imported by the handlers at first use, not at cold start
+    from .analytics import AnalyticsQuery
+    from .exports import ActivityExportQuery, AlertExportQuery
     from .greenapi import WhatsAppActivity
     from .identity import Viewer
     from .models import ActivityIn, AlertQuery, LeadIn, RejectedQuery, TimelineQuery
@@ -150,6 +152,42 @@ class Store:
         """The lead to write to (and, for an alert, the message its rule sends)."""
         return self._call("prepare_whatsapp", viewer, p_tenant=tenant, p_alert_id=alert_id, p_lead_id=lead_id)
 
+    def alert_analytics(self, tenant: str, query: AnalyticsQuery, viewer: Viewer | None = None) -> dict[str, Any]:
+        return self._call("alert_analytics", viewer, p_tenant=tenant, p_from=query.start, p_to=query.end, p_tz=query.tz)
+
+    def export_alerts(
+        self, tenant: str, query: AlertExportQuery, cursor: dict | None, viewer: Viewer | None = None
+    ) -> dict[str, Any]:
+        """One page of the alerts export ({rows, next_cursor}); `cursor` is the previous page's."""
+        return self._call(
+            "export_alerts",
+            viewer,
+            p_tenant=tenant,
+            p_state=query.state,
+            p_severity=query.severity,
+            p_type=query.type,
+            p_lead_id=query.lead,
+            p_from=query.start,
+            p_to=query.end,
+            p_limit=query.page_size,
+            p_cursor=cursor,
+        )
+
+    def export_activities(
+        self, tenant: str, query: ActivityExportQuery, cursor: dict | None, viewer: Viewer | None = None
+    ) -> dict[str, Any]:
+        """One page of the activities export ({rows, next_cursor}); `cursor` is the previous page's."""
+        return self._call(
+            "export_activities",
+            viewer,
+            p_tenant=tenant,
+            p_lead_id=query.lead,
+            p_from=query.start,
+            p_to=query.end,
+            p_limit=query.page_size,
+            p_cursor=cursor,
+        )
+
     def _call(self, function: str, viewer: Viewer | None, **params: Any) -> Any:
         """Call a SQL function by name with named arguments; arguments left as None take their defaults.
 
@@ -167,7 +205,7 @@ class Store:
 
 
 def _json_ready(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
+    return value.isoformat() if isinstance(value, date) else value
 
 
 @functools.lru_cache(maxsize=256)

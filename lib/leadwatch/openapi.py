@@ -1,0 +1,327 @@
+"""The OpenAPI 3.1 description of leadwatch, generated, never hand-kept.
+
+Paths and methods come from the routing table (`leadwatch.api.GROUPS`); what each endpoint takes
+and answers comes from the pydantic models named in `OPERATIONS` (one row per endpoint name). A
+route added to GROUPS without its row here fails the test suite. Served at `GET /openapi.json`
+by every deployment (the `health` function): it names routes and shapes, never data or secrets.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, RootModel
+from pydantic.json_schema import models_json_schema
+
+from .analytics import AnalyticsQuery
+from .exports import ActivityExportQuery, AlertExportQuery
+from .models import ActivityIn, AlertQuery, LeadIn, LeadsIn, SendIn, TimelineQuery
+from .responses import (
+    ActivityLogged,
+    AlertList,
+    Analytics,
+    Error,
+    Health,
+    LeadsUpserted,
+    OpenApiDocument,
+    Resolved,
+    SweepResult,
+    Timeline,
+    WebhookAck,
+    WhatsAppSent,
+)
+
+if TYPE_CHECKING:
+    from flask import Request
+
+    from .api import Api
+
+Security = Literal["user", "scheduler", "webhook", "public"]
+_USER_ERRORS = (400, 401, 403, 422, 503)
+_BODY_ERRORS = (400, 401, 403, 413, 422, 503)
+_SEND_ERRORS = (*_BODY_ERRORS, 404, 409, 502, 504)
+
+
+class LeadsBody(RootModel[LeadIn | list[LeadIn] | LeadsIn]):
+    """One lead, a list of leads, or {"leads": [...]} (at most 1000)."""
+
+
+class GreenApiNotification(BaseModel):
+    """A Green-API webhook notification (incomingMessageReceived, outgoingMessageStatus, ...), as Green-API sends it."""
+
+    typeWebhook: str
+    instanceData: dict[str, Any] | None = None
+    timestamp: int | None = None
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    tag: str
+    response: type[BaseModel] | None  # the 200 body (None: a CSV file)
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    errors: tuple[int, ...] = _USER_ERRORS
+    security: Security = "user"
+    description: str = ""
+
+
+OPERATIONS: dict[str, Operation] = {
+    "log_activity": Operation(
+        "Log an activity of a lead and apply the rules it triggers",
+        "activities",
+        ActivityLogged,
+        body=ActivityIn,
+        errors=_BODY_ERRORS,
+        description="Idempotent on externalId: a replay answers the stored activity with duplicate: true.",
+    ),
+    "export_activities_csv": Operation(
+        "Export activities as CSV (streamed)",
+        "activities",
+        None,
+        query=ActivityExportQuery,
+    ),
+    "list_alerts": Operation(
+        "List active alerts, high to low then newest, with the stats",
+        "alerts",
+        AlertList,
+        query=AlertQuery,
+    ),
+    "alert_analytics": Operation(
+        "Alert analytics over a range of days",
+        "alerts",
+        Analytics,
+        query=AnalyticsQuery,
+        description="Per day created/resolved/escalated (days in `tz`), resolution within 24 h, time to resolve "
+        "(median, p90) by type and by owner, open alerts by age. An agent gets the figures of their own leads.",
+    ),
+    "export_alerts_csv": Operation(
+        "Export alerts as CSV (streamed)",
+        "alerts",
+        None,
+        query=AlertExportQuery,
+    ),
+    "resolve_alert": Operation(
+        "Resolve an alert by hand (idempotent)",
+        "alerts",
+        Resolved,
+        errors=(*_USER_ERRORS, 404),
+    ),
+    "run_action": Operation(
+        "Run the alert's suggested action (send its WhatsApp message)",
+        "alerts",
+        WhatsAppSent,
+        errors=_SEND_ERRORS,
+    ),
+    "sweep": Operation(
+        "Run the time-based rules for the leads that fell due",
+        "sweep",
+        SweepResult,
+        security="scheduler",
+        errors=(400, 401, 403, 503),
+    ),
+    "upsert_leads": Operation(
+        "Create or update leads",
+        "leads",
+        LeadsUpserted,
+        body=LeadsBody,
+        errors=_BODY_ERRORS,
+    ),
+    "lead_activities": Operation(
+        "A lead's timeline, newest first",
+        "leads",
+        Timeline,
+        query=TimelineQuery,
+        errors=(*_USER_ERRORS, 404),
+    ),
+    "send_whatsapp": Operation(
+        "Send a WhatsApp message to a lead and log it",
+        "whatsapp",
+        WhatsAppSent,
+        body=SendIn,
+        errors=_SEND_ERRORS,
+    ),
+    "greenapi_webhook": Operation(
+        "Green-API webhook (incoming messages and delivery statuses)",
+        "whatsapp",
+        WebhookAck,
+        body=GreenApiNotification,
+        security="webhook",
+        errors=(400, 401, 413, 503),
+    ),
+    "health": Operation("Is the service up and its database reachable?", "health", Health, security="public"),
+    "openapi": Operation("This description", "health", OpenApiDocument, security="public", errors=()),
+}
+
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "user": [{"bearer": []}, {"bearer": [], "tenant": []}, {"tenant": []}],
+    "scheduler": [{"bearer": []}, {"schedulerToken": []}, {"tenant": []}],
+    "webhook": [{"bearer": []}],
+    "public": [],
+}
+_STATUS_TEXT = {
+    400: "Bad request (malformed JSON, X-Tenant missing or malformed)",
+    401: "Not signed in, or the credentials are invalid",
+    403: "Not allowed for this caller or tenant",
+    404: "Not found (or not visible to the caller)",
+    409: "Conflict (e.g. no Green-API instance for this tenant)",
+    413: "Body over 64 KiB",
+    422: "Invalid field(s): details lists {field, message}",
+    502: "Green-API refused or failed the send",
+    503: "The database (or Green-API) is unavailable; retry after Retry-After",
+    504: "Green-API did not answer in time",
+}
+_REF = "#/components/schemas/{model}"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("leadwatch")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree without installing
+        return "0"
+
+
+def openapi_path(rule: str) -> tuple[str, list[str]]:
+    """A werkzeug rule (`/api/alerts/<alert_id>/resolve`) as an OpenAPI path, and its parameters."""
+    names = re.findall(r"<(?:[^:<>]+:)?([^<>]+)>", rule)
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule), names
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(by_alias=True, ref_template=_REF)
+    required = set(schema.get("required", ()))
+    defaulted = {name for name, prop in schema["properties"].items() if "default" in prop}
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": name in required and name not in defaulted and not _has_default_days(model, name),
+            "schema": {k: v for k, v in prop.items() if k not in ("title", "description")},
+            **({"description": prop["description"]} if "description" in prop else {}),
+        }
+        for name, prop in schema["properties"].items()
+    ]
+
+
+def _has_default_days(model: type[BaseModel], name: str) -> bool:
+    """AnalyticsQuery's from/to are required by the model but defaulted from the query before it."""
+    return model is AnalyticsQuery and name in ("from", "to")
+
+
+def _responses(name: str, operation: Operation) -> dict[str, Any]:
+    if operation.response is None:
+        ok = {
+            "description": "A CSV file (RFC 4180, UTF-8), sent as an attachment",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    else:
+        ok = {
+            "description": "OK",
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model=operation.response.__name__)}}},
+        }
+    responses: dict[str, Any] = {"200": ok}
+    if name == "health":
+        responses["503"] = {
+            "description": "The database is unreachable",
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model="Health")}}},
+        }
+    for status in operation.errors:
+        responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
+    return responses
+
+
+@functools.cache
+def openapi_spec() -> dict[str, Any]:
+    """The OpenAPI 3.1 document: every route of GROUPS, described by its row of OPERATIONS."""
+    from .api import GROUPS
+
+    models: set[type[BaseModel]] = {Error}
+    for operation in OPERATIONS.values():
+        models.update(m for m in (operation.response, operation.body) if m is not None)
+    _, top = models_json_schema(
+        [
+            (m, "validation" if m in {op.body for op in OPERATIONS.values()} else "serialization")
+            for m in sorted(models, key=lambda m: m.__name__)
+        ],
+        ref_template=_REF,
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for group, rules in GROUPS.items():
+        for rule in rules:
+            endpoint = str(rule.endpoint)
+            operation = OPERATIONS[endpoint]
+            path, names = openapi_path(rule.rule)
+            parameters = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+            if operation.query is not None:
+                parameters += _query_parameters(operation.query)
+            for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+                entry: dict[str, Any] = {
+                    "operationId": endpoint,
+                    "summary": operation.summary,
+                    "tags": [operation.tag],
+                    "security": _SECURITY[operation.security],
+                    "responses": _responses(endpoint, operation),
+                    "x-leadwatch-function": group,
+                }
+                if operation.description:
+                    entry["description"] = operation.description
+                if parameters:
+                    entry["parameters"] = parameters
+                if operation.body is not None:
+                    entry["requestBody"] = {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": _REF.format(model=operation.body.__name__)}}
+                        },
+                    }
+                paths.setdefault(path, {})[method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "leadwatch",
+            "version": _version(),
+            "description": "Living alerts for sales leads. Each group of paths is one deployed function "
+            "(x-leadwatch-function); `leadwatch dev` serves them all on one port, trusting X-Tenant.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": top.get("$defs", {}),
+            "responses": {
+                f"E{status}": {
+                    "description": text,
+                    "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
+                }
+                for status, text in _STATUS_TEXT.items()
+            },
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A Supabase Auth access token (users), or the service key (servers, "
+                    "naming the tenant with X-Tenant)",
+                },
+                "tenant": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Tenant",
+                    "description": "The tenant acted in: servers name it; `leadwatch dev` trusts it alone",
+                },
+                "schedulerToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Scheduler-Token",
+                    "description": "LEADWATCH_SCHEDULER_TOKEN: the scheduler may run the sweep only",
+                },
+            },
+        },
+    }
+
+
+def serve_openapi(request: Request, caller: None, api: Api) -> tuple[int, dict]:
+    return 200, openapi_spec()

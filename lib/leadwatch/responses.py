@@ -1,0 +1,221 @@
+"""What each route answers, as pydantic models: the source of the responses in the OpenAPI description.
+
+The handlers answer the SQL functions' JSON as it is; these models describe it (and the test suite,
+through schemathesis, checks every answer against them). Objects may carry more keys than listed.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from .models import AlertType, Channel, Direction, Severity
+
+
+class _Out(BaseModel):
+    pass
+
+
+class ErrorDetail(_Out):
+    code: str = Field(description="stable machine-readable code, e.g. validation_failed, not_found")
+    message: str
+    details: Any = Field(description="for 422, a list of {field, message}; else an object or null")
+
+
+class Error(_Out):
+    """Every error: {success: false, error: {code, message, details}}."""
+
+    success: Literal[False]
+    error: ErrorDetail
+
+
+class SuggestedAction(_Out):
+    label: dict[str, str] | str | None = None
+    action: str
+    params: dict[str, Any] | None = None
+
+
+class Alert(_Out):
+    id: str
+    tenant_id: str
+    lead_id: str
+    type: AlertType
+    severity: Severity
+    message: str
+    suggested_action: SuggestedAction | dict[str, Any] | None
+    created_at: datetime
+    escalated_at: datetime | None
+    resolved_at: datetime | None
+    lead_name: str | None
+    lead_email: str | None
+
+
+class AlertStats(_Out):
+    total: int
+    by_severity: dict[str, int]
+    by_type: dict[str, int]
+
+
+class AlertList(_Out):
+    success: Literal[True]
+    stats: AlertStats
+    alerts: list[Alert]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
+
+
+class ResolvedAlert(_Out):
+    id: str
+    type: AlertType
+    lead_id: str
+    resolved_at: datetime | None
+    resolved_by: str | None
+
+
+class Resolved(_Out):
+    success: Literal[True]
+    message: str
+    alert: ResolvedAlert
+
+
+class Activity(_Out):
+    id: str
+    tenant_id: str
+    lead_id: str
+    channel: Channel
+    direction: Direction
+    status: str | None
+    message_snippet: str | None
+    meta: dict[str, Any] | None
+    occurred_at: datetime
+    created_at: datetime | None
+    external_id: str | None
+
+
+class AlertChanges(_Out):
+    created: list[dict[str, Any]]
+    resolved: list[dict[str, Any]]
+
+
+class ActivityLogged(_Out):
+    success: Literal[True]
+    activity: Activity
+    alerts: AlertChanges
+    duplicate: bool = Field(description="true when this externalId was already stored (nothing changed)")
+
+
+class SentMessage(_Out):
+    chatId: str
+    idMessage: str
+    message: str
+
+
+class WhatsAppSent(_Out):
+    success: Literal[True]
+    sent: SentMessage
+    activity: Activity
+    alerts: AlertChanges
+
+
+class SweepResult(_Out):
+    success: Literal[True]
+    created: dict[str, int]
+    escalated: int
+    resolved: int
+    leads_checked: int
+    duration_ms: float
+
+
+class Lead(_Out):
+    lead_id: str
+    name: str | None
+    email: str | None
+    phone: str | None
+    owner_id: str | None
+    value: float | None
+    currency: str
+    preferred_channel: Channel | None
+    provisional: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class LeadsUpserted(_Out):
+    success: Literal[True]
+    upserted: int
+    leads: list[Lead]
+    merged: Any = Field(description="provisional leads merged into these ones, by phone")
+
+
+class Timeline(_Out):
+    success: Literal[True]
+    activities: list[Activity]
+    next_cursor: str | None
+
+
+class WebhookAck(_Out):
+    """Green-API's notification stored, or deliberately ignored (`ignored` says why)."""
+
+    success: Literal[True]
+    ignored: str | None = None
+    status: str | None = None
+
+
+class Health(_Out):
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "unreachable"]
+
+
+class OpenApiDocument(_Out):
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+
+
+class DayCounts(_Out):
+    day: date
+    created: int
+    resolved: int
+    escalated: int
+
+
+class ResolvedWithin24h(_Out):
+    resolved: int
+    within_24h: int
+    share: float | None = Field(description="within_24h / resolved; null when nothing was resolved")
+
+
+class TypeTimes(_Out):
+    type: AlertType
+    count: int
+    median_hours: float
+    p90_hours: float
+
+
+class OwnerTimes(_Out):
+    owner_id: str | None
+    count: int
+    median_hours: float
+    p90_hours: float
+
+
+class TimeToResolve(_Out):
+    by_type: list[TypeTimes]
+    by_owner: list[OwnerTimes]
+
+
+class AgeBucket(_Out):
+    bucket: Literal["<1d", "1-3d", "3-7d", "7-30d", ">30d"]
+    count: int
+
+
+class Analytics(_Out):
+    success: Literal[True]
+    from_: date = Field(alias="from")
+    to: date
+    tz: str
+    per_day: list[DayCounts] = Field(description="every day of the range, zeros included")
+    resolved_within_24h: ResolvedWithin24h
+    time_to_resolve: TimeToResolve
+    open_by_age: list[AgeBucket]
