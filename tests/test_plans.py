@@ -15,6 +15,7 @@ import pytest
 @pytest.fixture
 def scaled(db, postgres_store):
     """20,000 leads of which 50 are due, 60,000 activities, 30,000 active alerts in tenant acme; analysed."""
+    db.execute("insert into leads (tenant_id, lead_id) select 'acme', 'L' || i from generate_series(1, 20000) i")
     db.execute("""
         insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, no_contact_due_at, stale_due_at)
         select 'acme', 'L' || i, now() - interval '60 days', now() - make_interval(hours => i % 100),
