@@ -45,10 +45,12 @@ deploy alerts --allow-unauthenticated
 deploy leads --allow-unauthenticated
 deploy whatsapp --allow-unauthenticated
 deploy health --allow-unauthenticated
+deploy rules --allow-unauthenticated
 # Green-API calls this one; it checks the instance's webhookUrlToken itself.
 deploy greenapi_webhook --allow-unauthenticated
 # The sweep is private: only the scheduler's service account may invoke it.
 deploy sweep --no-allow-unauthenticated --timeout 540s
+deploy retention --no-allow-unauthenticated --timeout 540s
 
 # Daily at 09:00 Paris time, as the reference's cron sketch. IAM checks the scheduler's OIDC token
 # (Authorization); leadwatch checks its own scheduler token (X-Scheduler-Token) as well.
@@ -59,3 +61,12 @@ gcloud scheduler jobs create http leadwatch-daily-sweep --project "$PROJECT" --l
   --headers "X-Scheduler-Token=$(gcloud secrets versions access latest --secret LEADWATCH_SCHEDULER_TOKEN --project "$PROJECT")" \
   --oidc-service-account-email "${SCHEDULER_SA:?set SCHEDULER_SA to the scheduler service account}" \
   2>/dev/null || echo "scheduler job leadwatch-daily-sweep already exists"
+
+# Retention, every 10 minutes between 00:00 and 06:00: each call removes one bounded batch (and answers `more`); see README, "Retention".
+retention_url=$(gcloud functions describe leadwatch-retention --gen2 --project "$PROJECT" --region "$REGION" \
+  --format 'value(serviceConfig.uri)')
+gcloud scheduler jobs create http leadwatch-nightly-retention --project "$PROJECT" --location "$REGION" \
+  --schedule "*/10 0-5 * * *" --time-zone "Europe/Paris" --http-method POST --uri "$retention_url/api/retention/run" \
+  --headers "X-Scheduler-Token=$(gcloud secrets versions access latest --secret LEADWATCH_SCHEDULER_TOKEN --project "$PROJECT")" \
+  --oidc-service-account-email "${SCHEDULER_SA}" \
+  2>/dev/null || echo "scheduler job leadwatch-nightly-retention already exists"

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as _MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
+from . import desk
 from .cors import CorsPolicy
 from .errors import (
     BadRequest,
@@ -49,12 +50,22 @@ GROUPS: dict[str, list[Rule]] = {
         Rule("/api/alerts/active", methods=["GET"], endpoint="list_alerts"),
         Rule("/api/alerts/<alert_id>/resolve", methods=["POST"], endpoint="resolve_alert"),
         Rule("/api/alerts/<alert_id>/action", methods=["POST"], endpoint="run_action"),
+        Rule("/api/alerts/<alert_id>/snooze", methods=["POST"], endpoint="snooze_alert"),
+        Rule("/api/alerts/<alert_id>/unsnooze", methods=["POST"], endpoint="unsnooze_alert"),
+        Rule("/api/alerts/bulk", methods=["POST"], endpoint="bulk_alerts"),
+        Rule("/api/alerts/<alert_id>/history", methods=["GET"], endpoint="alert_history"),
     ],
     "sweep": [Rule("/api/alerts/sweep", methods=["POST"], endpoint="sweep")],
     "leads": [
         Rule("/api/leads", methods=["POST"], endpoint="upsert_leads"),
         Rule("/api/leads/<lead_id>/activities", methods=["GET"], endpoint="lead_activities"),
+        Rule("/api/leads/<lead_id>/alerts", methods=["GET"], endpoint="lead_alerts"),
     ],
+    "rules": [
+        Rule("/api/rules", methods=["GET"], endpoint="list_rules"),
+        Rule("/api/rules/<rule_type>", methods=["PUT"], endpoint="put_rule"),
+    ],
+    "retention": [Rule("/api/retention/run", methods=["POST"], endpoint="run_retention")],
     "whatsapp": [Rule("/api/whatsapp/send", methods=["POST"], endpoint="send_whatsapp")],
     "greenapi_webhook": [Rule("/webhooks/greenapi", methods=["POST"], endpoint="greenapi_webhook")],
     "health": [Rule("/health", methods=["GET"], endpoint="health")],
@@ -157,7 +168,7 @@ def health(request: Request, caller: None, api: Api) -> tuple[int, dict]:
 
 
 # Who may call what: the sweep is for the scheduler and the service; the rest for users and servers.
-_CALLERS = {"sweep": {"scheduler", "service", "open"}}
+_CALLERS = {"sweep": {"scheduler", "service", "open"}, "run_retention": {"scheduler", "service", "open"}}
 _DEFAULT_CALLERS = {"user", "service", "open"}
 _SELF_AUTHENTICATED = {"health", "greenapi_webhook"}  # health needs no credentials; the webhook checks its own
 
@@ -172,6 +183,14 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict]]] = {
     "lead_activities": lead_activities,
     "greenapi_webhook": greenapi_webhook,
     "health": health,
+    "snooze_alert": desk.snooze_alert,
+    "unsnooze_alert": desk.unsnooze_alert,
+    "bulk_alerts": desk.bulk_alerts,
+    "alert_history": desk.alert_history,
+    "lead_alerts": desk.lead_alerts,
+    "list_rules": desk.list_rules,
+    "put_rule": desk.put_rule,
+    "run_retention": desk.run_retention,
 }
 
 

@@ -1,4 +1,4 @@
-"""`leadwatch dev | migrate | sweep`."""
+"""`leadwatch dev | migrate | sweep | retain`."""
 
 from __future__ import annotations
 
@@ -112,6 +112,28 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retain(args: argparse.Namespace) -> int:
+    """Apply the retention policies batch after batch until nothing past its age is left."""
+    from .store import make_store
+
+    settings = load_settings()
+    if args.database_url:
+        settings = replace(settings, database_url=args.database_url)
+    store = make_store(settings)
+    removed = {"activities": 0, "alerts": 0, "events": 0}
+    try:
+        while True:
+            batch = store.apply_retention(args.tenant, args.batch)
+            for kind in removed:
+                removed[kind] += batch[kind]
+            if not batch["more"]:
+                break
+    finally:
+        store.close()
+    print(json.dumps(removed, indent=2))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="leadwatch", description="Living alerts for sales leads.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -133,6 +155,12 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--tenant", help="only this tenant (default: all)")
     sweep.add_argument("--database-url")
     sweep.set_defaults(run=_sweep)
+
+    retain = commands.add_parser("retain", help="remove what is past each tenant's retention, in bounded batches")
+    retain.add_argument("--tenant", help="only this tenant (default: all)")
+    retain.add_argument("--batch", type=int, default=5000, help="rows of each kind per transaction (default 5000)")
+    retain.add_argument("--database-url")
+    retain.set_defaults(run=_retain)
     return root
 
 

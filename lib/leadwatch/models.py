@@ -128,6 +128,7 @@ class _Query(BaseModel):
 class AlertQuery(_Query):
     """Query of GET /api/alerts/active."""
 
+    state: Literal["active", "snoozed"] = "active"
     severity: Severity | None = None
     type: AlertType | None = None
     lead: str | None = Field(default=None, min_length=1, max_length=200)
