@@ -57,23 +57,21 @@ begin
   end if;
   perform set_config('leadwatch.history_maintenance', 'on', true);
 
-  -- Activities: candidates by when they were recorded (an index), kept by when they occurred.
+  -- Activities, by when they occurred (no order: the scan stops at the batch's last row).
   with doomed as (
     select a.id
     from public.lead_activities a
     cross join lateral (select r.activities_after from public.retention_policies r
                         where r.tenant_id in (a.tenant_id, '*')
                         order by r.tenant_id = '*' limit 1) r
-    where a.created_at < p_now - (select min(x.activities_after) from public.retention_policies x)
+    where a.occurred_at < p_now - r.activities_after
       and (p_tenant is null or a.tenant_id = p_tenant)
-      and a.occurred_at < p_now - r.activities_after
       and (select count(*)
            from (select from public.lead_activities y
                  where y.tenant_id = a.tenant_id and y.lead_id = a.lead_id and y.direction = a.direction
                    and public.counts_as_contact(y.status) and (y.occurred_at, y.id) > (a.occurred_at, a.id)
                  limit case a.direction when 'in' then 5 else 2 end) newer)
           = case a.direction when 'in' then 5 else 2 end
-    order by a.created_at
     limit p_batch
   ),
   removed as (
