@@ -94,3 +94,25 @@ def test_timeline_reads_the_lead_newest_first_from_its_index(scaled, db):
     text = "\n".join(plans_of(db, "select public.list_lead_activities('acme', 'L5', 20)"))
     assert ran(text, "idx_lead_activities_tenant_lead on lead_activities")
     assert not ran(text, "Seq Scan on lead_activities")
+
+
+def test_ingest_rules_read_only_the_leads_newest_activities_through_its_index(scaled, db):
+    """HotLead24h and PreferredChannel, judged as an inbound arrives for a lead with 400 activities,
+    read a handful of its newest rows from idx_lead_activities_tenant_lead, never the whole history."""
+    db.execute("""
+        insert into lead_activities (tenant_id, lead_id, channel, direction, occurred_at)
+        select 'acme', 'L77', 'email', (array['in', 'out'])[1 + i % 2],
+               now() - make_interval(mins => 30 + i)
+        from generate_series(1, 400) i""")
+    db.execute(
+        "select public.log_activity('acme', 'L77', 'whatsapp', 'out', p_occurred_at => now() - interval '20 minutes')"
+    )
+    db.execute("analyze lead_activities")
+    plans = plans_of(db, "select public.log_activity('acme', 'L77', 'email', 'in')")
+    text = "\n".join(plans)
+    assert not ran(text, "Seq Scan on lead_activities")
+    reads = [line for line in text.splitlines() if "idx_lead_activities_tenant_lead on lead_activities" in line]
+    assert len(reads) >= 2, "the burst and the channels are read through the lead's index"
+    for line in reads:
+        rows = float(re.search(r"actual rows=([\d.]+)", line)[1])
+        assert rows <= 5, line
