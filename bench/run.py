@@ -237,7 +237,7 @@ def bench_ingest_rules(url: str, leads: int, calls: int, rounds: int = 3) -> Non
     on, off = max(runs[True]), max(runs[False])
     slower = (off / on - 1) * 100
     record(
-        f"ingest, store level, one connection, with the six rules vs ingest-time rules disabled (best of {rounds})",
+        f"ingest with the six rules vs ingest-time rules disabled (store level, one connection, best of {rounds})",
         f"{on:,.0f} calls/s",
         f"rules disabled {off:,.0f} calls/s",
         f"{slower:.1f} % slower",
