@@ -114,11 +114,14 @@ declare
   v_open     text[];            -- the lead's active alert types
   v_created  text[] := '{}';
   v_resolved jsonb := '[]';
-  v_count    integer;
-  v_since    timestamptz;
-  v_heard    text;              -- the channel most of the lead's last 5 inbound came on
-  v_listed   text;              -- the directory's preferred channel
-  v_ours     text[];            -- the channels of our last 2 outbound
+  v_cutoff    timestamptz;      -- HotLead24h counts the inbound after this (the window, our last outbound)
+  v_hot       boolean;          -- may this activity raise HotLead24h?
+  v_preferred boolean;          -- ... PreferredChannel?
+  v_count     integer;          -- the burst: how many inbound, since when
+  v_since     timestamptz;
+  v_channel   text;             -- the lead's channel: most of their last 5 inbound, else the directory's
+  v_ours      text[];           -- the channels of our last 2 outbound, since when
+  v_streak    timestamptz;
 begin
   if not public.is_trusted_caller() then  -- a user: in their tenant, and (agents) for their own leads
     perform public.assert_acts_in(p_tenant);
@@ -214,53 +217,58 @@ begin
       v_open := array(select unnest(v_open) except select jsonb_array_elements_text(v_resolved));
     end if;
 
-    -- HotLead24h: only an inbound within the window, after our last outbound, can make a burst.
-    if p_direction = 'in' and v_rules.hot_count is not null and not 'HotLead24h' = any (v_open)
-       and v_at > greatest(now() - v_rules.hot_window, coalesce(v_new.last_outbound_at, '-infinity')) then
-      select count(*), min(x.occurred_at) into v_count, v_since
-      from (select a.occurred_at
-            from public.lead_activities a
-            where a.tenant_id = p_tenant and a.lead_id = p_lead_id
-              and a.occurred_at > greatest(now() - v_rules.hot_window, coalesce(v_new.last_outbound_at, '-infinity'))
-              and a.direction = 'in' and public.counts_as_contact(a.status)
-            order by a.occurred_at desc, a.id desc
-            limit v_rules.hot_count) x;
-      if v_count >= v_rules.hot_count then
+    -- What the ingest-time rules need, read in one statement from the lead's newest activities (the
+    -- index's order): the newest inbound (HotLead24h's burst, PreferredChannel's last 5) and our
+    -- last 2 outbound. Only when a rule can fire: enabled, not already active, and (HotLead24h) an
+    -- inbound within the window after our last outbound, (PreferredChannel) once we have written.
+    v_cutoff := greatest(now() - v_rules.hot_window, coalesce(v_new.last_outbound_at, '-infinity'));
+    v_hot := p_direction = 'in' and v_rules.hot_count is not null and not 'HotLead24h' = any (v_open)
+             and v_at > v_cutoff;
+    v_preferred := v_rules.preferred_count is not null and not 'PreferredChannel' = any (v_open)
+                   and v_new.last_outbound_at is not null;
+    if v_hot or v_preferred then
+      with inbound as (
+        select a.channel, a.occurred_at, row_number() over (order by a.occurred_at desc, a.id desc) as k
+        from public.lead_activities a
+        where a.tenant_id = p_tenant and a.lead_id = p_lead_id
+          and a.direction = 'in' and public.counts_as_contact(a.status)
+        order by a.occurred_at desc, a.id desc
+        limit greatest(5, v_rules.hot_count)
+      ),
+      outbound as (
+        select a.channel, a.occurred_at
+        from public.lead_activities a
+        where a.tenant_id = p_tenant and a.lead_id = p_lead_id
+          and a.direction = 'out' and public.counts_as_contact(a.status)
+        order by a.occurred_at desc, a.id desc
+        limit 2
+      ),
+      -- The channel at least `min_count` of the last 5 inbound came on (within the rule's window, if any).
+      heard as (
+        select i.channel
+        from inbound i
+        where i.k <= 5 and (v_rules.preferred_window is null or i.occurred_at > now() - v_rules.preferred_window)
+        group by i.channel
+        having count(*) >= v_rules.preferred_count
+        order by count(*) desc, max(i.occurred_at) desc
+        limit 1
+      )
+      select count(*) filter (where v_hot and i.k <= v_rules.hot_count and i.occurred_at > v_cutoff),
+             min(i.occurred_at) filter (where v_hot and i.k <= v_rules.hot_count and i.occurred_at > v_cutoff),
+             case when v_preferred then coalesce((select h.channel from heard h),
+                                                 (select l.preferred_channel from public.leads l
+                                                  where l.tenant_id = p_tenant and l.lead_id = p_lead_id)) end,
+             case when v_preferred then (select array_agg(o.channel::text) from outbound o) end,
+             case when v_preferred then (select min(o.occurred_at) from outbound o) end
+      into v_count, v_since, v_channel, v_ours, v_streak
+      from inbound i;
+
+      if v_hot and v_count >= v_rules.hot_count then
         perform public.raise_ingest_alert(p_tenant, p_lead_id, 'HotLead24h', v_since, v_count);
         v_created := v_created || 'HotLead24h'::text;
       end if;
-    end if;
-
-    -- PreferredChannel: only once we have written twice.
-    if v_rules.preferred_count is not null and not 'PreferredChannel' = any (v_open)
-       and v_new.last_outbound_at is not null then
-      select
-        (select x.channel
-         from (select a.channel, a.occurred_at
-               from public.lead_activities a
-               where a.tenant_id = p_tenant and a.lead_id = p_lead_id
-                 and a.direction = 'in' and public.counts_as_contact(a.status)
-                 and (v_rules.preferred_window is null or a.occurred_at > now() - v_rules.preferred_window)
-               order by a.occurred_at desc, a.id desc
-               limit 5) x
-         group by x.channel
-         having count(*) >= v_rules.preferred_count
-         order by count(*) desc, max(x.occurred_at) desc
-         limit 1),
-        (select l.preferred_channel from public.leads l where l.tenant_id = p_tenant and l.lead_id = p_lead_id),
-        y.channels, y.since
-      into v_heard, v_listed, v_ours, v_since
-      from (select array_agg(o.channel::text) as channels, min(o.occurred_at) as since
-            from (select a.channel, a.occurred_at
-                  from public.lead_activities a
-                  where a.tenant_id = p_tenant and a.lead_id = p_lead_id
-                    and a.direction = 'out' and public.counts_as_contact(a.status)
-                  order by a.occurred_at desc, a.id desc
-                  limit 2) o) y;
-      if coalesce(v_heard, v_listed) is not null and cardinality(v_ours) = 2
-         and not coalesce(v_heard, v_listed) = any (v_ours) then
-        perform public.raise_ingest_alert(p_tenant, p_lead_id, 'PreferredChannel', v_since,
-                                          p_channel => coalesce(v_heard, v_listed));
+      if v_preferred and v_channel is not null and cardinality(v_ours) = 2 and not v_channel = any (v_ours) then
+        perform public.raise_ingest_alert(p_tenant, p_lead_id, 'PreferredChannel', v_streak, p_channel => v_channel);
         v_created := v_created || 'PreferredChannel'::text;
       end if;
     end if;
