@@ -103,6 +103,9 @@ create or replace function public.log_activity(
 language plpgsql
 security definer  -- moves lead_state and alerts, which users cannot write themselves
 set search_path = ''
+-- Every statement here reads one lead by key: one plan each, made once per connection, never
+-- replanned per call (the rules' statement would otherwise cost more to plan than to run).
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_at       timestamptz := coalesce(p_occurred_at, now());
