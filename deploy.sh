@@ -3,19 +3,20 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-FUNCTIONS=(activities alerts leads whatsapp health greenapi_webhook sweep)
+FUNCTIONS=(activities alerts leads rules whatsapp health greenapi_webhook sweep retention)
+PRIVATE=(sweep retention)  # called by Cloud Scheduler only (IAM), each on its own schedule below
 SECRETS=(SUPABASE_URL SUPABASE_SERVICE_KEY SUPABASE_JWT_SECRET LEADWATCH_SCHEDULER_TOKEN LEADWATCH_GREENAPI_INSTANCES)
-JOB=leadwatch-daily-sweep
 RUNTIME=python311
 
 usage() {
   cat <<'USAGE'
 Usage: ./deploy.sh [--dry-run] [--rollback] [--help]
 
-Deploys one Cloud Run function (gen2) per route group: activities, alerts, leads, whatsapp, health,
-greenapi_webhook (public: each verifies its callers) and sweep (private), grants the scheduler's
-service account roles/run.invoker on the sweep, and creates or updates the Cloud Scheduler job
-leadwatch-daily-sweep (daily at 09:00 Europe/Paris).
+Deploys one Cloud Run function (gen2) per route group: activities, alerts, leads, rules, whatsapp,
+health, greenapi_webhook (public: each verifies its callers), sweep and retention (private), grants
+the scheduler's service account roles/run.invoker on the private ones, and creates or updates their
+Cloud Scheduler jobs: leadwatch-daily-sweep (daily at 09:00 Europe/Paris) and
+leadwatch-nightly-retention (every 10 minutes from 00:00 to 05:50 Europe/Paris, one bounded batch each).
 
 Variables:
   PROJECT        Google Cloud project id (required)
@@ -122,32 +123,42 @@ trap 'rm -rf "$build"' EXIT
 secrets=""
 for secret in "${SECRETS[@]}"; do secrets+="${secrets:+,}$secret=$secret:latest"; done
 
+private() { [[ " ${PRIVATE[*]} " == *" $1 "* ]]; }
+
 for fn in "${FUNCTIONS[@]}"; do
   access=--allow-unauthenticated  # each public function verifies its callers itself
   timeout=60s
-  if [[ $fn == sweep ]]; then access=--no-allow-unauthenticated timeout=540s; fi  # IAM: the scheduler only
+  if private "$fn"; then access=--no-allow-unauthenticated timeout=540s; fi  # IAM: the scheduler only
   run gcloud functions deploy "$(service_name "$fn")" --gen2 --project "$PROJECT" --region "$REGION" \
     --runtime "$RUNTIME" --source "$build/src" --entry-point "$fn" --trigger-http "$access" \
     --set-secrets "$secrets" --set-env-vars "^;^LEADWATCH_CORS_ORIGINS=$CORS_ORIGINS" \
     --memory 256Mi --timeout "$timeout"
 done
 
-# The private sweep: only the scheduler's service account may invoke it.
-run gcloud run services add-iam-policy-binding leadwatch-sweep --project "$PROJECT" --region "$REGION" \
-  --member "serviceAccount:$SCHEDULER_SA" --role roles/run.invoker
-
-# Daily at 09:00 Paris time. IAM checks the scheduler's OIDC token (Authorization); leadwatch checks
-# its own scheduler token (X-Scheduler-Token) as well. Created once, updated on every later deploy.
-sweep_url=$(value "<leadwatch-sweep-url>" gcloud functions describe leadwatch-sweep --gen2 --project "$PROJECT" \
-  --region "$REGION" --format 'value(serviceConfig.uri)')
 token=$(value "<scheduler-token>" gcloud secrets versions access latest --secret LEADWATCH_SCHEDULER_TOKEN \
   --project "$PROJECT")
-existing=$(value "" gcloud scheduler jobs list --project "$PROJECT" --location "$REGION" \
-  --filter "name~/jobs/$JOB\$" --format 'value(name)')
-if [[ -n $existing ]]; then verb=update headers=--update-headers; else verb=create headers=--headers; fi
-run gcloud scheduler jobs "$verb" http "$JOB" --project "$PROJECT" --location "$REGION" \
-  --schedule "0 9 * * *" --time-zone "Europe/Paris" --http-method POST --uri "$sweep_url/api/alerts/sweep" \
-  "$headers" "X-Scheduler-Token=$token" \
-  --oidc-service-account-email "$SCHEDULER_SA" --oidc-token-audience "$sweep_url"
+
+# schedule FUNCTION JOB CRON PATH: only the scheduler's service account may invoke the private
+# function; its job calls PATH on CRON (Paris time). IAM checks the scheduler's OIDC token
+# (Authorization); leadwatch checks its own scheduler token (X-Scheduler-Token) as well. The job is
+# created once and updated on every later deploy.
+schedule() {
+  local fn=$1 job=$2 cron=$3 path=$4 name url existing verb headers
+  name=$(service_name "$fn")
+  run gcloud run services add-iam-policy-binding "$name" --project "$PROJECT" --region "$REGION" \
+    --member "serviceAccount:$SCHEDULER_SA" --role roles/run.invoker
+  url=$(value "<$name-url>" gcloud functions describe "$name" --gen2 --project "$PROJECT" \
+    --region "$REGION" --format 'value(serviceConfig.uri)')
+  existing=$(value "" gcloud scheduler jobs list --project "$PROJECT" --location "$REGION" \
+    --filter "name~/jobs/$job\$" --format 'value(name)')
+  if [[ -n $existing ]]; then verb=update headers=--update-headers; else verb=create headers=--headers; fi
+  run gcloud scheduler jobs "$verb" http "$job" --project "$PROJECT" --location "$REGION" \
+    --schedule "$cron" --time-zone "Europe/Paris" --http-method POST --uri "$url$path" \
+    "$headers" "X-Scheduler-Token=$token" \
+    --oidc-service-account-email "$SCHEDULER_SA" --oidc-token-audience "$url"
+}
+
+schedule sweep leadwatch-daily-sweep "0 9 * * *" /api/alerts/sweep
+schedule retention leadwatch-nightly-retention "*/10 0-5 * * *" /api/retention/run
 
 $dry_run || echo "deployed; check it: leadwatch smoke https://$REGION-$PROJECT.cloudfunctions.net --token \$SERVICE_KEY"

@@ -50,5 +50,15 @@ def greenapi_webhook(request):
 
 
 @functions_framework.http
+def rules(request):
+    return _api.handle(request, "rules")
+
+
+@functions_framework.http
+def retention(request):
+    return _api.handle(request, "retention")
+
+
+@functions_framework.http
 def health(request):
     return _api.handle(request, "health")

@@ -17,7 +17,9 @@ from leadwatch.migrate import migrate
 from leadwatch.store import PostgresStore, SupabaseStore
 from postgrest_fake import SERVICE_KEY, SUPABASE_URL, PostgrestFake
 
-TABLES = "lead_activities, max_alerts, alert_events, alert_counts, leads, lead_state, greenapi_rejected"
+TABLES = (
+    "lead_activities, max_alerts, alert_events, alert_counts, leads, lead_state, greenapi_rejected, retention_policies"
+)
 
 
 @pytest.fixture(scope="session")

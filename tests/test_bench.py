@@ -12,6 +12,7 @@ MEASURES = (
     "sweep vs physical floor",
     "sweep the next day",
     "ingest, store level, one connection",
+    "ingest-time rules disabled",
     "durable-commit ceiling",
     "ingest, store level, 8 connections",
     "ingest over HTTP",

@@ -1,4 +1,4 @@
-"""The commands, run for real: `leadwatch dev` on the embedded PostgreSQL, `migrate`, `sweep`."""
+"""The commands, run for real: `leadwatch dev` on the embedded PostgreSQL, `migrate`, `sweep`, `retain`."""
 
 from __future__ import annotations
 
@@ -206,3 +206,22 @@ def test_deployed_functions_are_never_open(database_url, db, monkeypatch):
         "/api/alerts/active", headers={"X-Tenant": "macrea", "Authorization": "Bearer cloud-service-key"}
     )
     assert served.status_code == 200 and served.get_json()["success"] is True
+
+
+def test_retain_command_removes_what_is_past_its_age_batch_after_batch(postgres_store, db, database_url):
+    db.execute("insert into retention_policies values ('acme', '30 days', null)")
+    for days in range(40, 47):
+        log(postgres_store, tenant="acme", direction="in", occurredAt=ago(days=days))
+    log(postgres_store, tenant="acme", direction="in", occurredAt=ago(days=1))
+    retained = subprocess.run(
+        [*LEADWATCH, "retain", "--batch", "1"],
+        capture_output=True,
+        text=True,
+        env=_env(DATABASE_URL=database_url),
+        timeout=60,
+    )
+    assert retained.returncode == 0, retained.stderr
+    assert json.loads(retained.stdout) == {"activities": 3, "alerts": 0, "events": 0}, (
+        "the lead keeps its last 5 inbound"
+    )
+    assert db.execute("select count(*) from lead_activities").fetchone()[0] == 5

@@ -20,7 +20,11 @@ SECRETS = [
     "LEADWATCH_SCHEDULER_TOKEN",
     "LEADWATCH_GREENAPI_INSTANCES",
 ]
-FUNCTIONS = ["activities", "alerts", "leads", "whatsapp", "health", "greenapi_webhook", "sweep"]
+FUNCTIONS = ["activities", "alerts", "leads", "rules", "whatsapp", "health", "greenapi_webhook", "sweep", "retention"]
+PRIVATE = {
+    "sweep": ("leadwatch-daily-sweep", "0 9 * * *", "/api/alerts/sweep"),
+    "retention": ("leadwatch-nightly-retention", "*/10 0-5 * * *", "/api/retention/run"),
+}
 SWEEP_URL = "https://leadwatch-sweep-abc123-ew.a.run.app"
 VARIABLES = {"PROJECT": "acme-prod", "REGION": "europe-west1", "CORS_ORIGINS": "https://app.example.com"}
 VARIABLES["SCHEDULER_SA"] = "scheduler@acme-prod.iam.gserviceaccount.com"
@@ -39,11 +43,12 @@ if args[:2] == ["secrets", "describe"]:
         sys.exit(1)
     print("projects/acme-prod/secrets/" + args[2])
 elif args[:2] == ["functions", "describe"]:
-    print("{SWEEP_URL}")
+    print("{SWEEP_URL}".replace("leadwatch-sweep", args[2]))
 elif args[:3] == ["secrets", "versions", "access"]:
     print("the-scheduler-token")
 elif args[:3] == ["scheduler", "jobs", "list"] and os.environ.get("FAKE_JOB_EXISTS"):
-    print("projects/acme-prod/locations/europe-west1/jobs/leadwatch-daily-sweep")
+    job = args[args.index("--filter") + 1].split("/jobs/")[1].rstrip("$")
+    print("projects/acme-prod/locations/europe-west1/jobs/" + job)
 elif args[:3] == ["run", "revisions", "list"]:
     service = args[args.index("--service") + 1]
     print(service + "-00003-new")
@@ -114,18 +119,23 @@ def test_deploy_runs_every_function_grants_the_scheduler_and_creates_the_job(dep
         assert _flag(call, "--set-secrets") == ",".join(f"{s}={s}:latest" for s in SECRETS)
         assert _flag(call, "--set-env-vars") == "^;^LEADWATCH_CORS_ORIGINS=https://app.example.com"
         public = "--no-allow-unauthenticated" not in call
-        assert public == (function != "sweep") and public == ("--allow-unauthenticated" in call)
-    [binding] = [c for c in calls if "add-iam-policy-binding" in c]
-    assert binding[:4] == ["run", "services", "add-iam-policy-binding", "leadwatch-sweep"]
-    assert _flag(binding, "--role") == "roles/run.invoker"
-    assert _flag(binding, "--member") == f"serviceAccount:{VARIABLES['SCHEDULER_SA']}"
-    [job] = [c for c in calls if c[:3] == ["scheduler", "jobs", "create"]]
-    assert job[3:5] == ["http", "leadwatch-daily-sweep"]
-    assert _flag(job, "--uri") == f"{SWEEP_URL}/api/alerts/sweep"
-    assert _flag(job, "--headers") == "X-Scheduler-Token=the-scheduler-token"
-    assert _flag(job, "--oidc-service-account-email") == VARIABLES["SCHEDULER_SA"]
-    assert (_flag(job, "--schedule"), _flag(job, "--time-zone")) == ("0 9 * * *", "Europe/Paris")
-    assert calls.index(binding) < calls.index(job) and deploys[-1] == calls[calls.index(binding) - 1]
+        assert public == (function not in PRIVATE) and public == ("--allow-unauthenticated" in call)
+    bindings = [c for c in calls if "add-iam-policy-binding" in c]
+    jobs = [c for c in calls if c[:3] == ["scheduler", "jobs", "create"]]
+    assert len(bindings) == len(jobs) == len(PRIVATE)
+    for function, binding, job in zip(PRIVATE, bindings, jobs, strict=True):
+        name, cron, path = PRIVATE[function]
+        url = SWEEP_URL.replace("leadwatch-sweep", f"leadwatch-{function}")
+        assert binding[:4] == ["run", "services", "add-iam-policy-binding", f"leadwatch-{function}"]
+        assert _flag(binding, "--role") == "roles/run.invoker"
+        assert _flag(binding, "--member") == f"serviceAccount:{VARIABLES['SCHEDULER_SA']}"
+        assert job[3:5] == ["http", name]
+        assert _flag(job, "--uri") == f"{url}{path}"
+        assert _flag(job, "--headers") == "X-Scheduler-Token=the-scheduler-token"
+        assert _flag(job, "--oidc-service-account-email") == VARIABLES["SCHEDULER_SA"]
+        assert _flag(job, "--oidc-token-audience") == url
+        assert (_flag(job, "--schedule"), _flag(job, "--time-zone")) == (cron, "Europe/Paris")
+        assert calls.index(deploys[-1]) < calls.index(binding) < calls.index(job)
 
 
 def test_the_upload_is_the_built_artifact(deploy, tmp_path):
@@ -146,8 +156,10 @@ def test_the_upload_is_the_built_artifact(deploy, tmp_path):
 def test_a_second_deploy_updates_the_scheduler_job(deploy):
     result, calls = deploy(**VARIABLES, FAKE_JOB_EXISTS="1")
     assert result.returncode == 0, result.stderr
-    [job] = [c for c in calls if c[:2] == ["scheduler", "jobs"] and c[2] in ("create", "update")]
-    assert job[2] == "update" and _flag(job, "--update-headers") == "X-Scheduler-Token=the-scheduler-token"
+    jobs = [c for c in calls if c[:2] == ["scheduler", "jobs"] and c[2] in ("create", "update")]
+    assert [j[4] for j in jobs] == [job for job, _, _ in PRIVATE.values()]
+    for job in jobs:
+        assert job[2] == "update" and _flag(job, "--update-headers") == "X-Scheduler-Token=the-scheduler-token"
 
 
 @pytest.mark.parametrize("failing", ["scheduler jobs create", "run services add-iam-policy-binding"])
@@ -168,7 +180,10 @@ def test_dry_run_prints_every_command_of_a_real_run_and_runs_none(deploy):
     def same(argv: list[str]) -> list[str]:  # what only a real run knows: the temp folder, fetched values
         text = json.dumps(argv)
         text = re.sub(r'"/tmp/[^"]*/src"', '"SRC"', text)
-        text = text.replace(SWEEP_URL, "<leadwatch-sweep-url>").replace("the-scheduler-token", "<scheduler-token>")
+        for function in PRIVATE:
+            url = SWEEP_URL.replace("leadwatch-sweep", f"leadwatch-{function}")
+            text = text.replace(url, f"<leadwatch-{function}-url>")
+        text = text.replace("the-scheduler-token", "<scheduler-token>")
         return json.loads(text)
 
     assert [same(c) for c in printed] == [same(c) for c in real_calls]

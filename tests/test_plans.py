@@ -15,6 +15,7 @@ import pytest
 @pytest.fixture
 def scaled(db, postgres_store):
     """20,000 leads of which 50 are due, 60,000 activities, 30,000 active alerts in tenant acme; analysed."""
+    db.execute("insert into leads (tenant_id, lead_id) select 'acme', 'L' || i from generate_series(1, 20000) i")
     db.execute("""
         insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, no_contact_due_at, stale_due_at)
         select 'acme', 'L' || i, now() - interval '60 days', now() - make_interval(hours => i % 100),
@@ -122,3 +123,25 @@ def test_row_level_security_checks_an_agents_leads_once_per_query_not_once_per_r
     assert count == 40  # the agent's own leads only
     assert "can_see_lead" not in plan, plan
     assert ran(plan, "hashed SubPlan"), plan
+
+
+def test_ingest_rules_read_only_the_leads_newest_activities_through_its_index(scaled, db):
+    """HotLead24h and PreferredChannel, judged as an inbound arrives for a lead with 400 activities,
+    read a handful of its newest rows from idx_lead_activities_tenant_lead, never the whole history."""
+    db.execute("""
+        insert into lead_activities (tenant_id, lead_id, channel, direction, occurred_at)
+        select 'acme', 'L77', 'email', (array['in', 'out'])[1 + i % 2],
+               now() - make_interval(mins => 30 + i)
+        from generate_series(1, 400) i""")
+    db.execute(
+        "select public.log_activity('acme', 'L77', 'whatsapp', 'out', p_occurred_at => now() - interval '20 minutes')"
+    )
+    db.execute("analyze lead_activities")
+    plans = plans_of(db, "select public.log_activity('acme', 'L77', 'email', 'in')")
+    text = "\n".join(plans)
+    assert not ran(text, "Seq Scan on lead_activities")
+    reads = [line for line in text.splitlines() if "idx_lead_activities_tenant_lead on lead_activities" in line]
+    assert len(reads) >= 2, "the burst and the channels are read through the lead's index"
+    for line in reads:
+        rows = float(re.search(r"actual rows=([\d.]+)", line)[1])
+        assert rows <= 5, line

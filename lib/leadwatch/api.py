@@ -71,12 +71,22 @@ GROUPS: dict[str, list[Rule]] = {
         Rule("/api/alerts/export.csv", methods=["GET"], endpoint="export_alerts_csv"),
         Rule("/api/alerts/<alert_id>/resolve", methods=["POST"], endpoint="resolve_alert"),
         Rule("/api/alerts/<alert_id>/action", methods=["POST"], endpoint="run_action"),
+        Rule("/api/alerts/<alert_id>/snooze", methods=["POST"], endpoint="snooze_alert"),
+        Rule("/api/alerts/<alert_id>/unsnooze", methods=["POST"], endpoint="unsnooze_alert"),
+        Rule("/api/alerts/bulk", methods=["POST"], endpoint="bulk_alerts"),
+        Rule("/api/alerts/<alert_id>/history", methods=["GET"], endpoint="alert_history"),
     ],
     "sweep": [Rule("/api/alerts/sweep", methods=["POST"], endpoint="sweep")],
     "leads": [
         Rule("/api/leads", methods=["POST"], endpoint="upsert_leads"),
         Rule("/api/leads/<lead_id>/activities", methods=["GET"], endpoint="lead_activities"),
+        Rule("/api/leads/<lead_id>/alerts", methods=["GET"], endpoint="lead_alerts"),
     ],
+    "rules": [
+        Rule("/api/rules", methods=["GET"], endpoint="list_rules"),
+        Rule("/api/rules/<rule_type>", methods=["PUT"], endpoint="put_rule"),
+    ],
+    "retention": [Rule("/api/retention/run", methods=["POST"], endpoint="run_retention")],
     "whatsapp": [
         Rule("/api/whatsapp/send", methods=["POST"], endpoint="send_whatsapp"),
         Rule("/api/greenapi/rejected", methods=["GET"], endpoint="list_greenapi_rejected"),
@@ -257,7 +267,7 @@ def _lazy(module: str, name: str) -> Callable[..., Any]:
 
 
 # Who may call what: the sweep is for the scheduler and the service; the rest for users and servers.
-_CALLERS = {"sweep": {"scheduler", "service", "open"}}
+_CALLERS = {"sweep": {"scheduler", "service", "open"}, "run_retention": {"scheduler", "service", "open"}}
 _DEFAULT_CALLERS = {"user", "service", "open"}
 # health and the API description need no credentials; the webhook checks its own
 _SELF_AUTHENTICATED = {"health", "greenapi_webhook", "openapi"}
@@ -274,6 +284,14 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict] | Response]] = {
     "greenapi_webhook": greenapi_webhook,
     "list_greenapi_rejected": list_greenapi_rejected,
     "health": health,
+    "snooze_alert": _lazy(".desk", "snooze_alert"),
+    "unsnooze_alert": _lazy(".desk", "unsnooze_alert"),
+    "bulk_alerts": _lazy(".desk", "bulk_alerts"),
+    "alert_history": _lazy(".desk", "alert_history"),
+    "lead_alerts": _lazy(".desk", "lead_alerts"),
+    "list_rules": _lazy(".desk", "list_rules"),
+    "put_rule": _lazy(".desk", "put_rule"),
+    "run_retention": _lazy(".desk", "run_retention"),
     "alert_analytics": _lazy(".analytics", "alert_analytics"),
     "export_alerts_csv": _lazy(".exports", "export_alerts_csv"),
     "export_activities_csv": _lazy(".exports", "export_activities_csv"),

@@ -1,4 +1,4 @@
-"""`leadwatch dev | migrate | sweep | schedule | smoke`."""
+"""`leadwatch dev | migrate | sweep | retain | schedule | smoke`."""
 
 from __future__ import annotations
 
@@ -203,6 +203,28 @@ def _smoke(args: argparse.Namespace) -> int:
     return smoke.run(lambda line: print(line, flush=True))
 
 
+def _retain(args: argparse.Namespace) -> int:
+    """Apply the retention policies batch after batch until nothing past its age is left."""
+    from .store import make_store
+
+    settings = load_settings()
+    if args.database_url:
+        settings = replace(settings, database_url=args.database_url)
+    store = make_store(settings)
+    removed = {"activities": 0, "alerts": 0, "events": 0}
+    try:
+        while True:
+            batch = store.apply_retention(args.tenant, args.batch)
+            for kind in removed:
+                removed[kind] += batch[kind]
+            if not batch["more"]:
+                break
+    finally:
+        store.close()
+    print(json.dumps(removed, indent=2))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="leadwatch", description="Living alerts for sales leads.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -242,6 +264,12 @@ def parser() -> argparse.ArgumentParser:
     smoke.add_argument("--scheduler-token", help="LEADWATCH_SCHEDULER_TOKEN, for the private sweep in the cloud")
     smoke.add_argument("--identity-token", help="for the private sweep: `gcloud auth print-identity-token`")
     smoke.set_defaults(run=_smoke)
+
+    retain = commands.add_parser("retain", help="remove what is past each tenant's retention, in bounded batches")
+    retain.add_argument("--tenant", help="only this tenant (default: all)")
+    retain.add_argument("--batch", type=int, default=5000, help="rows of each kind per transaction (default 5000)")
+    retain.add_argument("--database-url")
+    retain.set_defaults(run=_retain)
     return root
 
 

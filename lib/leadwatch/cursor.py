@@ -48,6 +48,7 @@ def _id(value: Any) -> str:
 KINDS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "alerts": {"r": _rank, "c": _time, "i": _id},  # severity rank, created_at, id
     "timeline": {"o": _time, "i": _id},  # occurred_at, id
+    "lead_alerts": {"c": _time, "i": _id},  # created_at, id
 }
 
 

@@ -152,6 +152,7 @@ class AlertQuery(_Query):
 
     cursor_kind = "alerts"
 
+    state: Literal["active", "snoozed"] = "active"
     severity: Severity | None = None
     type: AlertType | None = None
     lead: str | None = Field(default=None, min_length=1, max_length=200)

@@ -17,17 +17,26 @@ from pydantic import BaseModel, RootModel
 from pydantic.json_schema import models_json_schema
 
 from .analytics import AnalyticsQuery
+from .desk_models import BulkIn, LeadAlertsQuery, RetentionQuery, RuleIn, SnoozeIn
 from .exports import ActivityExportQuery, AlertExportQuery
-from .models import ActivityIn, AlertQuery, LeadIn, LeadsIn, SendIn, TimelineQuery
+from .models import ActivityIn, AlertQuery, LeadIn, LeadsIn, RejectedQuery, SendIn, TimelineQuery
 from .responses import (
     ActivityLogged,
+    AlertHistory,
     AlertList,
     Analytics,
+    BulkDone,
     Error,
     Health,
+    LeadAlerts,
     LeadsUpserted,
     OpenApiDocument,
+    RejectedList,
     Resolved,
+    RetentionRun,
+    Rules,
+    RuleSet,
+    Snoozed,
     SweepResult,
     Timeline,
     WebhookAck,
@@ -151,6 +160,58 @@ OPERATIONS: dict[str, Operation] = {
         body=GreenApiNotification,
         security="webhook",
         errors=(400, 401, 413, 503),
+    ),
+    "snooze_alert": Operation(
+        "Snooze an alert until a time (`until`) or for a while (`for`: 90m, 4h, 2d; at most 30 days)",
+        "alerts",
+        Snoozed,
+        body=SnoozeIn,
+        errors=(*_BODY_ERRORS, 404, 409),
+        description="A snoozed alert leaves the active list; the sweep brings it back at `until` if its condition "
+        "still holds (else resolves it). An activity that answers it resolves it meanwhile.",
+    ),
+    "unsnooze_alert": Operation("Bring a snoozed alert back now", "alerts", Snoozed, errors=(*_USER_ERRORS, 404, 409)),
+    "bulk_alerts": Operation(
+        "Resolve or snooze up to 500 alerts in one transaction, one answer per id",
+        "alerts",
+        BulkDone,
+        body=BulkIn,
+        errors=_BODY_ERRORS,
+    ),
+    "alert_history": Operation(
+        "An alert and its history (created, escalated, snoozed, reopened, overdue, resolved)",
+        "alerts",
+        AlertHistory,
+        errors=(*_USER_ERRORS, 404),
+    ),
+    "lead_alerts": Operation(
+        "Every alert of a lead, active and past, newest first",
+        "leads",
+        LeadAlerts,
+        query=LeadAlertsQuery,
+        errors=(*_USER_ERRORS, 404),
+    ),
+    "list_rules": Operation("The rules in force for the tenant (defaults merged)", "rules", Rules),
+    "put_rule": Operation(
+        "Change a rule for the tenant (admins and platform staff); due times are recomputed at once",
+        "rules",
+        RuleSet,
+        body=RuleIn,
+        errors=(*_BODY_ERRORS, 404),
+    ),
+    "run_retention": Operation(
+        "Remove one bounded batch of what is past its tenant's retention",
+        "retention",
+        RetentionRun,
+        query=RetentionQuery,
+        security="scheduler",
+        errors=(400, 401, 403, 422, 503),
+    ),
+    "list_greenapi_rejected": Operation(
+        "Green-API notifications that could not be read (dead letters), newest first",
+        "whatsapp",
+        RejectedList,
+        query=RejectedQuery,
     ),
     "health": Operation("Is the service up and its database reachable?", "health", Health, security="public"),
     "openapi": Operation("This description", "health", OpenApiDocument, security="public", errors=()),

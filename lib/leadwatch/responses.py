@@ -50,12 +50,16 @@ class Alert(_Out):
     resolved_at: datetime | None
     lead_name: str | None
     lead_email: str | None
+    snoozed_until: datetime | None = None
+    overdue: bool = False
+    overdue_at: datetime | None = None
 
 
 class AlertStats(_Out):
     total: int
     by_severity: dict[str, int]
     by_type: dict[str, int]
+    snoozed: int = Field(default=0, description="snoozed alerts (not counted in total)")
 
 
 class AlertList(_Out):
@@ -94,8 +98,8 @@ class Activity(_Out):
 
 
 class AlertChanges(_Out):
-    created: list[dict[str, Any]]
-    resolved: list[dict[str, Any]]
+    created: list[AlertType] = Field(description="the types of the alerts this activity raised")
+    resolved: list[AlertType] = Field(description="the types of the alerts this activity resolved")
 
 
 class ActivityLogged(_Out):
@@ -219,3 +223,101 @@ class Analytics(_Out):
     resolved_within_24h: ResolvedWithin24h
     time_to_resolve: TimeToResolve
     open_by_age: list[AgeBucket]
+
+
+# The alert desk ------------------------------------------------------------------------------------
+
+
+class AlertBrief(_Out):
+    id: str
+    type: AlertType
+    lead_id: str
+    snoozed_until: datetime | None
+    severity: Severity
+
+
+class Snoozed(_Out):
+    success: Literal[True]
+    alert: AlertBrief
+
+
+class BulkResult(_Out):
+    id: str
+    result: Literal["done", "already_resolved", "not_found"]
+
+
+class BulkDone(_Out):
+    success: Literal[True]
+    results: list[BulkResult] = Field(description="one answer per id, in the order given")
+    done: int
+
+
+class AlertEvent(_Out):
+    event: Literal["created", "escalated", "resolved", "reopened", "snoozed", "unsnoozed", "overdue"]
+    severity: Severity = Field(description="the severity after the event")
+    actor: str = Field(description="'system' or the user's id")
+    at: datetime
+
+
+class AlertHistory(_Out):
+    success: Literal[True]
+    alert: Alert
+    events: list[AlertEvent]
+
+
+class LeadAlerts(_Out):
+    success: Literal[True]
+    alerts: list[Alert]
+    next_cursor: str | None
+
+
+class Rule(_Out):
+    type: AlertType
+    enabled: bool
+    threshold: str | None
+    severity: Severity
+    escalate_after: str | None
+    escalated_severity: Severity | None
+    min_count: int | None
+    min_value: float | None
+    currency: str | None
+    supersedes: AlertType | None
+    locale: Literal["fr", "en"]
+    messages: dict[str, str]
+    action: dict[str, Any]
+    overdue_after: str | None
+    source: Literal["default", "tenant"]
+
+
+class Rules(_Out):
+    success: Literal[True]
+    rules: list[Rule]
+
+
+class RuleSet(_Out):
+    success: Literal[True]
+    rule: Rule
+
+
+class RetentionRun(_Out):
+    success: Literal[True]
+    activities: int
+    alerts: int
+    events: int
+    more: bool = Field(description="true when another call has work left")
+    duration_ms: float
+
+
+class RejectedNotification(_Out):
+    id: str
+    instance_id: str | None
+    reason: str
+    received_at: datetime
+    payload: Any = Field(description="the notification as received (JSON), or null when it was not JSON")
+    raw_base64: str | None
+
+
+class RejectedList(_Out):
+    success: Literal[True]
+    rejected: list[RejectedNotification]
+    next_cursor: str | None

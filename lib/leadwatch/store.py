@@ -19,6 +19,7 @@ from .errors import Conflict, Forbidden, LeadwatchError, NotFound, Unauthorized,
 
 if TYPE_CHECKING:  # pydantic models: imported by the handlers at first use, not at cold start
     from .analytics import AnalyticsQuery
+    from .desk_models import LeadAlertsQuery, RuleIn
     from .exports import ActivityExportQuery, AlertExportQuery
     from .greenapi import WhatsAppActivity
     from .identity import Viewer
@@ -82,6 +83,7 @@ class Store:
             p_severity=query.severity,
             p_type=query.type,
             p_lead_id=query.lead,
+            p_state=query.state,
         )
         return {**result, "next_cursor": encode_cursor(result["next_cursor"])}
 
@@ -187,6 +189,56 @@ class Store:
             p_limit=query.page_size,
             p_cursor=cursor,
         )
+
+    # The alert desk ------------------------------------------------------------------------------
+
+    def snooze_alert(
+        self, tenant: str, alert_id: str, until: datetime, actor: str, viewer: Viewer | None = None
+    ) -> dict[str, Any]:
+        return self._call("snooze_alert", viewer, p_tenant=tenant, p_alert_id=alert_id, p_until=until, p_actor=actor)
+
+    def unsnooze_alert(self, tenant: str, alert_id: str, actor: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        return self._call("unsnooze_alert", viewer, p_tenant=tenant, p_alert_id=alert_id, p_actor=actor)
+
+    def act_on_alerts(
+        self,
+        tenant: str,
+        action: str,
+        ids: list[str],
+        actor: str,
+        until: datetime | None = None,
+        viewer: Viewer | None = None,
+    ) -> dict[str, Any]:
+        """Resolve or snooze many alerts in one transaction: {results: [{id, result}], done}."""
+        return self._call(
+            "act_on_alerts", viewer, p_tenant=tenant, p_action=action, p_ids=ids, p_until=until, p_actor=actor
+        )
+
+    def alert_history(self, tenant: str, alert_id: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        return self._call("alert_history", viewer, p_tenant=tenant, p_alert_id=alert_id)
+
+    def list_lead_alerts(
+        self, tenant: str, lead_id: str, query: LeadAlertsQuery, viewer: Viewer | None = None
+    ) -> dict[str, Any]:
+        result = self._call(
+            "list_lead_alerts",
+            viewer,
+            p_tenant=tenant,
+            p_lead_id=lead_id,
+            p_limit=query.limit,
+            p_cursor=query.decoded_cursor(),
+        )
+        return {**result, "next_cursor": encode_cursor(result["next_cursor"])}
+
+    def list_rules(self, tenant: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        return self._call("list_rules", viewer, p_tenant=tenant)
+
+    def set_rule(self, tenant: str, rule_type: str, rule: RuleIn, viewer: Viewer | None = None) -> dict[str, Any]:
+        return self._call("set_rule", viewer, p_tenant=tenant, p_type=rule_type, p_changes=rule.to_changes())
+
+    def apply_retention(self, tenant: str | None = None, batch: int | None = None) -> dict[str, Any]:
+        """Remove one bounded batch of what is past its tenant's retention (service only)."""
+        return self._call("apply_retention", None, p_tenant=tenant, p_batch=batch)
 
     def _call(self, function: str, viewer: Viewer | None, **params: Any) -> Any:
         """Call a SQL function by name with named arguments; arguments left as None take their defaults.
