@@ -49,7 +49,7 @@ FUNCTIONS = {
             "activity_json(lead_activities)",
             "log_activity(text,text,text,text,text,text,jsonb,timestamp with time zone,text)",
             "alert_json(max_alerts,text,text)",
-            "list_active_alerts(text,integer,jsonb,text,text,text)",
+            "list_active_alerts(text,integer,jsonb,text,text,text,text)",
             "resolve_alert(text,uuid,text)",
             "list_lead_activities(text,text,integer,jsonb)",
             "lead_json(leads)",

@@ -52,6 +52,8 @@ def b64(position) -> str:
         ("/api/leads/L1/activities", {"o": "2026-01-01T00:00:00Z", "i": "x"}),
         ("/api/leads/L1/activities", {"o": 5, "i": "018f0000-0000-7000-8000-000000000000"}),
         ("/api/leads/L1/activities", ["o", "i"]),
+        ("/api/leads/L1/alerts", {"c": "2026-01-01T00:00:00Z", "i": "x"}),
+        ("/api/leads/L1/alerts", {"r": 1, "c": "2026-01-01T00:00:00Z", "i": "018f0000-0000-7000-8000-000000000000"}),
     ],
     ids=[
         "rank-text",
@@ -62,6 +64,8 @@ def b64(position) -> str:
         "timeline-bad-id",
         "timeline-number",
         "list",
+        "lead-alerts-bad-id",
+        "lead-alerts-other-kind",
     ],
 )
 def test_forged_cursor_is_422_cursor(client, store, path, position):
@@ -81,13 +85,14 @@ def test_cursor_that_is_not_base64_json_is_422_cursor(client):
         ("list_active_alerts", {"r": 1, "c": "yesterday-ish", "i": "018f0000-0000-7000-8000-000000000000"}),
         ("list_active_alerts", {"r": 1}),
         ("list_lead_activities", {"o": "2026-01-01T00:00:00Z", "i": "urn:uuid:018f0000-0000-7000-8000-000000000000"}),
+        ("list_lead_alerts", {"c": "not a time", "i": "018f0000-0000-7000-8000-000000000000"}),
     ],
-    ids=["rank", "time", "keys", "id"],
+    ids=["rank", "time", "keys", "id", "lead-alerts-time"],
 )
 def test_sql_functions_refuse_a_forged_cursor_themselves(store, function, cursor):
     """Defence in depth: a caller reaching the SQL function directly gets LW422 `cursor`, not a cast error."""
     add_leads(store, tenant="t1", L1={"name": "A"})
-    extra = {"p_lead_id": "L1"} if function == "list_lead_activities" else {}
+    extra = {"p_lead_id": "L1"} if function.startswith("list_lead_") else {}
     with pytest.raises(ValidationFailed) as raised:
         store._call(function, None, p_tenant="t1", p_cursor=cursor, **extra)
     assert raised.value.details == [{"field": "cursor", "message": "invalid cursor"}]

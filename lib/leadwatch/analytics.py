@@ -6,7 +6,9 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from .models import _Storable
 
 if TYPE_CHECKING:
     from flask import Request
@@ -25,7 +27,7 @@ def _zone(name: str) -> ZoneInfo | None:
         return None
 
 
-class AnalyticsQuery(BaseModel):
+class AnalyticsQuery(_Storable):
     """Query of GET /api/alerts/analytics: days `from` to `to` (inclusive, default the last 30 days
     ending today in `tz`), bucketed in time zone `tz` (an IANA name, default UTC)."""
 

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
-from .models import AlertType, Severity
+from .models import AlertType, Severity, _Storable
 
 if TYPE_CHECKING:
     from flask import Request, Response
@@ -59,7 +59,7 @@ ACTIVITY_COLUMNS = (
 )
 
 
-class _ExportQuery(BaseModel):
+class _ExportQuery(_Storable):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     start: datetime | None = Field(default=None, alias="from", description="from this time on (ISO 8601)")
@@ -67,11 +67,6 @@ class _ExportQuery(BaseModel):
     lead: str | None = Field(default=None, min_length=1, max_length=200, description="only this lead")
     sep: Literal["comma", "semicolon"] = Field(default="comma", description="semicolon: `sep=;` line and `;`")
     bom: bool = Field(default=False, description="start with a UTF-8 byte-order mark")
-
-    @field_validator("start", "end")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
     @field_validator("end")
     @classmethod

@@ -34,6 +34,18 @@ class _Storable(BaseModel):
             raise ValueError(found.message if found.field == info.field_name else f"{found.field} {found.message}")
         return value
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _utc(cls, value: Any) -> Any:
+        """Times in UTC (a time without an offset is taken as UTC): PostgreSQL refuses the UTC offsets
+        past ±15:59 that ISO 8601 allows."""
+        if isinstance(value, datetime):
+            try:
+                return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+            except OverflowError:
+                raise ValueError("is out of range") from None
+        return value
+
 
 class _Input(_Storable):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)

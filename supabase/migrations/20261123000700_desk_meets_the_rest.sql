@@ -1,7 +1,8 @@
--- Page positions checked in SQL too, for the listings the alert desk added or redefined after
--- 20261123000200_page_checks (which taught the first two listings): the active list (now with its
--- `p_state`) and a lead's alerts call public.check_page first. Bodies otherwise as in
--- 20261123000310_alert_desk.
+-- Where the alert desk (20261123000300..330) meets what came before it: page positions checked in
+-- SQL too for the listings it added or redefined after 20261123000200_page_checks (the active list,
+-- now with its `p_state`, and a lead's alerts call public.check_page first; bodies otherwise as in
+-- 20261123000310_alert_desk), and the sweep it wraps sized for a 1 GB instance like the statement
+-- it calls (20261123000100_grants).
 
 -- Functions ---------------------------------------------------------------------------------------
 
@@ -140,3 +141,5 @@ begin
 end
 $$;
 grant execute on function public.list_lead_alerts(text, text, integer, jsonb) to authenticated, service_role;
+
+alter function public.sweep_alerts(text, timestamptz) set work_mem = '16MB';
