@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -220,6 +221,26 @@ def test_every_deployed_function_serves_its_routes(functions, green_api, db):
     }
     assert db.execute("select count(*) from lead_activities where tenant_id = 'acme'").fetchone()[0] == 4
 
+    # The alert desk, analytics, exports, dead letters and the description: each from its own function.
+    history = httpx.get(f"{functions['alerts']}/api/alerts/{alerts['NoContact7d']}/history", headers=service)
+    assert [e["event"] for e in history.json()["events"]] == ["created", "resolved"], history.text
+    lead_alerts = httpx.get(f"{functions['leads']}/api/leads/L-art/alerts", headers=service).json()
+    assert {a["type"] for a in lead_alerts["alerts"]} == {"NoContact7d", "NoReply3d"}
+    rules = httpx.get(f"{functions['rules']}/api/rules", headers=service).json()
+    assert len(rules["rules"]) == 6
+    retention = httpx.post(
+        f"{functions['retention']}/api/retention/run", headers={"X-Scheduler-Token": SCHEDULER_TOKEN}
+    )
+    assert retention.status_code == 200 and retention.json()["more"] is False, retention.text
+    analytics = httpx.get(f"{functions['alerts']}/api/alerts/analytics", headers=service).json()
+    assert sum(day["created"] for day in analytics["per_day"]) == 2
+    export = httpx.get(f"{functions['alerts']}/api/alerts/export.csv?state=all", headers=service)
+    assert export.headers["content-type"].startswith("text/csv") and len(export.text.splitlines()) == 3
+    rejected = httpx.get(f"{functions['whatsapp']}/api/greenapi/rejected", headers=service).json()
+    assert rejected["rejected"] == []
+    described = httpx.get(f"{functions['health']}/openapi.json").json()
+    assert "/api/alerts/{alert_id}/snooze" in described["paths"]
+
 
 @pytest.fixture
 def scratch_database(server_url):
@@ -235,12 +256,18 @@ def scratch_database(server_url):
         conn.execute(f'drop database "{name}" with (force)')
 
 
+_NOT_SOURCES = (".git", ".venv", "build", "*.egg-info", ".leadwatch", ".bench", "test-artifacts", "__pycache__")
+
+
 def test_wheel_installed_migrate_creates_the_schema(tmp_path, scratch_database):
     """`pip install .` (not editable) carries the migrations: `leadwatch migrate` creates every table."""
     import psycopg
 
+    # Built from a copy of the sources: a setuptools build/ folder left in the checkout would add stale files.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*_NOT_SOURCES))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path / "dist"), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path / "dist"), str(source)],
         check=True,
         capture_output=True,
     )
