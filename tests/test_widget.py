@@ -578,6 +578,32 @@ def test_snooze_and_bulk_follow_the_alert_desk_contract(page, dev_server):
     assert until.astimezone().replace(tzinfo=None) == tomorrow_nine  # 09:00 tomorrow, browser time (= ours)
 
 
+def test_snooze_and_bulk_resolve_against_the_real_alert_desk(page, dev_server):
+    """With the API's own description and routes (no interception): 4 h snooze, then a bulk resolve;
+    the API confirms both."""
+    alerts = seed(
+        dev_server,
+        "t-desk-real",
+        A={"name": "Anna Roy", "history": [("in", 9)]},
+        B={"name": "Bruno Roy", "history": [("in", 16)]},
+        C={"name": "Chloé Roy", "history": [("in", 35)]},
+    )["alerts"]
+    by_name = {a["lead_name"]: a["id"] for a in alerts}
+    open_widget(page, dev_server, "t-desk-real")
+    anna = page.locator("leadwatch-alerts li.alert", has_text="Anna Roy")
+    anna.get_by_text("Reporter").click()
+    anna.get_by_role("button", name="4 h").click()
+    anna.wait_for(state="detached")
+    snoozed = call(dev_server, "GET", "/api/alerts/active?state=snoozed", "t-desk-real")[1]["alerts"]
+    assert [a["id"] for a in snoozed] == [by_name["Anna Roy"]] and snoozed[0]["snoozed_until"]
+
+    page.get_by_role("checkbox", name="Tout sélectionner").check()
+    page.get_by_role("button", name="Résoudre la sélection").click()
+    page.locator("leadwatch-alerts [data-state='empty']").wait_for()
+    left = call(dev_server, "GET", "/api/alerts/active", "t-desk-real")[1]
+    assert left["alerts"] == [] and left["stats"]["snoozed"] == 1
+
+
 # Analytics -------------------------------------------------------------------------------------
 
 
