@@ -109,6 +109,7 @@ def test_sql_functions_refuse_an_absurd_limit(store):
         ('{"leadId": "L1", "channel": "email", "direction": "out", "meta": {"n": {"x": ["a\\u0000"]}}}', "meta.n.x[0]"),
         ('{"leadId": "L1", "channel": "email", "direction": "out", "messageSnippet": "\\ud800"}', "messageSnippet"),
         ('{"leadId": "L\\udfff", "channel": "email", "direction": "out"}', "leadId"),
+        ('{"leadId": "L1", "channel": "email", "direction": "out", "meta": {"s": "\\ud800"}}', "meta.s"),
         ('{"leadId": "L1", "channel": "email", "direction": "out", "meta": {"v": NaN}}', "meta.v"),
         ('{"leadId": "L1", "channel": "email", "direction": "out", "meta": {"v": -Infinity}}', "meta.v"),
         ('{"leadId": "L1", "channel": "email", "direction": "out", "meta": {"v": 1e999}}', "meta.v"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from flask import Flask, request
+from werkzeug.exceptions import HTTPException
 
 from .api import Api
 
@@ -18,6 +19,12 @@ def create_app(api: Api) -> Flask:
     @app.route("/", defaults={"path": ""}, methods=_METHODS)
     @app.route("/<path:path>", methods=_METHODS)
     def serve(path: str):
+        return api.handle(request)
+
+    @app.errorhandler(HTTPException)
+    def unrouted(exc: HTTPException):
+        """What Flask's catch-all does not match (a newline in the path, an unusual method) is the Api's
+        to answer too: our JSON, never Flask's HTML page."""
         return api.handle(request)
 
     return app
