@@ -76,7 +76,32 @@ def encoded(value) -> bytes:
     return json.dumps(value, allow_nan=True).encode("utf-8", "surrogatepass")
 
 
+# Bodies the routes accept (those of routes added later too, when known), to be broken one or two fields
+# at a time: so that generated requests get past the first checks and reach the deeper ones, and SQL.
+VALID_BODIES = [
+    {"leadId": "L1", "channel": "whatsapp", "direction": "out", "status": "sent", "messageSnippet": "Bonjour",
+     "meta": {"provider": "x"}, "occurredAt": "2026-01-01T00:00:00+00:00", "externalId": "e1"},
+    {"leadId": "L3", "name": "Nina", "email": "n@example.com", "phone": "+33611111111", "value": 10, "currency": "EUR"},
+    {"leadId": "L1", "message": "Bonjour"},
+    {"for": "4h"},
+    {"until": "2030-01-01T00:00:00+00:00"},
+    {"action": "resolve", "ids": ["018f0000-0000-7000-8000-000000000000"]},
+    {"action": "snooze", "ids": ["018f0000-0000-7000-8000-000000000000"], "for": "2d"},
+]  # fmt: skip
+
+
+@st.composite
+def broken_bodies(draw) -> bytes:
+    body = dict(draw(st.sampled_from(VALID_BODIES)))
+    for _ in range(draw(st.integers(1, 2))):
+        key = draw(st.sampled_from(sorted(body)) | st.sampled_from(body_keys))
+        body[key] = draw(json_value | st.dictionaries(text, json_value, max_size=3) | field_value)
+    return encoded([body] if draw(st.integers(0, 5)) == 0 else body)
+
+
 bodies = st.one_of(
+    broken_bodies(),
+    broken_bodies(),
     json_objects.map(encoded),
     st.lists(json_objects, max_size=3).map(encoded),
     json_value.map(encoded),
@@ -133,9 +158,15 @@ def test_no_request_makes_leadwatch_fail_or_write_when_it_refuses(fuzzed, rule, 
             "query": queries,
             "body": (notifications() | bodies) if webhook else bodies,
             "headers": st.sampled_from(
-                [HOOK if webhook else {"X-Tenant": TENANT}, {}, {"X-Tenant": "t\u00e9"}, {"Authorization": "Bearer x"}]
+                [
+                    HOOK if webhook else {"X-Tenant": TENANT},
+                    {},
+                    {"X-Tenant": "t\u00e9"},
+                    {"Authorization": "Bearer x"},
+                    {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": method},
+                ]
             ),
-            "method": st.sampled_from([method, method, method, "PUT", "DELETE"]),
+            "method": st.sampled_from([method, method, method, "PUT", "DELETE", "OPTIONS"]),
         }
     )
 

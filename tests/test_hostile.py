@@ -120,6 +120,7 @@ def test_sql_functions_refuse_an_absurd_limit(store):
         "nul-nested-meta",
         "surrogate-snippet",
         "surrogate-lead",
+        "surrogate-meta",
         "nan",
         "infinity",
         "overflow",
@@ -363,3 +364,13 @@ def test_issued_cursors_pass_the_checks_and_page_on(client, store):
         ).status_code
         == 200
     )
+
+
+def test_preflight_from_an_origin_not_configured_is_403_our_json(client):
+    headers = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
+    refused(client.options("/api/activities/log", headers=headers), 403)
+
+
+def test_a_newline_in_the_path_is_our_json_not_flasks_page(client):
+    refused(client.get("/api/leads/%0A/activities", headers=T1), 404)
+    refused(client.open("/health", method="PROPFIND"), 405)

@@ -151,10 +151,10 @@ def greenapi_webhook(request: Request, caller: None, api: Api) -> tuple[int, dic
     """A Green-API notification: 200 once stored, deliberately ignored, or kept as unreadable (a dead
     letter), so Green-API stops resending and sends the next ones; 5xx only when it could not be
     stored, so that Green-API resends it."""
-    instance = api.greenapi.verify_webhook(request)
-    raw, cut = _greenapi_body(request)
     from .safejson import clean, problem
 
+    instance = api.greenapi.verify_webhook(request)
+    raw, cut = _greenapi_body(request)
     try:
         payload = json.loads(raw)
     except (ValueError, RecursionError):
@@ -269,7 +269,7 @@ def _alert_id(value: str) -> str:
 
 def _raw_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The request's body, at most `limit` bytes: 413 over it (checked before reading when the length
-    is announced), 408 when the client stops sending, 400 when it hangs up."""
+    is announced), 408 when the client stops sending it or leaves before the end."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body is over {limit // 1024} KiB")
     try:
@@ -443,7 +443,12 @@ class Api:
             request_id = uuid.uuid4().hex
         endpoint, tenant = None, None
         if self._cors.is_preflight(request):
-            return self._cors.preflight(request)
+            preflight = self._cors.preflight(request)
+            if preflight.status_code < 400:
+                return preflight
+            refused = _error(Forbidden("this origin may not call leadwatch"))  # an error is our JSON, here too
+            refused.headers["Vary"] = "Origin"
+            return refused
         try:
             url_map = self._all if group is None else self._maps[group]
             try:
