@@ -374,3 +374,11 @@ def test_preflight_from_an_origin_not_configured_is_403_our_json(client):
 def test_a_newline_in_the_path_is_our_json_not_flasks_page(client):
     refused(client.get("/api/leads/%0A/activities", headers=T1), 404)
     refused(client.open("/health", method="PROPFIND"), 405)
+
+
+def test_a_notification_over_1_mib_is_acknowledged_and_kept_cut(webhook, db):
+    body = json.dumps({**message(), "padding": "p" * 1_200_000}).encode()
+    response = webhook.post("/webhooks/greenapi", headers=HOOK, data=body, content_type="application/json")
+    assert response.status_code == 200 and "over 1024 KiB" in response.get_json()["rejected"]["reason"]
+    [(_, _, payload, raw, _)] = rejected(db)
+    assert payload is None and bytes(raw) == body[: 1024 * 1024]
