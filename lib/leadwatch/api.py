@@ -155,17 +155,19 @@ def greenapi_webhook(request: Request, caller: None, api: Api) -> tuple[int, dic
 
     instance = api.greenapi.verify_webhook(request)
     raw, cut = _greenapi_body(request)
+    if cut:
+        return _reject_notification(
+            api, instance, f"the body is over {GREENAPI_MAX_BODY_BYTES // 1024} KiB; kept cut", raw
+        )
     try:
         payload = json.loads(raw)
     except (ValueError, RecursionError):
         return _reject_notification(api, instance, "the body is not valid JSON", raw)
-    if cut or not isinstance(payload, dict) or problem(payload):
+    if not isinstance(payload, dict) or problem(payload):
         storable = None  # kept as the bytes received
     else:
         storable = payload
     try:
-        if cut:
-            raise Unreadable(f"the body is over {GREENAPI_MAX_BODY_BYTES // 1024} KiB; kept cut")
         if not isinstance(payload, dict):
             raise Unreadable("the body must be a JSON object")
         return _store_notification(api, instance, read_notification(clean(payload), instance))
