@@ -114,6 +114,7 @@ def test_sql_functions_refuse_an_absurd_limit(store):
         ('{"leadId": "L1", "channel": "email", "direction": "out", "meta": {"n": {"x": ["a\\u0000"]}}}', "meta.n.x[0]"),
         ('{"leadId": "L1", "channel": "email", "direction": "out", "messageSnippet": "\\ud800"}', "messageSnippet"),
         ('{"leadId": "L\\udfff", "channel": "email", "direction": "out"}', "leadId"),
+        ('{"leadId": "L1", "channel": "email", "direction": "out", "meta": {"s": "\\ud800"}}', "meta.s"),
         ('{"leadId": "L1", "channel": "email", "direction": "out", "meta": {"v": NaN}}', "meta.v"),
         ('{"leadId": "L1", "channel": "email", "direction": "out", "meta": {"v": -Infinity}}', "meta.v"),
         ('{"leadId": "L1", "channel": "email", "direction": "out", "meta": {"v": 1e999}}', "meta.v"),
@@ -124,6 +125,7 @@ def test_sql_functions_refuse_an_absurd_limit(store):
         "nul-nested-meta",
         "surrogate-snippet",
         "surrogate-lead",
+        "surrogate-meta",
         "nan",
         "infinity",
         "overflow",
@@ -367,3 +369,21 @@ def test_issued_cursors_pass_the_checks_and_page_on(client, store):
         ).status_code
         == 200
     )
+
+
+def test_preflight_from_an_origin_not_configured_is_403_our_json(client):
+    headers = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
+    refused(client.options("/api/activities/log", headers=headers), 403)
+
+
+def test_a_newline_in_the_path_is_our_json_not_flasks_page(client):
+    refused(client.get("/api/leads/%0A/activities", headers=T1), 404)
+    refused(client.open("/health", method="PROPFIND"), 405)
+
+
+def test_a_notification_over_1_mib_is_acknowledged_and_kept_cut(webhook, db):
+    body = json.dumps({**message(), "padding": "p" * 1_200_000}).encode()
+    response = webhook.post("/webhooks/greenapi", headers=HOOK, data=body, content_type="application/json")
+    assert response.status_code == 200 and "over 1024 KiB" in response.get_json()["rejected"]["reason"]
+    [(_, _, payload, raw, _)] = rejected(db)
+    assert payload is None and bytes(raw) == body[: 1024 * 1024]

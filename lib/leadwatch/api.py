@@ -170,21 +170,23 @@ def greenapi_webhook(request: Request, caller: None, api: Api) -> tuple[int, dic
     """A Green-API notification: 200 once stored, deliberately ignored, or kept as unreadable (a dead
     letter), so Green-API stops resending and sends the next ones; 5xx only when it could not be
     stored, so that Green-API resends it."""
-    instance = api.greenapi.verify_webhook(request)
-    raw, cut = _greenapi_body(request)
     from .safejson import clean, problem
 
+    instance = api.greenapi.verify_webhook(request)
+    raw, cut = _greenapi_body(request)
+    if cut:
+        return _reject_notification(
+            api, instance, f"the body is over {GREENAPI_MAX_BODY_BYTES // 1024} KiB; kept cut", raw
+        )
     try:
         payload = json.loads(raw)
     except (ValueError, RecursionError):
         return _reject_notification(api, instance, "the body is not valid JSON", raw)
-    if cut or not isinstance(payload, dict) or problem(payload):
+    if not isinstance(payload, dict) or problem(payload):
         storable = None  # kept as the bytes received
     else:
         storable = payload
     try:
-        if cut:
-            raise Unreadable(f"the body is over {GREENAPI_MAX_BODY_BYTES // 1024} KiB; kept cut")
         if not isinstance(payload, dict):
             raise Unreadable("the body must be a JSON object")
         return _store_notification(api, instance, read_notification(clean(payload), instance))
@@ -311,7 +313,7 @@ def _alert_id(value: str) -> str:
 
 def _raw_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The request's body, at most `limit` bytes: 413 over it (checked before reading when the length
-    is announced), 408 when the client stops sending, 400 when it hangs up."""
+    is announced), 408 when the client stops sending it or leaves before the end."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body is over {limit // 1024} KiB")
     try:
@@ -485,7 +487,12 @@ class Api:
             request_id = uuid.uuid4().hex
         endpoint, tenant = None, None
         if self._cors.is_preflight(request):
-            return self._cors.preflight(request)
+            preflight = self._cors.preflight(request)
+            if preflight.status_code < 400:
+                return preflight
+            refused = _error(Forbidden("this origin may not call leadwatch"))  # an error is our JSON, here too
+            refused.headers["Vary"] = "Origin"
+            return refused
         try:
             url_map = self._all if group is None else self._maps[group]
             try:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from flask import Flask, request, send_from_directory
+from werkzeug.exceptions import HTTPException
 
 from .api import Api
 
@@ -35,8 +36,11 @@ def create_app(api: Api) -> Flask:
     def docs_viewer():
         return send_from_directory(_WEB / "vendor" / "redoc", "redoc.standalone.js", mimetype="text/javascript")
 
-    # Paths Flask's own routing cannot match (a newline in them) get the API's JSON 404 too.
-    app.register_error_handler(404, lambda _: api.handle(request))
+    @app.errorhandler(HTTPException)
+    def unrouted(exc: HTTPException):
+        """What Flask's catch-all does not match (a newline in the path, an unusual method) is the Api's
+        to answer too: our JSON, never Flask's HTML page."""
+        return api.handle(request)
 
     return app
 
