@@ -17,7 +17,10 @@ from leadwatch.migrate import migrate
 from leadwatch.store import PostgresStore, SupabaseStore
 from postgrest_fake import SERVICE_KEY, SUPABASE_URL, PostgrestFake
 
-TABLES = "lead_activities, max_alerts, alert_events, alert_counts, leads, lead_state, retention_policies"
+TABLES = (
+    "lead_activities, max_alerts, alert_events, alert_counts, leads, lead_state, retention_policies,"
+    " webhook_endpoints, webhook_deliveries"
+)
 
 
 @pytest.fixture(scope="session")

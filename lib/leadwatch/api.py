@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as _MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
-from . import desk
+from . import desk, notify
 from .cors import CorsPolicy
 from .errors import (
     BadRequest,
@@ -69,6 +69,19 @@ GROUPS: dict[str, list[Rule]] = {
     "whatsapp": [Rule("/api/whatsapp/send", methods=["POST"], endpoint="send_whatsapp")],
     "greenapi_webhook": [Rule("/webhooks/greenapi", methods=["POST"], endpoint="greenapi_webhook")],
     "health": [Rule("/health", methods=["GET"], endpoint="health")],
+    "webhooks": [
+        Rule("/api/webhooks", methods=["GET"], endpoint="list_webhooks"),
+        Rule("/api/webhooks", methods=["POST"], endpoint="create_webhook"),
+        Rule("/api/webhooks/<webhook_id>", methods=["DELETE"], endpoint="delete_webhook"),
+        Rule("/api/webhooks/<webhook_id>/rotate", methods=["POST"], endpoint="rotate_webhook"),
+        Rule("/api/webhooks/<webhook_id>/deliveries", methods=["GET"], endpoint="list_webhook_deliveries"),
+        Rule(
+            "/api/webhooks/<webhook_id>/deliveries/<delivery_id>/redeliver",
+            methods=["POST"],
+            endpoint="redeliver_webhook",
+        ),
+    ],
+    "notifications": [Rule("/api/notifications/deliver", methods=["POST"], endpoint="deliver_notifications")],
 }
 
 
@@ -168,7 +181,11 @@ def health(request: Request, caller: None, api: Api) -> tuple[int, dict]:
 
 
 # Who may call what: the sweep is for the scheduler and the service; the rest for users and servers.
-_CALLERS = {"sweep": {"scheduler", "service", "open"}, "run_retention": {"scheduler", "service", "open"}}
+_CALLERS = {
+    "sweep": {"scheduler", "service", "open"},
+    "run_retention": {"scheduler", "service", "open"},
+    "deliver_notifications": {"scheduler", "service", "open"},
+}
 _DEFAULT_CALLERS = {"user", "service", "open"}
 _SELF_AUTHENTICATED = {"health", "greenapi_webhook"}  # health needs no credentials; the webhook checks its own
 
@@ -191,6 +208,13 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict]]] = {
     "list_rules": desk.list_rules,
     "put_rule": desk.put_rule,
     "run_retention": desk.run_retention,
+    "create_webhook": notify.create_webhook,
+    "list_webhooks": notify.list_webhooks,
+    "delete_webhook": notify.delete_webhook,
+    "rotate_webhook": notify.rotate_webhook,
+    "list_webhook_deliveries": notify.list_webhook_deliveries,
+    "redeliver_webhook": notify.redeliver_webhook,
+    "deliver_notifications": notify.deliver_notifications,
 }
 
 
