@@ -25,6 +25,7 @@ httpx>=0.27
 pydantic>=2.7
 python-dotenv>=1.0
 psycopg[binary,pool]>=3.2
+standardwebhooks>=1.0
 REQ
 
 secrets="SUPABASE_URL=SUPABASE_URL:latest,SUPABASE_SERVICE_KEY=SUPABASE_SERVICE_KEY:latest"
@@ -46,11 +47,13 @@ deploy leads --allow-unauthenticated
 deploy whatsapp --allow-unauthenticated
 deploy health --allow-unauthenticated
 deploy rules --allow-unauthenticated
+deploy webhooks --allow-unauthenticated
 # Green-API calls this one; it checks the instance's webhookUrlToken itself.
 deploy greenapi_webhook --allow-unauthenticated
 # The sweep is private: only the scheduler's service account may invoke it.
 deploy sweep --no-allow-unauthenticated --timeout 540s
 deploy retention --no-allow-unauthenticated --timeout 540s
+deploy notifications --no-allow-unauthenticated --timeout 120s
 
 # Daily at 09:00 Paris time, as the reference's cron sketch. IAM checks the scheduler's OIDC token
 # (Authorization); leadwatch checks its own scheduler token (X-Scheduler-Token) as well.
@@ -70,3 +73,12 @@ gcloud scheduler jobs create http leadwatch-nightly-retention --project "$PROJEC
   --headers "X-Scheduler-Token=$(gcloud secrets versions access latest --secret LEADWATCH_SCHEDULER_TOKEN --project "$PROJECT")" \
   --oidc-service-account-email "${SCHEDULER_SA}" \
   2>/dev/null || echo "scheduler job leadwatch-nightly-retention already exists"
+
+# Outgoing webhooks, every minute: each call sends what is due (within ~50 s) and records the outcomes.
+notifications_url=$(gcloud functions describe leadwatch-notifications --gen2 --project "$PROJECT" --region "$REGION" \
+  --format 'value(serviceConfig.uri)')
+gcloud scheduler jobs create http leadwatch-deliver-notifications --project "$PROJECT" --location "$REGION" \
+  --schedule "* * * * *" --time-zone "Etc/UTC" --http-method POST --uri "$notifications_url/api/notifications/deliver" \
+  --headers "X-Scheduler-Token=$(gcloud secrets versions access latest --secret LEADWATCH_SCHEDULER_TOKEN --project "$PROJECT")" \
+  --oidc-service-account-email "${SCHEDULER_SA}" \
+  2>/dev/null || echo "scheduler job leadwatch-deliver-notifications already exists"

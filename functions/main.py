@@ -63,3 +63,13 @@ def retention(request):
 @functions_framework.http
 def health(request):
     return _api.handle(request, "health")
+
+
+@functions_framework.http
+def webhooks(request):
+    return _api.handle(request, "webhooks")
+
+
+@functions_framework.http
+def notifications(request):
+    return _api.handle(request, "notifications")

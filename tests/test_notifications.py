@@ -422,3 +422,23 @@ def test_signed_in_users_can_never_read_a_secret(client, store, db, receiver):
         assert db.execute("select count(*) from webhook_endpoints").fetchone()[0] == 1
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             db.execute("select secret from webhook_endpoints")
+
+
+def test_leadwatch_deliver_sends_what_is_due_from_the_command_line(client, postgres_store, db, receiver, database_url):
+    import os
+    import subprocess
+    import sys
+
+    register(client, receiver, events=["alert.created"])
+    silent_lead(postgres_store, db)
+    env = {k: v for k, v in os.environ.items() if k not in ("SUPABASE_URL", "SUPABASE_SERVICE_KEY")}
+    ran = subprocess.run(
+        [sys.executable, "-m", "leadwatch.cli", "deliver", "--batch", "10"],
+        capture_output=True,
+        text=True,
+        env={**env, "DATABASE_URL": database_url},
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["delivered"] == 1
+    assert len(receiver.received) == 1 and receiver.received[0]["valid"]
