@@ -48,6 +48,7 @@ deploy whatsapp --allow-unauthenticated
 deploy health --allow-unauthenticated
 deploy rules --allow-unauthenticated
 deploy webhooks --allow-unauthenticated
+deploy members --allow-unauthenticated
 # Green-API calls this one; it checks the instance's webhookUrlToken itself.
 deploy greenapi_webhook --allow-unauthenticated
 # The sweep is private: only the scheduler's service account may invoke it.

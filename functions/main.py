@@ -73,3 +73,8 @@ def webhooks(request):
 @functions_framework.http
 def notifications(request):
     return _api.handle(request, "notifications")
+
+
+@functions_framework.http
+def members(request):
+    return _api.handle(request, "members")

@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as _MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
-from . import desk, notify
+from . import desk, members, notify
 from .cors import CorsPolicy
 from .errors import (
     BadRequest,
@@ -82,6 +82,10 @@ GROUPS: dict[str, list[Rule]] = {
         ),
     ],
     "notifications": [Rule("/api/notifications/deliver", methods=["POST"], endpoint="deliver_notifications")],
+    "members": [
+        Rule("/api/members", methods=["GET"], endpoint="list_members"),
+        Rule("/api/members", methods=["POST"], endpoint="upsert_member"),
+    ],
 }
 
 
@@ -215,6 +219,8 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict]]] = {
     "list_webhook_deliveries": notify.list_webhook_deliveries,
     "redeliver_webhook": notify.redeliver_webhook,
     "deliver_notifications": notify.deliver_notifications,
+    "list_members": members.list_members,
+    "upsert_member": members.upsert_member,
 }
 
 

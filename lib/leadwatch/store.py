@@ -239,6 +239,15 @@ class Store:
         """Record claimed attempts' outcomes (service only): {delivered, retrying, failed, disabled}."""
         return self._call("record_webhook_attempts", None, p_results=outcomes, p_now=now)
 
+    # The team directory --------------------------------------------------------------------------
+
+    def upsert_member(self, tenant: str, member: dict[str, Any], viewer: Viewer | None = None) -> dict[str, Any]:
+        """Add or replace a member of the directory (admins): {member}."""
+        return self._call("upsert_member", viewer, p_tenant=tenant, p_member=member)
+
+    def list_members(self, tenant: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        return self._call("list_members", viewer, p_tenant=tenant)
+
     def _call(self, function: str, viewer: Viewer | None, **params: Any) -> Any:
         """Call a SQL function by name with named arguments; arguments left as None take their defaults.
 
