@@ -19,7 +19,7 @@ from postgrest_fake import SERVICE_KEY, SUPABASE_URL, PostgrestFake
 
 TABLES = (
     "lead_activities, max_alerts, alert_events, alert_counts, leads, lead_state, retention_policies,"
-    " webhook_endpoints, webhook_deliveries, team_members"
+    " webhook_endpoints, webhook_deliveries, team_members, member_pushes"
 )
 
 

@@ -136,7 +136,8 @@ def _retain(args: argparse.Namespace) -> int:
 
 def _deliver(args: argparse.Namespace) -> int:
     """Send the outgoing webhooks that are due, batch after batch, until none is."""
-    from .notify import deliver
+    from .greenapi import GreenApi
+    from .notify import deliver, push_whatsapp
     from .store import make_store
 
     settings = load_settings()
@@ -144,7 +145,9 @@ def _deliver(args: argparse.Namespace) -> int:
         settings = replace(settings, database_url=args.database_url)
     store = make_store(settings)
     try:
-        print(json.dumps(deliver(store, batch=args.batch, budget_seconds=args.budget), indent=2))
+        result = deliver(store, batch=args.batch, budget_seconds=args.budget)
+        pushes = push_whatsapp(store, GreenApi(settings.greenapi_instances), batch=args.batch)
+        print(json.dumps({**result, "pushes": pushes}, indent=2))
     finally:
         store.close()
     return 0

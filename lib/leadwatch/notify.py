@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .api import Api
+    from .greenapi import GreenApi
     from .store import Store
 
 LEASE_SECONDS = 120  # a claimed delivery is due again this long after a deliverer took it and vanished
@@ -101,7 +102,13 @@ def deliver_notifications(request: Request, caller: Caller, api: Api) -> tuple[i
     query = parse(DeliverQuery, request.args.to_dict())
     started = time.perf_counter()
     result = deliver(api.store, batch=query.batch)
-    return 200, {"success": True, **result, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
+    pushes = push_whatsapp(api.store, api.greenapi, batch=query.batch)
+    return 200, {
+        "success": True,
+        **result,
+        "pushes": pushes,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
 
 
 # The deliverer ----------------------------------------------------------------------------------
@@ -143,6 +150,37 @@ def deliver(
             batches += 1
             if len(claimed) < batch or batches == max_batches or time.monotonic() - started > budget_seconds:
                 break
+    return totals
+
+
+def push_whatsapp(
+    store: Store, greenapi: GreenApi, *, now: datetime | None = None, batch: int = 100, max_batches: int = 10
+) -> dict[str, int]:
+    """Send the members' due WhatsApp pushes (owner and overdue pushes, held through quiet hours)
+    through their tenant's Green-API instance; failures are retried on the webhooks' schedule.
+    Answers {claimed, sent, retrying, failed}."""
+    from .greenapi import WhatsAppError
+
+    totals = {"claimed": 0, "sent": 0, "retrying": 0, "failed": 0}
+    for _ in range(max_batches):
+        claimed = store.claim_member_pushes(now, batch)
+        if not claimed:
+            break
+        outcomes = []
+        for push in claimed:
+            error = None
+            try:
+                instance = greenapi.instance_for(push["tenant_id"])
+                greenapi.send_message(instance, push["phone"].lstrip("+") + "@c.us", push["text"])
+            except WhatsAppError as exc:
+                error = exc.code
+            outcomes.append({"id": push["id"], "attempt": push["attempt"], "error": error})
+        recorded = store.record_member_pushes(outcomes, now)
+        totals["claimed"] += len(claimed)
+        for key in ("sent", "retrying", "failed"):
+            totals[key] += recorded[key]
+        if len(claimed) < batch:
+            break
     return totals
 
 

@@ -239,6 +239,16 @@ class Store:
         """Record claimed attempts' outcomes (service only): {delivered, retrying, failed, disabled}."""
         return self._call("record_webhook_attempts", None, p_results=outcomes, p_now=now)
 
+    def claim_member_pushes(
+        self, now: datetime | None = None, limit: int = 100, lease_seconds: int = 120
+    ) -> list[dict[str, Any]]:
+        """Claim due WhatsApp pushes under a lease (service only): [{id, attempt, tenant_id, phone, text}]."""
+        return self._call("claim_member_pushes", None, p_now=now, p_limit=limit, p_lease_seconds=lease_seconds)
+
+    def record_member_pushes(self, outcomes: list[dict[str, Any]], now: datetime | None = None) -> dict[str, Any]:
+        """Record claimed pushes' outcomes (service only): {sent, retrying, failed}."""
+        return self._call("record_member_pushes", None, p_results=outcomes, p_now=now)
+
     # The team directory --------------------------------------------------------------------------
 
     def upsert_member(self, tenant: str, member: dict[str, Any], viewer: Viewer | None = None) -> dict[str, Any]:
