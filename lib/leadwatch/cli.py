@@ -146,7 +146,7 @@ def _deliver(args: argparse.Namespace) -> int:
     store = make_store(settings)
     try:
         result = deliver(store, batch=args.batch, budget_seconds=args.budget)
-        pushes = push_whatsapp(store, GreenApi(settings.greenapi_instances), batch=args.batch)
+        pushes = push_whatsapp(store, GreenApi(settings.greenapi_instances))
         print(json.dumps({**result, "pushes": pushes}, indent=2))
     finally:
         store.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import secrets
 import time
 import uuid
@@ -102,7 +103,7 @@ def deliver_notifications(request: Request, caller: Caller, api: Api) -> tuple[i
     query = parse(DeliverQuery, request.args.to_dict())
     started = time.perf_counter()
     result = deliver(api.store, batch=query.batch)
-    pushes = push_whatsapp(api.store, api.greenapi, batch=query.batch)
+    pushes = push_whatsapp(api.store, api.greenapi)
     return 200, {
         "success": True,
         **result,
@@ -131,6 +132,9 @@ def deliver(
     import httpx
 
     totals = {"claimed": 0, "delivered": 0, "retrying": 0, "failed": 0, "disabled": 0}
+    # The lease must outlast the slowest batch (every receiver timing out), or another deliverer
+    # could take a row this one is still sending.
+    lease_seconds = max(lease_seconds, math.ceil(batch / workers) * math.ceil(timeout) + 30)
     started = time.monotonic()
     batches = 0
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
@@ -154,16 +158,23 @@ def deliver(
 
 
 def push_whatsapp(
-    store: Store, greenapi: GreenApi, *, now: datetime | None = None, batch: int = 100, max_batches: int = 10
+    store: Store,
+    greenapi: GreenApi,
+    *,
+    now: datetime | None = None,
+    batch: int = 10,
+    max_batches: int = 10,
+    lease_seconds: int = 900,
 ) -> dict[str, int]:
     """Send the members' due WhatsApp pushes (owner and overdue pushes, held through quiet hours)
     through their tenant's Green-API instance; failures are retried on the webhooks' schedule.
-    Answers {claimed, sent, retrying, failed}."""
+    Sent one after another, each with Green-API's own bounded retries: small batches under a long
+    lease (10 pushes × ~80 s at worst < 15 min). Answers {claimed, sent, retrying, failed}."""
     from .greenapi import WhatsAppError
 
     totals = {"claimed": 0, "sent": 0, "retrying": 0, "failed": 0}
     for _ in range(max_batches):
-        claimed = store.claim_member_pushes(now, batch)
+        claimed = store.claim_member_pushes(now, batch, lease_seconds)
         if not claimed:
             break
         outcomes = []
