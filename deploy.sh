@@ -3,8 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-FUNCTIONS=(activities alerts leads rules whatsapp health greenapi_webhook sweep retention)
-PRIVATE=(sweep retention)  # called by Cloud Scheduler only (IAM), each on its own schedule below
+FUNCTIONS=(activities alerts leads rules whatsapp health greenapi_webhook webhooks members sweep retention notifications)
+PRIVATE=(sweep retention notifications)  # called by Cloud Scheduler only (IAM), each on its own schedule below
 SECRETS=(SUPABASE_URL SUPABASE_SERVICE_KEY SUPABASE_JWT_SECRET LEADWATCH_SCHEDULER_TOKEN LEADWATCH_GREENAPI_INSTANCES)
 RUNTIME=python311
 
@@ -13,10 +13,11 @@ usage() {
 Usage: ./deploy.sh [--dry-run] [--rollback] [--help]
 
 Deploys one Cloud Run function (gen2) per route group: activities, alerts, leads, rules, whatsapp,
-health, greenapi_webhook (public: each verifies its callers), sweep and retention (private), grants
-the scheduler's service account roles/run.invoker on the private ones, and creates or updates their
-Cloud Scheduler jobs: leadwatch-daily-sweep (daily at 09:00 Europe/Paris) and
-leadwatch-nightly-retention (every 10 minutes from 00:00 to 05:50 Europe/Paris, one bounded batch each).
+health, greenapi_webhook, webhooks, members (public: each verifies its callers), sweep, retention and
+notifications (private), grants the scheduler's service account roles/run.invoker on the private ones,
+and creates or updates their Cloud Scheduler jobs: leadwatch-daily-sweep (daily at 09:00
+Europe/Paris), leadwatch-nightly-retention (every 10 minutes from 00:00 to 05:50 Europe/Paris, one
+bounded batch each) and leadwatch-deliver-notifications (every minute).
 
 Variables:
   PROJECT        Google Cloud project id (required)
@@ -160,5 +161,6 @@ schedule() {
 
 schedule sweep leadwatch-daily-sweep "0 9 * * *" /api/alerts/sweep
 schedule retention leadwatch-nightly-retention "*/10 0-5 * * *" /api/retention/run
+schedule notifications leadwatch-deliver-notifications "* * * * *" /api/notifications/deliver
 
 $dry_run || echo "deployed; check it: leadwatch smoke https://$REGION-$PROJECT.cloudfunctions.net --token \$SERVICE_KEY"

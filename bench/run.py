@@ -485,6 +485,104 @@ def bench_cold_start() -> None:
 TENANTS = 10
 
 
+_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"  # a fixed 24-byte secret: the bench signs like production
+
+
+def _receiver() -> tuple[str, object]:
+    """A local webhook receiver (threaded, loopback) answering 204 to every POST."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/hooks", server
+
+
+def _pending_deliveries(conn, url: str, count: int) -> None:
+    conn.execute("truncate webhook_endpoints, webhook_deliveries")
+    [(endpoint,)] = conn.execute(
+        "insert into webhook_endpoints (tenant_id, url, events, secret, created_by)"
+        " values ('bench', %s, array['alert.created'], %s, 'bench') returning id",
+        [url, _SECRET],
+    ).fetchall()
+    conn.execute(
+        "insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at)"
+        " select 'bench', %s, i, 'alert.created', jsonb_build_object('type', 'alert.created', 'data',"
+        " jsonb_build_object('alert', jsonb_build_object('id', gen_random_uuid(), 'lead_name', 'Lead ' || i,"
+        " 'severity', 'high', 'type', 'NoReply3d', 'message', repeat('x', 120)))), now() - interval '1 minute'"
+        " from generate_series(1, %s) i",
+        [endpoint, count],
+    )
+
+
+def _one_at_a_time(url: str, limit: int) -> int:
+    """The naive deliverer: per delivery, one transaction that locks it, sends it and marks it sent."""
+    from leadwatch.notify import send_delivery
+
+    sent = 0
+    with psycopg.connect(url) as conn, httpx.Client(timeout=10) as http:
+        while sent < limit:
+            row = conn.execute(
+                "select d.id::text, d.attempts + 1, w.url, w.secret, d.payload from webhook_deliveries d"
+                " join webhook_endpoints w on w.id = d.endpoint_id where d.status = 'pending'"
+                " order by d.next_attempt_at limit 1 for update of d skip locked"
+            ).fetchone()
+            if row is None:
+                break
+            delivery = dict(zip(("id", "attempt", "url", "secret", "payload"), row, strict=True))
+            outcome = send_delivery(http, delivery)
+            conn.execute(
+                "update webhook_deliveries set status = 'delivered', attempts = attempts + 1, last_status = %s"
+                " where id = %s",
+                [outcome["status"], delivery["id"]],
+            )
+            conn.commit()
+            sent += 1
+    return sent
+
+
+def bench_deliveries(url: str, count: int, baseline_count: int) -> None:
+    """Drain `count` pending deliveries against a local receiver with the deliverer (claimed in
+    batches, sent by 8 workers, signed); the baseline drains a sample one delivery per transaction."""
+    from leadwatch.notify import deliver
+
+    print("webhook deliveries", file=sys.stderr)
+    receiver_url, server = _receiver()
+    with psycopg.connect(url, autocommit=True) as conn:
+        _pending_deliveries(conn, receiver_url, count)
+        store = PostgresStore(url, pool_size=1)
+        seconds, result = timed(deliver, store, batch=200, budget_seconds=3600)
+        store.close()
+        assert isinstance(result, dict) and result["delivered"] == count, result
+        ours = count / seconds
+        _pending_deliveries(conn, receiver_url, baseline_count)
+        base_seconds, sent = timed(_one_at_a_time, url, baseline_count)
+        assert sent == baseline_count
+        theirs = baseline_count / base_seconds
+    server.shutdown()  # type: ignore[attr-defined]
+    record(
+        f"webhook deliveries drained, {count:,} pending, local receiver",
+        f"{ours:,.0f} deliveries/s",
+        f"one per transaction {theirs:,.0f} deliveries/s ({baseline_count:,})",
+        f"{ours / theirs:.1f}x",
+        "-",
+        None,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     global TENANTS
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
@@ -496,12 +594,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ingest-calls", type=int, default=5000)
     parser.add_argument("--http-rate", type=int, default=200)
     parser.add_argument("--http-seconds", type=float, default=10)
+    parser.add_argument("--deliveries", type=int, default=10_000, help="pending webhook deliveries drained")
     parser.add_argument("--data-dir", default=".bench", help="the benchmark's own database (recreated)")
     parser.add_argument("--quick", action="store_true", help="a tiny run that only proves the bench works")
     args = parser.parse_args(argv)
     if args.quick:
         args.leads, args.activities, args.tenants, args.listing_alerts = 2000, 10_000, 2, 1000
         args.sample, args.ingest_calls, args.http_rate, args.http_seconds = 200, 400, 50, 1
+        args.deliveries = 300
     TENANTS = args.tenants
 
     data = Path(args.data_dir).resolve()
@@ -529,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_http(url, args.leads, args.http_rate, args.http_seconds)
     bench_listing(url, args.listing_alerts)
     bench_cold_start()
+    bench_deliveries(url, args.deliveries, min(args.deliveries, 2000))
 
     header = ("measure", "leadwatch", "baseline (same run)", "ratio", "target", "holds")
     print(

@@ -62,3 +62,18 @@ def retention(request):
 @functions_framework.http
 def health(request):
     return _api.handle(request, "health")
+
+
+@functions_framework.http
+def webhooks(request):
+    return _api.handle(request, "webhooks")
+
+
+@functions_framework.http
+def notifications(request):
+    return _api.handle(request, "notifications")
+
+
+@functions_framework.http
+def members(request):
+    return _api.handle(request, "members")

@@ -18,6 +18,7 @@ MEASURES = (
     "ingest over HTTP",
     "first page + stats",
     "cold start",
+    "webhook deliveries drained",
 )
 
 

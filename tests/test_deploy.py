@@ -20,10 +20,12 @@ SECRETS = [
     "LEADWATCH_SCHEDULER_TOKEN",
     "LEADWATCH_GREENAPI_INSTANCES",
 ]
-FUNCTIONS = ["activities", "alerts", "leads", "rules", "whatsapp", "health", "greenapi_webhook", "sweep", "retention"]
+FUNCTIONS = ["activities", "alerts", "leads", "rules", "whatsapp", "health", "greenapi_webhook", "webhooks", "members"]
+FUNCTIONS += ["sweep", "retention", "notifications"]
 PRIVATE = {
     "sweep": ("leadwatch-daily-sweep", "0 9 * * *", "/api/alerts/sweep"),
     "retention": ("leadwatch-nightly-retention", "*/10 0-5 * * *", "/api/retention/run"),
+    "notifications": ("leadwatch-deliver-notifications", "* * * * *", "/api/notifications/deliver"),
 }
 SWEEP_URL = "https://leadwatch-sweep-abc123-ew.a.run.app"
 VARIABLES = {"PROJECT": "acme-prod", "REGION": "europe-west1", "CORS_ORIGINS": "https://app.example.com"}

@@ -96,6 +96,23 @@ GROUPS: dict[str, list[Rule]] = {
         Rule("/health", methods=["GET"], endpoint="health"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
     ],
+    "webhooks": [
+        Rule("/api/webhooks", methods=["GET"], endpoint="list_webhooks"),
+        Rule("/api/webhooks", methods=["POST"], endpoint="create_webhook"),
+        Rule("/api/webhooks/<webhook_id>", methods=["DELETE"], endpoint="delete_webhook"),
+        Rule("/api/webhooks/<webhook_id>/rotate", methods=["POST"], endpoint="rotate_webhook"),
+        Rule("/api/webhooks/<webhook_id>/deliveries", methods=["GET"], endpoint="list_webhook_deliveries"),
+        Rule(
+            "/api/webhooks/<webhook_id>/deliveries/<delivery_id>/redeliver",
+            methods=["POST"],
+            endpoint="redeliver_webhook",
+        ),
+    ],
+    "notifications": [Rule("/api/notifications/deliver", methods=["POST"], endpoint="deliver_notifications")],
+    "members": [
+        Rule("/api/members", methods=["GET"], endpoint="list_members"),
+        Rule("/api/members", methods=["POST"], endpoint="upsert_member"),
+    ],
 }
 
 
@@ -269,7 +286,11 @@ def _lazy(module: str, name: str) -> Callable[..., Any]:
 
 
 # Who may call what: the sweep is for the scheduler and the service; the rest for users and servers.
-_CALLERS = {"sweep": {"scheduler", "service", "open"}, "run_retention": {"scheduler", "service", "open"}}
+_CALLERS = {
+    "sweep": {"scheduler", "service", "open"},
+    "run_retention": {"scheduler", "service", "open"},
+    "deliver_notifications": {"scheduler", "service", "open"},
+}
 _DEFAULT_CALLERS = {"user", "service", "open"}
 # health and the API description need no credentials; the webhook checks its own
 _SELF_AUTHENTICATED = {"health", "greenapi_webhook", "openapi"}
@@ -298,6 +319,15 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict] | Response]] = {
     "export_alerts_csv": _lazy(".exports", "export_alerts_csv"),
     "export_activities_csv": _lazy(".exports", "export_activities_csv"),
     "openapi": _lazy(".openapi", "serve_openapi"),
+    "create_webhook": _lazy(".notify", "create_webhook"),
+    "list_webhooks": _lazy(".notify", "list_webhooks"),
+    "delete_webhook": _lazy(".notify", "delete_webhook"),
+    "rotate_webhook": _lazy(".notify", "rotate_webhook"),
+    "list_webhook_deliveries": _lazy(".notify", "list_webhook_deliveries"),
+    "redeliver_webhook": _lazy(".notify", "redeliver_webhook"),
+    "deliver_notifications": _lazy(".notify", "deliver_notifications"),
+    "list_members": _lazy(".members", "list_members"),
+    "upsert_member": _lazy(".members", "upsert_member"),
 }
 
 

@@ -1,4 +1,4 @@
-"""`leadwatch dev | migrate | sweep | retain | schedule | smoke`."""
+"""`leadwatch dev | migrate | sweep | retain | deliver | schedule | smoke`."""
 
 from __future__ import annotations
 
@@ -225,6 +225,25 @@ def _retain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deliver(args: argparse.Namespace) -> int:
+    """Send the outgoing webhooks that are due, batch after batch, until none is."""
+    from .greenapi import GreenApi
+    from .notify import deliver, push_whatsapp
+    from .store import make_store
+
+    settings = load_settings()
+    if args.database_url:
+        settings = replace(settings, database_url=args.database_url)
+    store = make_store(settings)
+    try:
+        result = deliver(store, batch=args.batch, budget_seconds=args.budget)
+        pushes = push_whatsapp(store, GreenApi(settings.greenapi_instances))
+        print(json.dumps({**result, "pushes": pushes}, indent=2))
+    finally:
+        store.close()
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="leadwatch", description="Living alerts for sales leads.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -270,6 +289,12 @@ def parser() -> argparse.ArgumentParser:
     retain.add_argument("--batch", type=int, default=5000, help="rows of each kind per transaction (default 5000)")
     retain.add_argument("--database-url")
     retain.set_defaults(run=_retain)
+
+    deliver = commands.add_parser("deliver", help="send the outgoing webhooks that are due (signed, retried)")
+    deliver.add_argument("--batch", type=int, default=100, help="deliveries claimed per batch (default 100)")
+    deliver.add_argument("--budget", type=float, default=50.0, help="stop claiming after this many seconds")
+    deliver.add_argument("--database-url")
+    deliver.set_defaults(run=_deliver)
     return root
 
 

@@ -20,17 +20,23 @@ from .analytics import AnalyticsQuery
 from .desk_models import BulkIn, LeadAlertsQuery, RetentionQuery, RuleIn, SnoozeIn
 from .exports import ActivityExportQuery, AlertExportQuery
 from .models import ActivityIn, AlertQuery, LeadIn, LeadsIn, RejectedQuery, SendIn, TimelineQuery
+from .notify_models import DeliveriesQuery, DeliverQuery, MemberIn, WebhookIn
 from .responses import (
     ActivityLogged,
     AlertHistory,
     AlertList,
     Analytics,
     BulkDone,
+    Deliveries,
+    DeliverResult,
     Error,
     Health,
     LeadAlerts,
     LeadsUpserted,
+    MemberOne,
+    Members,
     OpenApiDocument,
+    Redelivered,
     RejectedList,
     Resolved,
     RetentionRun,
@@ -40,6 +46,9 @@ from .responses import (
     SweepResult,
     Timeline,
     WebhookAck,
+    WebhookDeleted,
+    WebhookOne,
+    Webhooks,
     WhatsAppSent,
 )
 
@@ -76,6 +85,7 @@ class Operation:
     errors: tuple[int, ...] = _USER_ERRORS
     security: Security = "user"
     description: str = ""
+    status: int = 200  # the success status (201 where the route creates)
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -213,6 +223,47 @@ OPERATIONS: dict[str, Operation] = {
         RejectedList,
         query=RejectedQuery,
     ),
+    "create_webhook": Operation(
+        "Register a webhook endpoint (admins); its whsec_ secret is shown this once",
+        "webhooks",
+        WebhookOne,
+        body=WebhookIn,
+        errors=_BODY_ERRORS,
+        status=201,
+    ),
+    "list_webhooks": Operation("The tenant's webhook endpoints, without secrets (admins)", "webhooks", Webhooks),
+    "delete_webhook": Operation(
+        "Remove a webhook endpoint and its pending deliveries", "webhooks", WebhookDeleted, errors=(*_USER_ERRORS, 404)
+    ),
+    "rotate_webhook": Operation(
+        "A new signing secret for an endpoint, shown this once", "webhooks", WebhookOne, errors=(*_USER_ERRORS, 404)
+    ),
+    "list_webhook_deliveries": Operation(
+        "An endpoint's newest deliveries: attempts, status codes, next retry",
+        "webhooks",
+        Deliveries,
+        query=DeliveriesQuery,
+        errors=(*_USER_ERRORS, 404),
+    ),
+    "redeliver_webhook": Operation(
+        "Send a delivery again (same webhook-id)", "webhooks", Redelivered, errors=(*_USER_ERRORS, 404, 409)
+    ),
+    "deliver_notifications": Operation(
+        "Send the webhook deliveries and WhatsApp pushes that are due",
+        "notifications",
+        DeliverResult,
+        query=DeliverQuery,
+        security="scheduler",
+        errors=(400, 401, 403, 422, 503),
+    ),
+    "list_members": Operation("The team directory (admins)", "members", Members),
+    "upsert_member": Operation(
+        "Add or replace a member of the team directory (admins)",
+        "members",
+        MemberOne,
+        body=MemberIn,
+        errors=_BODY_ERRORS,
+    ),
     "health": Operation("Is the service up and its database reachable?", "health", Health, security="public"),
     "openapi": Operation("This description", "health", OpenApiDocument, security="public", errors=()),
 }
@@ -285,7 +336,7 @@ def _responses(name: str, operation: Operation) -> dict[str, Any]:
             "description": "OK",
             "content": {"application/json": {"schema": {"$ref": _REF.format(model=operation.response.__name__)}}},
         }
-    responses: dict[str, Any] = {"200": ok}
+    responses: dict[str, Any] = {str(operation.status): ok}
     if name == "health":
         responses["503"] = {
             "description": "The database is unreachable",

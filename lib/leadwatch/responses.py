@@ -321,3 +321,97 @@ class RejectedList(_Out):
     success: Literal[True]
     rejected: list[RejectedNotification]
     next_cursor: str | None
+
+
+# Outgoing webhooks and the team directory ----------------------------------------------------------
+
+
+class Webhook(_Out):
+    id: str
+    url: str
+    events: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    created_at: datetime
+    secret: str | None = Field(default=None, description="whsec_...: only in the answers of create and rotate")
+
+
+class WebhookOne(_Out):
+    success: Literal[True]
+    webhook: Webhook
+
+
+class Webhooks(_Out):
+    success: Literal[True]
+    webhooks: list[Webhook]
+
+
+class WebhookDeleted(_Out):
+    success: Literal[True]
+    deleted: str
+
+
+class Delivery(_Out):
+    id: str
+    event_type: str
+    status: Literal["pending", "sending", "delivered", "failed"]
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    attempt_log: list[dict[str, Any]] | None
+    payload: dict[str, Any]
+
+
+class Deliveries(_Out):
+    success: Literal[True]
+    deliveries: list[Delivery]
+
+
+class Redelivered(_Out):
+    success: Literal[True]
+    delivery: Delivery
+
+
+class PushCounts(_Out):
+    claimed: int
+    sent: int
+    retrying: int
+    failed: int
+
+
+class DeliverResult(_Out):
+    success: Literal[True]
+    claimed: int
+    delivered: int
+    retrying: int
+    failed: int
+    disabled: int
+    pushes: PushCounts
+    duration_ms: float
+
+
+class Member(_Out):
+    user_id: str
+    name: str
+    role: Literal["admin", "manager", "agent"]
+    phone: str | None
+    locale: Literal["fr", "en"]
+    time_zone: str
+    quiet_hours: dict[str, str] | None
+    notifications: list[str]
+    whatsapp: bool
+    updated_at: datetime
+
+
+class MemberOne(_Out):
+    success: Literal[True]
+    member: Member
+
+
+class Members(_Out):
+    success: Literal[True]
+    members: list[Member]

@@ -240,6 +240,82 @@ class Store:
         """Remove one bounded batch of what is past its tenant's retention (service only)."""
         return self._call("apply_retention", None, p_tenant=tenant, p_batch=batch)
 
+    # Outgoing webhooks ---------------------------------------------------------------------------
+
+    def create_webhook(
+        self,
+        tenant: str,
+        url: str,
+        events: list[str],
+        secret: str,
+        enabled: bool = True,
+        actor: str = "system",
+        viewer: Viewer | None = None,
+    ) -> dict[str, Any]:
+        """Register an endpoint (admins): {webhook: {..., secret}}, the secret answered this once."""
+        return self._call(
+            "create_webhook",
+            viewer,
+            p_tenant=tenant,
+            p_url=url,
+            p_events=events,
+            p_secret=secret,
+            p_enabled=enabled,
+            p_actor=actor,
+        )
+
+    def list_webhooks(self, tenant: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        return self._call("list_webhooks", viewer, p_tenant=tenant)
+
+    def delete_webhook(self, tenant: str, webhook_id: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        return self._call("delete_webhook", viewer, p_tenant=tenant, p_webhook_id=webhook_id)
+
+    def rotate_webhook_secret(
+        self, tenant: str, webhook_id: str, secret: str, viewer: Viewer | None = None
+    ) -> dict[str, Any]:
+        return self._call("rotate_webhook_secret", viewer, p_tenant=tenant, p_webhook_id=webhook_id, p_secret=secret)
+
+    def list_webhook_deliveries(
+        self, tenant: str, webhook_id: str, limit: int = 50, viewer: Viewer | None = None
+    ) -> dict[str, Any]:
+        return self._call("list_webhook_deliveries", viewer, p_tenant=tenant, p_webhook_id=webhook_id, p_limit=limit)
+
+    def redeliver_webhook(
+        self, tenant: str, webhook_id: str, delivery_id: str, viewer: Viewer | None = None
+    ) -> dict[str, Any]:
+        return self._call(
+            "redeliver_webhook", viewer, p_tenant=tenant, p_webhook_id=webhook_id, p_delivery_id=delivery_id
+        )
+
+    def claim_webhook_deliveries(
+        self, now: datetime | None = None, limit: int = 100, lease_seconds: int = 120
+    ) -> list[dict[str, Any]]:
+        """Claim due deliveries under a lease (service only): [{id, attempt, url, secret, payload}]."""
+        return self._call("claim_webhook_deliveries", None, p_now=now, p_limit=limit, p_lease_seconds=lease_seconds)
+
+    def record_webhook_attempts(self, outcomes: list[dict[str, Any]], now: datetime | None = None) -> dict[str, Any]:
+        """Record claimed attempts' outcomes (service only): {delivered, retrying, failed, disabled}."""
+        return self._call("record_webhook_attempts", None, p_results=outcomes, p_now=now)
+
+    def claim_member_pushes(
+        self, now: datetime | None = None, limit: int = 100, lease_seconds: int = 120
+    ) -> list[dict[str, Any]]:
+        """Claim due WhatsApp pushes under a lease (service only): [{id, attempt, tenant_id, phone, text}]."""
+        return self._call("claim_member_pushes", None, p_now=now, p_limit=limit, p_lease_seconds=lease_seconds)
+
+    def record_member_pushes(self, outcomes: list[dict[str, Any]], now: datetime | None = None) -> dict[str, Any]:
+        """Record claimed pushes' outcomes (service only): {sent, retrying, failed}."""
+        return self._call("record_member_pushes", None, p_results=outcomes, p_now=now)
+
+    # The team directory --------------------------------------------------------------------------
+
+    def upsert_member(self, tenant: str, member: dict[str, Any], viewer: Viewer | None = None) -> dict[str, Any]:
+        """Add or replace a member of the directory (admins): {member}."""
+        return self._call("upsert_member", viewer, p_tenant=tenant, p_member=member)
+
+    def list_members(self, tenant: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        return self._call("list_members", viewer, p_tenant=tenant)
+
     def _call(self, function: str, viewer: Viewer | None, **params: Any) -> Any:
         """Call a SQL function by name with named arguments; arguments left as None take their defaults.
 
