@@ -28,14 +28,16 @@ def test_every_endpoint_is_described_and_every_description_is_routed():
 def test_paths_and_methods_come_from_the_routing_table():
     paths = openapi_spec()["paths"]
 
+    routed: dict[str, set[str]] = {}  # one path may be routed once per method (GET and POST /api/webhooks)
     for rules in GROUPS.values():
         for rule in rules:
             path, names = openapi_path(rule.rule)
             methods = {m.lower() for m in rule.methods or ()} - {"head", "options"}
-            assert set(paths[path]) == methods, path
+            routed.setdefault(path, set()).update(methods)
             for method in methods:
                 in_path = [p["name"] for p in paths[path][method].get("parameters", []) if p["in"] == "path"]
                 assert in_path == names
+    assert {path: set(methods) for path, methods in paths.items()} == routed
     assert openapi_path("/api/alerts/<alert_id>/resolve") == ("/api/alerts/{alert_id}/resolve", ["alert_id"])
 
 

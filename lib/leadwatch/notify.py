@@ -15,13 +15,13 @@ import json
 import math
 import secrets
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
+from .cursor import is_uuid
 from .errors import NotFound
 from .identity import Caller
 
@@ -231,10 +231,9 @@ def _dev_server(api: Api) -> bool:
 
 
 def _uuid(value: str, field: str) -> str:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        raise NotFound(f"{'delivery' if field == 'deliveryId' else 'webhook'} not found", {"field": field}) from None
+    """A path id: a UUID in canonical form (as the API issues them), else not found."""
+    if not is_uuid(value):
+        raise NotFound(f"{'delivery' if field == 'deliveryId' else 'webhook'} not found", {"field": field})
     return value
 
 
