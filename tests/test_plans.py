@@ -144,4 +144,5 @@ def test_ingest_rules_read_only_the_leads_newest_activities_through_its_index(sc
     assert len(reads) >= 2, "the burst and the channels are read through the lead's index"
     for line in reads:
         rows = float(re.search(r"actual rows=([\d.]+)", line)[1])
-        assert rows <= 5, line
+        # The newest 5 inbound (limit 5), plus the one row the numbering window reads ahead on PostgreSQL 15.
+        assert rows <= 6, line
