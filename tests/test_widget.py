@@ -644,11 +644,6 @@ def test_analytics_panel_says_when_the_server_has_no_analytics(page, dev_server)
 
 def test_analytics_panel_draws_the_real_endpoint(page, dev_server):
     status, body = call(dev_server, "GET", "/api/alerts/analytics", "macrea")
-    if status == 404 and body["error"]["code"] == "not_found":
-        pytest.skip(
-            "GET /api/alerts/analytics is not on this branch (branch issue-12b builds it); the panel is drawn "
-            "against its documented shape by test_analytics_panel_draws_the_documented_shape"
-        )
     assert status == 200, body
     asked = []
     page.on("request", lambda r: asked.append(r.url) if "/api/alerts/analytics" in r.url else None)
