@@ -75,6 +75,7 @@ as $$
 declare
   v_result jsonb;
 begin
+  perform public.check_page(p_limit, p_cursor, array['r', 'c', 'i']);
   -- The active_alerts view's order, read from idx_max_alerts_active_order and stopped after one page.
   with page as (
     select x.alert, l.name, l.email,
@@ -345,6 +346,7 @@ declare
   v_lead   public.leads;
   v_result jsonb;
 begin
+  perform public.check_page(p_limit, p_cursor, array['c', 'i']);
   select * into v_lead from public.leads l where l.tenant_id = p_tenant and l.lead_id = p_lead_id;
   if not found and not exists (select from public.lead_state s where s.tenant_id = p_tenant and s.lead_id = p_lead_id) then
     perform public.raise_error('LW404', 'lead not found', 'leadId');
@@ -493,6 +495,7 @@ create function public.sweep_alerts(p_tenant text default null, p_now timestampt
 returns jsonb
 language plpgsql
 set search_path = ''
+set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts (20261123000100_grants)
 as $$
 declare
   v_raised  jsonb := public.raise_due_alerts(p_tenant, p_now);
