@@ -583,6 +583,9 @@ def bench_deliveries(url: str, count: int, baseline_count: int) -> None:
     )
 
 
+SCENARIOS = ("sweep", "ingest", "http", "listing", "cold", "deliveries")
+
+
 def main(argv: list[str] | None = None) -> int:
     global TENANTS
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
@@ -597,7 +600,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deliveries", type=int, default=10_000, help="pending webhook deliveries drained")
     parser.add_argument("--data-dir", default=".bench", help="the benchmark's own database (recreated)")
     parser.add_argument("--quick", action="store_true", help="a tiny run that only proves the bench works")
+    parser.add_argument(
+        "--only",
+        type=lambda names: set(names.split(",")),
+        default=set(SCENARIOS),
+        help=f"comma-separated scenarios to run (default all): {','.join(SCENARIOS)}",
+    )
     args = parser.parse_args(argv)
+    if unknown := args.only - set(SCENARIOS):
+        parser.error(f"--only: unknown scenario(s) {','.join(sorted(unknown))}; known: {','.join(SCENARIOS)}")
     if args.quick:
         args.leads, args.activities, args.tenants, args.listing_alerts = 2000, 10_000, 2, 1000
         args.sample, args.ingest_calls, args.http_rate, args.http_seconds = 200, 400, 50, 1
@@ -622,14 +633,20 @@ def main(argv: list[str] | None = None) -> int:
             listing_alerts=args.listing_alerts,
         )
         print(f"  loaded in {load_s:.0f} s", file=sys.stderr)
-        store = PostgresStore(url, pool_size=1)
-        bench_sweep(conn, store, now, args.leads, args.sample)
-        store.close()
-    bench_ingest(url, args.leads, args.ingest_calls)
-    bench_http(url, args.leads, args.http_rate, args.http_seconds)
-    bench_listing(url, args.listing_alerts)
-    bench_cold_start()
-    bench_deliveries(url, args.deliveries, min(args.deliveries, 2000))
+        if "sweep" in args.only:
+            store = PostgresStore(url, pool_size=1)
+            bench_sweep(conn, store, now, args.leads, args.sample)
+            store.close()
+    if "ingest" in args.only:
+        bench_ingest(url, args.leads, args.ingest_calls)
+    if "http" in args.only:
+        bench_http(url, args.leads, args.http_rate, args.http_seconds)
+    if "listing" in args.only:
+        bench_listing(url, args.listing_alerts)
+    if "cold" in args.only:
+        bench_cold_start()
+    if "deliveries" in args.only:
+        bench_deliveries(url, args.deliveries, min(args.deliveries, 2000))
 
     header = ("measure", "leadwatch", "baseline (same run)", "ratio", "target", "holds")
     print(
