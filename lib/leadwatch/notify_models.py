@@ -112,13 +112,7 @@ class MemberIn(_Input):
     @field_validator("timeZone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("is not a known IANA time zone") from None
-        return value
+        return _iana_zone(value)
 
     @field_validator("notifications")
     @classmethod
@@ -148,6 +142,17 @@ class MemberIn(_Input):
         }
 
 
+def _iana_zone(value: str) -> str:
+    """`value`, if it names a known IANA time zone."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("is not a known IANA time zone") from None
+    return value
+
+
 class DigestSettingsIn(_Input):
     """Body of PUT /api/digest: when the tenant's morning digest is written (its local hour and zone)."""
 
@@ -157,13 +162,7 @@ class DigestSettingsIn(_Input):
     @field_validator("timeZone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("is not a known IANA time zone") from None
-        return value
+        return _iana_zone(value)
 
 
 class WebhookPatch(_Input):
