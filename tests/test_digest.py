@@ -270,13 +270,17 @@ def test_an_agents_digest_tells_their_own_leads_and_a_managers_the_whole_tenant(
     assert texts[MANAGER] == TEXTS[("manager", locale)]
 
 
-def test_the_five_to_act_on_come_in_the_dashboards_order(app, store, db):
-    """The manager's five are the first five of GET /api/alerts/active (snoozed left out there too)."""
+def test_the_five_to_act_on_come_in_the_dashboards_order_and_an_admin_is_told_the_whole_tenant(app, store, db):
+    """The manager's and the admin's five are the first five of GET /api/alerts/active (snoozed left out there too)."""
     build_history(store, db)
     member(app, MANAGER, "Marc", "manager")
+    member(app, "u-admin", "Ada", "admin")
     store.write_daily_digests(MORNING)
     listed = app.get("/api/alerts/active?limit=5", headers=HEADERS).get_json()["alerts"]
-    assert [a["id"] for a in digests(db)[MANAGER]["first"]] == [a["id"] for a in listed]
+    written = digests(db)
+    assert [a["id"] for a in written[MANAGER]["first"]] == [a["id"] for a in listed]
+    assert [a["id"] for a in written["u-admin"]["first"]] == [a["id"] for a in listed]
+    assert written["u-admin"]["scope"] == "tenant" and written["u-admin"]["to_act_on"] == 6
 
 
 def test_nobody_with_nothing_to_act_on_is_sent_anything(app, store, db, receiver, greenapi_route):
@@ -368,7 +372,8 @@ def test_a_rerun_writes_nothing_twice(app, store, db, receiver):
     assert db.execute("select count(*) from member_pushes").fetchone()[0] == 2
 
 
-def test_two_concurrent_runs_write_one_digest_per_member_and_day(app, postgres_store, db, database_url, receiver):
+def test_two_concurrent_runs_write_one_digest_per_member_and_day(postgres_store, db, database_url, receiver):
+    app = create_app(Api(postgres_store, OpenAccess())).test_client()
     build_history(postgres_store, db)
     register(app, receiver)
     member(app, AGENT, "Alice", "agent")
