@@ -442,3 +442,102 @@ def test_leadwatch_deliver_sends_what_is_due_from_the_command_line(client, postg
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["delivered"] == 1
     assert len(receiver.received) == 1 and receiver.received[0]["valid"]
+
+
+# Enabling an endpoint again ----------------------------------------------------------------------
+
+
+def test_an_endpoint_disabled_by_410_is_enabled_again_and_receives_the_next_events(client, store, db, receiver):
+    webhook = register(client, receiver, events=["alert.created", "alert.resolved"])
+    receiver.always = 410
+    alert_id = silent_lead(store, db)
+    assert deliver(store)["disabled"] == 1
+    receiver.always = None  # the receiver is back
+
+    enabled = client.patch(f"/api/webhooks/{webhook['id']}", headers=ACME, json={"enabled": True})
+    assert enabled.status_code == 200, enabled.get_json()
+    shown = enabled.get_json()["webhook"]
+    assert shown["enabled"] is True and shown["disabled_reason"] is None and "secret" not in shown
+    client.post(f"/api/alerts/{alert_id}/resolve", headers=ACME)
+    assert deliver(store, now=later(minutes=1)) == {
+        "claimed": 1,
+        "delivered": 1,
+        "retrying": 0,
+        "failed": 0,
+        "disabled": 0,
+    }
+    assert [r["type"] for r in receiver.received] == ["alert.created", "alert.resolved"]
+    assert delivery_statuses(db) == ["delivered", "failed"], "the 410'd delivery stays failed"
+
+    disabled = client.patch(f"/api/webhooks/{webhook['id']}", headers=ACME, json={"enabled": False})
+    assert disabled.get_json()["webhook"]["disabled_reason"] == "disabled by an admin"
+    silent_lead(store, db, lead="L2")
+    assert deliver(store, now=later(minutes=2))["claimed"] == 0
+
+
+def delivery_statuses(db) -> list[str]:
+    return [r[0] for r in db.execute("select status from webhook_deliveries order by status")]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [({}, 422, "enabled"), ({"enabled": None}, 422, "enabled"), ({"enabled": True, "url": "x"}, 422, "url")],
+    ids=["no-enabled", "null-enabled", "url-not-patchable"],
+)
+def test_patching_an_endpoint_takes_only_enabled(client, db, receiver, body, status, field):
+    webhook = register(client, receiver, events=["alert.created"])
+    response = client.patch(f"/api/webhooks/{webhook['id']}", headers=ACME, json=body)
+    assert response.status_code == status
+    assert field in [d["field"] for d in response.get_json()["error"]["details"]]
+    assert (
+        client.patch(
+            "/api/webhooks/00000000-0000-0000-0000-000000000000", headers=ACME, json={"enabled": True}
+        ).status_code
+        == 404
+    )
+
+
+def test_only_admins_enable_an_endpoint(verified, store, db):
+    admin, manager = bearer(token(role="admin")), bearer(token(role="manager"))
+    body = {"url": "https://hooks.example.com/leadwatch", "events": ["alert.created"]}
+    webhook_id = verified.post("/api/webhooks", headers=admin, json=body).get_json()["webhook"]["id"]
+    assert verified.patch(f"/api/webhooks/{webhook_id}", headers=manager, json={"enabled": False}).status_code == 403
+    other_admin = bearer(token(role="admin", tenant="other"))
+    assert (
+        verified.patch(f"/api/webhooks/{webhook_id}", headers=other_admin, json={"enabled": False}).status_code == 404
+    )
+    assert db.execute("select enabled from webhook_endpoints").fetchone()[0] is True
+
+
+# Pruning the outbox ------------------------------------------------------------------------------
+
+
+def test_retention_prunes_what_was_delivered_sent_or_digested_over_30_days_ago_and_keeps_the_rest(
+    client, store, db, receiver
+):
+    many_deliveries(client, db, store, receiver, 4)
+    db.execute(
+        "update webhook_deliveries d set status = x.status, delivered_at = now() - x.age"
+        " from (select id, row_number() over (order by id) as n from webhook_deliveries) r,"
+        " (values (1, 'delivered', interval '31 days'), (2, 'delivered', interval '29 days'),"
+        "         (3, 'failed', interval '60 days'), (4, 'pending', interval '40 days')) x (n, status, age)"
+        " where d.id = r.id and r.n = x.n"
+    )
+    db.execute(
+        "insert into member_pushes (tenant_id, user_id, kind, phone, text, status, next_attempt_at, sent_at)"
+        " values ('acme', 'u1', 'digest', '+33611111111', 'old', 'sent', now(), now() - interval '31 days'),"
+        "        ('acme', 'u1', 'digest', '+33611111111', 'recent', 'sent', now(), now() - interval '1 day'),"
+        "        ('acme', 'u1', 'digest', '+33611111111', 'held', 'pending', now() - interval '40 days', null)"
+    )
+    db.execute(
+        "insert into member_digests (tenant_id, user_id, day, digest, created_at)"
+        " values ('acme', 'u1', current_date - 31, null, now() - interval '31 days'),"
+        "        ('acme', 'u1', current_date, null, now())"
+    )
+    first = client.post("/api/retention/run?batch=1").get_json()
+    assert first["notifications"] == {"deliveries": 1, "pushes": 1, "digests": 1} and first["more"] is True
+    second = client.post("/api/retention/run").get_json()
+    assert second["notifications"] == {"deliveries": 0, "pushes": 0, "digests": 0} and second["more"] is False
+    assert delivery_statuses(db) == ["delivered", "failed", "pending"], "only the one delivered 31 days ago went"
+    assert [r[0] for r in db.execute("select text from member_pushes order by text")] == ["held", "recent"]
+    assert db.execute("select count(*) from member_digests").fetchone()[0] == 1, "today's digest is kept"

@@ -100,6 +100,7 @@ GROUPS: dict[str, list[Rule]] = {
         Rule("/api/webhooks", methods=["GET"], endpoint="list_webhooks"),
         Rule("/api/webhooks", methods=["POST"], endpoint="create_webhook"),
         Rule("/api/webhooks/<webhook_id>", methods=["DELETE"], endpoint="delete_webhook"),
+        Rule("/api/webhooks/<webhook_id>", methods=["PATCH"], endpoint="patch_webhook"),
         Rule("/api/webhooks/<webhook_id>/rotate", methods=["POST"], endpoint="rotate_webhook"),
         Rule("/api/webhooks/<webhook_id>/deliveries", methods=["GET"], endpoint="list_webhook_deliveries"),
         Rule(
@@ -112,6 +113,8 @@ GROUPS: dict[str, list[Rule]] = {
     "members": [
         Rule("/api/members", methods=["GET"], endpoint="list_members"),
         Rule("/api/members", methods=["POST"], endpoint="upsert_member"),
+        Rule("/api/digest", methods=["GET"], endpoint="get_digest_settings"),
+        Rule("/api/digest", methods=["PUT"], endpoint="put_digest_settings"),
     ],
 }
 
@@ -328,6 +331,9 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict] | Response]] = {
     "deliver_notifications": _lazy(".notify", "deliver_notifications"),
     "list_members": _lazy(".members", "list_members"),
     "upsert_member": _lazy(".members", "upsert_member"),
+    "get_digest_settings": _lazy(".members", "get_digest_settings"),
+    "put_digest_settings": _lazy(".members", "put_digest_settings"),
+    "patch_webhook": _lazy(".notify", "patch_webhook"),
 }
 
 

@@ -211,13 +211,14 @@ def _retain(args: argparse.Namespace) -> int:
     if args.database_url:
         settings = replace(settings, database_url=args.database_url)
     store = make_store(settings)
-    removed = {"activities": 0, "alerts": 0, "events": 0}
+    removed = {"activities": 0, "alerts": 0, "events": 0, "deliveries": 0, "pushes": 0, "digests": 0}
     try:
         while True:
             batch = store.apply_retention(args.tenant, args.batch)
+            pruned = store.prune_notifications(args.tenant, args.batch)  # the notifications' outbox
             for kind in removed:
-                removed[kind] += batch[kind]
-            if not batch["more"]:
+                removed[kind] += batch.get(kind, 0) + pruned.get(kind, 0)
+            if not batch["more"] and not pruned["more"]:
                 break
     finally:
         store.close()
@@ -236,9 +237,10 @@ def _deliver(args: argparse.Namespace) -> int:
         settings = replace(settings, database_url=args.database_url)
     store = make_store(settings)
     try:
+        digests = store.write_daily_digests()  # the morning digests come due, first
         result = deliver(store, batch=args.batch, budget_seconds=args.budget)
         pushes = push_whatsapp(store, GreenApi(settings.greenapi_instances))
-        print(json.dumps({**result, "pushes": pushes}, indent=2))
+        print(json.dumps({**result, "pushes": pushes, "digests": digests}, indent=2))
     finally:
         store.close()
     return 0

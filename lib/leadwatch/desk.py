@@ -86,7 +86,14 @@ def run_retention(request: Request, caller: Caller, api: Api) -> tuple[int, dict
     query = parse(RetentionQuery, request.args.to_dict())
     started = time.perf_counter()
     result = api.store.apply_retention(caller.tenant, query.batch)
-    return 200, {"success": True, **result, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
+    pruned = api.store.prune_notifications(caller.tenant, query.batch)  # the notifications' outbox, 30 days on
+    return 200, {
+        "success": True,
+        **result,
+        "more": result["more"] or pruned.pop("more"),
+        "notifications": {k: v for k, v in pruned.items() if k != "more"},
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
 
 
 def _json_object(request: Request) -> dict[str, Any]:

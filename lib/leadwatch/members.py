@@ -1,4 +1,5 @@
-"""The team directory's HTTP handlers (admins): who is told what, where, in which language and when."""
+"""The team directory's HTTP handlers (admins): who is told what, where, in which language and when —
+and at which hour and in which time zone the tenant's morning digest is written."""
 
 from __future__ import annotations
 
@@ -24,6 +25,20 @@ def upsert_member(request: Request, caller: Caller, api: Api) -> tuple[int, dict
 def list_members(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
     tenant = caller.require_tenant()
     return 200, {"success": True, **api.store.list_members(tenant, caller.viewer)}
+
+
+def get_digest_settings(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
+    tenant = caller.require_tenant()
+    return 200, {"success": True, **api.store.get_digest_settings(tenant, caller.viewer)}
+
+
+def put_digest_settings(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
+    from .models import parse
+    from .notify_models import DigestSettingsIn
+
+    tenant = caller.require_tenant()
+    body = parse(DigestSettingsIn, _json_object(request))
+    return 200, {"success": True, **api.store.set_digest_settings(tenant, body.hour, body.timeZone, caller.viewer)}
 
 
 def _json_object(request: Request) -> dict:

@@ -75,6 +75,16 @@ def rotate_webhook(request: Request, caller: Caller, api: Api, webhook_id: str) 
     return 200, {"success": True, **result}
 
 
+def patch_webhook(request: Request, caller: Caller, api: Api, webhook_id: str) -> tuple[int, dict]:
+    from .models import parse
+    from .notify_models import WebhookPatch
+
+    tenant = caller.require_tenant()
+    body = parse(WebhookPatch, _json_object(request))
+    result = api.store.set_webhook_enabled(tenant, _uuid(webhook_id, "id"), body.enabled, caller.viewer)
+    return 200, {"success": True, **result}
+
+
 def list_webhook_deliveries(request: Request, caller: Caller, api: Api, webhook_id: str) -> tuple[int, dict]:
     from .models import parse
     from .notify_models import DeliveriesQuery
@@ -96,18 +106,21 @@ def redeliver_webhook(
 
 
 def deliver_notifications(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
-    """Send what is due (scheduler or service): one run, within BUDGET_SECONDS."""
+    """Write the morning digests come due, then send what is due (scheduler or service): one run,
+    within BUDGET_SECONDS."""
     from .models import parse
     from .notify_models import DeliverQuery
 
     query = parse(DeliverQuery, request.args.to_dict())
     started = time.perf_counter()
+    digests = api.store.write_daily_digests()
     result = deliver(api.store, batch=query.batch)
     pushes = push_whatsapp(api.store, api.greenapi)
     return 200, {
         "success": True,
         **result,
         "pushes": pushes,
+        "digests": digests,
         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
     }
 

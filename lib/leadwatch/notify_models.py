@@ -112,13 +112,7 @@ class MemberIn(_Input):
     @field_validator("timeZone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("is not a known IANA time zone") from None
-        return value
+        return _iana_zone(value)
 
     @field_validator("notifications")
     @classmethod
@@ -146,3 +140,32 @@ class MemberIn(_Input):
             "notifications": list(self.notifications),
             "whatsapp": self.whatsapp,
         }
+
+
+def _iana_zone(value: str) -> str:
+    """`value`, if it names a known IANA time zone."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("is not a known IANA time zone") from None
+    return value
+
+
+class DigestSettingsIn(_Input):
+    """Body of PUT /api/digest: when the tenant's morning digest is written (its local hour and zone)."""
+
+    hour: int = Field(ge=0, le=23, description="the local hour, 0-23 (default 8)")
+    timeZone: str = Field(max_length=64, description="an IANA time zone (default Europe/Paris)")
+
+    @field_validator("timeZone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _iana_zone(value)
+
+
+class WebhookPatch(_Input):
+    """Body of PATCH /api/webhooks/{id}: enable an endpoint (again, after a 410 Gone disabled it) or disable it."""
+
+    enabled: bool

@@ -20,7 +20,7 @@ from .analytics import AnalyticsQuery
 from .desk_models import BulkIn, LeadAlertsQuery, RetentionQuery, RuleIn, SnoozeIn
 from .exports import ActivityExportQuery, AlertExportQuery
 from .models import ActivityIn, AlertQuery, LeadIn, LeadsIn, RejectedQuery, SendIn, TimelineQuery
-from .notify_models import DeliveriesQuery, DeliverQuery, MemberIn, WebhookIn
+from .notify_models import DeliveriesQuery, DeliverQuery, DigestSettingsIn, MemberIn, WebhookIn, WebhookPatch
 from .responses import (
     ActivityLogged,
     AlertHistory,
@@ -29,6 +29,7 @@ from .responses import (
     BulkDone,
     Deliveries,
     DeliverResult,
+    DigestSettingsOne,
     Error,
     Health,
     LeadAlerts,
@@ -235,6 +236,13 @@ OPERATIONS: dict[str, Operation] = {
     "delete_webhook": Operation(
         "Remove a webhook endpoint and its pending deliveries", "webhooks", WebhookDeleted, errors=(*_USER_ERRORS, 404)
     ),
+    "patch_webhook": Operation(
+        "Enable an endpoint again (after a 410 Gone disabled it), or disable it (admins)",
+        "webhooks",
+        WebhookOne,
+        body=WebhookPatch,
+        errors=(*_BODY_ERRORS, 404),
+    ),
     "rotate_webhook": Operation(
         "A new signing secret for an endpoint, shown this once", "webhooks", WebhookOne, errors=(*_USER_ERRORS, 404)
     ),
@@ -249,7 +257,7 @@ OPERATIONS: dict[str, Operation] = {
         "Send a delivery again (same webhook-id)", "webhooks", Redelivered, errors=(*_USER_ERRORS, 404, 409)
     ),
     "deliver_notifications": Operation(
-        "Send the webhook deliveries and WhatsApp pushes that are due",
+        "Write the morning digests come due, then send the webhook deliveries and WhatsApp pushes that are due",
         "notifications",
         DeliverResult,
         query=DeliverQuery,
@@ -262,6 +270,16 @@ OPERATIONS: dict[str, Operation] = {
         "members",
         MemberOne,
         body=MemberIn,
+        errors=_BODY_ERRORS,
+    ),
+    "get_digest_settings": Operation(
+        "When the tenant's morning digest is written: local hour and time zone (admins)", "members", DigestSettingsOne
+    ),
+    "put_digest_settings": Operation(
+        "Set the morning digest's local hour (0-23) and IANA time zone (admins)",
+        "members",
+        DigestSettingsOne,
+        body=DigestSettingsIn,
         errors=_BODY_ERRORS,
     ),
     "health": Operation("Is the service up and its database reachable?", "health", Health, security="public"),

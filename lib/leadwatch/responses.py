@@ -299,11 +299,18 @@ class RuleSet(_Out):
     rule: Rule
 
 
+class NotificationsPruned(_Out):
+    deliveries: int = Field(description="webhook deliveries delivered over 30 days ago, removed")
+    pushes: int = Field(description="WhatsApp pushes sent over 30 days ago, removed")
+    digests: int = Field(description="morning digests written over 30 days ago, removed")
+
+
 class RetentionRun(_Out):
     success: Literal[True]
     activities: int
     alerts: int
     events: int
+    notifications: NotificationsPruned
     more: bool = Field(description="true when another call has work left")
     duration_ms: float
 
@@ -383,6 +390,13 @@ class PushCounts(_Out):
     failed: int
 
 
+class DigestCounts(_Out):
+    digests: int = Field(description="morning digests written (members with something to act on)")
+    empty: int = Field(description="members due a digest with nothing to act on: nothing sent")
+    deliveries: int = Field(description="digest.daily webhook deliveries written")
+    pushes: int = Field(description="digest WhatsApp pushes written")
+
+
 class DeliverResult(_Out):
     success: Literal[True]
     claimed: int
@@ -391,6 +405,7 @@ class DeliverResult(_Out):
     failed: int
     disabled: int
     pushes: PushCounts
+    digests: DigestCounts
     duration_ms: float
 
 
@@ -415,3 +430,14 @@ class MemberOne(_Out):
 class Members(_Out):
     success: Literal[True]
     members: list[Member]
+
+
+class DigestSettings(_Out):
+    hour: int = Field(description="the local hour the digest is written, 0-23")
+    time_zone: str
+    default: bool = Field(description="true while the tenant has not set its own (08:00 Europe/Paris)")
+
+
+class DigestSettingsOne(_Out):
+    success: Literal[True]
+    digest: DigestSettings

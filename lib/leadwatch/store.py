@@ -307,6 +307,24 @@ class Store:
         """Record claimed pushes' outcomes (service only): {sent, retrying, failed}."""
         return self._call("record_member_pushes", None, p_results=outcomes, p_now=now)
 
+    def write_daily_digests(self, now: datetime | None = None) -> dict[str, Any]:
+        """Write the morning digests come due by `now` and their outbox rows (service only):
+        {digests, empty, deliveries, pushes}."""
+        return self._call("write_daily_digests", None, p_now=now)
+
+    def set_webhook_enabled(
+        self, tenant: str, webhook_id: str, enabled: bool, viewer: Viewer | None = None
+    ) -> dict[str, Any]:
+        """Enable (again, e.g. after a 410 disabled it) or disable an endpoint (admins): {webhook}."""
+        return self._call("set_webhook_enabled", viewer, p_tenant=tenant, p_webhook_id=webhook_id, p_enabled=enabled)
+
+    def prune_notifications(
+        self, tenant: str | None = None, batch: int | None = None, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Remove one bounded batch of the deliveries delivered, pushes sent and digests written over
+        30 days ago (service only): {deliveries, pushes, digests, more}."""
+        return self._call("prune_notifications", None, p_tenant=tenant, p_batch=batch, p_now=now)
+
     # The team directory --------------------------------------------------------------------------
 
     def upsert_member(self, tenant: str, member: dict[str, Any], viewer: Viewer | None = None) -> dict[str, Any]:
@@ -315,6 +333,15 @@ class Store:
 
     def list_members(self, tenant: str, viewer: Viewer | None = None) -> dict[str, Any]:
         return self._call("list_members", viewer, p_tenant=tenant)
+
+    def get_digest_settings(self, tenant: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        """The tenant's digest hour and time zone (admins): {digest: {hour, time_zone, default}}."""
+        return self._call("get_digest_settings", viewer, p_tenant=tenant)
+
+    def set_digest_settings(
+        self, tenant: str, hour: int, time_zone: str, viewer: Viewer | None = None
+    ) -> dict[str, Any]:
+        return self._call("set_digest_settings", viewer, p_tenant=tenant, p_hour=hour, p_time_zone=time_zone)
 
     def _call(self, function: str, viewer: Viewer | None, **params: Any) -> Any:
         """Call a SQL function by name with named arguments; arguments left as None take their defaults.
