@@ -131,7 +131,8 @@ def load_first_day(conn: psycopg.Connection, *, leads: int, per_lead: int, now: 
     no alert yet, and no ANALYZE since (as after a real import)."""
     params = {"now": now, "per_lead": per_lead}
     lead = """
-      'F' || i as lead_id, %(now)s::timestamptz - make_interval(hours => (192 + (i::bigint * 7919) %% 768)::int) as last_at,
+      'F' || i as lead_id,
+      %(now)s::timestamptz - make_interval(hours => (192 + (i::bigint * 7919) %% 768)::int) as last_at,
       (i / 5) %% 2 as d"""
     _chunks(
         conn,
