@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -33,7 +33,7 @@ from leadwatch.store import PostgresStore
 from psycopg_pool import ConnectionPool
 
 from .baselines import NaiveIngest, naive_listing, naive_sweep
-from .dataset import load
+from .dataset import load, load_first_day, load_listing
 
 ROOT = Path(__file__).resolve().parents[1]
 rows: list[tuple[str, str, str, str, str, str]] = []
@@ -58,27 +58,73 @@ def percentile(values: list[float], q: float) -> float:
 # Sweep --------------------------------------------------------------------------------------------
 
 
+_FLOOR = """
+    insert into floor_alerts (tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at)
+    select tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at
+    from max_alerts where {where}"""
+
+
+def _floor(conn, where: str) -> float:
+    """The physical floor: the same alert rows inserted by a bare INSERT ... SELECT into an empty copy of
+    max_alerts with the same indexes (no trigger, no history, no counts, no state), after a checkpoint."""
+    conn.execute("create table floor_alerts (like max_alerts including all)")
+    conn.execute("checkpoint")
+    seconds, _ = timed(conn.execute, _FLOOR.format(where=where))
+    conn.execute("drop table floor_alerts")
+    return seconds
+
+
+def _floor_with_history(conn, where: str) -> float:
+    """For information, not the target: the same bare inserts plus one alert_events row per alert (the
+    history the design requires), into empty copies with the same indexes, after a checkpoint."""
+    conn.execute("create table floor_alerts (like max_alerts including all)")
+    conn.execute("create table floor_events (like alert_events including all)")
+    conn.execute("checkpoint")
+    seconds, _ = timed(
+        conn.execute,
+        f"""with a as ({_FLOOR.format(where=where)} returning id, tenant_id, lead_id, type, severity)
+        insert into floor_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
+        select tenant_id, id, lead_id, type, 'created', severity, 'system' from a""",
+    )
+    conn.execute("drop table floor_alerts, floor_events")
+    return seconds
+
+
+def bench_first_day(conn, store: PostgresStore, now: datetime, leads: int, per_lead: int) -> None:
+    """A tenant just imported with its history (no ANALYZE since, no alert yet: max_alerts empty), swept once."""
+    print("first-day sweep", file=sys.stderr)
+    load_first_day(conn, leads=leads, per_lead=per_lead, now=now)
+    conn.execute("checkpoint")
+    sweep_s, result = timed(store.sweep, "firstday", now=now)
+    created = sum(result["created"].values())
+    floor_s = _floor(conn, "tenant_id = 'firstday'")
+    record(
+        f"first-day sweep: a tenant just imported, {result['leads_checked']:,} leads due, no alert yet, "
+        f"{created:,} alerts created",
+        f"{sweep_s:.2f} s",
+        f"floor (bare INSERT ... SELECT of the same rows) {floor_s:.2f} s",
+        f"{sweep_s / floor_s:.2f}x the floor",
+        "<= 1.5x",
+        sweep_s / floor_s <= 1.5,
+    )
+
+
 def bench_sweep(conn, store: PostgresStore, now: datetime, leads: int, sample: int) -> None:
     print("sweep", file=sys.stderr)
+    # What follows must not depend on autovacuum passing by at the right time.
+    conn.execute("alter table lead_state set (autovacuum_enabled = off)")
     conn.execute("checkpoint")  # the sweep and its floor each start right after a checkpoint
     first_s, first = timed(store.sweep, now=now)
     created = sum(first["created"].values())
 
-    conn.execute("create table floor_alerts (like max_alerts including all)")
-    conn.execute("checkpoint")
-    floor_s, _ = timed(
-        conn.execute,
-        """
-        insert into floor_alerts (tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at)
-        select tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at
-        from max_alerts where tenant_id <> 'listing'""",
-    )
-    conn.execute("drop table floor_alerts")
-
-    # A day later autovacuum has cleared what the first sweep left behind (200k dead due-index entries).
-    conn.execute("vacuum analyze lead_state, max_alerts")
-    next_day = [timed(store.sweep, now=now + timedelta(days=1))[0] for _ in range(5)]
-    quiet_s = statistics.median(next_day)
+    # Right after the big sweep, no VACUUM since: the due index still holds an entry for every due
+    # time the sweep moved. Then the same sweep once the table is vacuumed, as the baseline.
+    after_s, _ = timed(store.sweep, now=now)
+    floor_s = _floor(conn, "tenant_id not in ('listing', 'firstday')")
+    history_s = _floor_with_history(conn, "tenant_id not in ('listing', 'firstday')")
+    conn.execute("vacuum lead_state")
+    vacuumed_s = statistics.median(timed(store.sweep, now=now)[0] for _ in range(5))
+    conn.execute("alter table lead_state reset (autovacuum_enabled)")
 
     conn.execute("create table naive_alerts (like max_alerts including all)")
     step = max(1, leads // sample)
@@ -104,12 +150,20 @@ def bench_sweep(conn, store: PostgresStore, now: datetime, leads: int, sample: i
         first_s / floor_s <= 1.5,
     )
     record(
-        f"sweep the next day, nothing newly due ({leads:,} leads)",
-        f"{quiet_s * 1000:.1f} ms",
-        f"first sweep {first_s * 1000:.0f} ms",
-        f"{first_s / quiet_s:.0f}x less",
+        "sweep vs the floor plus its history rows (bare INSERT ... SELECT into max_alerts and alert_events)",
+        f"{first_s:.2f} s",
+        f"floor with history {history_s:.2f} s",
+        f"{first_s / history_s:.2f}x",
+        "- (for information)",
+        None,
+    )
+    record(
+        f"sweep right after that big sweep, nothing newly due, no VACUUM in between ({leads:,} leads)",
+        f"{after_s * 1000:.1f} ms",
+        f"same sweep after VACUUM lead_state {vacuumed_s * 1000:.1f} ms",
+        f"{after_s / vacuumed_s:.1f}x",
         "<= 50 ms",
-        quiet_s <= 0.05,
+        after_s <= 0.05,
     )
 
 
@@ -630,11 +684,13 @@ def main(argv: list[str] | None = None) -> int:
             activities=args.activities,
             tenants=args.tenants,
             now=now,
-            listing_alerts=args.listing_alerts,
+            listing_alerts=0 if "sweep" in args.only else args.listing_alerts,
         )
         print(f"  loaded in {load_s:.0f} s", file=sys.stderr)
-        if "sweep" in args.only:
+        if "sweep" in args.only:  # the first day while max_alerts is empty, then the listing tenant's alerts
             store = PostgresStore(url, pool_size=1)
+            bench_first_day(conn, store, now, args.leads // 5, max(1, args.activities // args.leads // 3))
+            load_listing(conn, args.listing_alerts, now)
             bench_sweep(conn, store, now, args.leads, args.sample)
             store.close()
     if "ingest" in args.only:

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MEASURES = (
     "sweep, 2,000 leads",
     "sweep vs physical floor",
-    "sweep the next day",
+    "sweep right after that big sweep",
+    "first-day sweep",
     "ingest, store level, one connection",
     "ingest-time rules disabled",
     "durable-commit ceiling",

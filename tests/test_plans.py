@@ -7,6 +7,7 @@ rows, and the list is served by an index in the view's order.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -146,3 +147,116 @@ def test_ingest_rules_read_only_the_leads_newest_activities_through_its_index(sc
         rows = float(re.search(r"actual rows=([\d.]+)", line)[1])
         # The newest 5 inbound (limit 5), plus the one row the numbering window reads ahead on PostgreSQL 15.
         assert rows <= 6, line
+
+
+def json_plans_of(db, statement: str) -> list[dict]:
+    """EXPLAIN (ANALYZE, FORMAT JSON) of every statement `statement` runs, nested ones included."""
+    notices: list[str] = []
+    db.add_notice_handler(lambda d: notices.append(d.message_primary))
+    db.execute("load 'auto_explain'")
+    for setting in (
+        "auto_explain.log_min_duration = 0",
+        "auto_explain.log_nested_statements = on",
+        "auto_explain.log_level = notice",
+        "auto_explain.log_analyze = on",
+        "auto_explain.log_timing = off",
+        "auto_explain.log_format = json",
+    ):
+        db.execute(f"set {setting}")
+    try:
+        db.execute(statement)
+    finally:
+        db.execute("set auto_explain.log_min_duration = -1")
+    return [json.loads(n[n.index("{") :]) for n in notices if '"Query Text"' in n]
+
+
+def nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def test_first_sweep_of_an_imported_tenant_reads_each_set_once_whatever_the_statistics(db, postgres_store):
+    """A tenant imports 3,000 silent leads after the last ANALYZE (lead_state's statistics say nothing
+    is due) into an empty, never-analysed max_alerts. Every node of every statement the sweep runs
+    executes once, except a lead's own list of rules and index probes of one row: nothing (max_alerts,
+    the judged rules, the due leads) is rescanned for each due lead."""
+    db.execute("""
+        insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, no_contact_due_at, stale_due_at)
+        select 'acme', 'L' || i, now() - interval '60 days', now() - interval '1 hour',
+               now() + interval '7 days', now() + interval '30 days'
+        from generate_series(1, 20000) i""")
+    db.execute("analyze lead_state")
+    db.execute("""
+        insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, last_inbound_at, last_outbound_at,
+                                no_contact_due_at, no_reply_due_at, stale_due_at)
+        select 'newco', 'N' || i, now() - interval '60 days', now() - interval '8 days',
+               now() - interval '10 days', now() - interval '8 days',
+               now() - interval '1 day', now() - interval '5 days', now() + interval '22 days'
+        from generate_series(1, 3000) i""")
+    assert db.execute("select relpages, reltuples from pg_class where relname = 'max_alerts'").fetchone() == (0, -1)
+
+    plans = json_plans_of(db, "select public.sweep_alerts()")
+
+    assert db.execute("select count(*) from max_alerts where tenant_id = 'newco'").fetchone() == (6000,)
+    sweep = [p for p in plans if p["Query Text"].lstrip().startswith("with due as")]
+    assert len(sweep) == 1 and len(plans) > 1, "the sweep's statement and its triggers' statements were all seen"
+    for plan in plans:
+        for node in nodes(plan["Plan"]):
+            loops, rows = node.get("Actual Loops", 1), node.get("Actual Rows", 0)
+            if loops <= 1:
+                continue
+            what = f"{node['Node Type']} on {node.get('Relation Name', node.get('CTE Name', '?'))}, {loops} loops"
+            per_row_probe = node["Node Type"] in ("Index Scan", "Index Only Scan") and rows <= 1
+            own_rules = node["Node Type"] == "Values Scan"
+            assert per_row_probe or own_rules, what + " in: " + plan["Query Text"][:60]
+
+
+def test_escalating_thousands_of_alerts_at_once_pairs_their_old_and_new_rows_in_one_pass(db, postgres_store):
+    """The history trigger pairs each changed alert's old and new row (transition tables, estimated
+    at one row each whatever their size): a hash join, not a rescan of the old rows per new row."""
+    db.execute("""
+        insert into max_alerts (tenant_id, lead_id, type, severity, message)
+        select 'acme', 'L' || i, 'NoContact7d', 'med', 'x' from generate_series(1, 3000) i""")
+
+    plans = json_plans_of(db, "update max_alerts set severity = 'high', escalated_at = now() where tenant_id = 'acme'")
+
+    assert db.execute("select count(*) from alert_events where event = 'escalated'").fetchone() == (3000,)
+    history = [p for p in plans if "join old_alerts o on o.id = n.id" in p["Query Text"]]
+    assert history, [p["Query Text"][:60] for p in plans]
+    for node in nodes(history[0]["Plan"]):
+        assert node.get("Actual Loops", 1) <= 1, f"{node['Node Type']}: {node.get('Actual Loops')} loops"
+
+
+def _due_index_blocks(plans: list[dict]) -> int:
+    """Buffers read by every scan of the due-time index in these statements (its pages and the rows it visits)."""
+    return sum(
+        node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0)
+        for plan in plans
+        for node in nodes(plan["Plan"])
+        if node.get("Index Name") == "idx_lead_state_next_due"
+    )
+
+
+def test_the_sweep_right_after_a_big_sweep_does_not_visit_the_due_times_it_moved(db, postgres_store):
+    """3,000 of 23,000 leads due, swept through the store: the next sweep (nothing due, no VACUUM in
+    between) reads the due-time index without visiting the 3,000 row versions the big sweep left behind."""
+    db.execute("""
+        insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, no_contact_due_at, stale_due_at)
+        select 'acme', 'L' || i, now() - interval '60 days', now() - interval '1 hour',
+               now() + interval '7 days', now() + interval '30 days'
+        from generate_series(1, 20000) i""")
+    db.execute("analyze lead_state")
+    db.execute("""
+        insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, no_contact_due_at, stale_due_at)
+        select 'acme', 'N' || i, now() - interval '60 days', now() - interval '8 days',
+               now() - interval '1 day' - make_interval(mins => (i * 7919) % 1440), now() + interval '22 days'
+        from generate_series(1, 3000) i""")  # due times in no particular order: the index jumps across the table
+    assert postgres_store.sweep()["leads_checked"] == 3000
+    db.execute("set auto_explain.log_buffers = on")
+
+    plans = json_plans_of(db, "select public.sweep_alerts()")
+
+    assert any(p["Query Text"].lstrip().startswith("with due as") for p in plans)
+    assert any(n.get("Index Name") == "idx_lead_state_next_due" for p in plans for n in nodes(p["Plan"]))
+    assert _due_index_blocks(plans) < 100, "one visit per index page, not one per dead row version"

@@ -68,7 +68,10 @@ class Store:
 
     def sweep(self, tenant: str | None = None, now: datetime | None = None) -> dict[str, Any]:
         """Run the time-based rules for leads due by `now` (default: the database's now)."""
-        return self._call("sweep_alerts", None, p_tenant=tenant, p_now=now)
+        result = self._call("sweep_alerts", None, p_tenant=tenant, p_now=now)
+        # Committed: read past the due-index entries it left behind once now, not in the next sweep.
+        self._call("prune_due_index", None, p_now=now)
+        return result
 
     def resolve_alert(self, tenant: str, alert_id: str, actor: str, viewer: Viewer | None = None) -> dict[str, Any]:
         return self._call("resolve_alert", viewer, p_tenant=tenant, p_alert_id=alert_id, p_actor=actor)
