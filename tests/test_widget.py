@@ -592,13 +592,15 @@ def test_snooze_and_bulk_resolve_against_the_real_alert_desk(page, dev_server):
     open_widget(page, dev_server, "t-desk-real")
     anna = page.locator("leadwatch-alerts li.alert", has_text="Anna Roy")
     anna.get_by_text("Reporter").click()
-    anna.get_by_role("button", name="4 h").click()
+    with page.expect_response(lambda r: r.url.endswith("/snooze") and r.ok):  # the list hides it at once
+        anna.get_by_role("button", name="4 h").click()
     anna.wait_for(state="detached")
     snoozed = call(dev_server, "GET", "/api/alerts/active?state=snoozed", "t-desk-real")[1]["alerts"]
     assert [a["id"] for a in snoozed] == [by_name["Anna Roy"]] and snoozed[0]["snoozed_until"]
 
     page.get_by_role("checkbox", name="Tout sélectionner").check()
-    page.get_by_role("button", name="Résoudre la sélection").click()
+    with page.expect_response(lambda r: r.url.endswith("/api/alerts/bulk") and r.ok):
+        page.get_by_role("button", name="Résoudre la sélection").click()
     page.locator("leadwatch-alerts [data-state='empty']").wait_for()
     left = call(dev_server, "GET", "/api/alerts/active", "t-desk-real")[1]
     assert left["alerts"] == [] and left["stats"]["snoozed"] == 1
