@@ -203,10 +203,18 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(cold_calls):
             conn.execute("delete from alert_day_rollups where tenant_id = %s and day = %s", [TENANT, yesterday])
             after_midnight.append(timed(store.alert_analytics, TENANT, query, None)[0] * 1000)
-        # The end of a local day: ~23 h of today's history still computed live.
+        # The end of a local day: ~23 h of today's history, summarised on the call (the first call of
+        # the day for this zone, or after a rewrite dropped it), then warm.
         late = range_in(late_zone(datetime.now(UTC)))
         store.alert_analytics(TENANT, late)
         assert _comparable(store.alert_analytics(TENANT, late)) == _comparable(live(late, None))
+        today_cold = []
+        for _ in range(cold_calls):
+            conn.execute(
+                "delete from alert_day_rollups where tenant_id = %s and tz = %s and day = %s",
+                [TENANT, late.tz, late.end],
+            )
+            today_cold.append(timed(store.alert_analytics, TENANT, late, None)[0] * 1000)
         late_ms = series(lambda: store.alert_analytics(TENANT, late), args.calls)
         rollup_rows = conn.execute("select count(*) from alert_day_rollups where tenant_id = %s", [TENANT]).fetchone()
         figures = store.alert_analytics(TENANT, query)
@@ -229,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| measure | leadwatch | baseline (same run) | ratio | target | holds |")
     print("|---|---|---|---|---|---|")
     labels = {
-        "service": f"analytics, {args.days} days, tenant with {events:,} alert events (service key: no row-level security)",
+        "service": f"analytics, {args.days} days, tenant with {events:,} alert events "
+        "(service key: no row-level security)",
         "manager": "analytics, same tenant, as its manager (signed in: row-level security, whole tenant)",
         "agent": f"analytics, same tenant, as one agent (1/{OWNERS} of the leads, row-level security)",
     }
@@ -246,9 +255,14 @@ def main(argv: list[str] | None = None) -> int:
         f"| warm p50 {p(ours, 50)} ms | - | p99 <= 200 ms | {holds(after_midnight)} |"
     )
     print(
-        f"| analytics at the end of a local day ({late.tz}: ~23 h of today computed live), service "
+        f"| analytics at the end of a local day ({late.tz}, today summarised so far), service "
         f"| p50 {p(late_ms, 50)} ms, p99 {p(late_ms, 99)} ms | Europe/Paris p50 {p(ours, 50)} ms "
         f"| - | p99 <= 200 ms | {holds(late_ms)} |"
+    )
+    print(
+        f"| analytics at the end of a local day, today's ~23 h summarised on the call (its first call) "
+        f"| p50 {p(today_cold, 50)} ms, p99 {p(today_cold, 99)} ms ({cold_calls} calls) "
+        f"| warm p50 {p(late_ms, 50)} ms | - | p99 <= 200 ms | {holds(today_cold)} |"
     )
     print(
         f"| analytics, first call ever for the tenant and zone ({args.days - 1} closed days summarised on it) "
