@@ -240,3 +240,12 @@ def test_the_nightly_job_summarises_the_days_closed_since(db, history):
     assert db.execute("select summarise_recent_alert_days()").fetchone()[0] == 1
 
     assert summary_days(db, "Europe/Paris") == (end - start).days + 1
+
+
+def test_the_nightly_retention_run_summarises_the_days_closed_since(client, db, history):
+    start, end = _range("Europe/Paris")
+    db.execute("select summarise_alert_days('acme', %s, %s, 'Europe/Paris')", [start, start])
+
+    assert client.post("/api/retention/run", headers={"X-Tenant": "acme"}).get_json()["more"] is False
+
+    assert summary_days(db, "Europe/Paris") == (end - start).days + 1

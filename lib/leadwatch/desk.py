@@ -86,6 +86,8 @@ def run_retention(request: Request, caller: Caller, api: Api) -> tuple[int, dict
     query = parse(RetentionQuery, request.args.to_dict())
     started = time.perf_counter()
     result = api.store.apply_retention(caller.tenant, query.batch)
+    if not result["more"]:  # the nightly job's last batch: the analytics' summaries of the days closed since
+        api.store.summarise_recent_alert_days(caller.tenant)
     return 200, {"success": True, **result, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
