@@ -80,19 +80,21 @@ returns table (day date, owner_key text, type_key text, created integer, escalat
 language sql stable
 set search_path = ''
 as $$
-  with facts as (
-    select (e.at at time zone p_tz)::date as day, coalesce(l.owner_id, '') as owner_key, e.type::text as type_key,
-           e.event, null::float8 as hours
+  with history as (  -- the range's events and resolutions, each with its lead
+    select e.at, e.lead_id, e.type, e.event, null::float8 as hours
     from public.alert_events e
-    left join public.leads l on l.tenant_id = e.tenant_id and l.lead_id = e.lead_id
     where e.tenant_id = p_tenant and e.at >= p_start and e.at < p_end
       and e.event in ('created', 'escalated', 'resolved')
     union all
-    select (a.resolved_at at time zone p_tz)::date, coalesce(l.owner_id, ''), a.type::text,
-           null, (extract(epoch from a.resolved_at - a.created_at) / 3600)::float8
+    select a.resolved_at, a.lead_id, a.type, null, (extract(epoch from a.resolved_at - a.created_at) / 3600)::float8
     from public.max_alerts a
-    left join public.leads l on l.tenant_id = a.tenant_id and l.lead_id = a.lead_id
     where a.tenant_id = p_tenant and a.resolved_at >= p_start and a.resolved_at < p_end
+  ),
+  facts as (  -- by local day, the lead's owner ('' for none) and type
+    select (h.at at time zone p_tz)::date as day, coalesce(l.owner_id, '') collate "C" as owner_key,
+           h.type::text collate "C" as type_key, h.event, h.hours
+    from history h
+    left join public.leads l on l.tenant_id = p_tenant and l.lead_id = h.lead_id
   ),
   grouped as (
     select f.day,
