@@ -65,4 +65,4 @@ def test_analytics_bench_quick_run_prints_its_row_with_the_baseline(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     [row] = [line for line in result.stdout.splitlines() if line.startswith("| analytics, 30 days")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells[1].startswith("p50 ") and cells[2].startswith("fetch-all + Python p50 "), row
+    assert cells[1].startswith("p50 ") and cells[2].startswith("live query p50 "), row

@@ -87,11 +87,14 @@ def run_retention(request: Request, caller: Caller, api: Api) -> tuple[int, dict
     started = time.perf_counter()
     result = api.store.apply_retention(caller.tenant, query.batch)
     pruned = api.store.prune_notifications(caller.tenant, query.batch)  # the notifications' outbox, 30 days on
+    more = pruned.pop("more") or result["more"]
+    if not more:  # the nightly job's last batch: the analytics' summaries of the days closed since
+        api.store.summarise_recent_alert_days(caller.tenant)
     return 200, {
         "success": True,
         **result,
-        "more": result["more"] or pruned.pop("more"),
-        "notifications": {k: v for k, v in pruned.items() if k != "more"},
+        "more": more,
+        "notifications": pruned,
         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
     }
 

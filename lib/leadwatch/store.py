@@ -243,6 +243,10 @@ class Store:
         """Remove one bounded batch of what is past its tenant's retention (service only)."""
         return self._call("apply_retention", None, p_tenant=tenant, p_batch=batch)
 
+    def summarise_recent_alert_days(self, tenant: str | None = None) -> int:
+        """Summarise the days closed since the analytics' last summaries, for every zone asked before (service only)."""
+        return int(self._call("summarise_recent_alert_days", None, p_tenant=tenant))
+
     # Outgoing webhooks ---------------------------------------------------------------------------
 
     def create_webhook(
