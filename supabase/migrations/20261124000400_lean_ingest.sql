@@ -139,22 +139,6 @@ begin
     from answered j
     where s.tenant_id = p_tenant and s.lead_id = j.lead_id
   ),
-  -- The lead's active alerts: those the activity answers (an outbound also answers HotLead24h, and
-  -- PreferredChannel when it uses the lead's channel), and those still active after it.
-  open as (
-    select j.lead_id,
-           bool_or(x.answered) as resolves,
-           coalesce(array_agg(x.type) filter (where not x.answered), '{}') as still_open
-    from answered j
-    join public.max_alerts o on o.tenant_id = p_tenant and o.lead_id = j.lead_id and o.resolved_at is null
-    cross join lateral (
-      select o.type::text as type,
-             o.type::text = any (j.answers)
-             or (j.dir = 'out' and j.at > o.cycle_started_at
-                 and (o.type = 'HotLead24h' or (o.type = 'PreferredChannel' and o.channel = j.chan))) as answered
-    ) x
-    group by j.lead_id
-  ),
   -- Only when a rule can fire: enabled, not already active, and (HotLead24h) an inbound within the
   -- window after our last outbound, (PreferredChannel) once we have written.
   ruled as (
@@ -165,75 +149,68 @@ begin
            j.preferred_count is not null and not 'PreferredChannel' = any (coalesce(o.still_open, '{}'))
              and j.last_out is not null as preferred
     from answered j
-    left join open o on o.lead_id = j.lead_id
-  ),
+    -- The lead's active alerts: those the activity answers (an outbound also answers HotLead24h, and
+    -- PreferredChannel when it uses the lead's channel), and those still active after it.
+    cross join lateral (
+      select bool_or(x.answered) as resolves, array_agg(x.type) filter (where not x.answered) as still_open
+      from public.max_alerts a
+      cross join lateral (
+        select a.type::text as type,
+               a.type::text = any (j.answers)
+               or (j.dir = 'out' and j.at > a.cycle_started_at
+                   and (a.type = 'HotLead24h' or (a.type = 'PreferredChannel' and a.channel = j.chan))) as answered
+      ) x
+      where a.tenant_id = p_tenant and a.lead_id = j.lead_id and a.resolved_at is null
+    ) o
+  )
+  select array_agg(row(r.lead_id, r.activity_id, r.dir, r.chan, r.at, r.answers, r.resolves,
+                       b.n, b.since, r.hot and coalesce(b.n, 0) >= r.hot_count,
+                       p.channel, o.since,
+                       r.preferred and p.channel is not null and cardinality(o.channels) = 2
+                         and not p.channel = any (o.channels))::public.ingest_verdict)
+  into v_verdicts
+  from ruled r
   -- The lead's newest inbound (HotLead24h's burst, PreferredChannel's last 5) and our last 2
   -- outbound, read in the index's order; this activity is among them (it is stored).
-  inbound as (
-    select r.lead_id, x.channel, x.occurred_at, x.k
-    from ruled r
-    cross join lateral (
-      select a.channel, a.occurred_at, row_number() over (order by a.occurred_at desc, a.id desc) as k
-      from public.lead_activities a
-      where a.tenant_id = p_tenant and a.lead_id = r.lead_id
-        and a.direction = 'in' and public.counts_as_contact(a.status)
-      order by a.occurred_at desc, a.id desc
-      limit greatest(5, r.hot_count)
-    ) x
-    where r.hot or r.preferred
-  ),
-  outbound as (
-    select r.lead_id, array_agg(x.channel::text) as channels, min(x.occurred_at) as since
-    from ruled r
-    cross join lateral (
-      select a.channel, a.occurred_at
-      from public.lead_activities a
-      where a.tenant_id = p_tenant and a.lead_id = r.lead_id
-        and a.direction = 'out' and public.counts_as_contact(a.status)
-      order by a.occurred_at desc, a.id desc
-      limit 2
-    ) x
-    where r.preferred
-    group by r.lead_id
-  ),
-  -- The channel at least `min_count` of the last 5 inbound came on (within the rule's window, if any).
-  heard as (
-    select distinct on (i.lead_id) i.lead_id, i.channel::text as channel
-    from inbound i
-    join ruled r on r.lead_id = i.lead_id
-    where r.preferred and i.k <= 5 and (r.preferred_window is null or i.occurred_at > now() - r.preferred_window)
-    group by i.lead_id, i.channel
-    having count(*) >= min(r.preferred_count)
-    order by i.lead_id, count(*) desc, max(i.occurred_at) desc
-  ),
-  burst as (
-    select r.lead_id, count(*) as n, min(i.occurred_at) as since
-    from inbound i
-    join ruled r on r.lead_id = i.lead_id
-    where r.hot and i.k <= r.hot_count and i.occurred_at > r.cutoff
-    group by r.lead_id
-  ),
-  verdict as (
-    select r.lead_id, r.activity_id, r.dir, r.chan, r.at, r.answers, r.resolves,
-           b.n::integer, b.since, r.hot and coalesce(b.n, 0) >= r.hot_count as raise_hot,
-           p.channel as pref_channel, o.since as pref_since,
-           r.preferred and p.channel is not null and cardinality(o.channels) = 2
-             and not p.channel = any (o.channels) as raise_pref
-    from ruled r
-    left join burst b on b.lead_id = r.lead_id
-    left join outbound o on o.lead_id = r.lead_id
-    left join lateral (
-      select coalesce(h.channel, (select l.preferred_channel::text from public.leads l
-                                  where l.tenant_id = p_tenant and l.lead_id = r.lead_id)) as channel
-      from (select) one
-      left join heard h on h.lead_id = r.lead_id
-      where r.preferred
-    ) p on true
-  )
-  select array_agg(row(v.lead_id, v.activity_id, v.dir, v.chan, v.at, v.answers, v.resolves, v.n, v.since,
-                       v.raise_hot, v.pref_channel, v.pref_since, v.raise_pref)::public.ingest_verdict)
-  into v_verdicts
-  from verdict v;
+  left join lateral (
+    select array_agg(x.channel::text order by x.occurred_at desc, x.id desc) as channels,
+           array_agg(x.occurred_at order by x.occurred_at desc, x.id desc) as times
+    from (select a.channel, a.occurred_at, a.id
+          from public.lead_activities a
+          where a.tenant_id = p_tenant and a.lead_id = r.lead_id
+            and a.direction = 'in' and public.counts_as_contact(a.status)
+          order by a.occurred_at desc, a.id desc
+          limit greatest(5, r.hot_count)) x
+  ) i on r.hot or r.preferred
+  left join lateral (
+    select array_agg(x.channel::text) as channels, min(x.occurred_at) as since
+    from (select a.channel, a.occurred_at
+          from public.lead_activities a
+          where a.tenant_id = p_tenant and a.lead_id = r.lead_id
+            and a.direction = 'out' and public.counts_as_contact(a.status)
+          order by a.occurred_at desc, a.id desc
+          limit 2) x
+  ) o on r.preferred
+  -- The burst: the last `min_count` inbound that occurred after the cutoff.
+  left join lateral (
+    select count(*)::integer as n, min(u.at) as since
+    from unnest(i.channels, i.times) with ordinality u(channel, at, k)
+    where u.k <= r.hot_count and u.at > r.cutoff
+  ) b on r.hot
+  -- The lead's channel: the one at least `min_count` of the last 5 inbound came on (within the
+  -- rule's window, if any), else the directory's.
+  left join lateral (
+    select coalesce(
+             (select u.channel
+              from unnest(i.channels, i.times) with ordinality u(channel, at, k)
+              where u.k <= 5 and (r.preferred_window is null or u.at > now() - r.preferred_window)
+              group by u.channel
+              having count(*) >= r.preferred_count
+              order by count(*) desc, max(u.at) desc
+              limit 1),
+             (select l.preferred_channel::text from public.leads l
+              where l.tenant_id = p_tenant and l.lead_id = r.lead_id)) as channel
+  ) p on r.preferred;
 
   if exists (select from unnest(v_verdicts) v where v.resolves) then
     with resolved as (
@@ -368,10 +345,9 @@ declare
   v_items   public.activity_in[];
   v_bad     record;
   v_round   public.activity_in[];
-  v_results jsonb := '[]';
-  v_out     jsonb[];
-  v_answer  jsonb;
-  v_first   integer;
+  v_answers jsonb := '[]';   -- the rounds' answers, in the order of
+  v_order   integer[] := '{}';  -- ... their activities' places in the list
+  v_results jsonb;
 begin
   if not public.is_trusted_caller() then
     perform public.assert_acts_in(p_tenant);
@@ -424,7 +400,6 @@ begin
     end if;
   end if;
 
-  v_out := array_fill(null::jsonb, array[coalesce(cardinality(v_items), 0)]);
   -- The k-th activity of every lead, in round k; an activity repeating an earlier one's channel and
   -- external id waits for the end, and answers as the replay it is.
   for v_round in
@@ -438,28 +413,24 @@ begin
     group by r.k
     order by r.k
   loop
-    for v_answer, v_first in
-      select a.value, (v_round[a.n::integer]).ord
-      from jsonb_array_elements(public.ingest_activities(p_tenant, v_round)) with ordinality a(value, n)
-    loop
-      v_out[v_first] := v_answer;
-    end loop;
+    v_answers := v_answers || public.ingest_activities(p_tenant, v_round);
+    v_order := v_order || array(select x.ord from unnest(v_round) x);
   end loop;
 
-  -- The repeats: the activity stored under their external id, changing nothing.
-  for v_answer, v_first in
-    select jsonb_build_object('activity', public.activity_json(d),
-                              'alerts', jsonb_build_object('created', '[]'::jsonb, 'resolved', '[]'::jsonb),
-                              'duplicate', true), i.ord
-    from unnest(v_items) i
-    left join public.lead_activities d
-      on d.tenant_id = p_tenant and d.channel = i.channel and d.external_id = i.external_id
-    where v_out[i.ord] is null
-  loop
-    v_out[v_first] := v_answer;
-  end loop;
-
-  select coalesce(jsonb_agg(o order by n), '[]') into v_results from unnest(v_out) with ordinality u(o, n);
+  -- In the list's order; the repeats answer with the activity stored under their external id.
+  select coalesce(jsonb_agg(
+           coalesce(a.value,
+                    jsonb_build_object('activity', (select public.activity_json(d) from public.lead_activities d
+                                                    where d.tenant_id = p_tenant and d.channel = i.channel
+                                                      and d.external_id = i.external_id),
+                                       'alerts', jsonb_build_object('created', '[]'::jsonb, 'resolved', '[]'::jsonb),
+                                       'duplicate', true))
+           order by i.ord), '[]')
+  into v_results
+  from unnest(v_items) i
+  left join (select o.ord, a.value
+             from unnest(v_order) with ordinality o(ord, n)
+             join jsonb_array_elements(v_answers) with ordinality a(value, n) on a.n = o.n) a on a.ord = i.ord;
   return jsonb_build_object('results', v_results);
 end
 $$;
