@@ -172,13 +172,15 @@ def bench_ingest(url: str, leads: int, calls: int) -> None:
         "-",
         None,
     )
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = _activity_commits_per_second(conn, calls, leads)
     record(
-        "ingest, store level, one connection, vs the durable-commit ceiling (each call one durable commit)",
+        "ingest, store level, one connection, vs bare one-row durable INSERT commits into lead_activities",
         f"{ours:,.0f} calls/s",
-        f"bare one-row INSERT commits {durable:,.0f}/s",
-        f"{ours / durable:.2f}x the ceiling",
+        f"bare activity inserts {rows:,.0f} commits/s (one-row table: {durable:,.0f}/s)",
+        f"{ours / rows:.2f}x the floor",
         ">= 0.5x",
-        ours / durable >= 0.5,
+        ours / rows >= 0.5,
     )
     bench_ingest_batch(url, leads, calls)
     server = _pgbench(
@@ -333,6 +335,26 @@ def _commits_per_second(conn, count: int) -> float:
     elapsed, _ = timed(lambda: [conn.execute("insert into commit_probe values (1)") for _ in range(count)])
     conn.execute("drop table commit_probe")
     return count / elapsed
+
+
+def _activity_commits_per_second(conn, count: int, leads: int) -> float:
+    """The floor of a logged activity: the same rows as the ingest rows (random leads, unique external
+    ids), each a bare prepared INSERT into lead_activities (its indexes, its defaults) and its own
+    durable commit, nothing else; removed afterwards."""
+    rng = random.Random(5)
+    values = []
+    for n in range(count):
+        i = rng.randint(1, leads)
+        values.append((f"t{i % TENANTS}", f"L{i}", rng.choice(["in", "out"]), f"floor-{n}"))
+    statement = (
+        "insert into lead_activities (tenant_id, lead_id, channel, direction, status, message_snippet, external_id)"
+        " values (%s, %s, 'whatsapp', %s, 'sent', 'Bonjour', %s)"
+    )
+    for row in values[:200]:  # warm-up, as the calls it is compared with
+        conn.execute(statement, row, prepare=True)
+    elapsed, _ = timed(lambda: [conn.execute(statement, row, prepare=True) for row in values[200:]])
+    conn.execute("delete from lead_activities where external_id like 'floor-%'")
+    return (count - 200) / elapsed
 
 
 class _PooledNaive:
