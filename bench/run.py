@@ -175,7 +175,7 @@ def bench_ingest(url: str, leads: int, calls: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = _activity_commits_per_second(conn, calls, leads)
     record(
-        "ingest, store level, one connection, vs bare one-row durable INSERT commits into lead_activities",
+        "ingest vs bare one-row durable INSERT commits into lead_activities (store level, one connection)",
         f"{ours:,.0f} calls/s",
         f"bare activity inserts {rows:,.0f} commits/s (one-row table: {durable:,.0f}/s)",
         f"{ours / rows:.2f}x the floor",
