@@ -226,6 +226,17 @@ def bench_ingest(url: str, leads: int, calls: int) -> None:
         "-",
         None,
     )
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = _activity_commits_per_second(conn, calls, leads)
+    record(
+        "ingest vs bare one-row durable INSERT commits into lead_activities (store level, one connection)",
+        f"{ours:,.0f} calls/s",
+        f"bare activity inserts {rows:,.0f} commits/s (one-row table: {durable:,.0f}/s)",
+        f"{ours / rows:.2f}x the floor",
+        ">= 0.5x",
+        ours / rows >= 0.5,
+    )
+    bench_ingest_batch(url, leads, calls)
     server = _pgbench(
         url,
         f"""\\set i random(1, {leads})
@@ -264,6 +275,51 @@ select public.log_activity('t' || (:i % {TENANTS}), 'L' || :i, 'whatsapp', 'in',
         f"{(total - 8) / elapsed / ours:.1f}x",
         "-",
         None,
+    )
+
+
+def _batches(count: int, size: int, leads: int, seed: int) -> list[tuple[str, list[ActivityIn]]]:
+    """`count` lists of `size` activities, each list for random leads of one tenant (lead i is tenant i % TENANTS's)."""
+    rng = random.Random(seed)
+    out = []
+    for b in range(count):
+        t = b % TENANTS
+        items = [
+            ActivityIn(
+                leadId=f"L{rng.randrange(t or TENANTS, leads + 1, TENANTS)}",
+                channel="whatsapp",
+                direction=rng.choice(["in", "out"]),
+                messageSnippet="Bonjour",
+                externalId=f"batch-{seed}-{b}-{n}",
+            )
+            for n in range(size)
+        ]
+        out.append((f"t{t}", items))
+    return out
+
+
+def bench_ingest_batch(url: str, leads: int, calls: int, size: int = 1000) -> None:
+    """Batches of `size` activities (one `log_activities` call, one transaction each) against single
+    calls of the same activities' kind, interleaved (single, batch, single, batch); each side's best counts."""
+    print("batch ingest", file=sys.stderr)
+    batches = max(4, calls // size)
+    runs: dict[str, list[float]] = {"single": [], "batch": []}
+    store = PostgresStore(url, pool_size=1)
+    for round_ in range(2):
+        runs["single"].append(_calls_per_second(store, _activities(calls, leads, seed=300 + round_)))
+        chunks = _batches(batches + 1, size, leads, seed=310 + round_)
+        store.log_activities(*chunks[0])  # warm-up: plans cached
+        elapsed, _ = timed(lambda chunks=chunks: [store.log_activities(t, chunk) for t, chunk in chunks[1:]])
+        runs["batch"].append(sum(len(chunk) for _, chunk in chunks[1:]) / elapsed)
+    store.close()
+    single, batch = max(runs["single"]), max(runs["batch"])
+    record(
+        f"batch ingest, lists of {size:,} activities (one transaction each), store level, one connection",
+        f"{batch:,.0f} activities/s",
+        f"single calls {single:,.0f} calls/s",
+        f"{batch / single:.1f}x",
+        ">= 10x",
+        batch / single >= 10,
     )
 
 
@@ -333,6 +389,26 @@ def _commits_per_second(conn, count: int) -> float:
     elapsed, _ = timed(lambda: [conn.execute("insert into commit_probe values (1)") for _ in range(count)])
     conn.execute("drop table commit_probe")
     return count / elapsed
+
+
+def _activity_commits_per_second(conn, count: int, leads: int) -> float:
+    """The floor of a logged activity: the same rows as the ingest rows (random leads, unique external
+    ids), each a bare prepared INSERT into lead_activities (its indexes, its defaults) and its own
+    durable commit, nothing else; removed afterwards."""
+    rng = random.Random(5)
+    values = []
+    for n in range(count):
+        i = rng.randint(1, leads)
+        values.append((f"t{i % TENANTS}", f"L{i}", rng.choice(["in", "out"]), f"floor-{n}"))
+    statement = (
+        "insert into lead_activities (tenant_id, lead_id, channel, direction, status, message_snippet, external_id)"
+        " values (%s, %s, 'whatsapp', %s, 'sent', 'Bonjour', %s)"
+    )
+    for row in values[:200]:  # warm-up, as the calls it is compared with
+        conn.execute(statement, row, prepare=True)
+    elapsed, _ = timed(lambda: [conn.execute(statement, row, prepare=True) for row in values[200:]])
+    conn.execute("delete from lead_activities where external_id like 'floor-%'")
+    return (count - 200) / elapsed
 
 
 class _PooledNaive:

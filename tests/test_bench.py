@@ -15,6 +15,8 @@ MEASURES = (
     "ingest, store level, one connection",
     "ingest-time rules disabled",
     "durable-commit ceiling",
+    "ingest vs bare one-row durable INSERT commits into lead_activities",
+    "batch ingest, lists of",
     "ingest, store level, 8 connections",
     "ingest over HTTP",
     "first page + stats",

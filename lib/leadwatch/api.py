@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("leadwatch.http")
 
 MAX_BODY_BYTES = 64 * 1024
+ACTIVITIES_MAX_BODY_BYTES = 1024 * 1024  # a list of up to 1,000 activities (POST /api/activities/log)
 GREENAPI_MAX_BODY_BYTES = 1024 * 1024  # a notification is never refused for its size: a longer one is kept cut
 # After an early answer, what is left of an unread body is read and discarded up to this many bytes,
 # so the connection can serve the next request; a longer rest is not read: the answer closes it.
@@ -124,10 +125,19 @@ GROUPS: dict[str, list[Rule]] = {
 
 
 def log_activity(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
+    """One activity (an object), or a list of up to 1,000 logged in one transaction (see `ingest`)."""
     from .models import ActivityIn, parse
 
     tenant = caller.require_tenant()
-    activity = parse(ActivityIn, _json_object(request))
+    body = _activities_body(request)
+    if isinstance(body, list):
+        from .ingest import parse_activities
+
+        activities = parse_activities(body)
+        return 200, {"success": True, **api.store.log_activities(tenant, activities, caller.viewer)}
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object", [{"field": "body", "message": "must be an object"}])
+    activity = parse(ActivityIn, body)
     return 200, {"success": True, **api.store.log_activity(tenant, activity, caller.viewer)}
 
 
@@ -362,20 +372,32 @@ def _raw_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return raw
 
 
-def _json_body(request: Request) -> Any:
-    """The request's JSON body: 413 over the limit, 400 when not JSON, 422 naming the field when
-    it holds what cannot be stored (NUL, lone surrogates, NaN, nesting, too many members)."""
+def _json_body(request: Request, raw: bytes | None = None) -> Any:
+    """The request's JSON body (or `raw`, already read): 413 over the limit, 400 when not JSON, 422
+    naming the field when it holds what cannot be stored (NUL, lone surrogates, NaN, nesting, too
+    many members); in a list body, the field is named by its place (`[3].meta`)."""
     from .safejson import JsonProblem, load_json
 
-    raw = _raw_body(request)
+    raw = _raw_body(request) if raw is None else raw
     try:
         return load_json(raw)
     except JsonProblem as exc:
-        raise ValidationFailed(
-            "the request has invalid fields", [{"field": exc.field, "message": exc.message}]
-        ) from None
+        field = exc.field.removeprefix("body") if exc.field.startswith("body[") else exc.field
+        raise ValidationFailed("the request has invalid fields", [{"field": field, "message": exc.message}]) from None
     except ValueError as exc:
         raise BadRequest("the body is not valid JSON", {"reason": str(exc)[:200]}) from None
+
+
+def _activities_body(request: Request) -> Any:
+    """The body of POST /api/activities/log: a list of activities may take up to
+    ACTIVITIES_MAX_BODY_BYTES, anything else MAX_BODY_BYTES (413 over it)."""
+    raw = _raw_body(request, ACTIVITIES_MAX_BODY_BYTES)
+    if len(raw) > MAX_BODY_BYTES and not raw.lstrip()[:1] == b"[":
+        raise PayloadTooLarge(
+            f"the body is over {MAX_BODY_BYTES // 1024} KiB (a list of activities may take "
+            f"{ACTIVITIES_MAX_BODY_BYTES // 1024} KiB)"
+        )
+    return _json_body(request, raw)
 
 
 def _check_text(request: Request, args: Mapping[str, Any]) -> None:

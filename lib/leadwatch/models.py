@@ -80,6 +80,19 @@ class ActivityIn(_Input):
             raise ValueError("must not be more than 5 minutes in the future")
         return value
 
+    def to_row(self) -> dict[str, Any]:
+        """The activity as `log_activities` takes it (snake case, JSON-ready)."""
+        return {
+            "lead_id": self.leadId,
+            "channel": self.channel,
+            "direction": self.direction,
+            "status": self.status,
+            "message_snippet": self.messageSnippet,
+            "meta": self.meta,
+            "occurred_at": None if self.occurredAt is None else self.occurredAt.isoformat(),
+            "external_id": self.externalId,
+        }
+
 
 class LeadIn(_Input):
     """One lead of POST /api/leads."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, RootModel
+from pydantic import BaseModel, Field, RootModel
 from pydantic.json_schema import models_json_schema
 
 from .analytics import AnalyticsQuery
@@ -22,6 +22,7 @@ from .exports import ActivityExportQuery, AlertExportQuery
 from .models import ActivityIn, AlertQuery, LeadIn, LeadsIn, RejectedQuery, SendIn, TimelineQuery
 from .notify_models import DeliveriesQuery, DeliverQuery, DigestSettingsIn, MemberIn, WebhookIn, WebhookPatch
 from .responses import (
+    ActivitiesLogged,
     ActivityLogged,
     AlertHistory,
     AlertList,
@@ -68,6 +69,14 @@ class LeadsBody(RootModel[LeadIn | list[LeadIn] | LeadsIn]):
     """One lead, a list of leads, or {"leads": [...]} (at most 1000)."""
 
 
+class ActivitiesBody(RootModel[ActivityIn | Annotated[list[ActivityIn], Field(min_length=1, max_length=1000)]]):
+    """One activity, or a list of 1 to 1,000 logged in one transaction."""
+
+
+class ActivitiesAnswer(RootModel[ActivityLogged | ActivitiesLogged]):
+    """For one activity, its answer; for a list, {success, results}: one answer per activity, in order."""
+
+
 class GreenApiNotification(BaseModel):
     """A Green-API webhook notification (incomingMessageReceived, outgoingMessageStatus, ...), as Green-API sends it."""
 
@@ -93,10 +102,13 @@ OPERATIONS: dict[str, Operation] = {
     "log_activity": Operation(
         "Log an activity of a lead and apply the rules it triggers",
         "activities",
-        ActivityLogged,
-        body=ActivityIn,
+        ActivitiesAnswer,
+        body=ActivitiesBody,
         errors=_BODY_ERRORS,
-        description="Idempotent on externalId: a replay answers the stored activity with duplicate: true.",
+        description="Idempotent on externalId: a replay answers the stored activity with duplicate: true. "
+        "A list of up to 1,000 activities (body up to 1 MiB; one activity: 64 KiB) is logged in one transaction, "
+        "in order, each answered as if logged alone; one invalid activity (named by its place, e.g. `[3].leadId`) "
+        "refuses the whole list and nothing is stored; more than 1,000 is a 422.",
     ),
     "export_activities_csv": Operation(
         "Export activities as CSV (streamed)",

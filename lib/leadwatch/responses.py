@@ -109,6 +109,19 @@ class ActivityLogged(_Out):
     duplicate: bool = Field(description="true when this externalId was already stored (nothing changed)")
 
 
+class ActivityResult(_Out):
+    """One activity's answer in a list: what logging it alone would have answered."""
+
+    activity: Activity
+    alerts: AlertChanges
+    duplicate: bool = Field(description="true when this externalId was already stored (nothing changed)")
+
+
+class ActivitiesLogged(_Out):
+    success: Literal[True]
+    results: list[ActivityResult] = Field(description="one per activity sent, in the same order")
+
+
 class SentMessage(_Out):
     chatId: str
     idMessage: str

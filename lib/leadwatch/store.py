@@ -66,6 +66,13 @@ class Store:
             p_external_id=activity.externalId,
         )
 
+    def log_activities(self, tenant: str, activities: list[ActivityIn], viewer: Viewer | None = None) -> dict[str, Any]:
+        """Log up to 1,000 activities in one transaction: {results: [...]}, one `log_activity` answer
+        per activity, in order; nothing stored when one of them is refused."""
+        return self._call(
+            "log_activities", viewer, p_tenant=tenant, p_activities=[activity.to_row() for activity in activities]
+        )
+
     def sweep(self, tenant: str | None = None, now: datetime | None = None) -> dict[str, Any]:
         """Run the time-based rules for leads due by `now` (default: the database's now)."""
         result = self._call("sweep_alerts", None, p_tenant=tenant, p_now=now)
