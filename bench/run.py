@@ -666,18 +666,18 @@ def _one_at_a_time(url: str, limit: int) -> int:
     with psycopg.connect(url) as conn, httpx.Client(timeout=10) as http:
         while sent < limit:
             row = conn.execute(
-                "select d.id::text, d.attempts + 1, w.url, w.secret, d.payload from webhook_deliveries d"
-                " join webhook_endpoints w on w.id = d.endpoint_id where d.status = 'pending'"
-                " order by d.next_attempt_at limit 1 for update of d skip locked"
+                "select d.tenant_id, d.id::text, d.attempts + 1, w.url, w.secret, d.payload from webhook_deliveries d"
+                " join webhook_endpoints w on w.tenant_id = d.tenant_id and w.id = d.endpoint_id"
+                " where d.status = 'pending' order by d.next_attempt_at limit 1 for update of d skip locked"
             ).fetchone()
             if row is None:
                 break
-            delivery = dict(zip(("id", "attempt", "url", "secret", "payload"), row, strict=True))
+            delivery = dict(zip(("tenant_id", "id", "attempt", "url", "secret", "payload"), row, strict=True))
             outcome = send_delivery(http, delivery)
             conn.execute(
                 "update webhook_deliveries set status = 'delivered', attempts = attempts + 1, last_status = %s"
-                " where id = %s",
-                [outcome["status"], delivery["id"]],
+                " where tenant_id = %s and id = %s",
+                [outcome["status"], delivery["tenant_id"], delivery["id"]],
             )
             conn.commit()
             sent += 1

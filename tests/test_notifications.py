@@ -290,7 +290,10 @@ def test_a_deliverer_stopped_mid_batch_loses_nothing(client, store, db, receiver
     assert deliver(store, now=now)["claimed"] == 6, "the killed deliverer's rows are leased"
     assert deliver(store, now=now + timedelta(seconds=121))["delivered"] == 4, "due again after the lease"
     assert len(set(receiver.ids())) == 10
-    late = store.record_webhook_attempts([{"id": claimed[0]["id"], "attempt": 1, "status": 500, "error": None}], now)
+    late = store.record_webhook_attempts(
+        [{"tenant_id": claimed[0]["tenant_id"], "id": claimed[0]["id"], "attempt": 1, "status": 500, "error": None}],
+        now,
+    )
     assert late["retrying"] == 0, "the dead deliverer's late outcome is ignored"
     assert db.execute("select count(*) from webhook_deliveries where status = 'delivered'").fetchone()[0] == 10
 

@@ -198,7 +198,9 @@ def push_whatsapp(
                 greenapi.send_message(instance, push["phone"].lstrip("+") + "@c.us", push["text"])
             except WhatsAppError as exc:
                 error = exc.code
-            outcomes.append({"id": push["id"], "attempt": push["attempt"], "error": error})
+            outcomes.append(
+                {"tenant_id": push["tenant_id"], "id": push["id"], "attempt": push["attempt"], "error": error}
+            )
         recorded = store.record_member_pushes(outcomes, now)
         totals["claimed"] += len(claimed)
         for key in ("sent", "retrying", "failed"):
@@ -222,7 +224,13 @@ def send_delivery(http: httpx.Client, delivery: dict[str, Any]) -> dict[str, Any
         "webhook-timestamp": str(int(sent_at.timestamp())),
         "webhook-signature": Webhook(delivery["secret"]).sign(delivery["id"], sent_at, body),
     }
-    outcome: dict[str, Any] = {"id": delivery["id"], "attempt": delivery["attempt"], "status": None, "error": None}
+    outcome: dict[str, Any] = {
+        "tenant_id": delivery["tenant_id"],
+        "id": delivery["id"],
+        "attempt": delivery["attempt"],
+        "status": None,
+        "error": None,
+    }
     try:
         response = http.post(delivery["url"], content=body.encode(), headers=headers)
         outcome["status"] = response.status_code

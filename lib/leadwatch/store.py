@@ -304,7 +304,7 @@ class Store:
     def claim_webhook_deliveries(
         self, now: datetime | None = None, limit: int = 100, lease_seconds: int = 120
     ) -> list[dict[str, Any]]:
-        """Claim due deliveries under a lease (service only): [{id, attempt, url, secret, payload}]."""
+        """Claim due deliveries under a lease (service only): [{tenant_id, id, attempt, url, secret, payload}]."""
         return self._call("claim_webhook_deliveries", None, p_now=now, p_limit=limit, p_lease_seconds=lease_seconds)
 
     def record_webhook_attempts(self, outcomes: list[dict[str, Any]], now: datetime | None = None) -> dict[str, Any]:
