@@ -9,6 +9,8 @@
 -- The lead's timeline index also carries what the ingest-time rules filter and read (direction,
 -- status, channel): their newest-first reads are index-only scans, not one heap page per activity
 -- (at 10M activities those pages are rarely in shared buffers). Same name, same key, same order.
+-- The price: a delivery status update (sent → delivered → read) now changes an indexed column, so
+-- it is never a HOT update (it writes a new entry into each index of the table).
 drop index public.idx_lead_activities_tenant_lead;
 create index idx_lead_activities_tenant_lead
   on public.lead_activities (tenant_id, lead_id, occurred_at desc, id desc) include (direction, status, channel);
