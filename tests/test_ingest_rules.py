@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from helpers import active, add_leads, ago, assert_counts_exact, log
+from leadwatch.desk_models import RuleIn
 from leadwatch.greenapi import WhatsAppActivity
 
 
 def inbound(store, **fields):
     return log(store, direction="in", **fields)
+
+
+def whatsapp_inbound(store, phone: str, name: str, n: int, at):
+    """Message `n` from `phone` through the WhatsApp path (the lead owning the number, else a provisional one)."""
+    chat = f"{phone[1:]}@c.us"
+    message = WhatsAppActivity(chat, phone, name, "in", "whatsapp", f"message {n}", at, f"wa-{n}")
+    return store.log_whatsapp("acme", message)
 
 
 def test_three_message_burst_raises_hot_lead_and_our_reply_clears_it(store, db):
@@ -66,22 +74,7 @@ def test_failed_send_does_not_clear_hot_lead(store, db):
 
 def test_whatsapp_burst_raises_hot_lead_through_the_phone_path(store, db):
     add_leads(store, L1={"name": "Sophie", "phone": "+33612345678"})
-    results = [
-        store.log_whatsapp(
-            "acme",
-            WhatsAppActivity(
-                chat_id="33612345678@c.us",
-                phone="+33612345678",
-                sender_name="Sophie",
-                direction="in",
-                channel="whatsapp",
-                text=f"message {n}",
-                occurred_at=ago(minutes=30 - n),
-                external_id=f"wa-{n}",
-            ),
-        )
-        for n in range(3)
-    ]
+    results = [whatsapp_inbound(store, "+33612345678", "Sophie", n, ago(minutes=30 - n)) for n in range(3)]
     assert [r["alerts"]["created"] for r in results] == [[], [], ["HotLead24h"]]
     assert active(db) == {("L1", "HotLead24h"): "high"}
 
@@ -145,3 +138,47 @@ def test_log_response_lists_what_the_activity_raised(client, db):
     ).get_json()
     assert body["success"] is True
     assert body["alerts"] == {"created": ["HotLead24h"], "resolved": []}
+
+
+# HotLead24h reads the lead's activities only when its state says an earlier inbound is in the window
+# (20261125000400_ingest_reads_less.sql): the burst must come out the same whatever wrote that state.
+
+
+def test_a_burst_whose_messages_arrived_out_of_order_raises_hot_lead(store, db):
+    assert inbound(store, occurredAt=ago(hours=1))["alerts"]["created"] == []
+    assert inbound(store, occurredAt=ago(hours=2))["alerts"]["created"] == [], "backdated: last inbound stays 1 h ago"
+    assert inbound(store)["alerts"]["created"] == ["HotLead24h"]
+    assert active(db) == {("L1", "HotLead24h"): "high"}
+
+
+def test_a_burst_of_one_raises_hot_lead_on_the_first_inbound_after_a_silence(store, db):
+    store.set_rule("acme", "HotLead24h", RuleIn(minCount=1))
+    inbound(store, occurredAt=ago(days=3))
+    log(store, direction="out", occurredAt=ago(days=2))
+    assert inbound(store)["alerts"]["created"] == ["HotLead24h"]
+    assert active(db) == {("L1", "HotLead24h"): "high"}
+
+
+def test_hot_lead_disabled_then_enabled_judges_the_burst_already_there(store, db):
+    store.set_rule("acme", "HotLead24h", RuleIn(enabled=False))
+    for hours in (3, 2, 1):
+        assert inbound(store, occurredAt=ago(hours=hours))["alerts"]["created"] == []
+    store.set_rule("acme", "HotLead24h", RuleIn(enabled=True))
+    assert inbound(store)["alerts"]["created"] == ["HotLead24h"]
+
+
+def test_an_inbound_whose_send_failed_leaves_the_burst_and_the_next_ones_complete_it(store, db):
+    inbound(store, occurredAt=ago(hours=3), externalId="m1")
+    inbound(store, occurredAt=ago(hours=2), externalId="m2")
+    store.set_activity_status("acme", "whatsapp", "m2", "failed")
+    assert inbound(store, occurredAt=ago(hours=1))["alerts"]["created"] == [], "two inbound count, not three"
+    assert inbound(store)["alerts"]["created"] == ["HotLead24h"]
+
+
+def test_a_burst_split_across_a_merged_provisional_lead_raises_hot_lead(store, db):
+    for n, hours in enumerate((2, 1)):
+        whatsapp_inbound(store, "+33655555555", "Julien", n, ago(hours=hours))
+    assert active(db) == {}
+    assert add_leads(store, **{"CRM-42": {"name": "Julien Roux", "phone": "+33655555555"}})["merged"] == ["CRM-42"]
+    assert inbound(store, lead="CRM-42")["alerts"]["created"] == ["HotLead24h"]
+    assert active(db) == {("CRM-42", "HotLead24h"): "high"}

@@ -11,6 +11,7 @@ import json
 import re
 
 import pytest
+from leadwatch.desk_models import RuleIn
 
 
 @pytest.fixture
@@ -260,3 +261,44 @@ def test_the_sweep_right_after_a_big_sweep_does_not_visit_the_due_times_it_moved
     assert any(p["Query Text"].lstrip().startswith("with due as") for p in plans)
     assert any(n.get("Index Name") == "idx_lead_state_next_due" for p in plans for n in nodes(p["Plan"]))
     assert _due_index_blocks(plans) < 100, "one visit per index page, not one per dead row version"
+
+
+def test_ingest_rules_read_the_leads_newest_activities_from_the_index_alone(scaled, db):
+    """The direction, status and channel the ingest-time rules read are in idx_lead_activities_tenant_lead
+    itself: an index-only scan, not a heap page per activity (20261125000400_ingest_reads_less.sql)."""
+    db.execute("""
+        insert into lead_activities (tenant_id, lead_id, channel, direction, occurred_at)
+        select 'acme', 'L77', 'email', (array['in', 'out'])[1 + i % 2], now() - make_interval(mins => 30 + i)
+        from generate_series(1, 400) i""")
+    db.execute(
+        "select public.log_activity('acme', 'L77', 'whatsapp', 'out', p_occurred_at => now() - interval '20 minutes')"
+    )
+    db.execute("vacuum (analyze) lead_activities")
+    text = "\n".join(plans_of(db, "select public.log_activity('acme', 'L77', 'email', 'in')"))
+    reads = [line for line in text.splitlines() if "Scan" in line and "on lead_activities" in line]
+    assert len(reads) >= 2, text
+    assert all("Index Only Scan using idx_lead_activities_tenant_lead" in line for line in reads), reads
+
+
+def test_an_inbound_after_a_silence_reads_no_activity_for_hot_lead(db, postgres_store):
+    """HotLead24h alone (PreferredChannel off): an inbound from a lead whose last inbound is older than
+    the window reads none of its activities (this inbound is the burst's only one); one from a lead
+    heard from an hour ago reads its newest inbound."""
+    postgres_store.set_rule("acme", "PreferredChannel", RuleIn(enabled=False))
+    db.execute("select public.log_activity('acme', 'Q1', 'whatsapp', 'in', p_occurred_at => now() - interval '3 days')")
+    db.execute("select public.log_activity('acme', 'H1', 'whatsapp', 'in', p_occurred_at => now() - interval '1 hour')")
+
+    def reads(lead: str) -> list[str]:
+        text = "\n".join(plans_of(db, "select public.log_activity('acme', %s, 'whatsapp', 'in')", [lead]))
+        return [line for line in text.splitlines() if "Scan" in line and "on lead_activities" in line]
+
+    assert reads("Q1") == []
+    assert reads("H1"), "the burst is read when an earlier inbound is in the window"
+
+
+def test_a_lists_answers_are_built_inline_not_by_a_call_per_activity(db, postgres_store):
+    """activity_json is stable, so Postgres inlines it: no statement of its own for each activity answered."""
+    activities = [{"lead_id": f"L{n}", "channel": "email", "direction": "in"} for n in range(5)]
+    plans = plans_of(db, "select public.log_activities('acme', %s::jsonb)", [json.dumps(activities)])
+    assert db.execute("select count(*) from lead_activities").fetchone() == (5,)
+    assert not [p for p in plans if "p_activity.message_snippet" in p], "activity_json ran as a statement"
