@@ -312,6 +312,8 @@ def bench_ingest_batch(url: str, leads: int, calls: int, size: int = 1000) -> No
         elapsed, _ = timed(lambda chunks=chunks: [store.log_activities(t, chunk) for t, chunk in chunks[1:]])
         runs["batch"].append(sum(len(chunk) for _, chunk in chunks[1:]) / elapsed)
     store.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        bare = _bare_lists_per_second(conn, _batches(batches + 1, size, leads, seed=320))
     single, batch = max(runs["single"]), max(runs["batch"])
     record(
         f"batch ingest, lists of {size:,} activities (one transaction each), store level, one connection",
@@ -321,6 +323,33 @@ def bench_ingest_batch(url: str, leads: int, calls: int, size: int = 1000) -> No
         ">= 10x",
         batch / single >= 10,
     )
+    record(
+        f"the lists' own floor: the same lists of {size:,} as bare INSERTs into lead_activities, one transaction each",
+        f"{bare:,.0f} rows/s",
+        f"single calls {single:,.0f} calls/s",
+        f"{bare / single:.1f}x (lists of leadwatch: {batch / bare:.2f}x this floor)",
+        "- (what >= 10x would need)",
+        None,
+    )
+
+
+def _bare_lists_per_second(conn, chunks: list[tuple[str, list[ActivityIn]]]) -> float:
+    """The floor of a list: its rows inserted into lead_activities by one bare INSERT ... SELECT FROM
+    unnest per list, in one durable transaction (the table's indexes and defaults, no state, no rules,
+    no answer); removed afterwards. The first list warms up, as for the lists it is compared with."""
+    statement = """
+        insert into lead_activities (tenant_id, lead_id, channel, direction, status, message_snippet, external_id)
+        select %s, l, 'whatsapp', d, 'sent', m, 'bare-' || e
+        from unnest(%s::text[], %s::text[], %s::text[], %s::text[]) as i (l, d, m, e)"""
+
+    def insert(tenant: str, chunk: list[ActivityIn]) -> None:
+        columns = [a.leadId for a in chunk], [a.direction for a in chunk], [a.messageSnippet for a in chunk]
+        conn.execute(statement, (tenant, *columns, [a.externalId for a in chunk]), prepare=True)
+
+    insert(*chunks[0])
+    elapsed, _ = timed(lambda: [insert(t, chunk) for t, chunk in chunks[1:]])
+    conn.execute("delete from lead_activities where external_id like 'bare-%'")
+    return sum(len(chunk) for _, chunk in chunks[1:]) / elapsed
 
 
 _INGEST_RULES = (
