@@ -10,6 +10,9 @@
 --   350,000 raised rules against every active alert to update none (0.8 s). The active alert of
 --   each raised rule is now looked up once (`matched`); the escalation hashes only the raised rules
 --   that have an active alert of lower severity, and when there is none it reads nothing.
+-- - Moving the due times joined the judged leads to a scan of all of lead_state (1,200,000 rows) to
+--   find the 200,000 it had locked. It now reads the same due rows through the due-time index: the
+--   versions its snapshot sees, whose newer versions (if any) are the ones it locked and rechecks.
 -- Same rules, same answers, same locks and retries as 20261122001000 and 20261124000100.
 
 -- Functions ---------------------------------------------------------------------------------------
@@ -140,6 +143,7 @@ begin
           group by j.tenant_id, j.lead_id
         ) m
         where s.tenant_id = m.tenant_id and s.lead_id = m.lead_id
+          and s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)  -- the due rows, by index
         returning 1
       )
       select jsonb_build_object(
