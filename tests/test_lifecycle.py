@@ -103,6 +103,31 @@ def at_once(database_url: str, n: int, action) -> list:
     return results
 
 
+def test_one_sweep_creates_one_leads_alert_and_escalates_anothers_each_with_its_history(store, db):
+    """Creating and escalating share one lookup of the active alerts: a sweep doing both writes each
+    alert, message and history row once, with the severity and actor of each path."""
+    log(store, lead="L1", direction="in", occurredAt=ago(days=7, minutes=1))
+    assert store.sweep()["created"]["NoContact7d"] == 1
+    log(store, lead="L2", direction="in", occurredAt=ago(days=1))
+
+    both = store.sweep(now=later(days=7))  # L1 silent 14 days: escalated; L2 silent 8 days: created
+
+    assert both["escalated"] == 1 and both["created"]["NoContact7d"] == 1 and both["leads_checked"] == 2
+    assert active(db) == {("L1", "NoContact7d"): "high", ("L2", "NoContact7d"): "med"}
+    messages = dict(db.execute("select lead_id, message from max_alerts").fetchall())
+    assert messages == {
+        "L1": "Aucun contact depuis 14 jours. Lead à risque de perte.",
+        "L2": "Aucun contact depuis 8 jours. Lead à risque de perte.",
+    }
+    events = db.execute("select lead_id, event, severity, actor from alert_events order by lead_id, id").fetchall()
+    assert events == [
+        ("L1", "created", "med", "system"),
+        ("L1", "escalated", "high", "system"),
+        ("L2", "created", "med", "system"),
+    ]
+    assert_counts_exact(db)
+
+
 def test_concurrent_sweeps_never_create_a_second_active_alert(postgres_store, db, database_url):
     """Four sweeps at once over 300 due leads: each alert is created exactly once."""
     db.execute("""

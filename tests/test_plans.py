@@ -213,6 +213,32 @@ def test_first_sweep_of_an_imported_tenant_reads_each_set_once_whatever_the_stat
             assert per_row_probe or own_rules, what + " in: " + plan["Query Text"][:60]
 
 
+def test_a_big_sweep_looks_up_the_active_alerts_of_its_raised_rules_once(db, postgres_store):
+    """3,000 due leads without an alert next to 30,000 active alerts of other leads: the sweep (hash
+    joins from 1,000 due leads) reads max_alerts once to learn which raised rules already have an
+    active alert; creating reuses that answer, and escalating, with nothing to escalate, reads none."""
+    db.execute("""
+        insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, no_contact_due_at, stale_due_at)
+        select 'acme', 'N' || i, now() - interval '60 days', now() - interval '8 days',
+               now() - interval '1 day', now() + interval '22 days'
+        from generate_series(1, 3000) i""")
+    db.execute("""
+        insert into max_alerts (tenant_id, lead_id, type, severity, message)
+        select 'acme', 'A' || i, 'NoContact7d', 'med', 'x' from generate_series(1, 30000) i""")
+    db.execute("analyze")
+
+    plans = json_plans_of(db, "select public.sweep_alerts()")
+
+    assert db.execute("select count(*) from max_alerts where lead_id like 'N%'").fetchone() == (3000,)
+    [sweep] = [p for p in plans if p["Query Text"].lstrip().startswith("with due as")]
+    scans = [
+        (node["Node Type"], node.get("Actual Rows", 0))
+        for node in nodes(sweep["Plan"])
+        if node.get("Relation Name") == "max_alerts" and "Scan" in node["Node Type"]
+    ]
+    assert len([rows for _, rows in scans if rows > 1]) == 1, scans
+
+
 def test_escalating_thousands_of_alerts_at_once_pairs_their_old_and_new_rows_in_one_pass(db, postgres_store):
     """The history trigger pairs each changed alert's old and new row (transition tables, estimated
     at one row each whatever their size): a hash join, not a rescan of the old rows per new row."""
