@@ -327,6 +327,21 @@ def test_failed_send_does_not_count_as_contact(whatsapp, failure):
     assert_counts_exact(db)
 
 
+def test_a_failed_send_stays_failed_when_a_later_status_says_yellow_card(whatsapp):
+    """A failure is final: a yellowCard (which counts as contact) after `failed` does not count the send again."""
+    client, store, db, _ = whatsapp
+    log(store, lead="SOPHIE_ID", direction="in", occurredAt=ago(days=8))
+    store.sweep()
+    hook(client, message("outgoingAPIMessageReceived", id_message="OUT3"))
+    assert hook(client, status("failed", "OUT3")).get_json()["reopened"] == ["NoContact7d"]
+    answered = hook(client, status("yellowCard", "OUT3")).get_json()
+    assert answered["activity"]["status"] == "failed" and answered["reopened"] == []
+    assert [r[4] for r in activities(db) if r[3] == "out"] == ["failed"]
+    assert active(db) == {("SOPHIE_ID", "NoContact7d"): "med"}
+    assert store.sweep(now=later(days=4))["created"]["NoReply3d"] == 0
+    assert_counts_exact(db)
+
+
 def test_incoming_call_is_one_inbound_call_activity_per_call(whatsapp):
     client, store, db, _ = whatsapp
     for call_status in ("offer", "hangUp"):
