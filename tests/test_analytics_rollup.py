@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from helpers import LEADWATCH, leadwatch_env
 from leadwatch import Api
 from leadwatch.dev import create_app
 from leadwatch.identity import VerifiedAccess
@@ -239,6 +241,19 @@ def test_the_nightly_job_summarises_the_days_closed_since(db, history):
 
     assert db.execute("select summarise_recent_alert_days()").fetchone()[0] == 1
 
+    assert summary_days(db, "Europe/Paris") == (end - start).days + 1
+
+
+def test_the_retain_command_summarises_the_days_closed_since(db, history, database_url):
+    """`leadwatch retain` runs the same nightly batch as the scheduled route, its last summaries included."""
+    start, end = _range("Europe/Paris")
+    db.execute("select summarise_alert_days('acme', %s, %s, 'Europe/Paris')", [start, start])
+
+    retained = subprocess.run(
+        [*LEADWATCH, "retain"], capture_output=True, text=True, env=leadwatch_env(DATABASE_URL=database_url), timeout=60
+    )
+
+    assert retained.returncode == 0, retained.stderr
     assert summary_days(db, "Europe/Paris") == (end - start).days + 1
 
 

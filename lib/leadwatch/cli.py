@@ -205,6 +205,7 @@ def _smoke(args: argparse.Namespace) -> int:
 
 def _retain(args: argparse.Namespace) -> int:
     """Apply the retention policies batch after batch until nothing past its age is left."""
+    from .desk import retain_once
     from .store import make_store
 
     settings = load_settings()
@@ -214,11 +215,10 @@ def _retain(args: argparse.Namespace) -> int:
     removed = {"activities": 0, "alerts": 0, "events": 0, "deliveries": 0, "pushes": 0, "digests": 0}
     try:
         while True:
-            batch = store.apply_retention(args.tenant, args.batch)
-            pruned = store.prune_notifications(args.tenant, args.batch)  # the notifications' outbox
+            batch = retain_once(store, args.tenant, args.batch)
             for kind in removed:
-                removed[kind] += batch.get(kind, 0) + pruned.get(kind, 0)
-            if not batch["more"] and not pruned["more"]:
+                removed[kind] += batch.get(kind, 0) + batch["notifications"].get(kind, 0)
+            if not batch["more"]:
                 break
     finally:
         store.close()
@@ -229,7 +229,7 @@ def _retain(args: argparse.Namespace) -> int:
 def _deliver(args: argparse.Namespace) -> int:
     """Send the outgoing webhooks that are due, batch after batch, until none is."""
     from .greenapi import GreenApi
-    from .notify import deliver, push_whatsapp
+    from .notify import run_notifications
     from .store import make_store
 
     settings = load_settings()
@@ -237,10 +237,10 @@ def _deliver(args: argparse.Namespace) -> int:
         settings = replace(settings, database_url=args.database_url)
     store = make_store(settings)
     try:
-        digests = store.write_daily_digests()  # the morning digests come due, first
-        result = deliver(store, batch=args.batch, budget_seconds=args.budget)
-        pushes = push_whatsapp(store, GreenApi(settings.greenapi_instances))
-        print(json.dumps({**result, "pushes": pushes, "digests": digests}, indent=2))
+        result = run_notifications(
+            store, GreenApi(settings.greenapi_instances), batch=args.batch, budget_seconds=args.budget
+        )
+        print(json.dumps(result, indent=2))
     finally:
         store.close()
     return 0

@@ -16,6 +16,7 @@ from .identity import Caller
 
 if TYPE_CHECKING:
     from .api import Api
+    from .store import Store
 
 
 def snooze_alert(request: Request, caller: Caller, api: Api, alert_id: str) -> tuple[int, dict]:
@@ -85,18 +86,21 @@ def run_retention(request: Request, caller: Caller, api: Api) -> tuple[int, dict
 
     query = parse(RetentionQuery, request.args.to_dict())
     started = time.perf_counter()
-    result = api.store.apply_retention(caller.tenant, query.batch)
-    pruned = api.store.prune_notifications(caller.tenant, query.batch)  # the notifications' outbox, 30 days on
+    result = retain_once(api.store, caller.tenant, query.batch)
+    return 200, {"success": True, **result, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def retain_once(store: Store, tenant: str | None, batch: int | None) -> dict[str, Any]:
+    """One bounded batch of the nightly retention run, as the scheduled route and `leadwatch retain`
+    both do it: what is past its tenant's retention, then the notifications' outbox (30 days on);
+    on the last batch, the analytics' summaries of the days closed since.
+    {activities, alerts, events, notifications: {deliveries, pushes, digests}, more}."""
+    result = store.apply_retention(tenant, batch)
+    pruned = store.prune_notifications(tenant, batch)
     more = pruned.pop("more") or result["more"]
-    if not more:  # the nightly job's last batch: the analytics' summaries of the days closed since
-        api.store.summarise_recent_alert_days(caller.tenant)
-    return 200, {
-        "success": True,
-        **result,
-        "more": more,
-        "notifications": pruned,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-    }
+    if not more:
+        store.summarise_recent_alert_days(tenant)
+    return {**result, "more": more, "notifications": pruned}
 
 
 def _json_object(request: Request) -> dict[str, Any]:

@@ -113,19 +113,22 @@ def deliver_notifications(request: Request, caller: Caller, api: Api) -> tuple[i
 
     query = parse(DeliverQuery, request.args.to_dict())
     started = time.perf_counter()
-    digests = api.store.write_daily_digests()
-    result = deliver(api.store, batch=query.batch)
-    pushes = push_whatsapp(api.store, api.greenapi)
-    return 200, {
-        "success": True,
-        **result,
-        "pushes": pushes,
-        "digests": digests,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-    }
+    result = run_notifications(api.store, api.greenapi, batch=query.batch)
+    return 200, {"success": True, **result, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
 # The deliverer ----------------------------------------------------------------------------------
+
+
+def run_notifications(
+    store: Store, greenapi: GreenApi, *, batch: int = 100, budget_seconds: float = BUDGET_SECONDS
+) -> dict[str, Any]:
+    """One run of the every-minute deliverer, as the scheduled route and `leadwatch deliver` both do
+    it: write the morning digests come due, send the webhook deliveries that are due (within the
+    budget), then the WhatsApp pushes. {claimed, ..., pushes: {...}, digests: {...}}."""
+    digests = store.write_daily_digests()
+    result = deliver(store, batch=batch, budget_seconds=budget_seconds)
+    return {**result, "pushes": push_whatsapp(store, greenapi), "digests": digests}
 
 
 def deliver(
