@@ -106,6 +106,31 @@ def test_preferred_channel_from_the_directory(store, db):
     assert params["channel"] == "call"
 
 
+def test_preferred_channel_follows_a_change_of_the_directory(store, db):
+    add_leads(store, L1={"name": "Marc", "preferredChannel": "whatsapp"})
+    log(store, channel="email", direction="out", occurredAt=ago(days=3))
+    assert log(store, channel="email", direction="out", occurredAt=ago(days=2))["alerts"]["created"] == [
+        "PreferredChannel"
+    ]
+    add_leads(store, L1={"preferredChannel": "email"})  # the lead now prefers the channel we wrote on
+    store.resolve_alert("acme", str(db.execute("select id from max_alerts").fetchone()[0]), "agent-1")
+    assert log(store, channel="email", direction="out", occurredAt=ago(days=1))["alerts"]["created"] == []
+    add_leads(store, L1={"preferredChannel": "call"})
+    assert log(store, channel="email", direction="out")["alerts"]["created"] == ["PreferredChannel"]
+    [(params,)] = db.execute("select suggested_action -> 'params' from max_alerts where resolved_at is null").fetchall()
+    assert params["channel"] == "call"
+
+
+def test_preferred_channel_of_a_lead_heard_of_before_it_entered_the_directory(store, db):
+    """The lead's state exists (activities came first); the directory entry added later is what counts."""
+    log(store, channel="email", direction="out", occurredAt=ago(days=3))
+    assert log(store, channel="email", direction="out", occurredAt=ago(days=2))["alerts"]["created"] == []
+    add_leads(store, L1={"name": "Marc", "preferredChannel": "call"})
+    assert log(store, channel="email", direction="out", occurredAt=ago(days=1))["alerts"]["created"] == [
+        "PreferredChannel"
+    ]
+
+
 def test_preferred_channel_not_raised_when_one_of_our_last_two_used_it(store, db):
     add_leads(store, L1={"preferredChannel": "email"})
     for days in (6, 5, 4):
