@@ -1,27 +1,15 @@
--- Lists move each lead's state once: `ingest_activities` (the set-based core of `log_activities`)
--- locked the leads' state rows, read them again to judge and a third time to update them. Now one
--- UPDATE locks each row, moves it forward from its latest version and returns the state before and
--- after; the rules are then judged from what it returned, in a fresh snapshot taken once the leads
--- are locked, without reading lead_state again. Judging also reads less, as `log_activity` does:
--- HotLead24h reads the lead's newest inbound only when its `last_inbound_at` says an earlier
--- inbound may be in the window, and PreferredChannel reads the lead's activities and the
--- directory only once we have written twice. Behaviour unchanged: tests/test_ingest_batch.py
--- checks that a list acts exactly as the same activities logged one by one.
-
--- Types -------------------------------------------------------------------------------------------
-
-/** An activity that counts as contact and what it did to its lead's state (what the rules are judged on). */
-create type public.ingest_moved as (
-  lead_id         text,
-  activity_id     uuid,
-  direction       text,
-  channel         public.channel,
-  occurred_at     timestamptz,
-  silence_broken  boolean,      -- it moved the lead's last activity forward
-  after_ours      boolean,      -- it occurred after our last outbound (before it)
-  last_inbound_before timestamptz,
-  last_outbound   timestamptz   -- after it
-);
+-- Lists read each lead's state once: `ingest_activities` (the set-based core of `log_activities`)
+-- created the state rows of new leads (a probe per activity), locked the leads' state rows, read
+-- them again to judge, then updated them: four visits of lead_state per activity. Now the lock
+-- returns the state it locked (the row's latest version), the rows of leads first heard of are
+-- created only for the leads the lock did not find, and the rules are judged from the locked
+-- state: two visits (the lock, the update), in key order (lists that share leads lock them in the
+-- same order). Judging reads less, as `log_activity` does: HotLead24h reads the lead's newest
+-- inbound only when its `last_inbound_at` says an earlier inbound may be in the window, and
+-- PreferredChannel reads the lead's inbound and the directory only once we have written twice.
+-- A list's answers are keyed by place, not reassembled by a join of positions. Behaviour
+-- unchanged: tests/test_ingest_batch.py checks that a list acts exactly as the same activities
+-- logged one by one; tests/test_plans.py shows the visits.
 
 -- Functions ---------------------------------------------------------------------------------------
 
@@ -31,14 +19,13 @@ create type public.ingest_moved as (
  * result per activity, keyed by its `ord`: the rules of `log_activity`, set-based. The core of
  * `log_activities`, which checks the caller and the input first; nobody calls it directly.
  *
- * 1. Store the activities (a replay of a stored external id is not stored again) and create the
- *    state rows of the leads first heard of now.
- * 2. Move each lead's state forward: one UPDATE locks the row (one writer per lead at a time),
- *    computes from its latest version and returns what the activity did to it.
- * 3. Judge, from that, the lead's active alerts and its newest activities (read only when an
- *    ingest-time rule can fire), what each activity answers and raises. A fresh snapshot taken once
- *    the leads are locked: it sees what another writer of the same lead committed before us.
- * 4. Resolve, then raise, only when there is something to resolve or raise (an alert write fires
+ * 1. Store the activities (a replay of a stored external id is not stored again), lock the state
+ *    rows of the leads they concern and read them (one writer per lead at a time); create those
+ *    missing, then lock and read them too.
+ * 2. Move each lead's state forward and judge, from the state read, the lead's active alerts and
+ *    its newest activities (read only when an ingest-time rule can fire), what the activity
+ *    answers and raises. One statement: a fresh snapshot taken once the leads are locked.
+ * 3. Resolve, then raise, only when there is something to resolve or raise (an alert write fires
  *    the history triggers even when it writes nothing).
  */
 create or replace function public.ingest_activities(p_tenant text, p_items public.activity_in[])
@@ -50,7 +37,8 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_rows     public.lead_activities[];
-  v_moved    public.ingest_moved[];
+  v_contacts bigint;                  -- how many of them count as contact
+  v_state    public.lead_state[];     -- the state of their leads before them, locked
   v_verdicts public.ingest_verdict[];
   v_resolved jsonb;
   v_created  jsonb;
@@ -64,66 +52,85 @@ begin
     from unnest(p_items) i
     order by i.ord
     on conflict (tenant_id, channel, external_id) where external_id is not null do nothing
-    returning a.tenant_id, a.lead_id, a.id, a.channel, a.direction, a.status, a.occurred_at, a as activity
+    returning a.tenant_id, a.lead_id, a.status, a.occurred_at, a as activity
   ),
-  -- The state the activity gives its lead: a lead first heard of now has this state (its silence
-  -- starts with this activity); a known lead's state moves forward from its latest version, locked.
-  moved as (
-    insert into public.lead_state as s
-      (tenant_id, lead_id, entered_at, last_activity_at, last_inbound_at, last_outbound_at,
-       no_contact_due_at, stale_due_at, no_reply_due_at)
-    select a.tenant_id, a.lead_id, a.occurred_at, a.occurred_at,
-           case when a.direction = 'in' then a.occurred_at end,
-           case when a.direction = 'out' then a.occurred_at end,
-           a.occurred_at + r.no_contact, a.occurred_at + r.stale,
-           case when a.direction = 'out' then a.occurred_at + r.no_reply end
-    from stored a
-    cross join public.rules_at_ingest(p_tenant) r
-    where public.counts_as_contact(a.status)
-    on conflict (tenant_id, lead_id) do update set
-      last_activity_at  = greatest(s.last_activity_at, excluded.last_activity_at),
-      last_inbound_at   = greatest(s.last_inbound_at, excluded.last_inbound_at),
-      last_outbound_at  = greatest(s.last_outbound_at, excluded.last_outbound_at),
-      -- Any later activity breaks the silence: NoContact7d, StaleLead30d and HighValueRisk start over.
-      no_contact_due_at = case when excluded.last_activity_at > coalesce(s.last_activity_at, '-infinity')
-                               then excluded.no_contact_due_at else s.no_contact_due_at end,
-      stale_due_at      = case when excluded.last_activity_at > coalesce(s.last_activity_at, '-infinity')
-                               then excluded.stale_due_at else s.stale_due_at end,
-      high_value_due_at = case when excluded.last_activity_at > coalesce(s.last_activity_at, '-infinity')
-                               then case when s.high_value
-                                         then excluded.last_activity_at
-                                              + (select r.high_value from public.rules_at_ingest(p_tenant) r) end
-                               else s.high_value_due_at end,
-      -- Anything after our last outbound answers NoReply3d: a reply ends it, a new message restarts
-      -- it (unless they wrote after it).
-      no_reply_due_at   = case when excluded.last_activity_at > coalesce(s.last_outbound_at, '-infinity')
-                               then case when excluded.last_activity_at > coalesce(s.last_inbound_at, '-infinity')
-                                         then excluded.no_reply_due_at end
-                               else s.no_reply_due_at end
-    returning s.lead_id, new.last_activity_at is distinct from old.last_activity_at as silence_broken,
-              old.last_outbound_at as last_outbound_before, old.last_inbound_at as last_inbound_before,
-              new.last_outbound_at as last_outbound
+  -- The leads' state, locked in key order: its latest version (the lock waits for another writer).
+  locked as (
+    select s from public.lead_state s
+    where s.tenant_id = p_tenant
+      and s.lead_id in (select a.lead_id from stored a where public.counts_as_contact(a.status))
+    order by s.lead_id
+    for update
+  ),
+  entered as (  -- a lead first heard of now: its silence starts with this activity
+    insert into public.lead_state (tenant_id, lead_id, entered_at)
+    select a.tenant_id, a.lead_id, a.occurred_at from stored a
+    where public.counts_as_contact(a.status) and a.lead_id not in (select (l.s).lead_id from locked l)
+    on conflict do nothing
   )
-  select array_agg(a.activity),
-         array_agg(row(a.lead_id, a.id, a.direction, a.channel, a.occurred_at, m.silence_broken,
-                       a.occurred_at > coalesce(m.last_outbound_before, '-infinity'),
-                       m.last_inbound_before, m.last_outbound)::public.ingest_moved)
-                         filter (where m.lead_id is not null)
-  into v_rows, v_moved
-  from stored a
-  left join moved m on m.lead_id = a.lead_id;
+  select array_agg(s.activity), count(*) filter (where public.counts_as_contact(s.status)),
+         (select array_agg(l.s) from locked l)
+  into v_rows, v_contacts, v_state
+  from stored s;
+
+  if coalesce(cardinality(v_state), 0) < v_contacts then
+    -- Leads first heard of now (their rows, created above, were invisible to the lock): lock and
+    -- read them all again.
+    select array_agg(l.s) into v_state
+    from (select s from public.lead_state s
+          where s.tenant_id = p_tenant
+            and s.lead_id in (select a.lead_id from unnest(v_rows) a where public.counts_as_contact(a.status))
+          order by s.lead_id
+          for update) l;
+  end if;
 
   with rules as materialized (
-    select r.hot_window, r.hot_count, r.preferred_window, r.preferred_count from public.rules_at_ingest(p_tenant) r
+    select r.no_contact as t_no_contact, r.no_reply as t_no_reply, r.stale as t_stale,
+           r.high_value as t_high_value, r.hot_window, r.hot_count, r.preferred_window, r.preferred_count
+    from public.rules_at_ingest(p_tenant) r
+  ),
+  moved as (  -- the lead's state before (s) and after (last_*) the activity
+    select s.*, a.id as activity_id, a.direction as dir, a.channel as chan, a.occurred_at as at,
+           greatest(s.last_activity_at, a.occurred_at) as last_at,
+           case when a.direction = 'in' then greatest(s.last_inbound_at, a.occurred_at)
+                else s.last_inbound_at end as last_in,
+           case when a.direction = 'out' then greatest(s.last_outbound_at, a.occurred_at)
+                else s.last_outbound_at end as last_out,
+           r.*
+    from unnest(v_state) s
+    join unnest(v_rows) a on a.lead_id = s.lead_id
+    cross join rules r
+  ),
+  judged as (
+    select m.*,
+           -- Any later activity breaks the silence: NoContact7d, StaleLead30d and HighValueRisk start over.
+           m.last_at is distinct from m.last_activity_at as silence_broken,
+           -- Anything after our last outbound answers NoReply3d: a reply ends it, a new message restarts it.
+           m.at > coalesce(m.last_outbound_at, '-infinity') as after_ours,
+           -- HotLead24h counts the inbound after this: the window, our last outbound.
+           greatest(now() - m.hot_window, coalesce(m.last_out, '-infinity')) as cutoff
+    from moved m
   ),
   answered as (
-    select m.*, r.*,
-           case when m.silence_broken then array['NoContact7d', 'StaleLead30d', 'HighValueRisk'] else '{}' end
-           || case when m.after_ours then array['NoReply3d'] else '{}' end as answers,
-           -- HotLead24h counts the inbound after this: the window, our last outbound
-           greatest(now() - r.hot_window, coalesce(m.last_outbound, '-infinity')) as cutoff
-    from unnest(v_moved) m
-    cross join rules r
+    select j.*,
+           case when j.silence_broken then array['NoContact7d', 'StaleLead30d', 'HighValueRisk'] else '{}' end
+           || case when j.after_ours then array['NoReply3d'] else '{}' end as answers
+    from judged j
+  ),
+  moved_state as (
+    update public.lead_state s set
+      last_activity_at  = j.last_at,
+      last_inbound_at   = j.last_in,
+      last_outbound_at  = j.last_out,
+      no_contact_due_at = case when j.silence_broken then j.last_at + j.t_no_contact else s.no_contact_due_at end,
+      stale_due_at      = case when j.silence_broken then j.last_at + j.t_stale else s.stale_due_at end,
+      high_value_due_at = case when j.silence_broken then case when s.high_value then j.last_at + j.t_high_value end
+                               else s.high_value_due_at end,
+      no_reply_due_at   = case when j.after_ours
+                               then case when j.last_out > coalesce(j.last_in, '-infinity') then j.last_out + j.t_no_reply end
+                               else s.no_reply_due_at end
+    from answered j
+    where s.tenant_id = p_tenant and s.lead_id = j.lead_id
   ),
   -- Only when a rule can fire: enabled, not already active, and (HotLead24h) an inbound within the
   -- window after our last outbound, (PreferredChannel) once we have written. HotLead24h reads the
@@ -131,10 +138,10 @@ begin
   -- older than its newest stored inbound, so when it is not after the cutoff this inbound is alone.
   ruled as (
     select j.*, coalesce(o.resolves, false) as resolves,
-           j.direction = 'in' and j.hot_count is not null and not 'HotLead24h' = any (coalesce(o.still_open, '{}'))
-             and j.occurred_at > j.cutoff and (j.hot_count <= 1 or j.last_inbound_before > j.cutoff) as hot,
+           j.dir = 'in' and j.hot_count is not null and not 'HotLead24h' = any (coalesce(o.still_open, '{}'))
+             and j.at > j.cutoff and (j.hot_count <= 1 or j.last_inbound_at > j.cutoff) as hot,
            j.preferred_count is not null and not 'PreferredChannel' = any (coalesce(o.still_open, '{}'))
-             and j.last_outbound is not null as preferred
+             and j.last_out is not null as preferred
     from answered j
     -- The lead's active alerts: those the activity answers (an outbound also answers HotLead24h, and
     -- PreferredChannel when it uses the lead's channel), and those still active after it.
@@ -144,13 +151,13 @@ begin
       cross join lateral (
         select a.type::text as type,
                a.type::text = any (j.answers)
-               or (j.direction = 'out' and j.occurred_at > a.cycle_started_at
-                   and (a.type = 'HotLead24h' or (a.type = 'PreferredChannel' and a.channel = j.channel))) as answered
+               or (j.dir = 'out' and j.at > a.cycle_started_at
+                   and (a.type = 'HotLead24h' or (a.type = 'PreferredChannel' and a.channel = j.chan))) as answered
       ) x
       where a.tenant_id = p_tenant and a.lead_id = j.lead_id and a.resolved_at is null
     ) o
   )
-  select array_agg(row(r.lead_id, r.activity_id, r.direction, r.channel, r.occurred_at, r.answers, r.resolves,
+  select array_agg(row(r.lead_id, r.activity_id, r.dir, r.chan, r.at, r.answers, r.resolves,
                        b.n, b.since, r.hot and coalesce(b.n, 0) >= r.hot_count,
                        p.channel, o.since,
                        r.preferred and p.channel is not null and cardinality(o.channels) = 2
