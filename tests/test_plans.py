@@ -333,7 +333,7 @@ def test_a_lists_answers_are_built_inline_not_by_a_call_per_activity(db, postgre
 def test_a_list_visits_each_leads_state_twice_the_lock_and_the_update(scaled, db):
     """50 activities of 50 known leads as one list: lead_state is read by the lock (which returns the
     state it locked, judged from then on) and by the update, and no row is offered for creation
-    (20261126000100_lists_move_state_once.sql; it was four visits: create, lock, read, update)."""
+    (20261126000100_lists_read_state_once.sql; it was four visits: create, lock, read, update)."""
     activities = [{"lead_id": f"L{n}", "channel": "email", "direction": ("in", "out")[n % 2]} for n in range(100, 150)]
     text = "\n".join(plans_of(db, "select public.log_activities('acme', %s::jsonb)", [json.dumps(activities)]))
     visits = [line for line in text.splitlines() if "Scan" in line and "on lead_state" in line and ran(line, "Scan")]

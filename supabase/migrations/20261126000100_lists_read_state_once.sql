@@ -1,4 +1,4 @@
--- Lists read each lead's state once: `ingest_activities` (the set-based core of `log_activities`)
+-- Lists read each lead's state once, in the lock: `ingest_activities` (the core of `log_activities`)
 -- created the state rows of new leads (a probe per activity), locked the leads' state rows, read
 -- them again to judge, then updated them: four visits of lead_state per activity. Now the lock
 -- returns the state it locked (the row's latest version), the rows of leads first heard of are
