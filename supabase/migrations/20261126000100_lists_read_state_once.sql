@@ -7,9 +7,18 @@
 -- same order). Judging reads less, as `log_activity` does: HotLead24h reads the lead's newest
 -- inbound only when its `last_inbound_at` says an earlier inbound may be in the window, and
 -- PreferredChannel reads the lead's inbound and the directory only once we have written twice.
--- A list's answers are keyed by place, not reassembled by a join of positions. Behaviour
--- unchanged: tests/test_ingest_batch.py checks that a list acts exactly as the same activities
--- logged one by one; tests/test_plans.py shows the visits.
+-- The directory's channel (PreferredChannel's fallback) is read from an index alone. A list's
+-- answers are keyed by place, not reassembled by a join of positions. Behaviour unchanged:
+-- tests/test_ingest_batch.py checks that a list acts exactly as the same activities logged one by
+-- one; tests/test_plans.py shows the visits and the index-only read.
+
+-- Indexes -----------------------------------------------------------------------------------------
+
+-- The lead's directory channel, read when its last 5 inbound do not name one (PreferredChannel, at
+-- ingest: the list's and log_activity's): an index-only read, not an index page and then a heap
+-- page of the directory per activity (at 1M leads those pages are rarely in shared buffers). The
+-- price: a change of a lead's preferred channel is not a HOT update.
+create index idx_leads_tenant_lead_channel on public.leads (tenant_id, lead_id) include (preferred_channel);
 
 -- Functions ---------------------------------------------------------------------------------------
 
