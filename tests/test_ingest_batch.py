@@ -123,13 +123,13 @@ def test_an_agent_logs_a_list_only_for_their_own_leads(world, db):  # noqa: F811
     assert activity_rows(db) == before + 2
 
 
-def _random_activities(rng: random.Random, count: int) -> list[ActivityIn]:
+def _random_activities(rng: random.Random, count: int, leads=("L1", "L2", "L3", "L4")) -> list[ActivityIn]:
     """A mix that exercises every rule: bursts, replies, backfill, failed sends, replays, channels."""
     activities = []
     for _ in range(count):
         activities.append(
             ActivityIn(
-                leadId=rng.choice(["L1", "L2", "L3", "L4"]),
+                leadId=rng.choice(leads),
                 channel=rng.choice(["whatsapp", "whatsapp", "email", "call"]),
                 direction=rng.choice(["in", "in", "out"]),
                 status=rng.choice(["sent"] * 6 + ["failed"]),
@@ -186,3 +186,26 @@ def test_a_list_answers_and_acts_exactly_as_logging_its_activities_one_by_one(st
     assert sorted(db.execute(alerts, ["many"]).fetchall(), key=repr) == sorted(
         db.execute(alerts, ["one"]).fetchall(), key=repr
     )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_list_starts_the_state_of_leads_first_heard_of_as_single_calls_do(store, db, seed):
+    """Leads not in the directory (N1..N3) and a known one (L1), logged one call each (tenant one)
+    and as one list (tenant many): the same answers, the same state rows, the same alerts."""
+    for tenant in ("one", "many"):
+        add_leads(store, tenant=tenant, L1={"value": 50000})
+    activities = _random_activities(random.Random(seed), 40, leads=("N1", "N2", "N3", "L1"))
+
+    singles = [store.log_activity("one", activity) for activity in activities]
+    batch = store.log_activities("many", activities)["results"]
+
+    assert [_comparable(r) for r in batch] == [_comparable(r) for r in singles]
+    # Their entered_at is their first contact's time; L1's is when the directory added it, in each tenant.
+    state = """
+        select lead_id, case when lead_id like 'N%%' then entered_at end, high_value, last_activity_at,
+               last_inbound_at, last_outbound_at, no_contact_due_at, no_reply_due_at, stale_due_at, high_value_due_at
+        from lead_state where tenant_id = %s order by lead_id"""
+    many = db.execute(state, ["many"]).fetchall()
+    assert {row[0] for row in many} >= {"N1", "N2", "N3"}
+    assert many == db.execute(state, ["one"]).fetchall()
+    assert active(db, "many") == active(db, "one")

@@ -11,6 +11,7 @@ import json
 import re
 
 import pytest
+from helpers import ago
 from leadwatch.desk_models import RuleIn
 
 
@@ -328,3 +329,30 @@ def test_a_lists_answers_are_built_inline_not_by_a_call_per_activity(db, postgre
     plans = plans_of(db, "select public.log_activities('acme', %s::jsonb)", [json.dumps(activities)])
     assert db.execute("select count(*) from lead_activities").fetchone() == (5,)
     assert not [p for p in plans if "p_activity.message_snippet" in p], "activity_json ran as a statement"
+
+
+def test_a_list_visits_each_leads_state_twice_the_lock_and_the_update(scaled, db):
+    """50 activities of 50 known leads as one list: lead_state is read by the lock (which returns the
+    state it locked, judged from then on) and by the update, and no row is offered for creation
+    (20261126000100_lists_read_state_once.sql; it was four visits: create, lock, read, update)."""
+    activities = [{"lead_id": f"L{n}", "channel": "email", "direction": ("in", "out")[n % 2]} for n in range(100, 150)]
+    text = "\n".join(plans_of(db, "select public.log_activities('acme', %s::jsonb)", [json.dumps(activities)]))
+    visits = [line for line in text.splitlines() if "Scan" in line and "on lead_state" in line and ran(line, "Scan")]
+    assert len(visits) == 2, visits
+    assert not re.search(r"Conflicting Tuples: [1-9]", text), "no state row was offered for creation"
+
+
+def test_a_lists_preferred_channel_reads_the_directorys_channel_from_an_index_alone(scaled, db):
+    """A lead we wrote to twice whose inbound name no channel: PreferredChannel falls back on the
+    directory's channel, read by an index-only scan (no heap page of leads per activity)."""
+    db.execute("insert into leads (tenant_id, lead_id, preferred_channel) values ('acme', 'D1', 'whatsapp')")
+    for minutes in (50, 40):  # our last 2 outbound, both by email
+        db.execute(
+            "select public.log_activity('acme', 'D1', 'email', 'out', p_occurred_at => %s)", [ago(minutes=minutes)]
+        )
+    db.execute("vacuum (analyze) leads")
+    activities = [{"lead_id": "D1", "channel": "call", "direction": "in"}]
+    text = "\n".join(plans_of(db, "select public.log_activities('acme', %s::jsonb)", [json.dumps(activities)]))
+    reads = [line for line in text.splitlines() if "on leads" in line and ran(line, "Scan")]
+    assert reads, "the directory's channel is read"
+    assert all("Index Only Scan using idx_leads_tenant_lead_channel" in line for line in reads), reads
