@@ -11,7 +11,7 @@ import json
 import re
 
 import pytest
-from helpers import ago
+from helpers import add_leads, ago
 from leadwatch.desk_models import RuleIn
 
 
@@ -342,17 +342,40 @@ def test_a_list_visits_each_leads_state_twice_the_lock_and_the_update(scaled, db
     assert not re.search(r"Conflicting Tuples: [1-9]", text), "no state row was offered for creation"
 
 
-def test_a_lists_preferred_channel_reads_the_directorys_channel_from_an_index_alone(scaled, db):
+def test_preferred_channel_reads_no_page_of_the_directory(scaled, db, postgres_store):
     """A lead we wrote to twice whose inbound name no channel: PreferredChannel falls back on the
-    directory's channel, read by an index-only scan (no heap page of leads per activity)."""
-    db.execute("insert into leads (tenant_id, lead_id, preferred_channel) values ('acme', 'D1', 'whatsapp')")
-    for minutes in (50, 40):  # our last 2 outbound, both by email
-        db.execute(
-            "select public.log_activity('acme', 'D1', 'email', 'out', p_occurred_at => %s)", [ago(minutes=minutes)]
-        )
+    directory's channel, which the lead's state carries (20261126000050): neither a list nor a
+    single call reads a page of leads, and the alert names the directory's channel."""
+    add_leads(postgres_store, D1={"preferredChannel": "whatsapp"}, D2={"preferredChannel": "call"})
+    for lead in ("D1", "D2"):
+        for minutes in (50, 40):  # our last 2 outbound, both by email
+            db.execute(
+                "select public.log_activity('acme', %s, 'email', 'out', p_occurred_at => %s)",
+                [lead, ago(minutes=minutes)],
+            )
     db.execute("vacuum (analyze) leads")
-    activities = [{"lead_id": "D1", "channel": "call", "direction": "in"}]
-    text = "\n".join(plans_of(db, "select public.log_activities('acme', %s::jsonb)", [json.dumps(activities)]))
-    reads = [line for line in text.splitlines() if "on leads" in line and ran(line, "Scan")]
-    assert reads, "the directory's channel is read"
-    assert all("Index Only Scan using idx_leads_tenant_lead_channel" in line for line in reads), reads
+    activities = [{"lead_id": "D1", "channel": "email", "direction": "in"}]
+    plans = plans_of(db, "select public.log_activities('acme', %s::jsonb)", [json.dumps(activities)])
+    plans += plans_of(db, "select public.log_activity('acme', 'D2', 'email', 'in')")
+    text = "\n".join(plans)
+    assert not [line for line in text.splitlines() if "on leads" in line and ran(line, "Scan")], text
+    raised = db.execute(
+        "select lead_id, channel from max_alerts where type = 'PreferredChannel' and resolved_at is null order by 1"
+    ).fetchall()
+    assert raised == [("D1", "whatsapp"), ("D2", "call")]
+
+
+def test_a_list_reaches_the_alerts_it_resolves_by_their_leads_keys_under_empty_statistics(db):
+    """max_alerts analysed while empty (a fresh deployment), then 2,000 active alerts: a list whose
+    activity answers one lead's alert reads that lead's alerts, not every active alert of the tenant
+    (the resolve statement's plan is made once per connection, under those statistics)."""
+    db.execute("analyze max_alerts")
+    db.execute("""
+        insert into max_alerts (tenant_id, lead_id, type, severity, message)
+        select 'acme', 'L' || i, 'NoContact7d', 'med', 'silent' from generate_series(1, 2000) i""")
+    activities = [{"lead_id": "L5", "channel": "email", "direction": "in"}]
+    plans = plans_of(db, "select public.log_activities('acme', %s::jsonb)", [json.dumps(activities)])
+    resolve = the_plan(plans, "with resolved as")
+    scanned = [int(m) for m in re.findall(r"on max_alerts .*actual rows=(\d+)", resolve)]
+    assert scanned and max(scanned) <= 1, resolve
+    assert db.execute("select count(*) from max_alerts where resolved_at is null").fetchone()[0] == 1999

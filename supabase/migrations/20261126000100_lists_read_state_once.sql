@@ -6,19 +6,12 @@
 -- state: two visits (the lock, the update), in key order (lists that share leads lock them in the
 -- same order). Judging reads less, as `log_activity` does: HotLead24h reads the lead's newest
 -- inbound only when its `last_inbound_at` says an earlier inbound may be in the window, and
--- PreferredChannel reads the lead's inbound and the directory only once we have written twice.
--- The directory's channel (PreferredChannel's fallback) is read from an index alone. A list's
--- answers are keyed by place, not reassembled by a join of positions. Behaviour unchanged:
+-- PreferredChannel reads the lead's inbound only once we have written twice, and the directory's
+-- channel (its fallback) comes with the locked state (20261126000050): no page of leads is read. A
+-- list's answers are keyed by place, not reassembled by a join of positions. Behaviour unchanged:
 -- tests/test_ingest_batch.py checks that a list acts exactly as the same activities logged one by
--- one; tests/test_plans.py shows the visits and the index-only read.
-
--- Indexes -----------------------------------------------------------------------------------------
-
--- The lead's directory channel, read when its last 5 inbound do not name one (PreferredChannel, at
--- ingest: the list's and log_activity's): an index-only read, not an index page and then a heap
--- page of the directory per activity (at 1M leads those pages are rarely in shared buffers). The
--- price: a change of a lead's preferred channel is not a HOT update.
-create index idx_leads_tenant_lead_channel on public.leads (tenant_id, lead_id) include (preferred_channel);
+-- one; tests/test_plans.py shows the visits and that the directory is not read. A list resolving
+-- alerts reaches them by their leads' keys even under the statistics of an empty max_alerts.
 
 -- Functions ---------------------------------------------------------------------------------------
 
@@ -202,7 +195,7 @@ begin
     where u.k <= r.hot_count and u.at > r.cutoff
   ) b on r.hot
   -- The lead's channel: the one at least `min_count` of the last 5 inbound came on (within the
-  -- rule's window, if any), else the directory's.
+  -- rule's window, if any), else the directory's (which the lead's state carries).
   left join lateral (
     select coalesce(
              (select u.channel
@@ -212,16 +205,19 @@ begin
               having count(*) >= r.preferred_count
               order by count(*) desc, max(u.at) desc
               limit 1),
-             (select l.preferred_channel::text from public.leads l
-              where l.tenant_id = p_tenant and l.lead_id = r.lead_id)) as channel
+             r.preferred_channel::text) as channel
   ) p on r.preferred and cardinality(o.channels) = 2;
 
   if exists (select from unnest(v_verdicts) v where v.resolves) then
+    -- The alerts are reached by their leads' keys (`lead_id = any`), whatever the statistics: this
+    -- plan is made once per connection, and with those of a still empty max_alerts a join on
+    -- lead_id alone read every active alert of the tenant.
     with resolved as (
       update public.max_alerts a
       set resolved_at = now(), resolved_by = 'system', resolution = 'activity', resolved_by_activity = v.activity_id
       from unnest(v_verdicts) v
       where v.resolves and a.tenant_id = p_tenant and a.lead_id = v.lead_id and a.resolved_at is null
+        and a.lead_id = any (array(select x.lead_id from unnest(v_verdicts) x where x.resolves))
         and (a.type = any (v.answers)
              or (v.direction = 'out' and v.occurred_at > a.cycle_started_at
                  and (a.type = 'HotLead24h' or (a.type = 'PreferredChannel' and a.channel = v.channel))))
