@@ -2,13 +2,15 @@
 -- when the lead's last 5 inbound name no channel, and ingest read it from `leads`: one more random
 -- index and heap page per activity, on a table nothing else at ingest touches. Measured at 1M leads
 -- (a loop of log_activity calls inside one transaction, so no commit or client in the figure):
--- 372 us a call with that read, 310 us without. `upsert_leads`, the one way the directory changes,
--- keeps the copy in step, as it does `high_value`; the state row is read (and locked) anyway.
--- Behaviour unchanged: tests/test_ingest_rules.py (the directory's channel, and a later change of it).
+-- 372 us a call with that read, 310 us without, while those pages were not cached; no difference
+-- once they were. `upsert_leads`, the one way the directory changes, keeps the copy in step, as it
+-- does `high_value`; the state row is read (and locked) anyway. Lists read it too
+-- (20261126000100). Behaviour unchanged: tests/test_ingest_rules.py (the directory's channel, and a
+-- later change of it); tests/test_plans.py checks that no page of leads is read.
 
 -- Tables ------------------------------------------------------------------------------------------
 
-alter table public.lead_state add column preferred_channel public.channel;  -- the directory's (leads.preferred_channel)
+alter table public.lead_state add column preferred_channel public.channel;
 comment on column public.lead_state.preferred_channel is
   'The directory''s preferred channel (leads.preferred_channel), kept in step by upsert_leads: what PreferredChannel falls back on.';
 
