@@ -240,6 +240,34 @@ def test_a_big_sweep_looks_up_the_active_alerts_of_its_raised_rules_once(db, pos
     assert len([rows for _, rows in scans if rows > 1]) == 1, scans
 
 
+def test_a_tenants_sweep_reads_only_that_tenants_alerts(db, postgres_store):
+    """One tenant's sweep (3,000 due leads, the hash joins' plan) next to another tenant's 30,000
+    active alerts: looking up the raised rules' active alerts, and those they supersede, reads the
+    swept tenant's alerts only (a sharded database would not touch the other tenant's shard)."""
+    db.execute("""
+        insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, last_inbound_at, last_outbound_at,
+                                no_contact_due_at, no_reply_due_at, stale_due_at)
+        select 'newco', 'N' || i, now() - interval '60 days', now() - interval '40 days',
+               now() - interval '42 days', now() - interval '40 days',
+               now() - interval '1 day', now() - interval '5 days', now() - interval '1 day'
+        from generate_series(1, 3000) i""")
+    db.execute("""
+        insert into max_alerts (tenant_id, lead_id, type, severity, message)
+        select 'acme', 'A' || i, 'NoContact7d', 'med', 'x' from generate_series(1, 30000) i""")
+    db.execute("analyze")
+
+    plans = json_plans_of(db, "select public.sweep_alerts('newco')")
+
+    assert db.execute("select count(*) from max_alerts where tenant_id = 'newco'").fetchone()[0] >= 3000
+    [sweep] = [p for p in plans if p["Query Text"].lstrip().startswith("with due as")]
+    read = [
+        (node["Node Type"], node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0))
+        for node in nodes(sweep["Plan"])
+        if node.get("Relation Name") == "max_alerts" and "Scan" in node["Node Type"]
+    ]
+    assert read and all(rows == 0 for _, rows in read), read
+
+
 def test_escalating_thousands_of_alerts_at_once_pairs_their_old_and_new_rows_in_one_pass(db, postgres_store):
     """The history trigger pairs each changed alert's old and new row (transition tables, estimated
     at one row each whatever their size): a hash join, not a rescan of the old rows per new row."""
