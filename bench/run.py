@@ -95,7 +95,7 @@ _DUE_MOVES = """
 
 def _copy_state(conn, where: str) -> None:
     """Before a sweep: its leads' state rows, due times included, in a copy of lead_state with the same
-    indexes, for `_floor_of_writes` to move on afterwards."""
+    indexes, for `_floor_with_history(..., now)` to move on afterwards."""
     columns = conn.execute(
         """select string_agg(quote_ident(column_name), ', ' order by ordinal_position)
            from information_schema.columns
