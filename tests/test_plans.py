@@ -178,6 +178,16 @@ def nodes(plan: dict):
         yield from nodes(child)
 
 
+def sweep_scans_of_alerts(plans: list[dict]) -> list[tuple[str, float]]:
+    """The sweep statement's scans of max_alerts: (node type, rows read, kept or filtered out)."""
+    [sweep] = [p for p in plans if p["Query Text"].lstrip().startswith("with due as")]
+    return [
+        (node["Node Type"], node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0))
+        for node in nodes(sweep["Plan"])
+        if node.get("Relation Name") == "max_alerts" and "Scan" in node["Node Type"]
+    ]
+
+
 def test_first_sweep_of_an_imported_tenant_reads_each_set_once_whatever_the_statistics(db, postgres_store):
     """A tenant imports 3,000 silent leads after the last ANALYZE (lead_state's statistics say nothing
     is due) into an empty, never-analysed max_alerts. Every node of every statement the sweep runs
@@ -231,12 +241,7 @@ def test_a_big_sweep_looks_up_the_active_alerts_of_its_raised_rules_once(db, pos
     plans = json_plans_of(db, "select public.sweep_alerts()")
 
     assert db.execute("select count(*) from max_alerts where lead_id like 'N%'").fetchone() == (3000,)
-    [sweep] = [p for p in plans if p["Query Text"].lstrip().startswith("with due as")]
-    scans = [
-        (node["Node Type"], node.get("Actual Rows", 0))
-        for node in nodes(sweep["Plan"])
-        if node.get("Relation Name") == "max_alerts" and "Scan" in node["Node Type"]
-    ]
+    scans = sweep_scans_of_alerts(plans)
     assert len([rows for _, rows in scans if rows > 1]) == 1, scans
 
 
@@ -259,12 +264,7 @@ def test_a_tenants_sweep_reads_only_that_tenants_alerts(db, postgres_store):
     plans = json_plans_of(db, "select public.sweep_alerts('newco')")
 
     assert db.execute("select count(*) from max_alerts where tenant_id = 'newco'").fetchone()[0] >= 3000
-    [sweep] = [p for p in plans if p["Query Text"].lstrip().startswith("with due as")]
-    read = [
-        (node["Node Type"], node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0))
-        for node in nodes(sweep["Plan"])
-        if node.get("Relation Name") == "max_alerts" and "Scan" in node["Node Type"]
-    ]
+    read = sweep_scans_of_alerts(plans)
     assert read and all(rows == 0 for _, rows in read), read
 
 
