@@ -8,7 +8,16 @@
 -- grows with the square of the list. Judging now keeps the keys of the alerts each activity
 -- answers, and the resolve statement updates exactly those, by primary key, with no join: its
 -- work grows with the list whatever the statistics (those of an empty max_alerts included,
--- 20261126000100). Behaviour unchanged: tests/test_ingest_batch.py; tests/test_plans.py.
+-- 20261126000100). A verdict now carries only what raising needs. Behaviour unchanged:
+-- tests/test_ingest_batch.py; tests/test_plans.py.
+
+-- Types -------------------------------------------------------------------------------------------
+
+-- What resolving read from each verdict (the activity, what it answers, whether it resolves) is
+-- now the alerts' keys and the answering activity by lead, kept beside the verdicts.
+alter type public.ingest_verdict
+  drop attribute activity_id, drop attribute direction, drop attribute channel, drop attribute occurred_at,
+  drop attribute answers, drop attribute resolves;
 
 -- Functions ---------------------------------------------------------------------------------------
 
@@ -138,7 +147,7 @@ begin
   -- burst only when an earlier inbound may be in the window: the lead's `last_inbound_at` is never
   -- older than its newest stored inbound, so when it is not after the cutoff this inbound is alone.
   ruled as (
-    select j.*, coalesce(o.resolves, false) as resolves, o.answered_ids,
+    select j.*, o.answered_ids,
            j.dir = 'in' and j.hot_count is not null and not 'HotLead24h' = any (coalesce(o.still_open, '{}'))
              and j.at > j.cutoff and (j.hot_count <= 1 or j.last_inbound_at > j.cutoff) as hot,
            j.preferred_count is not null and not 'PreferredChannel' = any (coalesce(o.still_open, '{}'))
@@ -147,7 +156,7 @@ begin
     -- The lead's active alerts: those the activity answers (an outbound also answers HotLead24h, and
     -- PreferredChannel when it uses the lead's channel), and those still active after it.
     cross join lateral (
-      select bool_or(x.answered) as resolves, array_agg(x.type) filter (where not x.answered) as still_open,
+      select array_agg(x.type) filter (where not x.answered) as still_open,
              array_agg(a.id) filter (where x.answered) as answered_ids
       from public.max_alerts a
       cross join lateral (
@@ -159,13 +168,12 @@ begin
       where a.tenant_id = p_tenant and a.lead_id = j.lead_id and a.resolved_at is null
     ) o
   )
-  select array_agg(row(r.lead_id, r.activity_id, r.dir, r.chan, r.at, r.answers, r.resolves,
-                       b.n, b.since, r.hot and coalesce(b.n, 0) >= r.hot_count,
+  select array_agg(row(r.lead_id, b.n, b.since, r.hot and coalesce(b.n, 0) >= r.hot_count,
                        p.channel, o.since,
                        r.preferred and p.channel is not null and cardinality(o.channels) = 2
                          and not p.channel = any (o.channels))::public.ingest_verdict),
          (select array_agg(x.id) from ruled x2 cross join unnest(x2.answered_ids) x(id)),
-         jsonb_object_agg(r.lead_id, r.activity_id) filter (where r.resolves)
+         jsonb_object_agg(r.lead_id, r.activity_id) filter (where r.answered_ids is not null)
   into v_verdicts, v_answered, v_resolver
   from ruled r
   -- Our last 2 outbound, read in the index's order: PreferredChannel needs both.
