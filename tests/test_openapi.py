@@ -54,7 +54,7 @@ def test_the_description_is_served_without_credentials(client):
     assert response.status_code == 200
     assert response.json == openapi_spec()
     analytics = response.json["paths"]["/api/alerts/analytics"]["get"]
-    assert {p["name"] for p in analytics["parameters"]} == {"from", "to", "tz"}
+    assert {p["name"] for p in analytics["parameters"]} == {"from", "to", "tz", "clock"}
     body = response.json["paths"]["/api/activities/log"]["post"]["requestBody"]
     assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ActivitiesBody"}
     assert "text/csv" in response.json["paths"]["/api/alerts/export.csv"]["get"]["responses"]["200"]["content"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -36,6 +36,10 @@ class AnalyticsQuery(_Storable):
     tz: str = Field(default="UTC", min_length=1, max_length=64, description="IANA time zone, e.g. Europe/Paris")
     start: date = Field(alias="from", description="first day (YYYY-MM-DD); default: 29 days before `to`")
     end: date = Field(alias="to", description="last day, included (YYYY-MM-DD); default: today in `tz`")
+    clock: Literal["calendar", "business"] = Field(
+        default="calendar",
+        description="business: time to resolve and the 24 h share in the tenant's working hours (GET /api/calendar)",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -86,6 +86,8 @@ GROUPS: dict[str, list[Rule]] = {
     "rules": [
         Rule("/api/rules", methods=["GET"], endpoint="list_rules"),
         Rule("/api/rules/<rule_type>", methods=["PUT"], endpoint="put_rule"),
+        Rule("/api/calendar", methods=["GET"], endpoint="get_calendar"),
+        Rule("/api/calendar", methods=["PUT"], endpoint="put_calendar"),
     ],
     "retention": [Rule("/api/retention/run", methods=["POST"], endpoint="run_retention")],
     "whatsapp": [
@@ -327,6 +329,8 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict] | Response]] = {
     "lead_alerts": _lazy(".desk", "lead_alerts"),
     "list_rules": _lazy(".desk", "list_rules"),
     "put_rule": _lazy(".desk", "put_rule"),
+    "get_calendar": _lazy(".calendar", "get_calendar"),
+    "put_calendar": _lazy(".calendar", "put_calendar"),
     "run_retention": _lazy(".desk", "run_retention"),
     "alert_analytics": _lazy(".analytics", "alert_analytics"),
     "export_alerts_csv": _lazy(".exports", "export_alerts_csv"),

@@ -26,6 +26,8 @@ def snooze_alert(request: Request, caller: Caller, api: Api, alert_id: str) -> t
     tenant = caller.require_tenant()
     body = parse(SnoozeIn, _json_object(request))
     until = body.snooze_until()
+    if body.until_next_working_morning:
+        until = api.store.next_working_morning(tenant, caller.viewer)
     result = api.store.snooze_alert(tenant, _alert_id(alert_id), until, caller.actor, caller.viewer)
     return 200, {"success": True, **result}
 
@@ -42,7 +44,10 @@ def bulk_alerts(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
     tenant = caller.require_tenant()
     body = parse(BulkIn, _json_object(request))
     ids = [str(alert_id) for alert_id in body.ids]
-    result = api.store.act_on_alerts(tenant, body.action, ids, caller.actor, body.snooze_until(), caller.viewer)
+    until = body.snooze_until()
+    if body.until_next_working_morning:
+        until = api.store.next_working_morning(tenant, caller.viewer)
+    result = api.store.act_on_alerts(tenant, body.action, ids, caller.actor, until, caller.viewer)
     return 200, {"success": True, **result}
 
 

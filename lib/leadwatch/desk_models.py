@@ -16,6 +16,8 @@ from pydantic import Field, field_validator, model_validator
 from .models import AlertType, Severity, _Input, _Query
 
 MAX_SNOOZE = timedelta(days=30)
+# Snooze until the tenant's next working morning (its calendar's first opening ahead).
+NEXT_WORKING_MORNING = "next_working_morning"
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^([1-9][0-9]{0,4})([mhd])$")
 Locale = Literal["fr", "en"]
@@ -31,16 +33,17 @@ def duration(text: str) -> timedelta:
 
 
 class _Until(_Input):
-    """A time to snooze until: `until` (ISO time) or `for` (a duration from now), at most 30 days ahead."""
+    """A time to snooze until: `until` (ISO time, or "next_working_morning" on the tenant's calendar) or
+    `for` (a duration from now), at most 30 days ahead."""
 
-    until: datetime | None = None
+    until: datetime | Literal["next_working_morning"] | None = None
     for_: Duration | None = Field(default=None, alias="for")
 
     @field_validator("until")
     @classmethod
-    def _ahead(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
+    def _ahead(cls, value: datetime | str | None) -> datetime | str | None:
+        if value is None or isinstance(value, str):
+            return value
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         now = datetime.now(UTC)
@@ -58,9 +61,14 @@ class _Until(_Input):
         return value
 
     def snooze_until(self) -> datetime | None:
+        """The time asked for; None for the next working morning, which the tenant's calendar gives."""
         if self.for_ is not None:
             return datetime.now(UTC) + duration(self.for_)
-        return self.until
+        return self.until if isinstance(self.until, datetime) else None
+
+    @property
+    def until_next_working_morning(self) -> bool:
+        return self.until == NEXT_WORKING_MORNING
 
 
 class SnoozeIn(_Until):
@@ -115,8 +123,11 @@ class RuleIn(_Input):
     messages: dict[Locale, Annotated[str, Field(min_length=1, max_length=500)]] | None = None
     actionText: dict[Locale, Annotated[str, Field(min_length=1, max_length=1000)]] | None = None
     overdueAfter: Duration | None = None
+    clock: Literal["calendar", "business"] | None = Field(
+        default=None, description="calendar: elapsed time; business: the tenant's working time (GET /api/calendar)"
+    )
 
-    @field_validator(*_NOT_NULL, "actionText", "overdueAfter")
+    @field_validator(*_NOT_NULL, "actionText", "overdueAfter", "clock")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, RootModel
 from pydantic.json_schema import models_json_schema
 
 from .analytics import AnalyticsQuery
+from .calendar import CalendarIn, CalendarOne
 from .desk_models import BulkIn, LeadAlertsQuery, RetentionQuery, RuleIn, SnoozeIn
 from .exports import ActivityExportQuery, AlertExportQuery
 from .models import ActivityIn, AlertQuery, LeadIn, LeadsIn, RejectedQuery, SendIn, TimelineQuery
@@ -221,6 +222,18 @@ OPERATIONS: dict[str, Operation] = {
         RuleSet,
         body=RuleIn,
         errors=(*_BODY_ERRORS, 404),
+    ),
+    "get_calendar": Operation(
+        "The tenant's working calendar, which rules on the business clock count (default Mon-Fri 09:00-18:00 Paris)",
+        "rules",
+        CalendarOne,
+    ),
+    "put_calendar": Operation(
+        "Replace the tenant's working calendar (admins and platform staff); business-clock due times are recomputed",
+        "rules",
+        CalendarOne,
+        body=CalendarIn,
+        errors=_BODY_ERRORS,
     ),
     "run_retention": Operation(
         "Remove one bounded batch of what is past its tenant's retention",

@@ -236,6 +236,9 @@ class Analytics(_Out):
     resolved_within_24h: ResolvedWithin24h
     time_to_resolve: TimeToResolve
     open_by_age: list[AgeBucket]
+    clock: Literal["business"] | None = Field(
+        default=None, description="present when asked with clock=business: the two figures above in working hours"
+    )
 
 
 # The alert desk ------------------------------------------------------------------------------------
@@ -299,6 +302,7 @@ class Rule(_Out):
     messages: dict[str, str]
     action: dict[str, Any]
     overdue_after: str | None
+    clock: Literal["calendar", "business"] = Field(description="business: threshold, ladder and delay in working time")
     source: Literal["default", "tenant"]
 
 

@@ -165,7 +165,8 @@ class Store:
         return self._call("prepare_whatsapp", viewer, p_tenant=tenant, p_alert_id=alert_id, p_lead_id=lead_id)
 
     def alert_analytics(self, tenant: str, query: AnalyticsQuery, viewer: Viewer | None = None) -> dict[str, Any]:
-        return self._call("alert_analytics", viewer, p_tenant=tenant, p_from=query.start, p_to=query.end, p_tz=query.tz)
+        function = "alert_analytics_in_working_time" if query.clock == "business" else "alert_analytics"
+        return self._call(function, viewer, p_tenant=tenant, p_from=query.start, p_to=query.end, p_tz=query.tz)
 
     def export_alerts(
         self, tenant: str, query: AlertExportQuery, cursor: dict | None, viewer: Viewer | None = None
@@ -207,6 +208,11 @@ class Store:
     ) -> dict[str, Any]:
         return self._call("snooze_alert", viewer, p_tenant=tenant, p_alert_id=alert_id, p_until=until, p_actor=actor)
 
+    def next_working_morning(self, tenant: str, viewer: Viewer | None = None) -> datetime:
+        """The tenant's next working morning (its calendar's next first opening of a day), for a snooze."""
+        value = self._call("get_next_working_morning", viewer, p_tenant=tenant)
+        return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
     def unsnooze_alert(self, tenant: str, alert_id: str, actor: str, viewer: Viewer | None = None) -> dict[str, Any]:
         return self._call("unsnooze_alert", viewer, p_tenant=tenant, p_alert_id=alert_id, p_actor=actor)
 
@@ -245,6 +251,16 @@ class Store:
 
     def set_rule(self, tenant: str, rule_type: str, rule: RuleIn, viewer: Viewer | None = None) -> dict[str, Any]:
         return self._call("set_rule", viewer, p_tenant=tenant, p_type=rule_type, p_changes=rule.to_changes())
+
+    # Business hours ------------------------------------------------------------------------------
+
+    def get_calendar(self, tenant: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        """The tenant's working calendar in force (its own, or the default): {calendar: {...}}."""
+        return self._call("get_calendar", viewer, p_tenant=tenant)
+
+    def set_calendar(self, tenant: str, calendar: dict[str, Any], viewer: Viewer | None = None) -> dict[str, Any]:
+        """Replace the tenant's working calendar (admins), validated in SQL; due times follow."""
+        return self._call("set_calendar", viewer, p_tenant=tenant, p_calendar=calendar)
 
     def apply_retention(self, tenant: str | None = None, batch: int | None = None) -> dict[str, Any]:
         """Remove one bounded batch of what is past its tenant's retention (service only)."""
