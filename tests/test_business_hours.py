@@ -8,8 +8,16 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from helpers import active, log
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from leadwatch import Api
+from leadwatch.desk_models import RuleIn
+from leadwatch.dev import create_app
+from leadwatch.errors import ValidationFailed
+from leadwatch.identity import VerifiedAccess
+from leadwatch.models import ActivityIn
+from test_access import ADMIN, AGENT, SETTINGS, bearer, token
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MINUTE = timedelta(minutes=1)
@@ -227,3 +235,247 @@ def test_documented_examples_on_a_paris_office_week(sql, start, span, due):
     )
     assert got == due
     assert time(9) <= due.time() <= time(18)
+
+
+# Through the rules and the sweep -------------------------------------------------------------------
+
+OFFICE = {"timeZone": "Europe/Paris", "week": {d: [["09:00", "18:00"]] for d in DAYS[:5]}, "holidays": []}
+ACME = {"X-Tenant": "acme"}
+
+
+@pytest.fixture
+def calendars(db):
+    """Tenants start on the default calendar."""
+    db.execute("delete from business_calendars where tenant_id <> '*'")
+    yield db
+    db.execute("delete from business_calendars where tenant_id <> '*'")
+
+
+def business(store, rule_type="NoReply3d", **changes):
+    store.set_rule("acme", rule_type, RuleIn(clock="business", **changes))
+
+
+def no_reply(db) -> str | None:
+    return active(db).get(("L1", "NoReply3d"))
+
+
+def stored_due(db, column="no_reply_due_at") -> datetime:
+    return db.execute(f"select {column} from lead_state where tenant_id = 'acme' and lead_id = 'L1'").fetchone()[0]
+
+
+def test_friday_afternoon_outbound_is_unanswered_for_three_working_days_on_wednesday_afternoon(store, calendars):
+    db = calendars
+    business(store)
+    log(store, direction="out", occurredAt=paris(2026, 11, 27, 17))
+    assert stored_due(db) == paris(2026, 12, 2, 17)
+    store.sweep(now=paris(2026, 11, 30, 17))  # three calendar days: the weekend does not count
+    store.sweep(now=paris(2026, 12, 2, 16, 59))
+    assert no_reply(db) is None
+    store.sweep(now=paris(2026, 12, 2, 17))
+    assert no_reply(db) == "med"
+
+
+def test_friday_evening_outbound_counts_from_monday_morning(store, calendars):
+    db = calendars
+    business(store)
+    log(store, direction="out", occurredAt=paris(2026, 11, 27, 20))
+    store.sweep(now=paris(2026, 12, 3, 8, 59))
+    assert no_reply(db) is None
+    store.sweep(now=paris(2026, 12, 3, 9))
+    assert no_reply(db) == "med"
+
+
+def test_four_working_hours_from_friday_afternoon_end_on_monday_noon(store, calendars):
+    db = calendars
+    business(store, threshold="4h", escalateAfter="5d", escalatedSeverity="high")
+    log(store, direction="out", occurredAt=paris(2026, 11, 27, 17))
+    store.sweep(now=paris(2026, 11, 30, 11, 59))
+    assert no_reply(db) is None
+    store.sweep(now=paris(2026, 11, 30, 12))
+    assert no_reply(db) == "med"
+
+
+def test_the_ladder_climbs_in_working_days_too(store, calendars):
+    """NoReply3d escalates after 7 working days: Friday + 7 is the Tuesday of the week after next."""
+    db = calendars
+    business(store)
+    log(store, direction="out", occurredAt=paris(2026, 11, 27, 17))
+    store.sweep(now=paris(2026, 12, 2, 17))
+    assert stored_due(db) == paris(2026, 12, 8, 17)
+    store.sweep(now=paris(2026, 12, 4, 17))  # seven calendar days
+    store.sweep(now=paris(2026, 12, 8, 16, 59))
+    assert no_reply(db) == "med"
+    store.sweep(now=paris(2026, 12, 8, 17))
+    assert no_reply(db) == "high"
+
+
+def test_clocks_follow_the_local_time_across_a_daylight_saving_change(store, calendars):
+    db = calendars
+    business(store)
+    log(store, direction="out", occurredAt=paris(2026, 10, 23, 17))  # CEST; due in CET
+    assert stored_due(db) == paris(2026, 10, 28, 17)
+    assert stored_due(db).astimezone(UTC).hour == 16
+
+
+def test_a_calendar_change_moves_the_stored_due_times_at_once(client, store, calendars):
+    db = calendars
+    business(store)
+    log(store, direction="out", occurredAt=paris(2026, 11, 27, 17))
+    assert stored_due(db) == paris(2026, 12, 2, 17)
+    response = client.put("/api/calendar", headers=ACME, json={**OFFICE, "holidays": ["2026-11-30"]})
+    assert response.status_code == 200, response.get_json()
+    assert stored_due(db) == paris(2026, 12, 3, 17), "the Monday off does not count"
+    assert stored_due(db, "no_contact_due_at") == paris(2026, 12, 4, 17), "NoContact7d stays on the calendar clock"
+    store.sweep(now=paris(2026, 12, 2, 17))
+    assert no_reply(db) is None
+
+
+def test_a_clock_change_moves_the_stored_due_times_both_ways(client, store, calendars):
+    db = calendars
+    log(store, direction="out", occurredAt=paris(2026, 11, 27, 17))
+    assert stored_due(db) == paris(2026, 11, 30, 17)
+    assert client.put("/api/rules/NoReply3d", headers=ACME, json={"clock": "business"}).status_code == 200
+    assert stored_due(db) == paris(2026, 12, 2, 17)
+    rules = {r["type"]: r["clock"] for r in client.get("/api/rules", headers=ACME).get_json()["rules"]}
+    assert rules["NoReply3d"] == "business" and rules["NoContact7d"] == "calendar"
+    assert client.put("/api/rules/NoReply3d", headers=ACME, json={"clock": "calendar"}).status_code == 200
+    assert stored_due(db) == paris(2026, 11, 30, 17)
+
+
+def test_lists_of_activities_use_the_business_clock(store, calendars):
+    db = calendars
+    business(store, "NoContact7d", threshold="2d", escalateAfter="4d", escalatedSeverity="high")
+    store.log_activities(
+        "acme",
+        [
+            ActivityIn(leadId="L1", channel="call", direction="out", occurredAt=paris(2026, 11, 27, 17)),
+            ActivityIn(leadId="L2", channel="call", direction="out", occurredAt=paris(2026, 11, 27, 17)),
+        ],
+    )
+    assert stored_due(db, "no_contact_due_at") == paris(2026, 12, 1, 17)
+
+
+def test_overdue_delay_counts_working_hours(store, calendars):
+    """A high alert since Friday 17:00 with a 4h business delay is overdue on Monday at noon."""
+    db = calendars
+    business(store, "HotLead24h", overdueAfter="4h")
+    for minutes in (30, 20, 10):
+        log(store, direction="in", occurredAt=datetime.now(UTC) - timedelta(minutes=minutes))
+    db.execute("update max_alerts set created_at = %s where type = 'HotLead24h'", [paris(2026, 12, 4, 17)])
+    assert store.sweep(now=paris(2026, 12, 7, 11, 59))["overdue"] == 0
+    assert store.sweep(now=paris(2026, 12, 7, 12))["overdue"] == 1
+
+
+# Over HTTP -------------------------------------------------------------------------------------------
+
+
+def test_a_tenant_that_never_set_a_calendar_works_weekdays_nine_to_six_in_paris(client, calendars):
+    calendar = client.get("/api/calendar", headers=ACME).get_json()["calendar"]
+    assert calendar == {**OFFICE, "week": {**OFFICE["week"], "sat": [], "sun": []}, "source": "default"}
+
+
+def test_a_calendar_is_set_and_read_back(client, calendars):
+    body = {
+        "timeZone": "Asia/Kolkata",
+        "week": {"mon": [["14:00", "18:00"], ["09:30", "12:30"]], "sat": [["10:00", "24:00"]]},
+        "holidays": ["2026-12-25", "2026-01-26"],
+    }
+    saved = client.put("/api/calendar", headers=ACME, json=body).get_json()["calendar"]
+    assert saved["week"]["mon"] == [["09:30", "12:30"], ["14:00", "18:00"]]
+    assert saved["week"]["sun"] == [] and saved["holidays"] == ["2026-01-26", "2026-12-25"]
+    assert client.get("/api/calendar", headers=ACME).get_json()["calendar"] == saved
+    assert saved["source"] == "tenant"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"timeZone": "Mars/Olympus"}, "timeZone"),
+        ({"week": {"mon": [["9:00", "18:00"]]}}, "week"),
+        ({"week": {"mon": [["18:00", "09:00"]]}}, "week"),
+        ({"week": {"mon": [["09:00", "13:00"], ["12:00", "18:00"]]}}, "week"),
+        ({"week": {"mon": [], "tue": []}}, "week"),
+        ({"week": {"someday": [["09:00", "18:00"]]}}, "week"),
+        ({"holidays": ["2026-02-30"]}, "holidays"),
+    ],
+    ids=["unknown-zone", "not-hh-mm", "ends-before-it-starts", "overlap", "empty-week", "unknown-day", "no-such-date"],
+)
+def test_calendars_are_validated_naming_the_field_and_write_nothing(client, calendars, change, field):
+    response = client.put("/api/calendar", headers=ACME, json={**OFFICE, **change})
+    assert response.status_code == 422, response.get_json()
+    assert any(d["field"].startswith(field) for d in response.get_json()["error"]["details"])
+    assert calendars.execute("select count(*) from business_calendars where tenant_id <> '*'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"timeZone": "Mars/Olympus"}, "timeZone"),
+        ({"week": {"mon": [["09:00", "25:00"]]}}, "week.mon[0]"),
+        ({"week": {"mon": [["09:00", "13:00"], ["12:00", "18:00"]]}}, "week.mon[1]"),
+        ({"week": {}}, "week"),
+        ({"holidays": ["Christmas"]}, "holidays[0]"),
+    ],
+    ids=["unknown-zone", "not-hh-mm", "overlap", "empty-week", "not-a-date"],
+)
+def test_the_sql_checks_calendars_too(postgres_store, calendars, change, field):
+    """Whoever calls set_calendar directly (the REST API of Supabase) meets the same rules."""
+    with pytest.raises(ValidationFailed) as error:
+        postgres_store.set_calendar("acme", {**OFFICE, **change})
+    assert field in str(error.value.details)
+    assert calendars.execute("select count(*) from business_calendars where tenant_id <> '*'").fetchone()[0] == 0
+
+
+def test_only_admins_and_platform_staff_change_the_calendar(store, calendars):
+    client = create_app(Api(store, VerifiedAccess(SETTINGS))).test_client()
+    callers = {
+        "agent": (bearer(token(role="agent", sub=AGENT)), 403),
+        "manager": (bearer(token(role="manager")), 403),
+        "admin": (bearer(token(role="admin", sub=ADMIN)), 200),
+        "platform_admin": ({**bearer(token(role="platform_admin", tenant="staff")), "X-Tenant": "acme"}, 200),
+    }
+    for name, (headers, status) in callers.items():
+        assert client.put("/api/calendar", headers=headers, json=OFFICE).status_code == status, name
+    assert client.get("/api/calendar", headers=bearer(token(role="agent", sub=AGENT))).status_code == 200
+    assert (
+        client.get("/api/calendar", headers=bearer(token(role="agent", tenant="other"))).get_json()["calendar"][
+            "source"
+        ]
+        == "default"
+    ), "another tenant's calendar is its own"
+
+
+def test_snooze_until_the_next_working_morning(client, store, calendars):
+    log(store, direction="in", occurredAt=datetime.now(UTC) - timedelta(days=8))
+    store.sweep()
+    alert_id = str(calendars.execute("select id from max_alerts where resolved_at is null").fetchone()[0])
+    response = client.post(f"/api/alerts/{alert_id}/snooze", headers=ACME, json={"until": "next_working_morning"})
+    assert response.status_code == 200, response.get_json()
+    until = datetime.fromisoformat(response.get_json()["alert"]["snoozed_until"]).astimezone(PARIS)
+    now = datetime.now(PARIS)
+    expected = now.replace(hour=9, minute=0, second=0, microsecond=0)
+    if now >= expected or now.weekday() >= 5:
+        expected += timedelta(days=1)
+        while expected.weekday() >= 5:
+            expected += timedelta(days=1)
+    assert until == expected
+
+
+def test_analytics_in_working_hours(client, store, calendars):
+    """An alert raised on Friday 17:00 and resolved on Monday 10:00 took 2 working hours (65 on the clock)."""
+    log(store, direction="in", occurredAt=datetime.now(UTC) - timedelta(days=8))
+    store.sweep()
+    calendars.execute(
+        "update max_alerts set created_at = %s, resolved_at = %s, resolved_by = 'u', resolution = 'manual'",
+        [paris(2026, 11, 27, 17), paris(2026, 11, 30, 10)],
+    )
+    query = "/api/alerts/analytics?from=2026-11-30&to=2026-11-30&tz=Europe/Paris"
+    working = client.get(query + "&clock=business", headers=ACME).get_json()
+    assert working["clock"] == "business"
+    assert working["time_to_resolve"]["by_type"] == [
+        {"type": "NoContact7d", "count": 1, "median_hours": 2.0, "p90_hours": 2.0}
+    ]
+    assert working["resolved_within_24h"] == {"resolved": 1, "within_24h": 1, "share": 1.0}
+    elapsed = client.get(query, headers=ACME).get_json()
+    assert elapsed["resolved_within_24h"]["within_24h"] == 0
+    assert elapsed["time_to_resolve"]["by_type"][0]["median_hours"] == 65.0

@@ -210,8 +210,7 @@ class Store:
 
     def next_working_morning(self, tenant: str, viewer: Viewer | None = None) -> datetime:
         """The tenant's next working morning (its calendar's next first opening of a day), for a snooze."""
-        value = self._call("get_next_working_morning", viewer, p_tenant=tenant)
-        return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        return datetime.fromisoformat(self._call("get_next_working_morning", viewer, p_tenant=tenant)["at"])
 
     def unsnooze_alert(self, tenant: str, alert_id: str, actor: str, viewer: Viewer | None = None) -> dict[str, Any]:
         return self._call("unsnooze_alert", viewer, p_tenant=tenant, p_alert_id=alert_id, p_actor=actor)

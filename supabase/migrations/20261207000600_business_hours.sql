@@ -549,14 +549,14 @@ $$;
 grant execute on function public.next_working_morning(public.business_calendars, timestamptz)
   to authenticated, service_role;
 
-/** When the tenant's next working morning is (any member): what the snooze menu offers. */
-create function public.get_next_working_morning(p_tenant text) returns timestamptz
+/** When the tenant's next working morning is (any member), `{at}`: what the snooze menu offers. */
+create function public.get_next_working_morning(p_tenant text) returns jsonb
 language plpgsql stable
 set search_path = ''
 as $$
 begin
   perform public.assert_acts_in(p_tenant);
-  return public.next_working_morning(public.calendar_for(p_tenant), now());
+  return jsonb_build_object('at', public.next_working_morning(public.calendar_for(p_tenant), now()));
 end
 $$;
 grant execute on function public.get_next_working_morning(text) to authenticated, service_role;
@@ -1610,7 +1610,8 @@ grant execute on function public.rule_json(public.alert_rules) to authenticated,
 /**
  * Change the tenant's rule of one type: the fields present in `p_changes` (enabled, threshold,
  * severity, escalate_after, escalated_severity, min_count, min_value, currency, locale, messages
- * and action_text per locale — merged into what is in force —, overdue_after, clock) replace those of the
+ * and action_text per locale — merged into what is in force —, overdue_after, clock: the ingest-time
+ * rules' windows stay elapsed time, their clock counts only the overdue delay) replace those of the
  * rule in force, into the tenant's own row. Validated: a threshold is positive, a ladder rises
  * (later and higher), the messages include the rule's locale. Takes effect at once for every lead
  * of the tenant: stored due times are recomputed, and a disabled rule's active alerts resolved
@@ -1678,9 +1679,6 @@ begin
   end if;
   if v_rule.clock is null or v_rule.clock not in ('calendar', 'business') then
     perform public.raise_error('LW422', 'clock is calendar or business', 'clock');
-  end if;
-  if v_rule.clock = 'business' and p_type in ('HotLead24h', 'PreferredChannel') then
-    perform public.raise_error('LW422', 'this rule is judged at ingest on elapsed time: its clock is calendar', 'clock');
   end if;
   if v_rule.messages ->> v_rule.locale is null then
     perform public.raise_error('LW422', format('messages must include the rule''s locale (%s)', v_rule.locale), 'messages');
