@@ -15,6 +15,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -604,6 +605,23 @@ def test_snooze_and_bulk_resolve_against_the_real_alert_desk(page, dev_server):
     page.locator("leadwatch-alerts [data-state='empty']").wait_for()
     left = call(dev_server, "GET", "/api/alerts/active", "t-desk-real")[1]
     assert left["alerts"] == [] and left["stats"]["snoozed"] == 1
+
+
+def test_snooze_until_the_next_working_morning_against_the_real_alert_desk(page, dev_server):
+    """The menu's "next working morning" asks the API for it; the tenant's calendar (the default, weekdays
+    09:00-18:00 in Paris) decides when: a weekday at 09:00 Paris time."""
+    seed(dev_server, "t-desk-morning", A={"name": "Anna Roy", "history": [("in", 9)]})
+    open_widget(page, dev_server, "t-desk-morning")
+    anna = page.locator("leadwatch-alerts li.alert", has_text="Anna Roy")
+    anna.get_by_text("Reporter").click()
+    with page.expect_request(lambda r: r.url.endswith("/snooze")) as sent:
+        with page.expect_response(lambda r: r.url.endswith("/snooze") and r.ok):
+            anna.get_by_role("button", name="Prochain matin ouvré").click()
+    assert json.loads(sent.value.post_data) == {"until": "next_working_morning"}
+    anna.wait_for(state="detached")
+    snoozed = call(dev_server, "GET", "/api/alerts/active?state=snoozed", "t-desk-morning")[1]["alerts"]
+    until = datetime.fromisoformat(snoozed[0]["snoozed_until"]).astimezone(ZoneInfo("Europe/Paris"))
+    assert (until.weekday() < 5, until.hour, until.minute) == (True, 9, 0)
 
 
 # Analytics -------------------------------------------------------------------------------------

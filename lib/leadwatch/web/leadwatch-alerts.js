@@ -17,7 +17,7 @@ import { callApi, describedPaths, escapeHtml as h, languageOf } from './leadwatc
 const REFRESH_MS = 60_000
 const PAGE_SIZE = 50
 const SEVERITIES = ['high', 'med', 'low']
-const SNOOZES = ['4h', 'tomorrow', 'nextweek']
+const SNOOZES = ['4h', 'tomorrow', 'workmorning', 'nextweek']
 
 const TEXTS = {
   fr: {
@@ -45,7 +45,7 @@ const TEXTS = {
     sent: (lead, message) => `Envoyé à ${lead} sur WhatsApp : « ${message} »`,
     notSent: (lead, why) => `Action non exécutée pour ${lead} : ${why}`,
     snooze: 'Reporter',
-    snoozeTo: { '4h': '4 h', tomorrow: 'Demain', nextweek: 'Semaine prochaine' },
+    snoozeTo: { '4h': '4 h', tomorrow: 'Demain', workmorning: 'Prochain matin ouvré', nextweek: 'Semaine prochaine' },
     snoozed: (n) => `${n} alerte${n > 1 ? 's' : ''} reportée${n > 1 ? 's' : ''}.`,
     snoozeFailed: (why) => `Report impossible : ${why}. Les alertes sont de retour dans la liste.`,
     select: (lead) => `Sélectionner l'alerte de ${lead}`,
@@ -85,7 +85,7 @@ const TEXTS = {
     sent: (lead, message) => `Sent to ${lead} on WhatsApp: “${message}”`,
     notSent: (lead, why) => `Action not run for ${lead}: ${why}`,
     snooze: 'Snooze',
-    snoozeTo: { '4h': '4 h', tomorrow: 'Tomorrow', nextweek: 'Next week' },
+    snoozeTo: { '4h': '4 h', tomorrow: 'Tomorrow', workmorning: 'Next working morning', nextweek: 'Next week' },
     snoozed: (n) => `${n} alert${n === 1 ? '' : 's'} snoozed.`,
     snoozeFailed: (why) => `Could not snooze: ${why}. The alerts are back in the list.`,
     select: (lead) => `Select the alert for ${lead}`,
@@ -160,9 +160,11 @@ function byDashboardOrder(a, b) {
   )
 }
 
-/** The snooze body for a choice: a duration the API reads, or a local time as an ISO instant. */
+/** The snooze body for a choice: a duration the API reads, the tenant's next working morning (its
+ * calendar, read by the API), or a local time as an ISO instant. */
 function snoozeTarget(choice, now = new Date()) {
   if (choice === '4h') return { for: '4h' }
+  if (choice === 'workmorning') return { until: 'next_working_morning' }
   const at = new Date(now)
   at.setHours(9, 0, 0, 0)
   at.setDate(at.getDate() + (choice === 'tomorrow' ? 1 : (8 - at.getDay()) % 7 || 7))
@@ -337,7 +339,7 @@ export class LeadwatchAlertsElement extends HTMLElement {
     }
   }
 
-  /** Snooze alerts (`choice`: 4h, tomorrow, nextweek); one alert alone, several through the bulk route. */
+  /** Snooze alerts (`choice`: 4h, tomorrow, workmorning, nextweek); one alert alone, several through the bulk route. */
   async snooze(ids, choice) {
     const alerts = ids.map((id) => this.#find(id)).filter(Boolean)
     if (!alerts.length || !SNOOZES.includes(choice)) return
