@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -33,6 +33,7 @@ from leadwatch.store import PostgresStore
 from psycopg_pool import ConnectionPool
 
 from .baselines import NaiveIngest, naive_listing, naive_sweep
+from .business_hours import bench_business_sweep
 from .dataset import load, load_first_day, load_listing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -905,6 +906,7 @@ def main(argv: list[str] | None = None) -> int:
             load_listing(conn, args.listing_alerts, now)
             bench_sweep(conn, store, now, args.leads, args.sample)
             store.close()
+            bench_business_sweep(conn, now + timedelta(days=8), record)  # the ladders' next steps fall due
     if "sweep" in args.only:
         # What the sweeps and the listing's load left is vacuumed before anything else is measured,
         # as autovacuum does within minutes: no autovacuum worker competes with the measured calls

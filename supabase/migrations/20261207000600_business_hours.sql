@@ -54,12 +54,17 @@ as $$
 $$;
 grant execute on function public.calendar_for(text) to authenticated, service_role;
 
+-- The arithmetic takes a calendar's fields one by one: reading a field of a row passed to PL/pgSQL
+-- expands the whole row first, which costs more than the arithmetic itself. The functions taking a
+-- calendar row (`clock_add` and those below it) are SQL one-liners that pass its fields on.
+
 /**
  * Seconds of working time a calendar gives to the part [p_from, p_to) (seconds since local
  * midnight) of one local date: none on a holiday.
  */
-create function public.working_seconds_in_day(p_cal public.business_calendars, p_day date,
-                                              p_from numeric default 0, p_to numeric default 86400)
+create function public.working_seconds_in_day(
+  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_day date, p_from numeric default 0, p_to numeric default 86400)
 returns numeric
 language plpgsql immutable
 set search_path = ''
@@ -68,27 +73,29 @@ declare
   v_base integer := (extract(isodow from p_day)::integer - 1) * 1440;
   v_sum  numeric := 0;
 begin
-  if p_day = any (p_cal.holidays) then
+  if p_day = any (p_holidays) then
     return 0;
   end if;
-  for i in 1 .. cardinality(p_cal.opens) loop
-    if p_cal.opens[i] >= v_base and p_cal.opens[i] < v_base + 1440 then
-      v_sum := v_sum + greatest(0, least((p_cal.closes[i] - v_base) * 60, p_to) - greatest((p_cal.opens[i] - v_base) * 60, p_from));
+  for i in 1 .. cardinality(p_opens) loop
+    if p_opens[i] >= v_base and p_opens[i] < v_base + 1440 then
+      v_sum := v_sum + greatest(0, least((p_closes[i] - v_base) * 60, p_to) - greatest((p_opens[i] - v_base) * 60, p_from));
     end if;
   end loop;
   return v_sum;
 end
 $$;
-grant execute on function public.working_seconds_in_day(public.business_calendars, date, numeric, numeric)
+grant execute on function public.working_seconds_in_day(text, integer[], integer[], integer[], date[], date, numeric, numeric)
   to authenticated, service_role;
 
+
 /**
- * The local time of day at which `p_seconds` (> 0) of working time counted from `p_from` (seconds
- * since local midnight) run out on a local date, as an instant; null when the day has not that
- * much left. The earliest such instant: a span that uses a range to its end ends at its closing.
+ * The instant at which `p_seconds` (> 0) of working time counted from `p_from` (seconds since local
+ * midnight) run out on a local date; null when the day has not that much left. The earliest such
+ * instant: a span that uses a range to its end ends at its closing.
  */
-create function public.end_of_working_span(p_cal public.business_calendars, p_day date, p_from numeric,
-                                           p_seconds numeric)
+create function public.end_of_working_span(
+  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_day date, p_from numeric, p_seconds numeric)
 returns timestamptz
 language plpgsql immutable
 set search_path = ''
@@ -99,16 +106,16 @@ declare
   v_start numeric;
   v_avail numeric;
 begin
-  if p_day = any (p_cal.holidays) then
+  if p_day = any (p_holidays) then
     return null;
   end if;
-  for i in 1 .. cardinality(p_cal.opens) loop
-    if p_cal.opens[i] >= v_base and p_cal.opens[i] < v_base + 1440 then
-      v_start := greatest((p_cal.opens[i] - v_base) * 60, p_from);
-      v_avail := (p_cal.closes[i] - v_base) * 60 - v_start;
+  for i in 1 .. cardinality(p_opens) loop
+    if p_opens[i] >= v_base and p_opens[i] < v_base + 1440 then
+      v_start := greatest((p_opens[i] - v_base) * 60, p_from);
+      v_avail := (p_closes[i] - v_base) * 60 - v_start;
       if v_avail > 0 then
         if v_left <= v_avail then
-          return (p_day + (v_start + v_left) * interval '1 second') at time zone p_cal.time_zone;
+          return (p_day + (v_start + v_left) * interval '1 second') at time zone p_zone;
         end if;
         v_left := v_left - v_avail;
       end if;
@@ -117,69 +124,79 @@ begin
   return null;
 end
 $$;
-grant execute on function public.end_of_working_span(public.business_calendars, date, numeric, numeric)
+grant execute on function public.end_of_working_span(text, integer[], integer[], integer[], date[], date, numeric, numeric)
   to authenticated, service_role;
+
 
 /**
  * The first working instant at or after `p_at`: `p_at` itself within working hours, else the next
- * opening of the calendar (on its local clock, holidays skipped).
+ * opening of the calendar (on its local clock, holidays skipped: at most a week away, plus a day
+ * per holiday in the way).
  */
-create function public.next_opening(p_cal public.business_calendars, p_at timestamptz) returns timestamptz
+create function public.next_opening(
+  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_at timestamptz) returns timestamptz
 language plpgsql immutable
 set search_path = ''
 as $$
 declare
-  v_local timestamp := p_at at time zone p_cal.time_zone;
+  v_local timestamp := p_at at time zone p_zone;
   v_day   date := v_local::date;
   v_secs  numeric := extract(epoch from v_local - v_local::date);
-  v_base  integer;
+  v_base  integer := (extract(isodow from v_local)::integer - 1) * 1440;
 begin
   if p_at is null or not isfinite(p_at) then
     return p_at;
   end if;
-  if not v_day = any (p_cal.holidays) then
-    v_base := (extract(isodow from v_day)::integer - 1) * 1440;
-    for i in 1 .. cardinality(p_cal.opens) loop
-      if p_cal.opens[i] >= v_base and p_cal.opens[i] < v_base + 1440 and v_secs < (p_cal.closes[i] - v_base) * 60 then
-        if v_secs >= (p_cal.opens[i] - v_base) * 60 then
+  if not v_day = any (p_holidays) then
+    for i in 1 .. cardinality(p_opens) loop  -- ranges in order: the first one not closed yet
+      if p_opens[i] >= v_base and p_opens[i] < v_base + 1440 and v_secs < (p_closes[i] - v_base) * 60 then
+        if v_secs >= (p_opens[i] - v_base) * 60 then
           return p_at;
         end if;
-        return (v_day + (p_cal.opens[i] - v_base) * interval '1 minute') at time zone p_cal.time_zone;
+        return (v_day + (p_opens[i] - v_base) * interval '1 minute') at time zone p_zone;
       end if;
     end loop;
   end if;
-  -- The next working day (at most a week away, plus the holidays in the way), at its first opening.
   loop
     v_day := v_day + 1;
-    exit when public.working_seconds_in_day(p_cal, v_day) > 0;
+    v_base := (extract(isodow from v_day)::integer - 1) * 1440;
+    continue when p_day_minutes[v_base / 1440 + 1] = 0 or v_day = any (p_holidays);
+    for i in 1 .. cardinality(p_opens) loop
+      if p_opens[i] >= v_base then
+        return (v_day + (p_opens[i] - v_base) * interval '1 minute') at time zone p_zone;
+      end if;
+    end loop;
   end loop;
-  v_base := (extract(isodow from v_day)::integer - 1) * 1440;
-  return (v_day + ((select min(o) from unnest(p_cal.opens) o where o >= v_base and o < v_base + 1440) - v_base)
-                  * interval '1 minute') at time zone p_cal.time_zone;
 end
 $$;
-grant execute on function public.next_opening(public.business_calendars, timestamptz) to authenticated, service_role;
+grant execute on function public.next_opening(text, integer[], integer[], integer[], date[], timestamptz) to authenticated, service_role;
+
 
 /**
  * `p_at` plus `p_span` of working time: the earliest instant by which that much working time has
  * passed since `p_at`. The rest of the first day, then whole weeks at once, then at most a week day
  * by day; each holiday met gives back its day's working time (one more step per holiday).
  */
-create function public.add_working_time(p_cal public.business_calendars, p_at timestamptz, p_span interval)
+create function public.add_working_time(
+  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_at timestamptz, p_span interval)
 returns timestamptz
 language plpgsql immutable
 set search_path = ''
 as $$
 declare
-  v_local  timestamp := p_at at time zone p_cal.time_zone;
+  v_local  timestamp := p_at at time zone p_zone;
   v_day    date := v_local::date;
   v_secs   numeric := extract(epoch from v_local - v_local::date);
   v_left   numeric := extract(epoch from p_span);
-  v_week   numeric := (select sum(m) * 60 from unnest(p_cal.day_minutes) m);
+  v_week   numeric := 0;
   v_weeks  integer;
   v_end    date;
   v_lost   numeric;
   v_today  numeric;
+  v_minutes integer;
+  v_holiday date;
 begin
   if p_at is null or p_span is null or not isfinite(p_at) then
     return p_at + p_span;
@@ -187,28 +204,38 @@ begin
   if v_left <= 0 then
     return p_at;
   end if;
+  foreach v_minutes in array p_day_minutes loop
+    v_week := v_week + v_minutes * 60;
+  end loop;
   -- The rest of the first day.
-  v_today := public.working_seconds_in_day(p_cal, v_day, v_secs);
+  v_today := public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_day, v_secs);
   if v_left <= v_today then
-    return public.end_of_working_span(p_cal, v_day, v_secs, v_left);
+    return public.end_of_working_span(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_day, v_secs, v_left);
   end if;
   v_left := v_left - v_today;
   v_day := v_day + 1;
   loop
-    -- Whole weeks, leaving between one second and one week of working time.
+    -- Whole weeks, leaving between a second and a week of working time; the holidays among them
+    -- give their days' time back.
     v_weeks := ceil(v_left / v_week)::integer - 1;
     v_end := v_day + 7 * v_weeks;
-    select coalesce(sum(p_cal.day_minutes[extract(isodow from h)::integer]) * 60, 0) into v_lost
-    from unnest(p_cal.holidays) h
-    where h >= v_day and h < v_end;
+    v_lost := 0;
+    if v_weeks > 0 then
+      foreach v_holiday in array p_holidays loop
+        if v_holiday >= v_day and v_holiday < v_end then
+          v_lost := v_lost + p_day_minutes[extract(isodow from v_holiday)::integer] * 60;
+        end if;
+      end loop;
+    end if;
     v_left := v_left - v_weeks * v_week + v_lost;
     v_day := v_end;
     continue when v_lost > 0;
     -- Then day by day, at most a week (more only if holidays are in the way: the loop goes on).
     for i in 1 .. 7 loop
-      v_today := public.working_seconds_in_day(p_cal, v_day);
+      v_today := case when v_day = any (p_holidays) then 0
+                      else p_day_minutes[extract(isodow from v_day)::integer] * 60 end;
       if v_left <= v_today then
-        return public.end_of_working_span(p_cal, v_day, 0, v_left);
+        return public.end_of_working_span(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_day, 0, v_left);
       end if;
       v_left := v_left - v_today;
       v_day := v_day + 1;
@@ -216,29 +243,35 @@ begin
   end loop;
 end
 $$;
-grant execute on function public.add_working_time(public.business_calendars, timestamptz, interval)
+grant execute on function public.add_working_time(text, integer[], integer[], integer[], date[], timestamptz, interval)
   to authenticated, service_role;
+
 
 /**
  * `p_at` plus `p_days` working days: the same local clock time that many working days later. An
  * instant outside working hours counts from the next opening; a result outside working hours (a
- * shorter day, a clock change) moves to the next opening.
+ * shorter day, a clock change) moves to the next opening. Whole weeks at once, then at most a week
+ * day by day, one more step per holiday in the way.
  */
-create function public.add_working_days(p_cal public.business_calendars, p_at timestamptz, p_days integer)
+create function public.add_working_days(
+  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_at timestamptz, p_days integer)
 returns timestamptz
 language plpgsql immutable
 set search_path = ''
 as $$
 declare
-  v_start   timestamptz := public.next_opening(p_cal, p_at);
-  v_local   timestamp := v_start at time zone p_cal.time_zone;
-  v_time    interval := v_local - v_local::date;
-  v_day     date := v_local::date + 1;
-  v_left    integer := p_days;
-  v_per_week integer := (select count(*) from unnest(p_cal.day_minutes) m where m > 0);
-  v_weeks   integer;
-  v_end     date;
-  v_lost    integer;
+  v_start    timestamptz := public.next_opening(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, p_at);
+  v_local    timestamp := v_start at time zone p_zone;
+  v_time     interval := v_local - v_local::date;
+  v_day      date := v_local::date + 1;
+  v_left     integer := p_days;
+  v_per_week integer := 0;
+  v_weeks    integer;
+  v_end      date;
+  v_lost     integer;
+  v_minutes  integer;
+  v_holiday  date;
 begin
   if p_at is null or p_days is null or not isfinite(p_at) then
     return p_at + make_interval(days => p_days);
@@ -246,20 +279,28 @@ begin
   if p_days <= 0 then
     return p_at;
   end if;
+  foreach v_minutes in array p_day_minutes loop
+    v_per_week := v_per_week + (v_minutes > 0)::integer;
+  end loop;
   loop
     v_weeks := ceil(v_left::numeric / v_per_week)::integer - 1;
     v_end := v_day + 7 * v_weeks;
-    select count(*) into v_lost
-    from unnest(p_cal.holidays) h
-    where h >= v_day and h < v_end and p_cal.day_minutes[extract(isodow from h)::integer] > 0;
+    v_lost := 0;
+    if v_weeks > 0 then
+      foreach v_holiday in array p_holidays loop
+        if v_holiday >= v_day and v_holiday < v_end and p_day_minutes[extract(isodow from v_holiday)::integer] > 0 then
+          v_lost := v_lost + 1;
+        end if;
+      end loop;
+    end if;
     v_left := v_left - v_weeks * v_per_week + v_lost;
     v_day := v_end;
     continue when v_lost > 0;
     for i in 1 .. 7 loop
-      if public.working_seconds_in_day(p_cal, v_day) > 0 then
+      if p_day_minutes[extract(isodow from v_day)::integer] > 0 and not v_day = any (p_holidays) then
         v_left := v_left - 1;
         if v_left = 0 then
-          return public.next_opening(p_cal, (v_day + v_time) at time zone p_cal.time_zone);
+          return public.next_opening(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, (v_day + v_time) at time zone p_zone);
         end if;
       end if;
       v_day := v_day + 1;
@@ -267,46 +308,52 @@ begin
   end loop;
 end
 $$;
-grant execute on function public.add_working_days(public.business_calendars, timestamptz, integer)
+grant execute on function public.add_working_days(text, integer[], integer[], integer[], date[], timestamptz, integer)
   to authenticated, service_role;
+
 
 /**
  * When a span started at `p_at` ends on a rule's clock: elapsed time on the calendar clock; on the
  * business clock, working days for a whole number of days (`3d`, and `24h` too), else working time.
  */
-create function public.clock_add(p_cal public.business_calendars, p_business boolean, p_at timestamptz,
-                                 p_span interval)
+create function public.clock_add(p_cal public.business_calendars, p_business boolean, p_at timestamptz, p_span interval)
 returns timestamptz
-language sql immutable
+language sql stable  -- as timestamptz + interval is; and so inlined into the caller's query
 as $$
   select case
     when not coalesce(p_business, false) or p_at is null or p_span is null then p_at + p_span
     when extract(epoch from p_span) % 86400 = 0
-      then public.add_working_days(p_cal, p_at, (extract(epoch from p_span) / 86400)::integer)
-    else public.add_working_time(p_cal, p_at, p_span)
+      then public.add_working_days(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                       p_at, (extract(epoch from p_span) / 86400)::integer)
+    else public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                       p_at, p_span)
   end
 $$;
 grant execute on function public.clock_add(public.business_calendars, boolean, timestamptz, interval)
   to authenticated, service_role;
 
+
 /**
  * Seconds of working time between two instants (none when `p_to` is not after `p_from`): the ends
  * of the first and last days, whole weeks at once, at most six days one by one, less the holidays.
  */
-create function public.working_seconds_between(p_cal public.business_calendars, p_from timestamptz,
-                                               p_to timestamptz)
+create function public.working_seconds_between(
+  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_from timestamptz, p_to timestamptz)
 returns numeric
 language plpgsql immutable
 set search_path = ''
 as $$
 declare
-  v_from   timestamp := p_from at time zone p_cal.time_zone;
-  v_to     timestamp := p_to at time zone p_cal.time_zone;
-  v_first  date := v_from::date;
-  v_last   date := v_to::date;
-  v_week   numeric := (select sum(m) * 60 from unnest(p_cal.day_minutes) m);
-  v_total  numeric;
-  v_day    date;
+  v_from    timestamp := p_from at time zone p_zone;
+  v_to      timestamp := p_to at time zone p_zone;
+  v_first   date := v_from::date;
+  v_last    date := v_to::date;
+  v_week    numeric := 0;
+  v_total   numeric;
+  v_day     date;
+  v_minutes integer;
+  v_holiday date;
 begin
   if p_from is null or p_to is null then
     return null;
@@ -315,22 +362,65 @@ begin
     return 0;
   end if;
   if v_first = v_last then
-    return public.working_seconds_in_day(p_cal, v_first, extract(epoch from v_from - v_first), extract(epoch from v_to - v_last));
+    return public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_first, extract(epoch from v_from - v_first), extract(epoch from v_to - v_last));
   end if;
-  v_total := public.working_seconds_in_day(p_cal, v_first, extract(epoch from v_from - v_first))
-           + public.working_seconds_in_day(p_cal, v_last, 0, extract(epoch from v_to - v_last))
+  foreach v_minutes in array p_day_minutes loop
+    v_week := v_week + v_minutes * 60;
+  end loop;
+  v_total := public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_first, extract(epoch from v_from - v_first))
+           + public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_last, 0, extract(epoch from v_to - v_last))
            + ((v_last - v_first - 1) / 7) * v_week;
   v_day := v_first + 1 + ((v_last - v_first - 1) / 7) * 7;
   while v_day < v_last loop
-    v_total := v_total + p_cal.day_minutes[extract(isodow from v_day)::integer] * 60;
+    v_total := v_total + p_day_minutes[extract(isodow from v_day)::integer] * 60;
     v_day := v_day + 1;
   end loop;
-  return v_total - (select coalesce(sum(p_cal.day_minutes[extract(isodow from h)::integer]) * 60, 0)
-                    from unnest(p_cal.holidays) h where h > v_first and h < v_last);
+  foreach v_holiday in array p_holidays loop
+    if v_holiday > v_first and v_holiday < v_last then
+      v_total := v_total - p_day_minutes[extract(isodow from v_holiday)::integer] * 60;
+    end if;
+  end loop;
+  return v_total;
 end
 $$;
-grant execute on function public.working_seconds_between(public.business_calendars, timestamptz, timestamptz)
+grant execute on function public.working_seconds_between(text, integer[], integer[], integer[], date[], timestamptz, timestamptz)
   to authenticated, service_role;
+
+/** `next_opening` of a calendar row. */
+create function public.next_opening(p_cal public.business_calendars, p_at timestamptz) returns timestamptz
+language sql immutable
+as $$
+  select public.next_opening(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                       p_at)
+$$;
+grant execute on function public.next_opening(public.business_calendars, timestamptz) to authenticated, service_role;
+
+/** `add_working_time` of a calendar row. */
+create function public.add_working_time(p_cal public.business_calendars, p_at timestamptz, p_span interval) returns timestamptz
+language sql immutable
+as $$
+  select public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                       p_at, p_span)
+$$;
+grant execute on function public.add_working_time(public.business_calendars, timestamptz, interval) to authenticated, service_role;
+
+/** `add_working_days` of a calendar row. */
+create function public.add_working_days(p_cal public.business_calendars, p_at timestamptz, p_days integer) returns timestamptz
+language sql immutable
+as $$
+  select public.add_working_days(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                       p_at, p_days)
+$$;
+grant execute on function public.add_working_days(public.business_calendars, timestamptz, integer) to authenticated, service_role;
+
+/** `working_seconds_between` of a calendar row. */
+create function public.working_seconds_between(p_cal public.business_calendars, p_from timestamptz, p_to timestamptz) returns numeric
+language sql immutable
+as $$
+  select public.working_seconds_between(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                       p_from, p_to)
+$$;
+grant execute on function public.working_seconds_between(public.business_calendars, timestamptz, timestamptz) to authenticated, service_role;
 
 -- Functions: the calendar over the API ------------------------------------------------------------
 
@@ -566,8 +656,7 @@ grant execute on function public.get_next_working_morning(text) to authenticated
  * the "resolved within 24 h" share counted in the tenant's working hours: each alert resolved in
  * the range, from its creation to its resolution, on the tenant's calendar (O(1) per alert).
  */
-create function public.alert_analytics_in_working_time(p_tenant text, p_from date, p_to date,
-                                                       p_tz text default 'UTC')
+create function public.alert_analytics_in_working_time(p_tenant text, p_from date, p_to date, p_tz text default 'UTC')
 returns jsonb
 language plpgsql volatile
 set search_path = ''
@@ -1365,15 +1454,15 @@ begin
         select d.tenant_id, d.lead_id, c.type, c.since, r.supersedes,
           case
             when r.enabled is not true or c.since is null then null
-            when case when r.business then p_now >= k.escalate_at else p_now - c.since >= r.escalate_after end
-              then r.escalated_severity
-            when case when r.business then p_now >= k.raise_at else p_now - c.since >= r.threshold end then r.severity
+            when r.business then case when p_now >= k.escalate_at then r.escalated_severity else r.severity end
+            when p_now - c.since >= r.escalate_after then r.escalated_severity
+            when p_now - c.since >= r.threshold then r.severity
           end::public.severity as severity,
           case
             when r.enabled is not true or c.since is null then null
-            when case when r.business then p_now < k.raise_at else p_now - c.since < r.threshold end then k.raise_at
-            when case when r.business then p_now < k.escalate_at else p_now - c.since < r.escalate_after end
-              then k.escalate_at
+            when r.business then case when p_now < k.escalate_at then k.escalate_at end
+            when p_now - c.since < r.threshold then c.since + r.threshold
+            when p_now - c.since < r.escalate_after then c.since + r.escalate_after
           end as next_due_at
         from due d
         cross join lateral (values
@@ -1383,9 +1472,12 @@ begin
           ('HighValueRisk',                  d.high_value_due_at, d.silent_since)
         ) as c (type, due_at, since)
         left join rules r on r.tenant_id = d.tenant_id and r.type = c.type
-        -- When the ladder's steps fall due on the rule's clock (elapsed time, or working time).
-        cross join lateral (select public.clock_add(r.cal, r.business, c.since, r.threshold) as raise_at,
-                                   public.clock_add(r.cal, r.business, c.since, r.escalate_after) as escalate_at) k
+        -- On the business clock, the stored due time that came is the ladder's step on that clock
+        -- (recomputed whenever the rule or the calendar changes): the threshold has passed, and only
+        -- the escalation step is computed here, in working time (folded into the expressions that
+        -- read it, as a plain expression: no per-row node in the plan).
+        cross join lateral (select case when r.business
+                                        then public.clock_add(r.cal, true, c.since, r.escalate_after) end as escalate_at) k
         where c.due_at <= p_now
       ),
       raised as (
@@ -1569,14 +1661,18 @@ begin
       and (p_tenant is null or a.tenant_id = p_tenant)
     for update skip locked
   ),
+  calendars as materialized (  -- each tenant's calendar, read once
+    select t.tenant_id, public.calendar_for(t.tenant_id) as cal from (select distinct c.tenant_id from candidates c) t
+  ),
   marked as (
     update public.max_alerts a
     set overdue_at = p_now
     from candidates c
     cross join lateral (select x.overdue_after, x.clock from public.rules_for(c.tenant_id) x where x.type = c.type) r
+    join calendars g on g.tenant_id = c.tenant_id
     where a.tenant_id = c.tenant_id and a.id = c.id
       and case when r.clock = 'business'  -- the delay counts the tenant's working time
-               then public.clock_add(public.calendar_for(c.tenant_id), true, c.high_since, r.overdue_after) <= p_now
+               then public.clock_add(g.cal, true, c.high_since, r.overdue_after) <= p_now
                else c.high_since <= p_now - r.overdue_after end
     returning a.*
   ),
