@@ -14,6 +14,7 @@ MEASURES = (
     "first-day sweep: a tenant just imported",
     "the first-day sweep vs the floor of every write it must make",
     "the big sweep vs the floor of every write it must make",
+    "sweep with every rule on the business clock",
     "ingest, store level, one connection",
     "ingest-time rules disabled",
     "durable-commit ceiling",
