@@ -57,7 +57,8 @@ class Oracle:
         """A local time as an instant, as PostgreSQL reads it: a time skipped by a clock change takes
         the offset in force before it, a time lived twice the offset in force after it."""
         first, second = local.replace(tzinfo=self.zone, fold=0), local.replace(tzinfo=self.zone, fold=1)
-        if first.utcoffset() == second.utcoffset() or self.local(first) != local:
+        skipped = self.local(first.astimezone(UTC)) != local  # the clock never showed it
+        if first.utcoffset() == second.utcoffset() or skipped:
             return first.astimezone(UTC)
         return second.astimezone(UTC)
 

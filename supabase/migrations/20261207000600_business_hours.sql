@@ -599,8 +599,8 @@ from public.parse_calendar('*', '{"timeZone": "Europe/Paris", "week": {"mon": [[
  * of them counts working time, the tenant's calendar (else null, and not read). One row; inlined.
  */
 create function public.rule_clocks(p_tenant text)
-returns table (no_contact boolean, no_reply boolean, stale boolean, high_value boolean,
-               calendar public.business_calendars)
+returns table (business_no_contact boolean, business_no_reply boolean, business_stale boolean,
+               business_high_value boolean, calendar public.business_calendars)
 language sql stable
 as $$
   select c.no_contact, c.no_reply, c.stale, c.high_value,
@@ -761,7 +761,6 @@ declare
   v_old      public.lead_state;
   v_new      public.lead_state;
   v_rules    record;
-  v_clocks   record;            -- which time-based rules count working time, and the calendar
   v_types    text[] := '{}';
   v_open     text[];            -- the lead's active alert types
   v_created  text[] := '{}';
@@ -802,8 +801,8 @@ begin
   end if;
 
   if public.counts_as_contact(v_activity.status) then
-    select * into v_rules from public.rules_at_ingest(p_tenant);
-    select * into v_clocks from public.rule_clocks(p_tenant);
+    -- The rules' settings and clocks (with the calendar when a rule counts working time), one row.
+    select * into v_rules from public.rules_at_ingest(p_tenant) cross join public.rule_clocks(p_tenant);
 
     -- One writer per lead at a time: the state row is the lock.
     select * into v_old from public.lead_state s
@@ -826,9 +825,13 @@ begin
     -- Any later activity breaks the silence: NoContact7d, StaleLead30d and HighValueRisk start over.
     if v_new.last_activity_at is distinct from v_old.last_activity_at then
       v_types := v_types || array['NoContact7d', 'StaleLead30d', 'HighValueRisk'];
-      v_new.no_contact_due_at := public.clock_add(v_clocks.calendar, v_clocks.no_contact, v_new.last_activity_at, v_rules.no_contact);
-      v_new.stale_due_at := public.clock_add(v_clocks.calendar, v_clocks.stale, v_new.last_activity_at, v_rules.stale);
-      v_new.high_value_due_at := case when v_new.high_value then public.clock_add(v_clocks.calendar, v_clocks.high_value, v_new.last_activity_at, v_rules.high_value) end;
+      v_new.no_contact_due_at := public.clock_add(v_rules.calendar, v_rules.business_no_contact,
+                                                  v_new.last_activity_at, v_rules.no_contact);
+      v_new.stale_due_at := public.clock_add(v_rules.calendar, v_rules.business_stale,
+                                             v_new.last_activity_at, v_rules.stale);
+      v_new.high_value_due_at := case when v_new.high_value
+                                      then public.clock_add(v_rules.calendar, v_rules.business_high_value,
+                                                            v_new.last_activity_at, v_rules.high_value) end;
     end if;
 
     -- Anything after our last outbound answers NoReply3d: a reply ends it, a new message restarts it.
@@ -836,7 +839,7 @@ begin
       v_types := v_types || array['NoReply3d'];
       v_new.no_reply_due_at := case
         when v_new.last_outbound_at > coalesce(v_new.last_inbound_at, '-infinity')
-        then public.clock_add(v_clocks.calendar, v_clocks.no_reply, v_new.last_outbound_at, v_rules.no_reply)
+        then public.clock_add(v_rules.calendar, v_rules.business_no_reply, v_new.last_outbound_at, v_rules.no_reply)
       end;
     end if;
 
@@ -1008,7 +1011,8 @@ begin
   with rules as materialized (
     select r.no_contact as t_no_contact, r.no_reply as t_no_reply, r.stale as t_stale,
            r.high_value as t_high_value, r.hot_window, r.hot_count, r.preferred_window, r.preferred_count,
-           k.no_contact as b_no_contact, k.no_reply as b_no_reply, k.stale as b_stale, k.high_value as b_high_value,
+           k.business_no_contact as b_no_contact, k.business_no_reply as b_no_reply, k.business_stale as b_stale,
+           k.business_high_value as b_high_value,
            k.calendar as cal
     from public.rules_at_ingest(p_tenant) r
     cross join public.rule_clocks(p_tenant) k
@@ -1263,9 +1267,11 @@ begin
   watched as (
     insert into public.lead_state as s
       (tenant_id, lead_id, entered_at, high_value, preferred_channel, no_contact_due_at, stale_due_at, high_value_due_at)
-    select p_tenant, u.lead_id, now(), u.high_value, u.preferred_channel, public.clock_add(v_clocks.calendar, v_clocks.no_contact, now(), v_no_contact),
-           public.clock_add(v_clocks.calendar, v_clocks.stale, now(), v_stale),
-           case when u.high_value then public.clock_add(v_clocks.calendar, v_clocks.high_value, now(), v_high_value.threshold) end
+    select p_tenant, u.lead_id, now(), u.high_value, u.preferred_channel,
+           public.clock_add(v_clocks.calendar, v_clocks.business_no_contact, now(), v_no_contact),
+           public.clock_add(v_clocks.calendar, v_clocks.business_stale, now(), v_stale),
+           case when u.high_value
+                then public.clock_add(v_clocks.calendar, v_clocks.business_high_value, now(), v_high_value.threshold) end
     from upserted u
     on conflict (tenant_id, lead_id) do update set
       high_value = excluded.high_value,
@@ -1273,7 +1279,7 @@ begin
       high_value_due_at = case
         when not excluded.high_value then null
         when s.high_value then s.high_value_due_at
-        else public.clock_add(v_clocks.calendar, v_clocks.high_value, coalesce(s.last_activity_at, s.entered_at),
+        else public.clock_add(v_clocks.calendar, v_clocks.business_high_value, coalesce(s.last_activity_at, s.entered_at),
                               v_high_value.threshold)
       end
     returning 1
@@ -1329,11 +1335,14 @@ begin
     last_activity_at  = a.last_at,
     last_inbound_at   = a.last_in,
     last_outbound_at  = a.last_out,
-    no_contact_due_at = public.clock_add(v_clocks.calendar, v_clocks.no_contact, coalesce(a.last_at, s.entered_at), v_rules.no_contact),
-    stale_due_at      = public.clock_add(v_clocks.calendar, v_clocks.stale, coalesce(a.last_at, s.entered_at), v_rules.stale),
-    high_value_due_at = case when s.high_value then public.clock_add(v_clocks.calendar, v_clocks.high_value, coalesce(a.last_at, s.entered_at),
+    no_contact_due_at = public.clock_add(v_clocks.calendar, v_clocks.business_no_contact,
+                                         coalesce(a.last_at, s.entered_at), v_rules.no_contact),
+    stale_due_at      = public.clock_add(v_clocks.calendar, v_clocks.business_stale,
+                                         coalesce(a.last_at, s.entered_at), v_rules.stale),
+    high_value_due_at = case when s.high_value then public.clock_add(v_clocks.calendar, v_clocks.business_high_value, coalesce(a.last_at, s.entered_at),
                                                                    v_rules.high_value) end,
-    no_reply_due_at   = case when a.last_out > coalesce(a.last_in, '-infinity') then public.clock_add(v_clocks.calendar, v_clocks.no_reply, a.last_out, v_rules.no_reply) end
+    no_reply_due_at   = case when a.last_out > coalesce(a.last_in, '-infinity')
+                             then public.clock_add(v_clocks.calendar, v_clocks.business_no_reply, a.last_out, v_rules.no_reply) end
   from (
     select min(x.occurred_at) as first_at, max(x.occurred_at) as last_at,
            max(x.occurred_at) filter (where x.direction = 'in') as last_in,
