@@ -480,3 +480,18 @@ def test_analytics_in_working_hours(client, store, calendars):
     elapsed = client.get(query, headers=ACME).get_json()
     assert elapsed["resolved_within_24h"]["within_24h"] == 0
     assert elapsed["time_to_resolve"]["by_type"][0]["median_hours"] == 65.0
+
+
+def test_bulk_snooze_until_the_next_working_morning_and_a_word_it_does_not_know(client, store, calendars):
+    for lead in ("L1", "L2"):
+        log(store, lead=lead, direction="in", occurredAt=datetime.now(UTC) - timedelta(days=8))
+    store.sweep()
+    ids = [str(i) for (i,) in calendars.execute("select id from max_alerts where resolved_at is null").fetchall()]
+    unknown = client.post("/api/alerts/bulk", headers=ACME, json={"action": "snooze", "ids": ids, "until": "someday"})
+    assert unknown.status_code == 422
+    assert any(d["field"].startswith("until") for d in unknown.get_json()["error"]["details"])
+    body = {"action": "snooze", "ids": ids, "until": "next_working_morning"}
+    assert client.post("/api/alerts/bulk", headers=ACME, json=body).get_json()["done"] == 2
+    [(until,)] = calendars.execute("select distinct snoozed_until from max_alerts where resolved_at is null").fetchall()
+    local = until.astimezone(PARIS)
+    assert (local.weekday() < 5, local.hour, local.minute) == (True, 9, 0) and until > datetime.now(UTC)
