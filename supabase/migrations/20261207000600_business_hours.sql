@@ -170,7 +170,8 @@ begin
   end loop;
 end
 $$;
-grant execute on function public.next_opening(text, integer[], integer[], integer[], date[], timestamptz) to authenticated, service_role;
+grant execute on function public.next_opening(text, integer[], integer[], integer[], date[], timestamptz)
+  to authenticated, service_role;
 
 
 /**
@@ -362,13 +363,16 @@ begin
     return 0;
   end if;
   if v_first = v_last then
-    return public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_first, extract(epoch from v_from - v_first), extract(epoch from v_to - v_last));
+    return public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_first,
+                                         extract(epoch from v_from - v_first), extract(epoch from v_to - v_last));
   end if;
   foreach v_minutes in array p_day_minutes loop
     v_week := v_week + v_minutes * 60;
   end loop;
-  v_total := public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_first, extract(epoch from v_from - v_first))
-           + public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_last, 0, extract(epoch from v_to - v_last))
+  v_total := public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_first,
+                                           extract(epoch from v_from - v_first))
+           + public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_last, 0,
+                                           extract(epoch from v_to - v_last))
            + ((v_last - v_first - 1) / 7) * v_week;
   v_day := v_first + 1 + ((v_last - v_first - 1) / 7) * 7;
   while v_day < v_last loop
@@ -402,7 +406,8 @@ as $$
   select public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
                        p_at, p_span)
 $$;
-grant execute on function public.add_working_time(public.business_calendars, timestamptz, interval) to authenticated, service_role;
+grant execute on function public.add_working_time(public.business_calendars, timestamptz, interval)
+  to authenticated, service_role;
 
 /** `add_working_days` of a calendar row. */
 create function public.add_working_days(p_cal public.business_calendars, p_at timestamptz, p_days integer) returns timestamptz
@@ -414,13 +419,15 @@ $$;
 grant execute on function public.add_working_days(public.business_calendars, timestamptz, integer) to authenticated, service_role;
 
 /** `working_seconds_between` of a calendar row. */
-create function public.working_seconds_between(p_cal public.business_calendars, p_from timestamptz, p_to timestamptz) returns numeric
+create function public.working_seconds_between(p_cal public.business_calendars, p_from timestamptz, p_to timestamptz)
+returns numeric
 language sql immutable
 as $$
   select public.working_seconds_between(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
                        p_from, p_to)
 $$;
-grant execute on function public.working_seconds_between(public.business_calendars, timestamptz, timestamptz) to authenticated, service_role;
+grant execute on function public.working_seconds_between(public.business_calendars, timestamptz, timestamptz)
+  to authenticated, service_role;
 
 -- Functions: the calendar over the API ------------------------------------------------------------
 
@@ -716,6 +723,13 @@ $$;
 grant execute on function public.alert_analytics_in_working_time(text, date, date, text) to authenticated, service_role;
 
 -- Functions redefined: their due times, ladders and delays on each rule's clock -------------------
+--
+-- Each as it stood in its latest migration, changed only where a due time, a ladder step or a delay
+-- is computed (`clock_add` on the rule's clock, which is plain addition on the calendar clock):
+-- log_activity (20261126000050), ingest_activities (20261127000100), upsert_leads (20261126000050),
+-- refresh_lead_state (20261122000750), recompute_due_times (20261123000320), raise_due_alerts
+-- (20261127000200), wake_snoozed_alerts and mark_overdue_alerts (20261124000300); rule_json and
+-- set_rule (20261123000320) show and take the clock.
 
 /**
  * Log one activity of a lead and apply the rules it triggers.
@@ -1582,6 +1596,10 @@ begin
 end
 $$;
 
+/**
+ * Wake the alerts whose snooze ran out: reopened (raised to the severity the ladder gives now, on
+ * the rule's clock) while their condition still holds, else resolved (`rule`).
+ */
 CREATE OR REPLACE FUNCTION public.wake_snoozed_alerts(p_tenant text, p_now timestamp with time zone)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -1653,6 +1671,10 @@ end
 $function$
 ;
 
+/**
+ * Mark overdue, once, the high alerts unresolved past their rule's delay (`overdue_after`) since they
+ * became high; on the business clock the delay counts the tenant's working time.
+ */
 CREATE OR REPLACE FUNCTION public.mark_overdue_alerts(p_tenant text, p_now timestamp with time zone)
  RETURNS integer
  LANGUAGE plpgsql
