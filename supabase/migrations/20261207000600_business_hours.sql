@@ -196,6 +196,8 @@ declare
   v_end    date;
   v_lost   numeric;
   v_today  numeric;
+  v_dow    integer;
+  v_holidays boolean := cardinality(p_holidays) > 0;
   v_minutes integer;
   v_holiday date;
 begin
@@ -215,13 +217,14 @@ begin
   end if;
   v_left := v_left - v_today;
   v_day := v_day + 1;
+  v_dow := extract(isodow from v_day)::integer;  -- v_day's, kept in step
   loop
     -- Whole weeks, leaving between a second and a week of working time; the holidays among them
     -- give their days' time back.
     v_weeks := ceil(v_left / v_week)::integer - 1;
     v_end := v_day + 7 * v_weeks;
     v_lost := 0;
-    if v_weeks > 0 then
+    if v_weeks > 0 and v_holidays then
       foreach v_holiday in array p_holidays loop
         if v_holiday >= v_day and v_holiday < v_end then
           v_lost := v_lost + p_day_minutes[extract(isodow from v_holiday)::integer] * 60;
@@ -229,17 +232,17 @@ begin
       end loop;
     end if;
     v_left := v_left - v_weeks * v_week + v_lost;
-    v_day := v_end;
+    v_day := v_end;  -- whole weeks: the day of the week stays
     continue when v_lost > 0;
     -- Then day by day, at most a week (more only if holidays are in the way: the loop goes on).
     for i in 1 .. 7 loop
-      v_today := case when v_day = any (p_holidays) then 0
-                      else p_day_minutes[extract(isodow from v_day)::integer] * 60 end;
+      v_today := case when v_holidays and v_day = any (p_holidays) then 0 else p_day_minutes[v_dow] * 60 end;
       if v_left <= v_today then
         return public.end_of_working_span(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_day, 0, v_left);
       end if;
       v_left := v_left - v_today;
       v_day := v_day + 1;
+      v_dow := v_dow % 7 + 1;
     end loop;
   end loop;
 end
@@ -266,6 +269,8 @@ declare
   v_local    timestamp := v_start at time zone p_zone;
   v_time     interval := v_local - v_local::date;
   v_day      date := v_local::date + 1;
+  v_dow      integer := extract(isodow from v_local::date + 1)::integer;  -- v_day's, kept in step
+  v_holidays boolean := cardinality(p_holidays) > 0;
   v_left     integer := p_days;
   v_per_week integer := 0;
   v_weeks    integer;
@@ -284,10 +289,12 @@ begin
     v_per_week := v_per_week + (v_minutes > 0)::integer;
   end loop;
   loop
-    v_weeks := ceil(v_left::numeric / v_per_week)::integer - 1;
+    -- Whole weeks, leaving between one and a week's working days; the holidays among them give
+    -- their days back.
+    v_weeks := (v_left - 1) / v_per_week;
     v_end := v_day + 7 * v_weeks;
     v_lost := 0;
-    if v_weeks > 0 then
+    if v_weeks > 0 and v_holidays then
       foreach v_holiday in array p_holidays loop
         if v_holiday >= v_day and v_holiday < v_end and p_day_minutes[extract(isodow from v_holiday)::integer] > 0 then
           v_lost := v_lost + 1;
@@ -295,16 +302,19 @@ begin
       end loop;
     end if;
     v_left := v_left - v_weeks * v_per_week + v_lost;
-    v_day := v_end;
+    v_day := v_end;  -- whole weeks: the day of the week stays
     continue when v_lost > 0;
+    -- Then day by day, at most a week (more only if holidays are in the way: the loop goes on).
     for i in 1 .. 7 loop
-      if p_day_minutes[extract(isodow from v_day)::integer] > 0 and not v_day = any (p_holidays) then
+      if p_day_minutes[v_dow] > 0 and not (v_holidays and v_day = any (p_holidays)) then
         v_left := v_left - 1;
         if v_left = 0 then
-          return public.next_opening(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, (v_day + v_time) at time zone p_zone);
+          return public.next_opening(p_zone, p_opens, p_closes, p_day_minutes, p_holidays,
+                                     (v_day + v_time) at time zone p_zone);
         end if;
       end if;
       v_day := v_day + 1;
+      v_dow := v_dow % 7 + 1;
     end loop;
   end loop;
 end
@@ -1497,10 +1507,10 @@ begin
         left join rules r on r.tenant_id = d.tenant_id and r.type = c.type
         -- On the business clock, the stored due time that came is the ladder's step on that clock
         -- (recomputed whenever the rule or the calendar changes): the threshold has passed, and only
-        -- the escalation step is computed here, in working time (folded into the expressions that
-        -- read it, as a plain expression: no per-row node in the plan).
-        cross join lateral (select case when r.business
-                                        then public.clock_add(r.cal, true, c.since, r.escalate_after) end as escalate_at) k
+        -- the escalation step is computed here, in working time: once, in a one-row VALUES (a
+        -- subquery would be folded into the two expressions that read it, and computed twice).
+        cross join lateral (values (case when r.business
+                                         then public.clock_add(r.cal, true, c.since, r.escalate_after) end)) k (escalate_at)
         where c.due_at <= p_now
       ),
       raised as (
