@@ -1507,10 +1507,10 @@ begin
         left join rules r on r.tenant_id = d.tenant_id and r.type = c.type
         -- On the business clock, the stored due time that came is the ladder's step on that clock
         -- (recomputed whenever the rule or the calendar changes): the threshold has passed, and only
-        -- the escalation step is computed here, in working time: once, in a one-row VALUES (a
-        -- subquery would be folded into the two expressions that read it, and computed twice).
-        cross join lateral (values (case when r.business
-                                         then public.clock_add(r.cal, true, c.since, r.escalate_after) end)) k (escalate_at)
+        -- the escalation step is computed here, in working time (the planner folds it into the two
+        -- expressions that read it: no per-row node in the plan).
+        cross join lateral (select case when r.business
+                                        then public.clock_add(r.cal, true, c.since, r.escalate_after) end as escalate_at) k
         where c.due_at <= p_now
       ),
       raised as (
