@@ -22,6 +22,7 @@ from werkzeug.routing import Map, Rule
 
 from .cors import CorsPolicy
 from .cursor import is_uuid
+from .egress import Egress
 from .errors import (
     BadRequest,
     Forbidden,
@@ -476,8 +477,10 @@ class Api:
         cors_origins: tuple[str, ...] = (),
         greenapi: GreenApi | None = None,
         espo: EspoCrm | None = None,
+        egress: Egress | None = None,
     ) -> None:
         self._access = access
+        self.egress = egress or Egress()  # where webhooks may go (the operator's allowed networks)
         self._cors = CorsPolicy(cors_origins)
         self._store = store if isinstance(store, Store) else None
         self._make_store = store if not isinstance(store, Store) else None
@@ -504,6 +507,7 @@ class Api:
             settings.cors_origins if cors_origins is None else cors_origins,
             GreenApi(settings.greenapi_instances),
             espo,
+            Egress.from_settings(settings),
         )
 
     @property

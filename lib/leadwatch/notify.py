@@ -5,7 +5,9 @@ The database writes a delivery row (the outbox) in the transaction that records 
 in batches under a lease, posts each one signed with the Standard Webhooks scheme (the
 `standardwebhooks` library: `webhook-id` — the same on every attempt —, `webhook-timestamp`,
 `webhook-signature`), and records the outcomes, which the database turns into delivered, retried
-later, failed, or (410 Gone) a disabled endpoint.
+later, failed, or (410 Gone) a disabled endpoint. It connects only where the egress rule allows
+(egress.py: public addresses and the operator's networks, checked at each connection); a refused
+destination fails its delivery at once, without retries.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Request
 
 from .cursor import is_uuid
+from .egress import DestinationRefused, Egress
 from .errors import NotFound
 from .identity import Caller
 
@@ -53,6 +56,7 @@ def create_webhook(request: Request, caller: Caller, api: Api) -> tuple[int, dic
     tenant = caller.require_tenant()
     body = parse(WebhookIn, _json_object(request))
     body.check_scheme(allow_loopback_http=_dev_server(api))
+    _egress(api).check_url(body.url)
     result = api.store.create_webhook(
         tenant, body.url, list(body.events), new_secret(), body.enabled, caller.actor, caller.viewer
     )
@@ -113,7 +117,7 @@ def deliver_notifications(request: Request, caller: Caller, api: Api) -> tuple[i
 
     query = parse(DeliverQuery, request.args.to_dict())
     started = time.perf_counter()
-    result = run_notifications(api.store, api.greenapi, batch=query.batch)
+    result = run_notifications(api.store, api.greenapi, batch=query.batch, egress=_egress(api))
     return 200, {"success": True, **result, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
@@ -121,13 +125,18 @@ def deliver_notifications(request: Request, caller: Caller, api: Api) -> tuple[i
 
 
 def run_notifications(
-    store: Store, greenapi: GreenApi, *, batch: int = 100, budget_seconds: float = BUDGET_SECONDS
+    store: Store,
+    greenapi: GreenApi,
+    *,
+    batch: int = 100,
+    budget_seconds: float = BUDGET_SECONDS,
+    egress: Egress | None = None,
 ) -> dict[str, Any]:
     """One run of the every-minute deliverer, as the scheduled route and `leadwatch deliver` both do
     it: write the morning digests come due, send the webhook deliveries that are due (within the
     budget), then the WhatsApp pushes. {claimed, ..., pushes: {...}, digests: {...}}."""
     digests = store.write_daily_digests()
-    result = deliver(store, batch=batch, budget_seconds=budget_seconds)
+    result = deliver(store, batch=batch, budget_seconds=budget_seconds, egress=egress)
     return {**result, "pushes": push_whatsapp(store, greenapi), "digests": digests}
 
 
@@ -141,11 +150,14 @@ def deliver(
     workers: int = 8,
     max_batches: int | None = None,
     budget_seconds: float = BUDGET_SECONDS,
+    egress: Egress | None = None,
 ) -> dict[str, int]:
-    """Claim due deliveries batch after batch (due by `now`, default the database's now), send them,
-    record the outcomes; stop when nothing is due, after `max_batches`, or past the time budget.
-    Answers {claimed, delivered, retrying, failed, disabled}."""
+    """Claim due deliveries batch after batch (due by `now`, default the database's now), send them
+    where `egress` allows (default: public addresses only), record the outcomes; stop when nothing is
+    due, after `max_batches`, or past the time budget. Answers {claimed, delivered, retrying, failed, disabled}."""
     import httpx
+
+    from .egress_http import guarded_client
 
     totals = {"claimed": 0, "delivered": 0, "retrying": 0, "failed": 0, "disabled": 0}
     # The lease must outlast the slowest batch (every receiver timing out), or another deliverer
@@ -155,7 +167,7 @@ def deliver(
     batches = 0
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
     with (
-        httpx.Client(timeout=timeout, follow_redirects=False, limits=limits) as http,
+        guarded_client(egress or Egress(), timeout=timeout, limits=limits) as http,
         ThreadPoolExecutor(max_workers=workers) as pool,
     ):
         while True:
@@ -214,7 +226,9 @@ def push_whatsapp(
 
 
 def send_delivery(http: httpx.Client, delivery: dict[str, Any]) -> dict[str, Any]:
-    """POST one claimed delivery, signed; its outcome {id, attempt, status, error} (never raises)."""
+    """POST one claimed delivery, signed; its outcome {tenant_id, id, attempt, status, error} (never raises),
+    with `final` when the destination is refused (the database fails it without retrying). A redirect
+    is not followed: its status is recorded, retried like any other."""
     import httpx
     from standardwebhooks.webhooks import Webhook
 
@@ -237,6 +251,11 @@ def send_delivery(http: httpx.Client, delivery: dict[str, Any]) -> dict[str, Any
     try:
         response = http.post(delivery["url"], content=body.encode(), headers=headers)
         outcome["status"] = response.status_code
+        if response.is_redirect:
+            outcome["error"] = "redirect not followed"
+    except DestinationRefused as exc:
+        outcome["error"] = f"destination refused: {exc}"
+        outcome["final"] = True
     except httpx.TimeoutException:
         outcome["error"] = "timeout"
     except httpx.ConnectError:
@@ -252,6 +271,11 @@ def send_delivery(http: httpx.Client, delivery: dict[str, Any]) -> dict[str, Any
 def _dev_server(api: Api) -> bool:
     """Does the API run in the dev server's open mode (where http to a loopback receiver is allowed)?"""
     return bool(getattr(api._access, "open", False))
+
+
+def _egress(api: Api) -> Egress:
+    """Where this API's webhooks may go: the operator's rule, plus loopback in the dev server's open mode."""
+    return api.egress.with_loopback() if _dev_server(api) else api.egress
 
 
 def _uuid(value: str, field: str) -> str:
