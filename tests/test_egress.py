@@ -61,6 +61,7 @@ def dns(monkeypatch):
 
     def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
         name = host.decode() if isinstance(host, bytes) else host
+        name.encode("idna")  # as socket.getaddrinfo encodes a name: UnicodeError for a label over 63 characters
         if name in records:
             answers = []
             for address in records[name]:
@@ -183,6 +184,9 @@ REFUSED = [
     ("https://router.home.arpa/x", "(.home.arpa)", "under-home-arpa"),
     ("https://internal.corp/x", "(.corp)", "under-corp"),
     ("https://metadata/computeMetadata/v1/", "no domain", "single-label"),
+    ("https://\u24dbocalhost/x", "localhost is a local name", "idna-mapped-localhost"),
+    ("https://" + "a" * 64 + ".example.com/x", "not a valid host name", "label-too-long"),
+    ("https://hooks..example.com/x", "not a valid host name", "empty-label"),
     ("https://hooks.loopback-partner.com/x", "resolves to 127.0.0.1, a loopback address", "resolves-to-loopback"),
     ("https://hooks.private-partner.com/x", "resolves to 10.0.0.5, a private address", "resolves-to-private"),
     ("https://hooks.cgnat-partner.com/x", "resolves to 100.64.1.1, a carrier-grade NAT", "resolves-to-cgnat"),

@@ -104,9 +104,14 @@ _LOCAL_SUFFIXES = (
 
 
 def lookup(host: str) -> list[Address]:
-    """Every address `host` resolves to (the system resolver); OSError when it does not resolve."""
+    """Every address `host` resolves to (the system resolver); OSError when it does not resolve,
+    DestinationRefused when it cannot be a name."""
+    try:
+        answers = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (UnicodeError, ValueError):  # a label over 63 characters, a NUL: no name at all
+        raise DestinationRefused(f"{host!r} is not a valid host name") from None
     addresses = []
-    for _family, _type, _proto, _name, sockaddr in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM):
+    for _family, _type, _proto, _name, sockaddr in answers:
         address = ipaddress.ip_address(sockaddr[0])
         if address not in addresses:
             addresses.append(address)
@@ -200,7 +205,10 @@ class Egress:
         address now. A name that does not resolve yet is accepted: the deliverer checks again each time
         it connects."""
         try:
-            host = urlsplit(url).hostname or ""
+            try:
+                host = urlsplit(url).hostname or ""
+            except ValueError:
+                raise DestinationRefused("its host cannot be read") from None
             self.destinations(host)
         except DestinationRefused as exc:
             raise ValidationFailed(
