@@ -55,7 +55,8 @@ def operator(networks: str) -> Egress:
 
 @pytest.fixture
 def dns(monkeypatch):
-    """`socket.getaddrinfo` answering RECORDS (a dict the test may change); addresses and localhost as usual."""
+    """`socket.getaddrinfo` answering RECORDS (a dict the test may change); addresses (`127.1` too, as the
+    system reads it) and localhost as usual; any other name does not resolve."""
     records = {name: list(addresses) for name, addresses in RECORDS.items()}
     real = socket.getaddrinfo
 
@@ -69,12 +70,10 @@ def dns(monkeypatch):
                 sockaddr = (address, int(port or 0), 0, 0) if v6 else (address, int(port or 0))
                 answers.append((socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM, 6, "", sockaddr))
             return answers
-        try:
-            ipaddress.ip_address(name.split("%")[0])
-        except ValueError:
-            if name != "localhost":
-                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
-        return real(host, port, family, type, proto, flags)
+        last = name.rstrip(".").rsplit(".", 1)[-1]
+        if name == "localhost" or ":" in name or last.isdigit() or last.startswith("0x"):
+            return real(host, port, family, type, proto, flags)  # addresses, in every spelling the system reads
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return records
@@ -283,6 +282,34 @@ def test_a_loopback_endpoint_stored_earlier_is_not_delivered_to_without_the_oper
     assert connections(listener) == 0
     assert sent["failed"] == 1
     assert delivery(db, "last_error")[0] == "destination refused: 127.0.0.1 is a loopback address"
+
+
+STORED = [
+    ("http://127.1:{port}/hooks", "127.0.0.1 is a loopback address", "two-parts"),
+    ("http://2130706433:{port}/hooks", "127.0.0.1 is a loopback address", "decimal-integer"),
+    ("http://0x7f.0.0.1:{port}/hooks", "127.0.0.1 is a loopback address", "hex-part"),
+    ("http://[::ffff:127.0.0.1]:{port}/hooks", "a form of 127.0.0.1, a loopback address", "ipv4-mapped"),
+    ("http://localhost:{port}/hooks", "localhost is a local name", "localhost"),
+]
+
+
+@pytest.mark.parametrize(("url", "why"), [(u, w) for u, w, _ in STORED], ids=[i for _, _, i in STORED])
+def test_an_endpoint_stored_with_any_spelling_of_loopback_is_refused_at_connection(
+    postgres_store, db, dns, listener, url, why
+):
+    """The deliverer's own check, whatever registration let through (rows written before the rule)."""
+    url = url.format(port=listener.getsockname()[1])
+    db.execute(
+        "insert into webhook_endpoints (tenant_id, url, events, secret, created_by)"
+        " values ('acme', %s, '{alert.created}', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'test')",
+        [url],
+    )
+    silent_lead(postgres_store, db)
+    sent = deliver(postgres_store, now=later(minutes=1))
+    assert connections(listener) == 0
+    assert sent["failed"] == 1
+    [last_error] = delivery(db, "last_error")
+    assert last_error.startswith("destination refused: ") and why in last_error
 
 
 class Redirector:
