@@ -1,10 +1,57 @@
--- The rules over the API: read the rules in force for a tenant, and let its admins change one —
--- validated, and taking effect for every lead of the tenant in the same transaction.
+-- Rules: the defaults and a tenant's overrides read by the sweep and by ingest, and the rules API
+-- (a change recomputes the due times of the tenant's leads).
+
+-- Function bodies are checked once every file has run (their tables may live in a later file).
+set check_function_bodies = off;
+
+-- Default rows ------------------------------------------------------------------------------------
+
+insert into public.alert_rules (type, threshold, severity, min_count, messages, action)
+values
+  ('HotLead24h', '24 hours', 'high', 3,
+   '{"fr": "{count} messages du lead en {hours} h sans réponse de notre part. Lead très actif, à prioriser.",
+     "en": "{count} messages from the lead in {hours} h without a reply from us. Very active lead: prioritise."}',
+   '{"label": {"fr": "Répondre maintenant", "en": "Reply now"},
+     "action": "send_whatsapp", "params": {"template": "reponse_rapide"},
+     "text": {"fr": "Bonjour {name}, merci pour vos messages ! Je reviens vers vous tout de suite.",
+              "en": "Hello {name}, thank you for your messages! I will get back to you right away."}}'),
+  ('PreferredChannel', null, 'low', 3,
+   '{"fr": "Le lead préfère le canal {channel}, mais nos 2 derniers messages sont passés par un autre canal.",
+     "en": "The lead prefers {channel}, but our last 2 messages went through another channel."}',
+   '{"label": {"fr": "Recontacter sur son canal préféré", "en": "Reach out on their preferred channel"},
+     "action": "switch_channel", "params": {}}');
 
 -- Functions ---------------------------------------------------------------------------------------
 
+/** The rules in force for a tenant: its own row for a type where it has one, else the default. */
+create or replace function public.rules_for(p_tenant text) returns setof public.alert_rules
+language sql stable
+as $$
+  select distinct on (r.type) r.*
+  from public.alert_rules r
+  where r.tenant_id in (p_tenant, '*')
+  order by r.type, r.tenant_id = '*'
+$$;
+grant execute on function public.rules_for(text) to authenticated, service_role;
+
+/**
+ * The thresholds of the time-based rules in force for a tenant (null where a rule is disabled).
+ * One row; a table function so that Postgres inlines it into the caller's query.
+ */
+create or replace function public.rule_thresholds(p_tenant text)
+returns table (no_contact interval, no_reply interval, stale interval, high_value interval)
+language sql stable
+as $$
+  select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'NoReply3d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'HighValueRisk' and r.enabled)
+  from public.rules_for(p_tenant) r
+$$;
+grant execute on function public.rule_thresholds(text) to authenticated, service_role;
+
 /** A duration as the API writes it: '7d', '36h' or '90m' (null stays null). */
-create function public.duration_text(p_interval interval) returns text
+create or replace function public.duration_text(p_interval interval) returns text
 language sql immutable
 as $$
   select case
@@ -16,23 +63,8 @@ as $$
 $$;
 grant execute on function public.duration_text(interval) to authenticated, service_role;
 
-/** A rule as the API shows it; `source` says whether it is the default or the tenant's own. */
-create function public.rule_json(p_rule public.alert_rules) returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object(
-    'type', p_rule.type, 'enabled', p_rule.enabled, 'threshold', public.duration_text(p_rule.threshold),
-    'severity', p_rule.severity, 'escalate_after', public.duration_text(p_rule.escalate_after),
-    'escalated_severity', p_rule.escalated_severity, 'min_count', p_rule.min_count,
-    'min_value', p_rule.min_value, 'currency', p_rule.currency, 'supersedes', p_rule.supersedes,
-    'locale', p_rule.locale, 'messages', p_rule.messages, 'action', p_rule.action,
-    'overdue_after', public.duration_text(p_rule.overdue_after),
-    'source', case when p_rule.tenant_id = '*' then 'default' else 'tenant' end)
-$$;
-grant execute on function public.rule_json(public.alert_rules) to authenticated, service_role;
-
 /** The rules in force for a tenant (its own where it has one, else the default), by type. */
-create function public.list_rules(p_tenant text) returns jsonb
+create or replace function public.list_rules(p_tenant text) returns jsonb
 language plpgsql stable
 set search_path = ''
 as $$
@@ -45,6 +77,41 @@ $$;
 grant execute on function public.list_rules(text) to authenticated, service_role;
 
 /**
+ * Open an ingest-time alert for a lead with its rule's message and action in the tenant's language:
+ * `{count}`, `{hours}` and `{channel}` filled in. The caller holds the lead's state row and has
+ * checked that no alert of this type is active.
+ */
+create or replace function public.raise_ingest_alert(
+  p_tenant  text,
+  p_lead_id text,
+  p_type    text,
+  p_since   timestamptz,           -- evidence: when the burst (or our streak on another channel) began
+  p_count   integer default null,
+  p_channel text default null
+) returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  insert into public.max_alerts (tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at, channel)
+  select p_tenant, p_lead_id, r.type, r.severity,
+         replace(replace(replace(coalesce(r.messages ->> r.locale, r.messages ->> 'fr'),
+                                 '{count}', coalesce(p_count::text, '')),
+                         '{hours}', coalesce((extract(epoch from r.threshold) / 3600)::integer::text, '')),
+                 '{channel}', coalesce(p_channel, '')),
+         jsonb_build_object(
+           'label', coalesce(r.action -> 'label' ->> r.locale, r.action -> 'label' ->> 'fr'),
+           'action', r.action ->> 'action',
+           'params', coalesce(r.action -> 'params', '{}'::jsonb) || jsonb_build_object('leadId', p_lead_id)
+                     || case when p_channel is null then '{}'::jsonb else jsonb_build_object('channel', p_channel) end),
+         p_since, p_channel
+  from public.rules_for(p_tenant) r
+  where r.type = p_type;
+end
+$$;
+grant execute on function public.raise_ingest_alert(text, text, text, timestamptz, integer, text) to service_role;
+
+/**
  * Recompute, set-based, the due times of one time-based rule for every lead of a tenant after its
  * rule changed, as log_activity and the sweep would have set them under the new rule: the
  * threshold after the silence began when no alert was raised for it yet, the next step of the
@@ -52,7 +119,7 @@ grant execute on function public.list_rules(text) to authenticated, service_role
  * raised again) or the rule is disabled. For HighValueRisk, which leads are watched follows the
  * value threshold first, and the alerts of leads no longer watched are resolved (`rule`).
  */
-create function public.recompute_due_times(p_tenant text, p_type text) returns void
+create or replace function public.recompute_due_times(p_tenant text, p_type text) returns void
 language plpgsql
 set search_path = ''
 as $$
@@ -102,6 +169,43 @@ end
 $$;
 grant execute on function public.recompute_due_times(text, text) to service_role;
 
+/** A rule as the API shows it; `source` says whether it is the default or the tenant's own. */
+create or replace function public.rule_json(p_rule public.alert_rules) returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object(
+    'type', p_rule.type, 'enabled', p_rule.enabled, 'threshold', public.duration_text(p_rule.threshold),
+    'severity', p_rule.severity, 'escalate_after', public.duration_text(p_rule.escalate_after),
+    'escalated_severity', p_rule.escalated_severity, 'min_count', p_rule.min_count,
+    'min_value', p_rule.min_value, 'currency', p_rule.currency, 'supersedes', p_rule.supersedes,
+    'locale', p_rule.locale, 'messages', p_rule.messages, 'action', p_rule.action,
+    'overdue_after', public.duration_text(p_rule.overdue_after),
+    'source', case when p_rule.tenant_id = '*' then 'default' else 'tenant' end)
+$$;
+grant execute on function public.rule_json(public.alert_rules) to authenticated, service_role;
+
+/**
+ * What `log_activity` needs from the rules in force for a tenant, in one row: the thresholds of
+ * the time-based rules (null where disabled) and the settings of the ingest-time rules (their
+ * `min_count` null where disabled). A table function so that Postgres inlines it.
+ */
+create or replace function public.rules_at_ingest(p_tenant text)
+returns table (no_contact interval, no_reply interval, stale interval, high_value interval,
+               hot_window interval, hot_count smallint, preferred_window interval, preferred_count smallint)
+language sql stable
+as $$
+  select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'NoReply3d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'HighValueRisk' and r.enabled),
+         max(r.threshold) filter (where r.type = 'HotLead24h' and r.enabled),
+         max(r.min_count) filter (where r.type = 'HotLead24h' and r.enabled),
+         max(r.threshold) filter (where r.type = 'PreferredChannel' and r.enabled),
+         max(r.min_count) filter (where r.type = 'PreferredChannel' and r.enabled)
+  from public.rules_for(p_tenant) r
+$$;
+grant execute on function public.rules_at_ingest(text) to authenticated, service_role;
+
 /**
  * Change the tenant's rule of one type: the fields present in `p_changes` (enabled, threshold,
  * severity, escalate_after, escalated_severity, min_count, min_value, currency, locale, messages
@@ -111,7 +215,7 @@ grant execute on function public.recompute_due_times(text, text) to service_role
  * of the tenant: stored due times are recomputed, and a disabled rule's active alerts resolved
  * (`rule`). Admins of the tenant and platform staff only.
  */
-create function public.set_rule(p_tenant text, p_type text, p_changes jsonb) returns jsonb
+create or replace function public.set_rule(p_tenant text, p_type text, p_changes jsonb) returns jsonb
 language plpgsql
 security definer  -- writes the tenant's rules and its leads' state, which users cannot write themselves
 set search_path = ''
