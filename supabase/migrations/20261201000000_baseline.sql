@@ -122,9 +122,11 @@ grant execute on function public.ping() to service_role;
 /**
  * Raise one of leadwatch's errors. The SQLSTATE is the contract with Python (never the text):
  * LW404 not found, LW403 forbidden, LW409 conflict, LW422 invalid (detail names the field).
+ * Volatile, as every function that raises: an immutable call with constant arguments may be
+ * evaluated ahead of time (when a statement is planned, or checked), raising where nothing failed.
  */
 create or replace function public.raise_error(p_code text, p_message text, p_detail text default null) returns void
-language plpgsql immutable
+language plpgsql volatile
 set search_path = ''
 as $$
 begin
@@ -420,7 +422,7 @@ declare
   v_stale      interval;
   v_result     jsonb;
   v_merge      record;
-  v_merged     text[] := '{}';
+  v_merged     text[] := '{}'::text[];
 begin
   perform public.assert_acts_in(p_tenant, array['admin', 'manager']);
 
@@ -499,8 +501,9 @@ begin
   end loop;
   return v_result;
 exception
-  when unique_violation then
-    perform public.raise_error('LW409', 'phone is already used by another lead of this tenant', 'phone');
+  when unique_violation then  -- raise_error's error, raised here so that the block visibly ends
+    raise exception using errcode = 'LW409', message = 'phone is already used by another lead of this tenant',
+                          detail = 'phone';
 end
 $$;
 grant execute on function public.upsert_leads(text, jsonb) to authenticated, service_role;
@@ -942,7 +945,7 @@ declare
   v_items   public.activity_in[];
   v_bad     record;
   v_round   public.activity_in[];
-  v_answers jsonb := '{}';   -- the rounds' answers, by their activities' places in the list
+  v_answers jsonb := '{}'::jsonb;   -- the rounds' answers, by their activities' places in the list
   v_results jsonb;
 begin
   if not public.is_trusted_caller() then
@@ -1072,10 +1075,10 @@ declare
   v_old      public.lead_state;
   v_new      public.lead_state;
   v_rules    record;
-  v_types    text[] := '{}';
+  v_types    text[] := '{}'::text[];
   v_open     text[];            -- the lead's active alert types
-  v_created  text[] := '{}';
-  v_resolved jsonb := '[]';
+  v_created  text[] := '{}'::text[];
+  v_resolved jsonb := '[]'::jsonb;
   v_cutoff    timestamptz;      -- HotLead24h counts the inbound after this (the window, our last outbound)
   v_hot       boolean;          -- may this activity raise HotLead24h?
   v_preferred boolean;          -- ... PreferredChannel?
@@ -2529,6 +2532,7 @@ begin
       end if;
     end;
   end loop;
+  return null;  -- not reached: the last attempt returns or raises
 end
 $$;
 grant execute on function public.raise_due_alerts(text, timestamptz) to service_role;
@@ -2780,7 +2784,7 @@ as $$
 declare
   v_old      public.lead_activities;
   v_new      public.lead_activities;
-  v_reopened jsonb := '[]';
+  v_reopened jsonb := '[]'::jsonb;
 begin
   perform public.assert_acts_in(p_tenant, '{}');
   select * into v_old from public.lead_activities a
@@ -2988,14 +2992,13 @@ set search_path = ''
 set work_mem = '32MB'  -- the percentiles' bins in memory (~15 MB at 1M events a month)
 as $$
 declare
-  v_start timestamptz;
   v_end   timestamptz;
   v_cut   timestamptz;
   v_scope text;
   v_result jsonb;
 begin
   begin
-    v_start := p_from::timestamp at time zone p_tz;
+    perform p_from::timestamp at time zone p_tz;  -- a time zone PostgreSQL does not know raises here
     v_end := (p_to + 1)::timestamp at time zone p_tz;
   exception when invalid_parameter_value then
     perform public.raise_error('LW422', 'unknown time zone', 'tz');
@@ -3425,7 +3428,6 @@ security definer  -- writes summaries, which no caller writes directly
 set search_path = ''
 as $$
 declare
-  v_pass  integer;
   v_fold_day date;
   v_cover timestamptz := now() - interval '5 minutes';
   v_open  date := (v_cover at time zone p_tz)::date;
@@ -3779,8 +3781,9 @@ begin
 exception
   when check_violation then
     get stacked diagnostics v_constraint = constraint_name;
-    perform public.raise_error('LW422', 'the webhook has an invalid ' || split_part(v_constraint, '_', 3),
-                               split_part(v_constraint, '_', 3));
+    -- raise_error's error, raised here so that the block visibly ends
+    raise exception using errcode = 'LW422', message = 'the webhook has an invalid ' || split_part(v_constraint, '_', 3),
+                          detail = coalesce(split_part(v_constraint, '_', 3), '');
 end
 $$;
 grant execute on function public.create_webhook(text, text, jsonb, text, boolean, text) to authenticated, service_role;
@@ -4404,8 +4407,10 @@ begin
 exception
   when check_violation or not_null_violation then
     get stacked diagnostics v_constraint = constraint_name;
-    perform public.raise_error('LW422', 'the member has an invalid ' || coalesce(split_part(v_constraint, '_', 3), 'field'),
-                               coalesce(nullif(split_part(v_constraint, '_', 3), ''), 'body'));
+    -- raise_error's error, raised here so that the block visibly ends
+    raise exception using errcode = 'LW422',
+      message = 'the member has an invalid ' || coalesce(split_part(v_constraint, '_', 3), 'field'),
+      detail = coalesce(nullif(split_part(v_constraint, '_', 3), ''), 'body');
 end
 $$;
 grant execute on function public.upsert_member(text, jsonb) to authenticated, service_role;

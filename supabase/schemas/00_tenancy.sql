@@ -109,9 +109,11 @@ grant execute on function public.ping() to service_role;
 /**
  * Raise one of leadwatch's errors. The SQLSTATE is the contract with Python (never the text):
  * LW404 not found, LW403 forbidden, LW409 conflict, LW422 invalid (detail names the field).
+ * Volatile, as every function that raises: an immutable call with constant arguments may be
+ * evaluated ahead of time (when a statement is planned, or checked), raising where nothing failed.
  */
 create or replace function public.raise_error(p_code text, p_message text, p_detail text default null) returns void
-language plpgsql immutable
+language plpgsql volatile
 set search_path = ''
 as $$
 begin

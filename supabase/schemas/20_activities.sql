@@ -431,7 +431,7 @@ declare
   v_items   public.activity_in[];
   v_bad     record;
   v_round   public.activity_in[];
-  v_answers jsonb := '{}';   -- the rounds' answers, by their activities' places in the list
+  v_answers jsonb := '{}'::jsonb;   -- the rounds' answers, by their activities' places in the list
   v_results jsonb;
 begin
   if not public.is_trusted_caller() then
@@ -561,10 +561,10 @@ declare
   v_old      public.lead_state;
   v_new      public.lead_state;
   v_rules    record;
-  v_types    text[] := '{}';
+  v_types    text[] := '{}'::text[];
   v_open     text[];            -- the lead's active alert types
-  v_created  text[] := '{}';
-  v_resolved jsonb := '[]';
+  v_created  text[] := '{}'::text[];
+  v_resolved jsonb := '[]'::jsonb;
   v_cutoff    timestamptz;      -- HotLead24h counts the inbound after this (the window, our last outbound)
   v_hot       boolean;          -- may this activity raise HotLead24h?
   v_preferred boolean;          -- ... PreferredChannel?

@@ -157,6 +157,7 @@ begin
       end if;
     end;
   end loop;
+  return null;  -- not reached: the last attempt returns or raises
 end
 $$;
 grant execute on function public.raise_due_alerts(text, timestamptz) to service_role;

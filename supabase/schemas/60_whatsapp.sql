@@ -206,7 +206,7 @@ as $$
 declare
   v_old      public.lead_activities;
   v_new      public.lead_activities;
-  v_reopened jsonb := '[]';
+  v_reopened jsonb := '[]'::jsonb;
 begin
   perform public.assert_acts_in(p_tenant, '{}');
   select * into v_old from public.lead_activities a

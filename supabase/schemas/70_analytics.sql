@@ -156,14 +156,13 @@ set search_path = ''
 set work_mem = '32MB'  -- the percentiles' bins in memory (~15 MB at 1M events a month)
 as $$
 declare
-  v_start timestamptz;
   v_end   timestamptz;
   v_cut   timestamptz;
   v_scope text;
   v_result jsonb;
 begin
   begin
-    v_start := p_from::timestamp at time zone p_tz;
+    perform p_from::timestamp at time zone p_tz;  -- a time zone PostgreSQL does not know raises here
     v_end := (p_to + 1)::timestamp at time zone p_tz;
   exception when invalid_parameter_value then
     perform public.raise_error('LW422', 'unknown time zone', 'tz');
@@ -593,7 +592,6 @@ security definer  -- writes summaries, which no caller writes directly
 set search_path = ''
 as $$
 declare
-  v_pass  integer;
   v_fold_day date;
   v_cover timestamptz := now() - interval '5 minutes';
   v_open  date := (v_cover at time zone p_tz)::date;

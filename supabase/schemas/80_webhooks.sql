@@ -210,8 +210,9 @@ begin
 exception
   when check_violation then
     get stacked diagnostics v_constraint = constraint_name;
-    perform public.raise_error('LW422', 'the webhook has an invalid ' || split_part(v_constraint, '_', 3),
-                               split_part(v_constraint, '_', 3));
+    -- raise_error's error, raised here so that the block visibly ends
+    raise exception using errcode = 'LW422', message = 'the webhook has an invalid ' || split_part(v_constraint, '_', 3),
+                          detail = coalesce(split_part(v_constraint, '_', 3), '');
 end
 $$;
 grant execute on function public.create_webhook(text, text, jsonb, text, boolean, text) to authenticated, service_role;

@@ -396,8 +396,10 @@ begin
 exception
   when check_violation or not_null_violation then
     get stacked diagnostics v_constraint = constraint_name;
-    perform public.raise_error('LW422', 'the member has an invalid ' || coalesce(split_part(v_constraint, '_', 3), 'field'),
-                               coalesce(nullif(split_part(v_constraint, '_', 3), ''), 'body'));
+    -- raise_error's error, raised here so that the block visibly ends
+    raise exception using errcode = 'LW422',
+      message = 'the member has an invalid ' || coalesce(split_part(v_constraint, '_', 3), 'field'),
+      detail = coalesce(nullif(split_part(v_constraint, '_', 3), ''), 'body');
 end
 $$;
 grant execute on function public.upsert_member(text, jsonb) to authenticated, service_role;
