@@ -2390,8 +2390,8 @@ create or replace function public.raise_due_alerts(p_tenant text default null, p
 returns jsonb
 language plpgsql
 set search_path = ''
-set work_mem = '16MB'                        -- sized for a 1 GB instance (20261123000100_grants)
-set plan_cache_mode = force_custom_plan      -- planned with the join methods each call allows (20261124000100)
+set work_mem = '16MB'                        -- sized for a 1 GB instance (README, "Performance")
+set plan_cache_mode = force_custom_plan      -- planned with the join methods each call allows
 as $$
 declare
   v_result jsonb;
@@ -2547,7 +2547,7 @@ create or replace function public.sweep_alerts(p_tenant text default null, p_now
 returns jsonb
 language plpgsql
 set search_path = ''
-set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts (20261123000100_grants)
+set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts
 as $$
 declare
   v_nestloop text := current_setting('enable_nestloop');
@@ -2981,7 +2981,7 @@ create policy "Summaries are visible to the staff of their tenant, and an agent'
 -- Functions ---------------------------------------------------------------------------------------
 
 /**
- * As 20261123000500, from the summaries of the closed days plus the open part computed live: the
+ * As alert_analytics_live (below), from the summaries of the closed days plus the open part computed live: the
  * same figures. Percentiles: the ranks' bins are found from the summed cumulative counts, and only
  * the times in those bins are read and ordered; the interpolation is percentile_cont's.
  */

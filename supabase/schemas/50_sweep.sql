@@ -15,8 +15,8 @@ create or replace function public.raise_due_alerts(p_tenant text default null, p
 returns jsonb
 language plpgsql
 set search_path = ''
-set work_mem = '16MB'                        -- sized for a 1 GB instance (20261123000100_grants)
-set plan_cache_mode = force_custom_plan      -- planned with the join methods each call allows (20261124000100)
+set work_mem = '16MB'                        -- sized for a 1 GB instance (README, "Performance")
+set plan_cache_mode = force_custom_plan      -- planned with the join methods each call allows
 as $$
 declare
   v_result jsonb;
@@ -172,7 +172,7 @@ create or replace function public.sweep_alerts(p_tenant text default null, p_now
 returns jsonb
 language plpgsql
 set search_path = ''
-set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts (20261123000100_grants)
+set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts
 as $$
 declare
   v_nestloop text := current_setting('enable_nestloop');

@@ -145,7 +145,7 @@ create policy "Summaries are visible to the staff of their tenant, and an agent'
 -- Functions ---------------------------------------------------------------------------------------
 
 /**
- * As 20261123000500, from the summaries of the closed days plus the open part computed live: the
+ * As alert_analytics_live (below), from the summaries of the closed days plus the open part computed live: the
  * same figures. Percentiles: the ranks' bins are found from the summed cumulative counts, and only
  * the times in those bins are read and ordered; the interpolation is percentile_cont's.
  */
