@@ -1585,6 +1585,12 @@ create policy "Alert history is visible to whoever may see the lead" on public.a
 
 -- Functions ---------------------------------------------------------------------------------------
 
+/**
+ * Resolve or snooze (until `p_until`, at most 30 days ahead) alerts by id, in one transaction,
+ * answering for each id in order: `done`, `already_resolved`, or `not_found` (no such alert in
+ * this tenant, or one the caller may not see: its existence is not revealed). The same permissions
+ * as resolving one alert. A user is recorded by their id (`sub`), whatever `p_actor` says.
+ */
 create or replace function public.act_on_alerts(p_tenant text, p_action text, p_ids jsonb, p_until timestamp with time zone DEFAULT NULL::timestamp with time zone, p_actor text DEFAULT 'user_manual'::text)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -1864,6 +1870,11 @@ end
 $$;
 grant execute on function public.list_lead_alerts(text, text, integer, jsonb) to authenticated, service_role;
 
+/**
+ * Mark overdue, once, every high alert still unresolved (and not snoozed) past its tenant's delay
+ * (`overdue_after`, default 24 h) since it became high, recording an `overdue` event for the
+ * notifications to deliver. Answers how many it marked.
+ */
 create or replace function public.mark_overdue_alerts(p_tenant text, p_now timestamp with time zone)
  RETURNS integer
  LANGUAGE plpgsql
@@ -1902,6 +1913,12 @@ $function$
 ;
 grant execute on function public.mark_overdue_alerts(text, timestamptz) to service_role;
 
+/**
+ * Resolve an alert by hand. Idempotent: resolving a resolved alert answers with the first
+ * resolution. The same silence does not raise that alert again; the next activity starts anew.
+ * An alert the caller may not see is not found (its existence is not revealed). A user is
+ * recorded by their id (`sub`), whatever `p_actor` says.
+ */
 create or replace function public.resolve_alert(p_tenant text, p_alert_id uuid, p_actor text DEFAULT 'user_manual'::text)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -1946,6 +1963,10 @@ $function$
 ;
 grant execute on function public.resolve_alert(text, uuid, text) to authenticated, service_role;
 
+/**
+ * Snooze one alert until `p_until` (at most 30 days ahead): it leaves the active list until the
+ * sweep wakes it. Snoozing a snoozed alert moves its time; a resolved alert is a conflict.
+ */
 create or replace function public.snooze_alert(p_tenant text, p_alert_id uuid, p_until timestamp with time zone, p_actor text DEFAULT 'user_manual'::text)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -1968,6 +1989,7 @@ $function$
 ;
 grant execute on function public.snooze_alert(text, uuid, timestamptz, text) to authenticated, service_role;
 
+/** Bring a snoozed alert back to the active list now. Idempotent; a resolved alert is a conflict. */
 create or replace function public.unsnooze_alert(p_tenant text, p_alert_id uuid, p_actor text DEFAULT 'user_manual'::text)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -1997,6 +2019,12 @@ $function$
 ;
 grant execute on function public.unsnooze_alert(text, uuid, text) to authenticated, service_role;
 
+/**
+ * Wake the snoozed alerts whose time has come (by `p_now`): back to the active list (`reopened`)
+ * with the severity their ladder gives by then (never lower) if their condition still holds, else
+ * resolved (`rule`). An activity that answered one has already resolved it. Alerts another
+ * transaction is changing are left for the next sweep.
+ */
 create or replace function public.wake_snoozed_alerts(p_tenant text, p_now timestamp with time zone)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -3662,6 +3690,12 @@ alter table public.webhook_deliveries enable row level security;
 
 -- Triggers ----------------------------------------------------------------------------------------
 
+/**
+ * The outbox: for every alert event recorded, one delivery per enabled endpoint of its tenant that
+ * asked for its type, with the alert as the list shows it (lead name, owner) and the event's actor
+ * and time — set-based, in the transaction that records the event. Security definer: it reads the
+ * endpoints and writes deliveries, which the callers recording events cannot.
+ */
 create or replace function public.enqueue_webhook_deliveries()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -3890,6 +3924,10 @@ $function$
 ;
 grant execute on function public.record_webhook_attempts(jsonb, timestamptz) to service_role;
 
+/**
+ * Send a delivery again (admins): due now, whatever became of it, with the same `webhook-id`; one
+ * attempt more even after it failed. A delivery being sent right now is a conflict.
+ */
 create or replace function public.redeliver_webhook(p_tenant text, p_webhook_id uuid, p_delivery_id uuid)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -4105,6 +4143,10 @@ alter table public.member_digests enable row level security;  -- no policy: user
 
 -- Triggers ----------------------------------------------------------------------------------------
 
+/**
+ * One WhatsApp push per (event, member to tell): a high alert created → the lead's owner; an
+ * overdue alert → the tenant's managers; each only if they want that kind and WhatsApp.
+ */
 create or replace function public.enqueue_member_pushes()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -4153,6 +4195,7 @@ create policy "Digest settings are visible to the admins of their tenant" on pub
 
 -- Functions ---------------------------------------------------------------------------------------
 
+/** Claim due pushes under a lease, as claim_webhook_deliveries does (service only): [{id, attempt, tenant_id, phone, text}]. */
 create or replace function public.claim_member_pushes(p_now timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 100, p_lease_seconds integer DEFAULT 120)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -4537,6 +4580,14 @@ create policy "Retention policies are visible to the staff of their tenant, and 
 
 -- Functions ---------------------------------------------------------------------------------------
 
+/**
+ * Remove, for one tenant or all, at most `p_batch` activities and `p_batch` resolved alerts (with
+ * their history) that are past their tenant's retention ages, and answer how many rows went and
+ * whether more remain (`more`: call again). Never removes what the rules still need: the lead's
+ * state keeps the times the time-based rules read; each lead keeps its last 5 inbound and last 2
+ * outbound (what PreferredChannel reads); a resolved alert is kept while its lead's silence lasts
+ * (what stops it being raised again). Service and scheduler only.
+ */
 create or replace function public.apply_retention(p_tenant text DEFAULT NULL::text, p_batch integer DEFAULT 5000, p_now timestamp with time zone DEFAULT now())
  RETURNS jsonb
  LANGUAGE plpgsql

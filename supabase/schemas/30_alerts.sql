@@ -334,6 +334,12 @@ create policy "Alert history is visible to whoever may see the lead" on public.a
 
 -- Functions ---------------------------------------------------------------------------------------
 
+/**
+ * Resolve or snooze (until `p_until`, at most 30 days ahead) alerts by id, in one transaction,
+ * answering for each id in order: `done`, `already_resolved`, or `not_found` (no such alert in
+ * this tenant, or one the caller may not see: its existence is not revealed). The same permissions
+ * as resolving one alert. A user is recorded by their id (`sub`), whatever `p_actor` says.
+ */
 create or replace function public.act_on_alerts(p_tenant text, p_action text, p_ids jsonb, p_until timestamp with time zone DEFAULT NULL::timestamp with time zone, p_actor text DEFAULT 'user_manual'::text)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -613,6 +619,11 @@ end
 $$;
 grant execute on function public.list_lead_alerts(text, text, integer, jsonb) to authenticated, service_role;
 
+/**
+ * Mark overdue, once, every high alert still unresolved (and not snoozed) past its tenant's delay
+ * (`overdue_after`, default 24 h) since it became high, recording an `overdue` event for the
+ * notifications to deliver. Answers how many it marked.
+ */
 create or replace function public.mark_overdue_alerts(p_tenant text, p_now timestamp with time zone)
  RETURNS integer
  LANGUAGE plpgsql
@@ -651,6 +662,12 @@ $function$
 ;
 grant execute on function public.mark_overdue_alerts(text, timestamptz) to service_role;
 
+/**
+ * Resolve an alert by hand. Idempotent: resolving a resolved alert answers with the first
+ * resolution. The same silence does not raise that alert again; the next activity starts anew.
+ * An alert the caller may not see is not found (its existence is not revealed). A user is
+ * recorded by their id (`sub`), whatever `p_actor` says.
+ */
 create or replace function public.resolve_alert(p_tenant text, p_alert_id uuid, p_actor text DEFAULT 'user_manual'::text)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -695,6 +712,10 @@ $function$
 ;
 grant execute on function public.resolve_alert(text, uuid, text) to authenticated, service_role;
 
+/**
+ * Snooze one alert until `p_until` (at most 30 days ahead): it leaves the active list until the
+ * sweep wakes it. Snoozing a snoozed alert moves its time; a resolved alert is a conflict.
+ */
 create or replace function public.snooze_alert(p_tenant text, p_alert_id uuid, p_until timestamp with time zone, p_actor text DEFAULT 'user_manual'::text)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -717,6 +738,7 @@ $function$
 ;
 grant execute on function public.snooze_alert(text, uuid, timestamptz, text) to authenticated, service_role;
 
+/** Bring a snoozed alert back to the active list now. Idempotent; a resolved alert is a conflict. */
 create or replace function public.unsnooze_alert(p_tenant text, p_alert_id uuid, p_actor text DEFAULT 'user_manual'::text)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -746,6 +768,12 @@ $function$
 ;
 grant execute on function public.unsnooze_alert(text, uuid, text) to authenticated, service_role;
 
+/**
+ * Wake the snoozed alerts whose time has come (by `p_now`): back to the active list (`reopened`)
+ * with the severity their ladder gives by then (never lower) if their condition still holds, else
+ * resolved (`rule`). An activity that answered one has already resolved it. Alerts another
+ * transaction is changing are left for the next sweep.
+ */
 create or replace function public.wake_snoozed_alerts(p_tenant text, p_now timestamp with time zone)
  RETURNS jsonb
  LANGUAGE plpgsql

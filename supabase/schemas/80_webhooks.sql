@@ -91,6 +91,12 @@ alter table public.webhook_deliveries enable row level security;
 
 -- Triggers ----------------------------------------------------------------------------------------
 
+/**
+ * The outbox: for every alert event recorded, one delivery per enabled endpoint of its tenant that
+ * asked for its type, with the alert as the list shows it (lead name, owner) and the event's actor
+ * and time — set-based, in the transaction that records the event. Security definer: it reads the
+ * endpoints and writes deliveries, which the callers recording events cannot.
+ */
 create or replace function public.enqueue_webhook_deliveries()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -319,6 +325,10 @@ $function$
 ;
 grant execute on function public.record_webhook_attempts(jsonb, timestamptz) to service_role;
 
+/**
+ * Send a delivery again (admins): due now, whatever became of it, with the same `webhook-id`; one
+ * attempt more even after it failed. A delivery being sent right now is a conflict.
+ */
 create or replace function public.redeliver_webhook(p_tenant text, p_webhook_id uuid, p_delivery_id uuid)
  RETURNS jsonb
  LANGUAGE plpgsql

@@ -94,6 +94,10 @@ alter table public.member_digests enable row level security;  -- no policy: user
 
 -- Triggers ----------------------------------------------------------------------------------------
 
+/**
+ * One WhatsApp push per (event, member to tell): a high alert created → the lead's owner; an
+ * overdue alert → the tenant's managers; each only if they want that kind and WhatsApp.
+ */
 create or replace function public.enqueue_member_pushes()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -142,6 +146,7 @@ create policy "Digest settings are visible to the admins of their tenant" on pub
 
 -- Functions ---------------------------------------------------------------------------------------
 
+/** Claim due pushes under a lease, as claim_webhook_deliveries does (service only): [{id, attempt, tenant_id, phone, text}]. */
 create or replace function public.claim_member_pushes(p_now timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 100, p_lease_seconds integer DEFAULT 120)
  RETURNS jsonb
  LANGUAGE plpgsql

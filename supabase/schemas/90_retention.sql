@@ -32,6 +32,14 @@ create policy "Retention policies are visible to the staff of their tenant, and 
 
 -- Functions ---------------------------------------------------------------------------------------
 
+/**
+ * Remove, for one tenant or all, at most `p_batch` activities and `p_batch` resolved alerts (with
+ * their history) that are past their tenant's retention ages, and answer how many rows went and
+ * whether more remain (`more`: call again). Never removes what the rules still need: the lead's
+ * state keeps the times the time-based rules read; each lead keeps its last 5 inbound and last 2
+ * outbound (what PreferredChannel reads); a resolved alert is kept while its lead's silence lasts
+ * (what stops it being raised again). Service and scheduler only.
+ */
 create or replace function public.apply_retention(p_tenant text DEFAULT NULL::text, p_batch integer DEFAULT 5000, p_now timestamp with time zone DEFAULT now())
  RETURNS jsonb
  LANGUAGE plpgsql
