@@ -234,15 +234,11 @@ create index idx_leads_tenant_owner on public.leads (tenant_id, owner_id);
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select on table public.leads to authenticated;
-
 grant select, insert, update, delete on table public.leads to service_role;
-
 grant select on table public.lead_state to authenticated;
-
 grant select, insert, update, delete on table public.lead_state to service_role;
 
 alter table public.leads enable row level security;
-
 alter table public.lead_state enable row level security;
 
 -- Policies ----------------------------------------------------------------------------------------
@@ -582,7 +578,6 @@ create index idx_lead_activities_tenant_lead
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select on table public.lead_activities to authenticated;
-
 grant select, insert, update, delete on table public.lead_activities to service_role;
 
 alter table public.lead_activities enable row level security;
@@ -1415,31 +1410,22 @@ values
 
 -- Grants and row-level security -------------------------------------------------------------------
 
+-- Users read through row-level security; the service writes what the API writes. The history is
+-- appended, never rewritten (and its trigger below refuses UPDATE, DELETE and TRUNCATE to everyone).
 grant select on table public.alert_rules to authenticated;
-
 grant select, insert, update, delete on table public.alert_rules to service_role;
-
 grant select on table public.max_alerts to authenticated;
-
 grant select, insert, update, delete on table public.max_alerts to service_role;
-
+grant select on table public.alert_events to authenticated;
+grant select, insert on table public.alert_events to service_role;
+grant select on table public.alert_counts to authenticated, service_role;
+grant select on table public.active_alerts to authenticated, service_role;
 -- The history's ids: nobody but the owner uses the sequence (inserts go through the identity).
 revoke all on sequence public.alert_events_id_seq from public, anon, authenticated, service_role;
 
-grant select on table public.alert_events to authenticated;
-
-grant select, insert on table public.alert_events to service_role;
-
-grant select on table public.alert_counts to authenticated, service_role;
-
-grant select on table public.active_alerts to authenticated, service_role;
-
 alter table public.alert_rules enable row level security;
-
 alter table public.max_alerts enable row level security;
-
 alter table public.alert_events enable row level security;
-
 alter table public.alert_counts enable row level security;
 
 -- Triggers ----------------------------------------------------------------------------------------
@@ -2629,7 +2615,6 @@ create index idx_greenapi_rejected_tenant on public.greenapi_rejected (tenant_id
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select on table public.greenapi_rejected to authenticated;
-
 grant select, insert on table public.greenapi_rejected to service_role;
 
 alter table public.greenapi_rejected enable row level security;
@@ -2901,11 +2886,9 @@ create table public.alert_rollup_marks (
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select on table public.alert_day_rollups to authenticated, service_role;
-
 grant select on table public.alert_rollup_marks to service_role;
 
 alter table public.alert_day_rollups enable row level security;
-
 alter table public.alert_rollup_marks enable row level security;
 
 -- Triggers ----------------------------------------------------------------------------------------
@@ -3663,29 +3646,18 @@ create index webhook_deliveries_delivered on public.webhook_deliveries (delivere
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select, insert, update, delete on table public.webhook_endpoints to service_role;
-
 grant select on table public.webhook_deliveries to authenticated;
-
 grant select, insert, update, delete on table public.webhook_deliveries to service_role;
-
 grant select (id) on table public.webhook_endpoints to authenticated;
-
 grant select (tenant_id) on table public.webhook_endpoints to authenticated;
-
 grant select (url) on table public.webhook_endpoints to authenticated;
-
 grant select (events) on table public.webhook_endpoints to authenticated;
-
 grant select (enabled) on table public.webhook_endpoints to authenticated;
-
 grant select (disabled_reason) on table public.webhook_endpoints to authenticated;
-
 grant select (created_by) on table public.webhook_endpoints to authenticated;
-
 grant select (created_at) on table public.webhook_endpoints to authenticated;
 
 alter table public.webhook_endpoints enable row level security;
-
 alter table public.webhook_deliveries enable row level security;
 
 -- Triggers ----------------------------------------------------------------------------------------
@@ -4122,23 +4094,15 @@ create index member_pushes_sent on public.member_pushes (sent_at) where status =
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select on table public.team_members to authenticated;
-
 grant select, insert, update, delete on table public.team_members to service_role;
-
 grant select, insert, update, delete on table public.member_pushes to service_role;
-
 grant select on table public.digest_settings to authenticated;
-
 grant select, insert, update, delete on table public.digest_settings to service_role;
-
 grant select, insert, update, delete on table public.member_digests to service_role;
 
 alter table public.team_members enable row level security;
-
 alter table public.member_pushes enable row level security;  -- no policy: users never read it
-
 alter table public.digest_settings enable row level security;
-
 alter table public.member_digests enable row level security;  -- no policy: users never read it
 
 -- Triggers ----------------------------------------------------------------------------------------
@@ -4566,7 +4530,6 @@ create table public.retention_policies (
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select on table public.retention_policies to authenticated;
-
 grant select, insert, update, delete on table public.retention_policies to service_role;
 
 alter table public.retention_policies enable row level security;

@@ -61,15 +61,11 @@ create index idx_leads_tenant_owner on public.leads (tenant_id, owner_id);
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select on table public.leads to authenticated;
-
 grant select, insert, update, delete on table public.leads to service_role;
-
 grant select on table public.lead_state to authenticated;
-
 grant select, insert, update, delete on table public.lead_state to service_role;
 
 alter table public.leads enable row level security;
-
 alter table public.lead_state enable row level security;
 
 -- Policies ----------------------------------------------------------------------------------------

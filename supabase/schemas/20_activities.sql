@@ -68,7 +68,6 @@ create index idx_lead_activities_tenant_lead
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select on table public.lead_activities to authenticated;
-
 grant select, insert, update, delete on table public.lead_activities to service_role;
 
 alter table public.lead_activities enable row level security;

@@ -164,31 +164,22 @@ values
 
 -- Grants and row-level security -------------------------------------------------------------------
 
+-- Users read through row-level security; the service writes what the API writes. The history is
+-- appended, never rewritten (and its trigger below refuses UPDATE, DELETE and TRUNCATE to everyone).
 grant select on table public.alert_rules to authenticated;
-
 grant select, insert, update, delete on table public.alert_rules to service_role;
-
 grant select on table public.max_alerts to authenticated;
-
 grant select, insert, update, delete on table public.max_alerts to service_role;
-
+grant select on table public.alert_events to authenticated;
+grant select, insert on table public.alert_events to service_role;
+grant select on table public.alert_counts to authenticated, service_role;
+grant select on table public.active_alerts to authenticated, service_role;
 -- The history's ids: nobody but the owner uses the sequence (inserts go through the identity).
 revoke all on sequence public.alert_events_id_seq from public, anon, authenticated, service_role;
 
-grant select on table public.alert_events to authenticated;
-
-grant select, insert on table public.alert_events to service_role;
-
-grant select on table public.alert_counts to authenticated, service_role;
-
-grant select on table public.active_alerts to authenticated, service_role;
-
 alter table public.alert_rules enable row level security;
-
 alter table public.max_alerts enable row level security;
-
 alter table public.alert_events enable row level security;
-
 alter table public.alert_counts enable row level security;
 
 -- Triggers ----------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ create index idx_greenapi_rejected_tenant on public.greenapi_rejected (tenant_id
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select on table public.greenapi_rejected to authenticated;
-
 grant select, insert on table public.greenapi_rejected to service_role;
 
 alter table public.greenapi_rejected enable row level security;

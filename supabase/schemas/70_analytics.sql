@@ -37,11 +37,9 @@ create table public.alert_rollup_marks (
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select on table public.alert_day_rollups to authenticated, service_role;
-
 grant select on table public.alert_rollup_marks to service_role;
 
 alter table public.alert_day_rollups enable row level security;
-
 alter table public.alert_rollup_marks enable row level security;
 
 -- Triggers ----------------------------------------------------------------------------------------

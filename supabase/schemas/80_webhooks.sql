@@ -64,29 +64,18 @@ create index webhook_deliveries_delivered on public.webhook_deliveries (delivere
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select, insert, update, delete on table public.webhook_endpoints to service_role;
-
 grant select on table public.webhook_deliveries to authenticated;
-
 grant select, insert, update, delete on table public.webhook_deliveries to service_role;
-
 grant select (id) on table public.webhook_endpoints to authenticated;
-
 grant select (tenant_id) on table public.webhook_endpoints to authenticated;
-
 grant select (url) on table public.webhook_endpoints to authenticated;
-
 grant select (events) on table public.webhook_endpoints to authenticated;
-
 grant select (enabled) on table public.webhook_endpoints to authenticated;
-
 grant select (disabled_reason) on table public.webhook_endpoints to authenticated;
-
 grant select (created_by) on table public.webhook_endpoints to authenticated;
-
 grant select (created_at) on table public.webhook_endpoints to authenticated;
 
 alter table public.webhook_endpoints enable row level security;
-
 alter table public.webhook_deliveries enable row level security;
 
 -- Triggers ----------------------------------------------------------------------------------------

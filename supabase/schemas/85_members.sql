@@ -73,23 +73,15 @@ create index member_pushes_sent on public.member_pushes (sent_at) where status =
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select on table public.team_members to authenticated;
-
 grant select, insert, update, delete on table public.team_members to service_role;
-
 grant select, insert, update, delete on table public.member_pushes to service_role;
-
 grant select on table public.digest_settings to authenticated;
-
 grant select, insert, update, delete on table public.digest_settings to service_role;
-
 grant select, insert, update, delete on table public.member_digests to service_role;
 
 alter table public.team_members enable row level security;
-
 alter table public.member_pushes enable row level security;  -- no policy: users never read it
-
 alter table public.digest_settings enable row level security;
-
 alter table public.member_digests enable row level security;  -- no policy: users never read it
 
 -- Triggers ----------------------------------------------------------------------------------------

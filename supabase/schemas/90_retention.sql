@@ -18,7 +18,6 @@ create table public.retention_policies (
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select on table public.retention_policies to authenticated;
-
 grant select, insert, update, delete on table public.retention_policies to service_role;
 
 alter table public.retention_policies enable row level security;
