@@ -5,6 +5,16 @@ set check_function_bodies = off;
 
 -- Functions ---------------------------------------------------------------------------------------
 
+-- The sweep whatever the statistics say. A tenant that has just imported its leads (statistics on
+-- lead_state taken before: its due leads estimated at one row) into an empty, never-analysed
+-- max_alerts made the planner pick nested loops that rescan their inner side for every due row
+-- (max_alerts once per raised alert, the judged rules once per judged rule): 44x a bare insert of
+-- the same rows. Every join in the sweep's statement is between sets the size of the due leads, so
+-- when there are many, sweep_alerts plans it with hash joins only: linear in the due leads whatever
+-- the estimate. A few due leads keep the planner's choice (index probes of their own alerts and
+-- state), which at that size costs little even when the estimate is wrong. raise_due_alerts is
+-- planned at each call, with the join methods the call allows (a cached plan would keep the first).
+
 /**
  * Raise, escalate and supersede the time-based alerts of every lead that fell due by `p_now`
  * (one tenant, or all of them), then move each lead's due times on to the next step of its
@@ -166,7 +176,7 @@ grant execute on function public.raise_due_alerts(text, timestamptz) to service_
  * The scheduled sweep, for every tenant or one: raise, escalate and supersede the time-based
  * alerts of the leads that fell due by `p_now`, wake the snoozed alerts whose time has come, and
  * mark the overdue ones. One transaction. With 1,000 due leads or more, the raising statement
- * joins by hashing only (see above).
+ * joins by hashing only (the note above raise_due_alerts says why).
  */
 create or replace function public.sweep_alerts(p_tenant text default null, p_now timestamptz default now())
 returns jsonb
