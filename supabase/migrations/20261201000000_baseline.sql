@@ -47,6 +47,92 @@ alter default privileges in schema public revoke all on functions from public, a
 -- Functions ---------------------------------------------------------------------------------------
 
 /**
+ * The tenant of the signed-in caller, read from the JWT's `app_metadata` (which only the service
+ * can write), never from `user_metadata` (which the user can write).
+ */
+create or replace function public.current_tenant() returns text
+language sql stable
+as $$
+  select nullif((select auth.jwt()) -> 'app_metadata' ->> 'tenant_id', '')
+$$;
+grant execute on function public.current_tenant() to authenticated, service_role;
+
+/** The caller's leadwatch role (`platform_admin`, `admin`, `manager`, `agent`) from `app_metadata`. */
+create or replace function public.current_app_role() returns text
+language sql stable
+as $$
+  select nullif((select auth.jwt()) -> 'app_metadata' ->> 'role', '')
+$$;
+grant execute on function public.current_app_role() to authenticated, service_role;
+
+/**
+ * Is the caller trusted to name any tenant? The service (the `service_role` key through the REST
+ * API, or a direct database connection, which carries no user claims) is; a user or anon is not.
+ */
+create or replace function public.is_trusted_caller() returns boolean
+language sql stable
+as $$
+  select coalesce((select auth.jwt()) ->> 'role', 'service_role') not in ('anon', 'authenticated')
+$$;
+grant execute on function public.is_trusted_caller() to anon, authenticated, service_role;
+
+/** Does the caller see every tenant? The service and platform staff do. */
+create or replace function public.sees_all_tenants() returns boolean
+language sql stable
+as $$
+  select (select public.is_trusted_caller()) or (select public.current_app_role()) = 'platform_admin'
+$$;
+grant execute on function public.sees_all_tenants() to authenticated, service_role;
+
+/** Does the caller see every lead of their tenant? Admins and managers do; agents see their own. */
+create or replace function public.sees_whole_tenant() returns boolean
+language sql stable
+as $$
+  select (select public.current_app_role()) in ('admin', 'manager')
+$$;
+grant execute on function public.sees_whole_tenant() to authenticated, service_role;
+
+/**
+ * Raise one of leadwatch's errors. The SQLSTATE is the contract with Python (never the text):
+ * LW404 not found, LW403 forbidden, LW409 conflict, LW422 invalid (detail names the field).
+ * Volatile, as every function that raises: an immutable call with constant arguments may be
+ * evaluated ahead of time (when a statement is planned, or checked), raising where nothing failed.
+ */
+create or replace function public.raise_error(p_code text, p_message text, p_detail text default null) returns void
+language plpgsql volatile
+set search_path = ''
+as $$
+begin
+  raise exception using errcode = p_code, message = p_message, detail = coalesce(p_detail, '');
+end
+$$;
+grant execute on function public.raise_error(text, text, text) to authenticated, service_role;
+
+/**
+ * A UUID whose first 48 bits are the creation time in milliseconds (version 7, RFC 9562), so
+ * that rows inserted one after another land next to each other in their primary-key index
+ * instead of on a random page. Plain SQL: PostgreSQL only has uuidv7() from version 18.
+ */
+create or replace function public.uuid_v7() returns uuid
+language sql volatile
+as $$
+  select encode(
+    set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
+                            placing substring(int8send((extract(epoch from clock_timestamp()) * 1000)::bigint) from 3)
+                            from 1 for 6), 52, 1), 53, 1),
+    'hex')::uuid
+$$;
+grant execute on function public.uuid_v7() to authenticated, service_role;
+
+/** Does the database answer? What `GET /health` asks, through whichever store is configured. */
+create or replace function public.ping() returns boolean
+language sql stable
+as $$
+  select true
+$$;
+grant execute on function public.ping() to service_role;
+
+/**
  * Refuse a page request leadwatch would not make: a limit outside 1..1000 (LW422 `limit`), or a
  * cursor that is not an object of exactly `p_keys` with values of their types — `r` a severity
  * rank 1..3, `c` and `o` times, `i` a UUID in canonical form (LW422 `cursor`).
@@ -80,92 +166,6 @@ begin
 end
 $$;
 grant execute on function public.check_page(integer, jsonb, text[]) to authenticated, service_role;
-
-/** The caller's leadwatch role (`platform_admin`, `admin`, `manager`, `agent`) from `app_metadata`. */
-create or replace function public.current_app_role() returns text
-language sql stable
-as $$
-  select nullif((select auth.jwt()) -> 'app_metadata' ->> 'role', '')
-$$;
-grant execute on function public.current_app_role() to authenticated, service_role;
-
-/**
- * The tenant of the signed-in caller, read from the JWT's `app_metadata` (which only the service
- * can write), never from `user_metadata` (which the user can write).
- */
-create or replace function public.current_tenant() returns text
-language sql stable
-as $$
-  select nullif((select auth.jwt()) -> 'app_metadata' ->> 'tenant_id', '')
-$$;
-grant execute on function public.current_tenant() to authenticated, service_role;
-
-/**
- * Is the caller trusted to name any tenant? The service (the `service_role` key through the REST
- * API, or a direct database connection, which carries no user claims) is; a user or anon is not.
- */
-create or replace function public.is_trusted_caller() returns boolean
-language sql stable
-as $$
-  select coalesce((select auth.jwt()) ->> 'role', 'service_role') not in ('anon', 'authenticated')
-$$;
-grant execute on function public.is_trusted_caller() to anon, authenticated, service_role;
-
-/** Does the database answer? What `GET /health` asks, through whichever store is configured. */
-create or replace function public.ping() returns boolean
-language sql stable
-as $$
-  select true
-$$;
-grant execute on function public.ping() to service_role;
-
-/**
- * Raise one of leadwatch's errors. The SQLSTATE is the contract with Python (never the text):
- * LW404 not found, LW403 forbidden, LW409 conflict, LW422 invalid (detail names the field).
- * Volatile, as every function that raises: an immutable call with constant arguments may be
- * evaluated ahead of time (when a statement is planned, or checked), raising where nothing failed.
- */
-create or replace function public.raise_error(p_code text, p_message text, p_detail text default null) returns void
-language plpgsql volatile
-set search_path = ''
-as $$
-begin
-  raise exception using errcode = p_code, message = p_message, detail = coalesce(p_detail, '');
-end
-$$;
-grant execute on function public.raise_error(text, text, text) to authenticated, service_role;
-
-/** Does the caller see every tenant? The service and platform staff do. */
-create or replace function public.sees_all_tenants() returns boolean
-language sql stable
-as $$
-  select (select public.is_trusted_caller()) or (select public.current_app_role()) = 'platform_admin'
-$$;
-grant execute on function public.sees_all_tenants() to authenticated, service_role;
-
-/** Does the caller see every lead of their tenant? Admins and managers do; agents see their own. */
-create or replace function public.sees_whole_tenant() returns boolean
-language sql stable
-as $$
-  select (select public.current_app_role()) in ('admin', 'manager')
-$$;
-grant execute on function public.sees_whole_tenant() to authenticated, service_role;
-
-/**
- * A UUID whose first 48 bits are the creation time in milliseconds (version 7, RFC 9562), so
- * that rows inserted one after another land next to each other in their primary-key index
- * instead of on a random page. Plain SQL: PostgreSQL only has uuidv7() from version 18.
- */
-create or replace function public.uuid_v7() returns uuid
-language sql volatile
-as $$
-  select encode(
-    set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
-                            placing substring(int8send((extract(epoch from clock_timestamp()) * 1000)::bigint) from 3)
-                            from 1 for 6), 52, 1), 53, 1),
-    'hex')::uuid
-$$;
-grant execute on function public.uuid_v7() to authenticated, service_role;
 
 -- =================================================================================================
 -- supabase/schemas/10_leads.sql
@@ -305,62 +305,6 @@ end
 $$;
 grant execute on function public.assert_acts_in(text, text[]) to authenticated, service_role;
 
-/** A lead as the API shows it. */
-create or replace function public.lead_json(p_lead public.leads) returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object(
-    'lead_id', p_lead.lead_id, 'name', p_lead.name, 'email', p_lead.email, 'phone', p_lead.phone,
-    'owner_id', p_lead.owner_id, 'value', p_lead.value, 'currency', p_lead.currency,
-    'preferred_channel', p_lead.preferred_channel, 'provisional', p_lead.provisional, 'created_at', p_lead.created_at,
-    'updated_at', p_lead.updated_at)
-$$;
-grant execute on function public.lead_json(public.leads) to authenticated, service_role;
-
-/**
- * Move everything of lead `p_from` (activities, alerts, history) to lead `p_into` and forget
- * `p_from`. Where both have an active alert of a type, the one moved in is superseded. The caller
- * refreshes `p_into`'s state afterwards. A maintenance function: it runs as the owner and is the
- * one place allowed to rewrite alert_events (for this transaction's statement only).
- */
-create or replace function public.merge_lead(p_tenant text, p_from text, p_into text) returns void
-language plpgsql
-security definer  -- rewrites alert_events' lead ids, which no API role may do
-set search_path = ''
-as $$
-begin
-  update public.max_alerts f
-  set resolved_at = now(), resolved_by = 'system', resolution = 'superseded'
-  where f.tenant_id = p_tenant and f.lead_id = p_from and f.resolved_at is null
-    and exists (select from public.max_alerts t
-                where t.tenant_id = p_tenant and t.lead_id = p_into and t.type = f.type and t.resolved_at is null);
-  update public.lead_activities set lead_id = p_into where tenant_id = p_tenant and lead_id = p_from;
-  update public.max_alerts set lead_id = p_into where tenant_id = p_tenant and lead_id = p_from;
-  perform set_config('leadwatch.history_maintenance', 'on', true);
-  update public.alert_events set lead_id = p_into where tenant_id = p_tenant and lead_id = p_from;
-  perform set_config('leadwatch.history_maintenance', 'off', true);
-  delete from public.lead_state where tenant_id = p_tenant and lead_id = p_from;
-  delete from public.leads where tenant_id = p_tenant and lead_id = p_from;
-end
-$$;
-
-/**
- * Read the due-time index up to `p_now` row by row, so that the entries the last sweep left
- * behind are marked dead in the index (the scan must visit the heap: not a bitmap or index-only
- * scan). Run after the sweep's transaction has committed, never inside it. Answers how many leads
- * are still due.
- */
-create or replace function public.prune_due_index(p_now timestamptz default now()) returns bigint
-language sql
-set search_path = ''
-set enable_seqscan = off
-set enable_bitmapscan = off
-set enable_indexonlyscan = off
-as $$
-  select count(*) from public.lead_state s where s.next_due_at <= p_now
-$$;
-grant execute on function public.prune_due_index(timestamptz) to service_role;
-
 /**
  * Recompute a lead's state from the activities that count as contact, and its due times from
  * the tenant's rules. For the rare changes that invalidate the running state (a send that failed
@@ -398,6 +342,45 @@ begin
 end
 $$;
 grant execute on function public.refresh_lead_state(text, text) to service_role;
+
+/**
+ * Move everything of lead `p_from` (activities, alerts, history) to lead `p_into` and forget
+ * `p_from`. Where both have an active alert of a type, the one moved in is superseded. The caller
+ * refreshes `p_into`'s state afterwards. A maintenance function: it runs as the owner and is the
+ * one place allowed to rewrite alert_events (for this transaction's statement only).
+ */
+create or replace function public.merge_lead(p_tenant text, p_from text, p_into text) returns void
+language plpgsql
+security definer  -- rewrites alert_events' lead ids, which no API role may do
+set search_path = ''
+as $$
+begin
+  update public.max_alerts f
+  set resolved_at = now(), resolved_by = 'system', resolution = 'superseded'
+  where f.tenant_id = p_tenant and f.lead_id = p_from and f.resolved_at is null
+    and exists (select from public.max_alerts t
+                where t.tenant_id = p_tenant and t.lead_id = p_into and t.type = f.type and t.resolved_at is null);
+  update public.lead_activities set lead_id = p_into where tenant_id = p_tenant and lead_id = p_from;
+  update public.max_alerts set lead_id = p_into where tenant_id = p_tenant and lead_id = p_from;
+  perform set_config('leadwatch.history_maintenance', 'on', true);
+  update public.alert_events set lead_id = p_into where tenant_id = p_tenant and lead_id = p_from;
+  perform set_config('leadwatch.history_maintenance', 'off', true);
+  delete from public.lead_state where tenant_id = p_tenant and lead_id = p_from;
+  delete from public.leads where tenant_id = p_tenant and lead_id = p_from;
+end
+$$;
+
+/** A lead as the API shows it. */
+create or replace function public.lead_json(p_lead public.leads) returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object(
+    'lead_id', p_lead.lead_id, 'name', p_lead.name, 'email', p_lead.email, 'phone', p_lead.phone,
+    'owner_id', p_lead.owner_id, 'value', p_lead.value, 'currency', p_lead.currency,
+    'preferred_channel', p_lead.preferred_channel, 'provisional', p_lead.provisional, 'created_at', p_lead.created_at,
+    'updated_at', p_lead.updated_at)
+$$;
+grant execute on function public.lead_json(public.leads) to authenticated, service_role;
 
 /**
  * Add or update leads (a JSON array of {lead_id, name, email, phone, owner_id, value, currency,
@@ -504,6 +487,23 @@ end
 $$;
 grant execute on function public.upsert_leads(text, jsonb) to authenticated, service_role;
 
+/**
+ * Read the due-time index up to `p_now` row by row, so that the entries the last sweep left
+ * behind are marked dead in the index (the scan must visit the heap: not a bitmap or index-only
+ * scan). Run after the sweep's transaction has committed, never inside it. Answers how many leads
+ * are still due.
+ */
+create or replace function public.prune_due_index(p_now timestamptz default now()) returns bigint
+language sql
+set search_path = ''
+set enable_seqscan = off
+set enable_bitmapscan = off
+set enable_indexonlyscan = off
+as $$
+  select count(*) from public.lead_state s where s.next_due_at <= p_now
+$$;
+grant execute on function public.prune_due_index(timestamptz) to service_role;
+
 -- =================================================================================================
 -- supabase/schemas/20_activities.sql
 -- =================================================================================================
@@ -592,6 +592,245 @@ create policy "Activities are visible to whoever may see the lead" on public.lea
 
 -- Functions ---------------------------------------------------------------------------------------
 
+/** Does an activity with this status count as contact? A send that failed reached nobody. */
+create or replace function public.counts_as_contact(p_status text) returns boolean
+language sql immutable
+as $$
+  select p_status is null or lower(p_status) not in ('failed', 'noaccount', 'notingroup')
+$$;
+grant execute on function public.counts_as_contact(text) to authenticated, service_role;
+
+/**
+ * An activity as the API shows it. Stable, as what it does is (timestamps print in the session's
+ * time zone): an immutable function whose body is only stable is never inlined, so each answer
+ * would cost a function call of its own.
+ */
+create or replace function public.activity_json(p_activity public.lead_activities) returns jsonb
+language sql stable
+as $$
+  select jsonb_build_object(
+    'id', p_activity.id, 'tenant_id', p_activity.tenant_id, 'lead_id', p_activity.lead_id,
+    'channel', p_activity.channel, 'direction', p_activity.direction, 'status', p_activity.status,
+    'message_snippet', p_activity.message_snippet, 'meta', p_activity.meta,
+    'occurred_at', p_activity.occurred_at, 'created_at', p_activity.created_at,
+    'external_id', p_activity.external_id)
+$$;
+grant execute on function public.activity_json(public.lead_activities) to authenticated, service_role;
+
+/**
+ * Log one activity of a lead and apply the rules it triggers.
+ *
+ * Idempotent on (tenant, channel, external id): a replay returns the stored activity with
+ * `duplicate: true` and changes nothing. Judged by `occurred_at`: an event older than what we
+ * already know never moves "last activity" back, and an inbound that occurred before our last
+ * outbound does not answer it. A send that failed is stored but is not contact. Users log only
+ * in their tenant, and agents only for the leads they own.
+ *
+ * The ingest-time rules are judged here, reading only the lead's most recent activities:
+ * - HotLead24h: the lead's last `min_count` inbound all occurred within the rule's window (24 h)
+ *   before now, after our last outbound. Answered by an outbound that occurred after the first of them.
+ *   Read only when an earlier inbound may be in the window: the lead's `last_inbound_at` is never
+ *   older than its newest stored inbound (ingest moves it forward, `refresh_lead_state` sets it to
+ *   the newest), so when it is not after the cutoff this inbound is the only one there.
+ * - PreferredChannel: `min_count` of the lead's last 5 inbound came on one channel (else: the
+ *   directory's `preferred_channel`, which the lead's state carries), and neither of our last 2
+ *   outbound used it. Answered by an
+ *   outbound on that channel that occurred after the first of those two.
+ */
+create or replace function public.log_activity(
+  p_tenant          text,
+  p_lead_id         text,
+  p_channel         text,
+  p_direction       text,
+  p_status          text default 'sent',
+  p_message_snippet text default null,
+  p_meta            jsonb default null,
+  p_occurred_at     timestamptz default null,
+  p_external_id     text default null
+) returns jsonb
+language plpgsql
+security definer  -- moves lead_state and alerts, which users cannot write themselves
+set search_path = ''
+-- Every statement here reads one lead by key: one plan each, made once per connection, never
+-- replanned per call (the rules' statement would otherwise cost more to plan than to run).
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_at       timestamptz := coalesce(p_occurred_at, now());
+  v_activity public.lead_activities;
+  v_old      public.lead_state;
+  v_new      public.lead_state;
+  v_rules    record;
+  v_types    text[] := '{}'::text[];
+  v_open     text[];            -- the lead's active alert types
+  v_created  text[] := '{}'::text[];
+  v_resolved jsonb := '[]'::jsonb;
+  v_cutoff    timestamptz;      -- HotLead24h counts the inbound after this (the window, our last outbound)
+  v_hot       boolean;          -- may this activity raise HotLead24h?
+  v_preferred boolean;          -- ... PreferredChannel?
+  v_count     integer;          -- the burst: how many inbound, since when
+  v_since     timestamptz;
+  v_channel   text;             -- the lead's channel: most of their last 5 inbound, else the directory's
+  v_ours      text[];           -- the channels of our last 2 outbound, since when
+  v_streak    timestamptz;
+begin
+  if not public.is_trusted_caller() then  -- a user: in their tenant, and (agents) for their own leads
+    perform public.assert_acts_in(p_tenant);
+    if not public.can_see_lead(p_tenant, p_lead_id) then
+      perform public.raise_error('LW404', 'lead not found', 'leadId');
+    end if;
+  end if;
+  if v_at > now() + interval '5 minutes' then
+    perform public.raise_error('LW422', 'occurredAt is more than 5 minutes in the future', 'occurredAt');
+  end if;
+
+  insert into public.lead_activities
+    (tenant_id, lead_id, channel, direction, status, message_snippet, meta, occurred_at, external_id)
+  values
+    (p_tenant, p_lead_id, p_channel, p_direction, coalesce(p_status, 'sent'), left(p_message_snippet, 100),
+     p_meta, v_at, p_external_id)
+  on conflict (tenant_id, channel, external_id) where external_id is not null do nothing
+  returning * into v_activity;
+
+  if v_activity.id is null then  -- a replay: answer with what was stored the first time
+    select * into v_activity from public.lead_activities a
+    where a.tenant_id = p_tenant and a.channel = p_channel and a.external_id = p_external_id;
+    return jsonb_build_object('activity', public.activity_json(v_activity),
+                              'alerts', jsonb_build_object('created', '[]'::jsonb, 'resolved', '[]'::jsonb),
+                              'duplicate', true);
+  end if;
+
+  if public.counts_as_contact(v_activity.status) then
+    select * into v_rules from public.rules_at_ingest(p_tenant);
+
+    -- One writer per lead at a time: the state row is the lock.
+    select * into v_old from public.lead_state s
+    where s.tenant_id = p_tenant and s.lead_id = p_lead_id for update;
+    if not found then
+      insert into public.lead_state (tenant_id, lead_id, entered_at) values (p_tenant, p_lead_id, v_at)
+      on conflict do nothing;
+      select * into v_old from public.lead_state s
+      where s.tenant_id = p_tenant and s.lead_id = p_lead_id for update;
+    end if;
+
+    v_new := v_old;
+    v_new.last_activity_at := greatest(v_old.last_activity_at, v_at);
+    if p_direction = 'in' then
+      v_new.last_inbound_at := greatest(v_old.last_inbound_at, v_at);
+    else
+      v_new.last_outbound_at := greatest(v_old.last_outbound_at, v_at);
+    end if;
+
+    -- Any later activity breaks the silence: NoContact7d, StaleLead30d and HighValueRisk start over.
+    if v_new.last_activity_at is distinct from v_old.last_activity_at then
+      v_types := v_types || array['NoContact7d', 'StaleLead30d', 'HighValueRisk'];
+      v_new.no_contact_due_at := v_new.last_activity_at + v_rules.no_contact;
+      v_new.stale_due_at := v_new.last_activity_at + v_rules.stale;
+      v_new.high_value_due_at := case when v_new.high_value then v_new.last_activity_at + v_rules.high_value end;
+    end if;
+
+    -- Anything after our last outbound answers NoReply3d: a reply ends it, a new message restarts it.
+    if v_at > coalesce(v_old.last_outbound_at, '-infinity') then
+      v_types := v_types || array['NoReply3d'];
+      v_new.no_reply_due_at := case
+        when v_new.last_outbound_at > coalesce(v_new.last_inbound_at, '-infinity')
+        then v_new.last_outbound_at + v_rules.no_reply
+      end;
+    end if;
+
+    update public.lead_state s set
+      last_activity_at  = v_new.last_activity_at,
+      last_inbound_at   = v_new.last_inbound_at,
+      last_outbound_at  = v_new.last_outbound_at,
+      no_contact_due_at = v_new.no_contact_due_at,
+      no_reply_due_at   = v_new.no_reply_due_at,
+      stale_due_at      = v_new.stale_due_at,
+      high_value_due_at = v_new.high_value_due_at
+    where s.tenant_id = p_tenant and s.lead_id = p_lead_id;
+
+    select coalesce(array_agg(a.type), '{}') into v_open
+    from public.max_alerts a
+    where a.tenant_id = p_tenant and a.lead_id = p_lead_id and a.resolved_at is null;
+
+    -- Most activities find nothing to answer: look before writing (and firing the history trigger).
+    -- An outbound answers HotLead24h, and PreferredChannel when it uses the lead's channel.
+    if cardinality(v_open) > 0 and (cardinality(v_types) > 0 or p_direction = 'out') then
+      with resolved as (
+        update public.max_alerts a
+        set resolved_at = now(), resolved_by = 'system', resolution = 'activity', resolved_by_activity = v_activity.id
+        where a.tenant_id = p_tenant and a.lead_id = p_lead_id and a.resolved_at is null
+          and (a.type = any (v_types)
+               or (p_direction = 'out' and v_at > a.cycle_started_at
+                   and (a.type = 'HotLead24h' or (a.type = 'PreferredChannel' and a.channel = p_channel))))
+        returning a.type
+      )
+      select coalesce(jsonb_agg(r.type order by r.type), '[]') into v_resolved from resolved r;
+      v_open := array(select unnest(v_open) except select jsonb_array_elements_text(v_resolved));
+    end if;
+
+    -- What the ingest-time rules need, read in one statement from the lead's newest activities (the
+    -- index's order): the newest inbound (HotLead24h's burst, PreferredChannel's last 5) and our
+    -- last 2 outbound. Only when a rule can fire: enabled, not already active, and (HotLead24h) an
+    -- inbound within the window after our last outbound, (PreferredChannel) once we have written.
+    v_cutoff := greatest(now() - v_rules.hot_window, coalesce(v_new.last_outbound_at, '-infinity'));
+    v_hot := p_direction = 'in' and v_rules.hot_count is not null and not 'HotLead24h' = any (v_open)
+             and v_at > v_cutoff and (v_rules.hot_count <= 1 or v_old.last_inbound_at > v_cutoff);
+    v_preferred := v_rules.preferred_count is not null and not 'PreferredChannel' = any (v_open)
+                   and v_new.last_outbound_at is not null;
+    if v_hot or v_preferred then
+      with inbound as (
+        select a.channel, a.occurred_at, row_number() over (order by a.occurred_at desc, a.id desc) as k
+        from public.lead_activities a
+        where a.tenant_id = p_tenant and a.lead_id = p_lead_id
+          and a.direction = 'in' and public.counts_as_contact(a.status)
+        order by a.occurred_at desc, a.id desc
+        limit greatest(5, v_rules.hot_count)
+      ),
+      outbound as (
+        select a.channel, a.occurred_at
+        from public.lead_activities a
+        where a.tenant_id = p_tenant and a.lead_id = p_lead_id
+          and a.direction = 'out' and public.counts_as_contact(a.status)
+        order by a.occurred_at desc, a.id desc
+        limit 2
+      ),
+      -- The channel at least `min_count` of the last 5 inbound came on (within the rule's window, if any).
+      heard as (
+        select i.channel
+        from inbound i
+        where i.k <= 5 and (v_rules.preferred_window is null or i.occurred_at > now() - v_rules.preferred_window)
+        group by i.channel
+        having count(*) >= v_rules.preferred_count
+        order by count(*) desc, max(i.occurred_at) desc
+        limit 1
+      )
+      select count(*) filter (where v_hot and i.k <= v_rules.hot_count and i.occurred_at > v_cutoff),
+             min(i.occurred_at) filter (where v_hot and i.k <= v_rules.hot_count and i.occurred_at > v_cutoff),
+             case when v_preferred then coalesce((select h.channel from heard h),
+                                                 v_old.preferred_channel) end,
+             case when v_preferred then (select array_agg(o.channel::text) from outbound o) end,
+             case when v_preferred then (select min(o.occurred_at) from outbound o) end
+      into v_count, v_since, v_channel, v_ours, v_streak
+      from inbound i;
+
+      if v_hot and v_count >= v_rules.hot_count then
+        perform public.raise_ingest_alert(p_tenant, p_lead_id, 'HotLead24h', v_since, v_count);
+        v_created := v_created || 'HotLead24h'::text;
+      end if;
+      if v_preferred and v_channel is not null and cardinality(v_ours) = 2 and not v_channel = any (v_ours) then
+        perform public.raise_ingest_alert(p_tenant, p_lead_id, 'PreferredChannel', v_streak, p_channel => v_channel);
+        v_created := v_created || 'PreferredChannel'::text;
+      end if;
+    end if;
+  end if;
+
+  return jsonb_build_object('activity', public.activity_json(v_activity),
+                            'alerts', jsonb_build_object('created', to_jsonb(v_created), 'resolved', v_resolved),
+                            'duplicate', false);
+end
+$$;
+grant execute on function public.log_activity(text, text, text, text, text, text, jsonb, timestamptz, text) to authenticated, service_role;
+
 /** A lead's timeline, newest first (by when it happened), one page at a time. */
 create or replace function public.list_lead_activities(
   p_tenant  text,
@@ -629,31 +868,6 @@ begin
 end
 $$;
 grant execute on function public.list_lead_activities(text, text, integer, jsonb) to authenticated, service_role;
-
-/**
- * An activity as the API shows it. Stable, as what it does is (timestamps print in the session's
- * time zone): an immutable function whose body is only stable is never inlined, so each answer
- * would cost a function call of its own.
- */
-create or replace function public.activity_json(p_activity public.lead_activities) returns jsonb
-language sql stable
-as $$
-  select jsonb_build_object(
-    'id', p_activity.id, 'tenant_id', p_activity.tenant_id, 'lead_id', p_activity.lead_id,
-    'channel', p_activity.channel, 'direction', p_activity.direction, 'status', p_activity.status,
-    'message_snippet', p_activity.message_snippet, 'meta', p_activity.meta,
-    'occurred_at', p_activity.occurred_at, 'created_at', p_activity.created_at,
-    'external_id', p_activity.external_id)
-$$;
-grant execute on function public.activity_json(public.lead_activities) to authenticated, service_role;
-
-/** Does an activity with this status count as contact? A send that failed reached nobody. */
-create or replace function public.counts_as_contact(p_status text) returns boolean
-language sql immutable
-as $$
-  select p_status is null or lower(p_status) not in ('failed', 'noaccount', 'notingroup')
-$$;
-grant execute on function public.counts_as_contact(text) to authenticated, service_role;
 
 /**
  * Log activities of distinct leads (no two with the same lead, no two with the same channel and
@@ -1026,220 +1240,6 @@ end
 $$;
 grant execute on function public.log_activities(text, jsonb) to authenticated, service_role;
 
-/**
- * Log one activity of a lead and apply the rules it triggers.
- *
- * Idempotent on (tenant, channel, external id): a replay returns the stored activity with
- * `duplicate: true` and changes nothing. Judged by `occurred_at`: an event older than what we
- * already know never moves "last activity" back, and an inbound that occurred before our last
- * outbound does not answer it. A send that failed is stored but is not contact. Users log only
- * in their tenant, and agents only for the leads they own.
- *
- * The ingest-time rules are judged here, reading only the lead's most recent activities:
- * - HotLead24h: the lead's last `min_count` inbound all occurred within the rule's window (24 h)
- *   before now, after our last outbound. Answered by an outbound that occurred after the first of them.
- *   Read only when an earlier inbound may be in the window: the lead's `last_inbound_at` is never
- *   older than its newest stored inbound (ingest moves it forward, `refresh_lead_state` sets it to
- *   the newest), so when it is not after the cutoff this inbound is the only one there.
- * - PreferredChannel: `min_count` of the lead's last 5 inbound came on one channel (else: the
- *   directory's `preferred_channel`, which the lead's state carries), and neither of our last 2
- *   outbound used it. Answered by an
- *   outbound on that channel that occurred after the first of those two.
- */
-create or replace function public.log_activity(
-  p_tenant          text,
-  p_lead_id         text,
-  p_channel         text,
-  p_direction       text,
-  p_status          text default 'sent',
-  p_message_snippet text default null,
-  p_meta            jsonb default null,
-  p_occurred_at     timestamptz default null,
-  p_external_id     text default null
-) returns jsonb
-language plpgsql
-security definer  -- moves lead_state and alerts, which users cannot write themselves
-set search_path = ''
--- Every statement here reads one lead by key: one plan each, made once per connection, never
--- replanned per call (the rules' statement would otherwise cost more to plan than to run).
-set plan_cache_mode = force_generic_plan
-as $$
-declare
-  v_at       timestamptz := coalesce(p_occurred_at, now());
-  v_activity public.lead_activities;
-  v_old      public.lead_state;
-  v_new      public.lead_state;
-  v_rules    record;
-  v_types    text[] := '{}'::text[];
-  v_open     text[];            -- the lead's active alert types
-  v_created  text[] := '{}'::text[];
-  v_resolved jsonb := '[]'::jsonb;
-  v_cutoff    timestamptz;      -- HotLead24h counts the inbound after this (the window, our last outbound)
-  v_hot       boolean;          -- may this activity raise HotLead24h?
-  v_preferred boolean;          -- ... PreferredChannel?
-  v_count     integer;          -- the burst: how many inbound, since when
-  v_since     timestamptz;
-  v_channel   text;             -- the lead's channel: most of their last 5 inbound, else the directory's
-  v_ours      text[];           -- the channels of our last 2 outbound, since when
-  v_streak    timestamptz;
-begin
-  if not public.is_trusted_caller() then  -- a user: in their tenant, and (agents) for their own leads
-    perform public.assert_acts_in(p_tenant);
-    if not public.can_see_lead(p_tenant, p_lead_id) then
-      perform public.raise_error('LW404', 'lead not found', 'leadId');
-    end if;
-  end if;
-  if v_at > now() + interval '5 minutes' then
-    perform public.raise_error('LW422', 'occurredAt is more than 5 minutes in the future', 'occurredAt');
-  end if;
-
-  insert into public.lead_activities
-    (tenant_id, lead_id, channel, direction, status, message_snippet, meta, occurred_at, external_id)
-  values
-    (p_tenant, p_lead_id, p_channel, p_direction, coalesce(p_status, 'sent'), left(p_message_snippet, 100),
-     p_meta, v_at, p_external_id)
-  on conflict (tenant_id, channel, external_id) where external_id is not null do nothing
-  returning * into v_activity;
-
-  if v_activity.id is null then  -- a replay: answer with what was stored the first time
-    select * into v_activity from public.lead_activities a
-    where a.tenant_id = p_tenant and a.channel = p_channel and a.external_id = p_external_id;
-    return jsonb_build_object('activity', public.activity_json(v_activity),
-                              'alerts', jsonb_build_object('created', '[]'::jsonb, 'resolved', '[]'::jsonb),
-                              'duplicate', true);
-  end if;
-
-  if public.counts_as_contact(v_activity.status) then
-    select * into v_rules from public.rules_at_ingest(p_tenant);
-
-    -- One writer per lead at a time: the state row is the lock.
-    select * into v_old from public.lead_state s
-    where s.tenant_id = p_tenant and s.lead_id = p_lead_id for update;
-    if not found then
-      insert into public.lead_state (tenant_id, lead_id, entered_at) values (p_tenant, p_lead_id, v_at)
-      on conflict do nothing;
-      select * into v_old from public.lead_state s
-      where s.tenant_id = p_tenant and s.lead_id = p_lead_id for update;
-    end if;
-
-    v_new := v_old;
-    v_new.last_activity_at := greatest(v_old.last_activity_at, v_at);
-    if p_direction = 'in' then
-      v_new.last_inbound_at := greatest(v_old.last_inbound_at, v_at);
-    else
-      v_new.last_outbound_at := greatest(v_old.last_outbound_at, v_at);
-    end if;
-
-    -- Any later activity breaks the silence: NoContact7d, StaleLead30d and HighValueRisk start over.
-    if v_new.last_activity_at is distinct from v_old.last_activity_at then
-      v_types := v_types || array['NoContact7d', 'StaleLead30d', 'HighValueRisk'];
-      v_new.no_contact_due_at := v_new.last_activity_at + v_rules.no_contact;
-      v_new.stale_due_at := v_new.last_activity_at + v_rules.stale;
-      v_new.high_value_due_at := case when v_new.high_value then v_new.last_activity_at + v_rules.high_value end;
-    end if;
-
-    -- Anything after our last outbound answers NoReply3d: a reply ends it, a new message restarts it.
-    if v_at > coalesce(v_old.last_outbound_at, '-infinity') then
-      v_types := v_types || array['NoReply3d'];
-      v_new.no_reply_due_at := case
-        when v_new.last_outbound_at > coalesce(v_new.last_inbound_at, '-infinity')
-        then v_new.last_outbound_at + v_rules.no_reply
-      end;
-    end if;
-
-    update public.lead_state s set
-      last_activity_at  = v_new.last_activity_at,
-      last_inbound_at   = v_new.last_inbound_at,
-      last_outbound_at  = v_new.last_outbound_at,
-      no_contact_due_at = v_new.no_contact_due_at,
-      no_reply_due_at   = v_new.no_reply_due_at,
-      stale_due_at      = v_new.stale_due_at,
-      high_value_due_at = v_new.high_value_due_at
-    where s.tenant_id = p_tenant and s.lead_id = p_lead_id;
-
-    select coalesce(array_agg(a.type), '{}') into v_open
-    from public.max_alerts a
-    where a.tenant_id = p_tenant and a.lead_id = p_lead_id and a.resolved_at is null;
-
-    -- Most activities find nothing to answer: look before writing (and firing the history trigger).
-    -- An outbound answers HotLead24h, and PreferredChannel when it uses the lead's channel.
-    if cardinality(v_open) > 0 and (cardinality(v_types) > 0 or p_direction = 'out') then
-      with resolved as (
-        update public.max_alerts a
-        set resolved_at = now(), resolved_by = 'system', resolution = 'activity', resolved_by_activity = v_activity.id
-        where a.tenant_id = p_tenant and a.lead_id = p_lead_id and a.resolved_at is null
-          and (a.type = any (v_types)
-               or (p_direction = 'out' and v_at > a.cycle_started_at
-                   and (a.type = 'HotLead24h' or (a.type = 'PreferredChannel' and a.channel = p_channel))))
-        returning a.type
-      )
-      select coalesce(jsonb_agg(r.type order by r.type), '[]') into v_resolved from resolved r;
-      v_open := array(select unnest(v_open) except select jsonb_array_elements_text(v_resolved));
-    end if;
-
-    -- What the ingest-time rules need, read in one statement from the lead's newest activities (the
-    -- index's order): the newest inbound (HotLead24h's burst, PreferredChannel's last 5) and our
-    -- last 2 outbound. Only when a rule can fire: enabled, not already active, and (HotLead24h) an
-    -- inbound within the window after our last outbound, (PreferredChannel) once we have written.
-    v_cutoff := greatest(now() - v_rules.hot_window, coalesce(v_new.last_outbound_at, '-infinity'));
-    v_hot := p_direction = 'in' and v_rules.hot_count is not null and not 'HotLead24h' = any (v_open)
-             and v_at > v_cutoff and (v_rules.hot_count <= 1 or v_old.last_inbound_at > v_cutoff);
-    v_preferred := v_rules.preferred_count is not null and not 'PreferredChannel' = any (v_open)
-                   and v_new.last_outbound_at is not null;
-    if v_hot or v_preferred then
-      with inbound as (
-        select a.channel, a.occurred_at, row_number() over (order by a.occurred_at desc, a.id desc) as k
-        from public.lead_activities a
-        where a.tenant_id = p_tenant and a.lead_id = p_lead_id
-          and a.direction = 'in' and public.counts_as_contact(a.status)
-        order by a.occurred_at desc, a.id desc
-        limit greatest(5, v_rules.hot_count)
-      ),
-      outbound as (
-        select a.channel, a.occurred_at
-        from public.lead_activities a
-        where a.tenant_id = p_tenant and a.lead_id = p_lead_id
-          and a.direction = 'out' and public.counts_as_contact(a.status)
-        order by a.occurred_at desc, a.id desc
-        limit 2
-      ),
-      -- The channel at least `min_count` of the last 5 inbound came on (within the rule's window, if any).
-      heard as (
-        select i.channel
-        from inbound i
-        where i.k <= 5 and (v_rules.preferred_window is null or i.occurred_at > now() - v_rules.preferred_window)
-        group by i.channel
-        having count(*) >= v_rules.preferred_count
-        order by count(*) desc, max(i.occurred_at) desc
-        limit 1
-      )
-      select count(*) filter (where v_hot and i.k <= v_rules.hot_count and i.occurred_at > v_cutoff),
-             min(i.occurred_at) filter (where v_hot and i.k <= v_rules.hot_count and i.occurred_at > v_cutoff),
-             case when v_preferred then coalesce((select h.channel from heard h),
-                                                 v_old.preferred_channel) end,
-             case when v_preferred then (select array_agg(o.channel::text) from outbound o) end,
-             case when v_preferred then (select min(o.occurred_at) from outbound o) end
-      into v_count, v_since, v_channel, v_ours, v_streak
-      from inbound i;
-
-      if v_hot and v_count >= v_rules.hot_count then
-        perform public.raise_ingest_alert(p_tenant, p_lead_id, 'HotLead24h', v_since, v_count);
-        v_created := v_created || 'HotLead24h'::text;
-      end if;
-      if v_preferred and v_channel is not null and cardinality(v_ours) = 2 and not v_channel = any (v_ours) then
-        perform public.raise_ingest_alert(p_tenant, p_lead_id, 'PreferredChannel', v_streak, p_channel => v_channel);
-        v_created := v_created || 'PreferredChannel'::text;
-      end if;
-    end if;
-  end if;
-
-  return jsonb_build_object('activity', public.activity_json(v_activity),
-                            'alerts', jsonb_build_object('created', to_jsonb(v_created), 'resolved', v_resolved),
-                            'duplicate', false);
-end
-$$;
-grant execute on function public.log_activity(text, text, text, text, text, text, jsonb, timestamptz, text) to authenticated, service_role;
-
 -- =================================================================================================
 -- supabase/schemas/30_alerts.sql
 -- =================================================================================================
@@ -1571,140 +1571,6 @@ create policy "Alert history is visible to whoever may see the lead" on public.a
 
 -- Functions ---------------------------------------------------------------------------------------
 
-/**
- * Resolve or snooze (until `p_until`, at most 30 days ahead) alerts by id, in one transaction,
- * answering for each id in order: `done`, `already_resolved`, or `not_found` (no such alert in
- * this tenant, or one the caller may not see: its existence is not revealed). The same permissions
- * as resolving one alert. A user is recorded by their id (`sub`), whatever `p_actor` says.
- */
-create or replace function public.act_on_alerts(p_tenant text, p_action text, p_ids jsonb, p_until timestamp with time zone DEFAULT NULL::timestamp with time zone, p_actor text DEFAULT 'user_manual'::text)
- RETURNS jsonb
- LANGUAGE plpgsql
- SECURITY DEFINER
- SET search_path TO ''
-AS $function$
-declare
-  v_actor  text := case when public.is_trusted_caller() then p_actor else (select auth.jwt()) ->> 'sub' end;
-  v_ids    uuid[];
-  v_result jsonb;
-begin
-  perform public.assert_acts_in(p_tenant);
-  if p_action is null or p_action not in ('resolve', 'snooze') then
-    perform public.raise_error('LW422', 'action must be resolve or snooze', 'action');
-  end if;
-  if jsonb_typeof(p_ids) is distinct from 'array' or jsonb_array_length(p_ids) not between 1 and 500 then
-    perform public.raise_error('LW422', 'ids must list 1 to 500 alert ids', 'ids');
-  end if;
-  if p_action = 'snooze' and (p_until is null or p_until <= now() or p_until > now() + interval '30 days 5 minutes') then
-    perform public.raise_error('LW422', 'until must be in the future, at most 30 days ahead', 'until');
-  end if;
-  v_ids := array(select jsonb_array_elements_text(p_ids)::uuid);
-
-  if p_action = 'resolve' then
-    -- Lock the leads' states before their alerts, as resolve_alert does.
-    perform from public.lead_state s
-    where (s.tenant_id, s.lead_id) in (select a.tenant_id, a.lead_id from public.max_alerts a
-                                       where a.id = any (v_ids) and a.tenant_id = p_tenant and a.resolved_at is null)
-    order by s.lead_id
-    for update;
-  end if;
-
-  with asked as (
-    select i.id, i.n, a.id as alert_id, a.tenant_id, a.lead_id
-    from jsonb_array_elements_text(p_ids) with ordinality as i (id, n)
-    left join public.max_alerts a
-      on a.id = i.id::uuid and a.tenant_id = p_tenant and public.can_see_lead(a.tenant_id, a.lead_id)
-  ),
-  resolved as (
-    update public.max_alerts a
-    set resolved_at = now(), resolved_by = v_actor, resolution = 'manual'
-    from asked q
-    where p_action = 'resolve' and a.tenant_id = q.tenant_id and a.id = q.alert_id and a.resolved_at is null
-    returning a.id, a.tenant_id, a.lead_id, a.type
-  ),
-  -- A manual resolve: the same silence does not raise that alert again; the next activity starts anew.
-  cleared as (
-    update public.lead_state s set
-      no_contact_due_at = case when r.no_contact then null else s.no_contact_due_at end,
-      no_reply_due_at   = case when r.no_reply then null else s.no_reply_due_at end,
-      stale_due_at      = case when r.stale then null else s.stale_due_at end,
-      high_value_due_at = case when r.high_value then null else s.high_value_due_at end
-    from (select d.tenant_id, d.lead_id,
-                 bool_or(d.type = 'NoContact7d') as no_contact, bool_or(d.type = 'NoReply3d') as no_reply,
-                 bool_or(d.type = 'StaleLead30d') as stale, bool_or(d.type = 'HighValueRisk') as high_value
-          from resolved d group by d.tenant_id, d.lead_id) r
-    where s.tenant_id = r.tenant_id and s.lead_id = r.lead_id
-    returning 1
-  ),
-  snoozed as (
-    update public.max_alerts a
-    set snoozed_until = p_until
-    from asked q
-    where p_action = 'snooze' and a.tenant_id = q.tenant_id and a.id = q.alert_id and a.resolved_at is null
-    returning a.*
-  ),
-  snooze_events as (
-    insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
-    select s.tenant_id, s.id, s.lead_id, s.type, 'snoozed', s.severity, v_actor
-    from snoozed s
-    returning 1
-  ),
-  answered as (
-    select q.id, q.n,
-           case when exists (select from resolved r where r.id = q.alert_id)
-                  or exists (select from snoozed s where s.id = q.alert_id) then 'done'
-                when q.alert_id is not null then 'already_resolved'
-                else 'not_found' end as result
-    from asked q
-  )
-  select jsonb_build_object(
-    'results', jsonb_agg(jsonb_build_object('id', a.id, 'result', a.result) order by a.n),
-    'done', count(*) filter (where a.result = 'done'))
-  into v_result
-  from answered a;
-  return v_result;
-end
-$function$
-;
-grant execute on function public.act_on_alerts(text, text, jsonb, timestamptz, text) to authenticated, service_role;
-
-/** The short answer about one alert that the desk's actions return. */
-create or replace function public.alert_brief(p_alert public.max_alerts) returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object('id', p_alert.id, 'type', p_alert.type, 'lead_id', p_alert.lead_id,
-                            'snoozed_until', p_alert.snoozed_until, 'severity', p_alert.severity)
-$$;
-grant execute on function public.alert_brief(public.max_alerts) to authenticated, service_role;
-
-/**
- * An alert and its history, oldest event first (created, escalated, snoozed, reopened, resolved...,
- * each with its actor, time and the severity after it). Runs as the caller: an alert they may not
- * see is not found.
- */
-create or replace function public.alert_history(p_tenant text, p_alert_id uuid) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-declare
-  v_alert public.max_alerts;
-  v_lead  public.leads;
-begin
-  select * into v_alert from public.max_alerts a where a.id = p_alert_id and a.tenant_id = p_tenant;
-  if not found then
-    perform public.raise_error('LW404', 'alert not found', 'id');
-  end if;
-  select * into v_lead from public.leads l where l.tenant_id = p_tenant and l.lead_id = v_alert.lead_id;
-  return jsonb_build_object(
-    'alert', public.alert_json(v_alert, v_lead.name, v_lead.email),
-    'events', coalesce((select jsonb_agg(jsonb_build_object('event', e.event, 'severity', e.severity,
-                                                            'actor', e.actor, 'at', e.at) order by e.id)
-                        from public.alert_events e
-                        where e.tenant_id = p_tenant and e.lead_id = v_alert.lead_id and e.alert_id = p_alert_id), '[]'));
-end
-$$;
-grant execute on function public.alert_history(text, uuid) to authenticated, service_role;
-
 /** An alert as the API lists it (the reference's shape, with the lead's name and email, and its desk state). */
 create or replace function public.alert_json(p_alert public.max_alerts, p_lead_name text, p_lead_email text)
 returns jsonb
@@ -1816,89 +1682,6 @@ end
 $$;
 grant execute on function public.list_active_alerts(text, integer, jsonb, text, text, text, text) to authenticated, service_role;
 
-/** Every alert of a lead, active and past, newest first, one page at a time. Runs as the caller. */
-create or replace function public.list_lead_alerts(
-  p_tenant  text,
-  p_lead_id text,
-  p_limit   integer default 50,
-  p_cursor  jsonb default null
-) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-declare
-  v_lead   public.leads;
-  v_result jsonb;
-begin
-  perform public.check_page(p_limit, p_cursor, array['c', 'i']);
-  select * into v_lead from public.leads l where l.tenant_id = p_tenant and l.lead_id = p_lead_id;
-  if not found and not exists (select from public.lead_state s where s.tenant_id = p_tenant and s.lead_id = p_lead_id) then
-    perform public.raise_error('LW404', 'lead not found', 'leadId');
-  end if;
-
-  with page as (
-    select a, row_number() over (order by a.created_at desc, a.id desc) as n
-    from public.max_alerts a
-    where a.tenant_id = p_tenant and a.lead_id = p_lead_id
-      and (p_cursor is null
-           or (a.created_at, a.id) < ((p_cursor ->> 'c')::timestamptz, (p_cursor ->> 'i')::uuid))
-    order by a.created_at desc, a.id desc
-    limit p_limit + 1
-  )
-  select jsonb_build_object(
-    'alerts', coalesce((select jsonb_agg(public.alert_json(p.a, v_lead.name, v_lead.email) order by p.n)
-                        from page p where p.n <= p_limit), '[]'),
-    'next_cursor', (select jsonb_build_object('c', (p.a).created_at, 'i', (p.a).id)
-                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
-  into v_result;
-  return v_result;
-end
-$$;
-grant execute on function public.list_lead_alerts(text, text, integer, jsonb) to authenticated, service_role;
-
-/**
- * Mark overdue, once, every high alert still unresolved (and not snoozed) past its tenant's delay
- * (`overdue_after`, default 24 h) since it became high, recording an `overdue` event for the
- * notifications to deliver. Answers how many it marked.
- */
-create or replace function public.mark_overdue_alerts(p_tenant text, p_now timestamp with time zone)
- RETURNS integer
- LANGUAGE plpgsql
- SET search_path TO ''
-AS $function$
-declare
-  v_marked integer;
-begin
-  with candidates as (
-    select a.id, a.tenant_id, a.type, coalesce(a.escalated_at, a.created_at) as high_since
-    from public.max_alerts a
-    where a.resolved_at is null and a.severity_rank = 1 and a.overdue_at is null and a.snoozed_until is null
-      and coalesce(a.escalated_at, a.created_at) <= p_now - (select min(r.overdue_after) from public.alert_rules r)
-      and coalesce(a.escalated_at, a.created_at) < now()  -- not one this very sweep made high (p_now may run ahead)
-      and (p_tenant is null or a.tenant_id = p_tenant)
-    for update skip locked
-  ),
-  marked as (
-    update public.max_alerts a
-    set overdue_at = p_now
-    from candidates c
-    cross join lateral (select x.overdue_after from public.rules_for(c.tenant_id) x where x.type = c.type) r
-    where a.tenant_id = c.tenant_id and a.id = c.id and c.high_since <= p_now - r.overdue_after
-    returning a.*
-  ),
-  events as (
-    insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
-    select m.tenant_id, m.id, m.lead_id, m.type, 'overdue', m.severity, 'system'
-    from marked m
-    returning 1
-  )
-  select count(*) into v_marked from events;
-  return v_marked;
-end
-$function$
-;
-grant execute on function public.mark_overdue_alerts(text, timestamptz) to service_role;
-
 /**
  * Resolve an alert by hand. Idempotent: resolving a resolved alert answers with the first
  * resolution. The same silence does not raise that alert again; the next activity starts anew.
@@ -1948,6 +1731,112 @@ end
 $function$
 ;
 grant execute on function public.resolve_alert(text, uuid, text) to authenticated, service_role;
+
+/** The short answer about one alert that the desk's actions return. */
+create or replace function public.alert_brief(p_alert public.max_alerts) returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object('id', p_alert.id, 'type', p_alert.type, 'lead_id', p_alert.lead_id,
+                            'snoozed_until', p_alert.snoozed_until, 'severity', p_alert.severity)
+$$;
+grant execute on function public.alert_brief(public.max_alerts) to authenticated, service_role;
+
+/**
+ * Resolve or snooze (until `p_until`, at most 30 days ahead) alerts by id, in one transaction,
+ * answering for each id in order: `done`, `already_resolved`, or `not_found` (no such alert in
+ * this tenant, or one the caller may not see: its existence is not revealed). The same permissions
+ * as resolving one alert. A user is recorded by their id (`sub`), whatever `p_actor` says.
+ */
+create or replace function public.act_on_alerts(p_tenant text, p_action text, p_ids jsonb, p_until timestamp with time zone DEFAULT NULL::timestamp with time zone, p_actor text DEFAULT 'user_manual'::text)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
+declare
+  v_actor  text := case when public.is_trusted_caller() then p_actor else (select auth.jwt()) ->> 'sub' end;
+  v_ids    uuid[];
+  v_result jsonb;
+begin
+  perform public.assert_acts_in(p_tenant);
+  if p_action is null or p_action not in ('resolve', 'snooze') then
+    perform public.raise_error('LW422', 'action must be resolve or snooze', 'action');
+  end if;
+  if jsonb_typeof(p_ids) is distinct from 'array' or jsonb_array_length(p_ids) not between 1 and 500 then
+    perform public.raise_error('LW422', 'ids must list 1 to 500 alert ids', 'ids');
+  end if;
+  if p_action = 'snooze' and (p_until is null or p_until <= now() or p_until > now() + interval '30 days 5 minutes') then
+    perform public.raise_error('LW422', 'until must be in the future, at most 30 days ahead', 'until');
+  end if;
+  v_ids := array(select jsonb_array_elements_text(p_ids)::uuid);
+
+  if p_action = 'resolve' then
+    -- Lock the leads' states before their alerts, as resolve_alert does.
+    perform from public.lead_state s
+    where (s.tenant_id, s.lead_id) in (select a.tenant_id, a.lead_id from public.max_alerts a
+                                       where a.id = any (v_ids) and a.tenant_id = p_tenant and a.resolved_at is null)
+    order by s.lead_id
+    for update;
+  end if;
+
+  with asked as (
+    select i.id, i.n, a.id as alert_id, a.tenant_id, a.lead_id
+    from jsonb_array_elements_text(p_ids) with ordinality as i (id, n)
+    left join public.max_alerts a
+      on a.id = i.id::uuid and a.tenant_id = p_tenant and public.can_see_lead(a.tenant_id, a.lead_id)
+  ),
+  resolved as (
+    update public.max_alerts a
+    set resolved_at = now(), resolved_by = v_actor, resolution = 'manual'
+    from asked q
+    where p_action = 'resolve' and a.tenant_id = q.tenant_id and a.id = q.alert_id and a.resolved_at is null
+    returning a.id, a.tenant_id, a.lead_id, a.type
+  ),
+  -- A manual resolve: the same silence does not raise that alert again; the next activity starts anew.
+  cleared as (
+    update public.lead_state s set
+      no_contact_due_at = case when r.no_contact then null else s.no_contact_due_at end,
+      no_reply_due_at   = case when r.no_reply then null else s.no_reply_due_at end,
+      stale_due_at      = case when r.stale then null else s.stale_due_at end,
+      high_value_due_at = case when r.high_value then null else s.high_value_due_at end
+    from (select d.tenant_id, d.lead_id,
+                 bool_or(d.type = 'NoContact7d') as no_contact, bool_or(d.type = 'NoReply3d') as no_reply,
+                 bool_or(d.type = 'StaleLead30d') as stale, bool_or(d.type = 'HighValueRisk') as high_value
+          from resolved d group by d.tenant_id, d.lead_id) r
+    where s.tenant_id = r.tenant_id and s.lead_id = r.lead_id
+    returning 1
+  ),
+  snoozed as (
+    update public.max_alerts a
+    set snoozed_until = p_until
+    from asked q
+    where p_action = 'snooze' and a.tenant_id = q.tenant_id and a.id = q.alert_id and a.resolved_at is null
+    returning a.*
+  ),
+  snooze_events as (
+    insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
+    select s.tenant_id, s.id, s.lead_id, s.type, 'snoozed', s.severity, v_actor
+    from snoozed s
+    returning 1
+  ),
+  answered as (
+    select q.id, q.n,
+           case when exists (select from resolved r where r.id = q.alert_id)
+                  or exists (select from snoozed s where s.id = q.alert_id) then 'done'
+                when q.alert_id is not null then 'already_resolved'
+                else 'not_found' end as result
+    from asked q
+  )
+  select jsonb_build_object(
+    'results', jsonb_agg(jsonb_build_object('id', a.id, 'result', a.result) order by a.n),
+    'done', count(*) filter (where a.result = 'done'))
+  into v_result
+  from answered a;
+  return v_result;
+end
+$function$
+;
+grant execute on function public.act_on_alerts(text, text, jsonb, timestamptz, text) to authenticated, service_role;
 
 /**
  * Snooze one alert until `p_until` (at most 30 days ahead): it leaves the active list until the
@@ -2004,6 +1893,74 @@ end
 $function$
 ;
 grant execute on function public.unsnooze_alert(text, uuid, text) to authenticated, service_role;
+
+/**
+ * An alert and its history, oldest event first (created, escalated, snoozed, reopened, resolved...,
+ * each with its actor, time and the severity after it). Runs as the caller: an alert they may not
+ * see is not found.
+ */
+create or replace function public.alert_history(p_tenant text, p_alert_id uuid) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_alert public.max_alerts;
+  v_lead  public.leads;
+begin
+  select * into v_alert from public.max_alerts a where a.id = p_alert_id and a.tenant_id = p_tenant;
+  if not found then
+    perform public.raise_error('LW404', 'alert not found', 'id');
+  end if;
+  select * into v_lead from public.leads l where l.tenant_id = p_tenant and l.lead_id = v_alert.lead_id;
+  return jsonb_build_object(
+    'alert', public.alert_json(v_alert, v_lead.name, v_lead.email),
+    'events', coalesce((select jsonb_agg(jsonb_build_object('event', e.event, 'severity', e.severity,
+                                                            'actor', e.actor, 'at', e.at) order by e.id)
+                        from public.alert_events e
+                        where e.tenant_id = p_tenant and e.lead_id = v_alert.lead_id and e.alert_id = p_alert_id), '[]'));
+end
+$$;
+grant execute on function public.alert_history(text, uuid) to authenticated, service_role;
+
+/** Every alert of a lead, active and past, newest first, one page at a time. Runs as the caller. */
+create or replace function public.list_lead_alerts(
+  p_tenant  text,
+  p_lead_id text,
+  p_limit   integer default 50,
+  p_cursor  jsonb default null
+) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_lead   public.leads;
+  v_result jsonb;
+begin
+  perform public.check_page(p_limit, p_cursor, array['c', 'i']);
+  select * into v_lead from public.leads l where l.tenant_id = p_tenant and l.lead_id = p_lead_id;
+  if not found and not exists (select from public.lead_state s where s.tenant_id = p_tenant and s.lead_id = p_lead_id) then
+    perform public.raise_error('LW404', 'lead not found', 'leadId');
+  end if;
+
+  with page as (
+    select a, row_number() over (order by a.created_at desc, a.id desc) as n
+    from public.max_alerts a
+    where a.tenant_id = p_tenant and a.lead_id = p_lead_id
+      and (p_cursor is null
+           or (a.created_at, a.id) < ((p_cursor ->> 'c')::timestamptz, (p_cursor ->> 'i')::uuid))
+    order by a.created_at desc, a.id desc
+    limit p_limit + 1
+  )
+  select jsonb_build_object(
+    'alerts', coalesce((select jsonb_agg(public.alert_json(p.a, v_lead.name, v_lead.email) order by p.n)
+                        from page p where p.n <= p_limit), '[]'),
+    'next_cursor', (select jsonb_build_object('c', (p.a).created_at, 'i', (p.a).id)
+                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
+  into v_result;
+  return v_result;
+end
+$$;
+grant execute on function public.list_lead_alerts(text, text, integer, jsonb) to authenticated, service_role;
 
 /**
  * Wake the snoozed alerts whose time has come (by `p_now`): back to the active list (`reopened`)
@@ -2077,6 +2034,49 @@ $function$
 ;
 grant execute on function public.wake_snoozed_alerts(text, timestamptz) to service_role;
 
+/**
+ * Mark overdue, once, every high alert still unresolved (and not snoozed) past its tenant's delay
+ * (`overdue_after`, default 24 h) since it became high, recording an `overdue` event for the
+ * notifications to deliver. Answers how many it marked.
+ */
+create or replace function public.mark_overdue_alerts(p_tenant text, p_now timestamp with time zone)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO ''
+AS $function$
+declare
+  v_marked integer;
+begin
+  with candidates as (
+    select a.id, a.tenant_id, a.type, coalesce(a.escalated_at, a.created_at) as high_since
+    from public.max_alerts a
+    where a.resolved_at is null and a.severity_rank = 1 and a.overdue_at is null and a.snoozed_until is null
+      and coalesce(a.escalated_at, a.created_at) <= p_now - (select min(r.overdue_after) from public.alert_rules r)
+      and coalesce(a.escalated_at, a.created_at) < now()  -- not one this very sweep made high (p_now may run ahead)
+      and (p_tenant is null or a.tenant_id = p_tenant)
+    for update skip locked
+  ),
+  marked as (
+    update public.max_alerts a
+    set overdue_at = p_now
+    from candidates c
+    cross join lateral (select x.overdue_after from public.rules_for(c.tenant_id) x where x.type = c.type) r
+    where a.tenant_id = c.tenant_id and a.id = c.id and c.high_since <= p_now - r.overdue_after
+    returning a.*
+  ),
+  events as (
+    insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
+    select m.tenant_id, m.id, m.lead_id, m.type, 'overdue', m.severity, 'system'
+    from marked m
+    returning 1
+  )
+  select count(*) into v_marked from events;
+  return v_marked;
+end
+$function$
+;
+grant execute on function public.mark_overdue_alerts(text, timestamptz) to service_role;
+
 -- =================================================================================================
 -- supabase/schemas/40_rules.sql
 -- =================================================================================================
@@ -2133,31 +2133,27 @@ as $$
 $$;
 grant execute on function public.rule_thresholds(text) to authenticated, service_role;
 
-/** A duration as the API writes it: '7d', '36h' or '90m' (null stays null). */
-create or replace function public.duration_text(p_interval interval) returns text
-language sql immutable
+/**
+ * What `log_activity` needs from the rules in force for a tenant, in one row: the thresholds of
+ * the time-based rules (null where disabled) and the settings of the ingest-time rules (their
+ * `min_count` null where disabled). A table function so that Postgres inlines it.
+ */
+create or replace function public.rules_at_ingest(p_tenant text)
+returns table (no_contact interval, no_reply interval, stale interval, high_value interval,
+               hot_window interval, hot_count smallint, preferred_window interval, preferred_count smallint)
+language sql stable
 as $$
-  select case
-    when p_interval is null then null
-    when extract(epoch from p_interval)::bigint % 86400 = 0 then (extract(epoch from p_interval)::bigint / 86400) || 'd'
-    when extract(epoch from p_interval)::bigint % 3600 = 0 then (extract(epoch from p_interval)::bigint / 3600) || 'h'
-    else (extract(epoch from p_interval)::bigint / 60) || 'm'
-  end
+  select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'NoReply3d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'HighValueRisk' and r.enabled),
+         max(r.threshold) filter (where r.type = 'HotLead24h' and r.enabled),
+         max(r.min_count) filter (where r.type = 'HotLead24h' and r.enabled),
+         max(r.threshold) filter (where r.type = 'PreferredChannel' and r.enabled),
+         max(r.min_count) filter (where r.type = 'PreferredChannel' and r.enabled)
+  from public.rules_for(p_tenant) r
 $$;
-grant execute on function public.duration_text(interval) to authenticated, service_role;
-
-/** The rules in force for a tenant (its own where it has one, else the default), by type. */
-create or replace function public.list_rules(p_tenant text) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-begin
-  perform public.assert_acts_in(p_tenant);
-  return jsonb_build_object(
-    'rules', (select jsonb_agg(public.rule_json(r) order by r.type) from public.rules_for(p_tenant) r));
-end
-$$;
-grant execute on function public.list_rules(text) to authenticated, service_role;
+grant execute on function public.rules_at_ingest(text) to authenticated, service_role;
 
 /**
  * Open an ingest-time alert for a lead with its rule's message and action in the tenant's language:
@@ -2193,6 +2189,47 @@ begin
 end
 $$;
 grant execute on function public.raise_ingest_alert(text, text, text, timestamptz, integer, text) to service_role;
+
+/** A duration as the API writes it: '7d', '36h' or '90m' (null stays null). */
+create or replace function public.duration_text(p_interval interval) returns text
+language sql immutable
+as $$
+  select case
+    when p_interval is null then null
+    when extract(epoch from p_interval)::bigint % 86400 = 0 then (extract(epoch from p_interval)::bigint / 86400) || 'd'
+    when extract(epoch from p_interval)::bigint % 3600 = 0 then (extract(epoch from p_interval)::bigint / 3600) || 'h'
+    else (extract(epoch from p_interval)::bigint / 60) || 'm'
+  end
+$$;
+grant execute on function public.duration_text(interval) to authenticated, service_role;
+
+/** A rule as the API shows it; `source` says whether it is the default or the tenant's own. */
+create or replace function public.rule_json(p_rule public.alert_rules) returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object(
+    'type', p_rule.type, 'enabled', p_rule.enabled, 'threshold', public.duration_text(p_rule.threshold),
+    'severity', p_rule.severity, 'escalate_after', public.duration_text(p_rule.escalate_after),
+    'escalated_severity', p_rule.escalated_severity, 'min_count', p_rule.min_count,
+    'min_value', p_rule.min_value, 'currency', p_rule.currency, 'supersedes', p_rule.supersedes,
+    'locale', p_rule.locale, 'messages', p_rule.messages, 'action', p_rule.action,
+    'overdue_after', public.duration_text(p_rule.overdue_after),
+    'source', case when p_rule.tenant_id = '*' then 'default' else 'tenant' end)
+$$;
+grant execute on function public.rule_json(public.alert_rules) to authenticated, service_role;
+
+/** The rules in force for a tenant (its own where it has one, else the default), by type. */
+create or replace function public.list_rules(p_tenant text) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  perform public.assert_acts_in(p_tenant);
+  return jsonb_build_object(
+    'rules', (select jsonb_agg(public.rule_json(r) order by r.type) from public.rules_for(p_tenant) r));
+end
+$$;
+grant execute on function public.list_rules(text) to authenticated, service_role;
 
 /**
  * Recompute, set-based, the due times of one time-based rule for every lead of a tenant after its
@@ -2251,43 +2288,6 @@ begin
 end
 $$;
 grant execute on function public.recompute_due_times(text, text) to service_role;
-
-/** A rule as the API shows it; `source` says whether it is the default or the tenant's own. */
-create or replace function public.rule_json(p_rule public.alert_rules) returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object(
-    'type', p_rule.type, 'enabled', p_rule.enabled, 'threshold', public.duration_text(p_rule.threshold),
-    'severity', p_rule.severity, 'escalate_after', public.duration_text(p_rule.escalate_after),
-    'escalated_severity', p_rule.escalated_severity, 'min_count', p_rule.min_count,
-    'min_value', p_rule.min_value, 'currency', p_rule.currency, 'supersedes', p_rule.supersedes,
-    'locale', p_rule.locale, 'messages', p_rule.messages, 'action', p_rule.action,
-    'overdue_after', public.duration_text(p_rule.overdue_after),
-    'source', case when p_rule.tenant_id = '*' then 'default' else 'tenant' end)
-$$;
-grant execute on function public.rule_json(public.alert_rules) to authenticated, service_role;
-
-/**
- * What `log_activity` needs from the rules in force for a tenant, in one row: the thresholds of
- * the time-based rules (null where disabled) and the settings of the ingest-time rules (their
- * `min_count` null where disabled). A table function so that Postgres inlines it.
- */
-create or replace function public.rules_at_ingest(p_tenant text)
-returns table (no_contact interval, no_reply interval, stale interval, high_value interval,
-               hot_window interval, hot_count smallint, preferred_window interval, preferred_count smallint)
-language sql stable
-as $$
-  select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled),
-         max(r.threshold) filter (where r.type = 'NoReply3d' and r.enabled),
-         max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled),
-         max(r.threshold) filter (where r.type = 'HighValueRisk' and r.enabled),
-         max(r.threshold) filter (where r.type = 'HotLead24h' and r.enabled),
-         max(r.min_count) filter (where r.type = 'HotLead24h' and r.enabled),
-         max(r.threshold) filter (where r.type = 'PreferredChannel' and r.enabled),
-         max(r.min_count) filter (where r.type = 'PreferredChannel' and r.enabled)
-  from public.rules_for(p_tenant) r
-$$;
-grant execute on function public.rules_at_ingest(text) to authenticated, service_role;
 
 /**
  * Change the tenant's rule of one type: the fields present in `p_changes` (enabled, threshold,
@@ -2403,6 +2403,41 @@ set check_function_bodies = off;
 -- the estimate. A few due leads keep the planner's choice (index probes of their own alerts and
 -- state), which at that size costs little even when the estimate is wrong. raise_due_alerts is
 -- planned at each call, with the join methods the call allows (a cached plan would keep the first).
+
+/**
+ * The scheduled sweep, for every tenant or one: raise, escalate and supersede the time-based
+ * alerts of the leads that fell due by `p_now`, wake the snoozed alerts whose time has come, and
+ * mark the overdue ones. One transaction. With 1,000 due leads or more, the raising statement
+ * joins by hashing only (the note above says why).
+ */
+create or replace function public.sweep_alerts(p_tenant text default null, p_now timestamptz default now())
+returns jsonb
+language plpgsql
+set search_path = ''
+set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts
+as $$
+declare
+  v_nestloop text := current_setting('enable_nestloop');
+  v_raised   jsonb;
+  v_woken    jsonb;
+  v_overdue  integer;
+begin
+  if (select count(*) from (select from public.lead_state s
+                            where s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)
+                            limit 1000) d) >= 1000 then
+    perform set_config('enable_nestloop', 'off', true);
+  end if;
+  v_raised := public.raise_due_alerts(p_tenant, p_now);
+  perform set_config('enable_nestloop', v_nestloop, true);
+  v_woken := public.wake_snoozed_alerts(p_tenant, p_now);
+  v_overdue := public.mark_overdue_alerts(p_tenant, p_now);
+  return v_raised || jsonb_build_object(
+    'resolved', (v_raised ->> 'resolved')::integer + (v_woken ->> 'resolved')::integer,
+    'reopened', v_woken -> 'reopened',
+    'overdue', v_overdue);
+end
+$$;
+grant execute on function public.sweep_alerts(text, timestamptz) to service_role;
 
 /**
  * Raise, escalate and supersede the time-based alerts of every lead that fell due by `p_now`
@@ -2561,41 +2596,6 @@ end
 $$;
 grant execute on function public.raise_due_alerts(text, timestamptz) to service_role;
 
-/**
- * The scheduled sweep, for every tenant or one: raise, escalate and supersede the time-based
- * alerts of the leads that fell due by `p_now`, wake the snoozed alerts whose time has come, and
- * mark the overdue ones. One transaction. With 1,000 due leads or more, the raising statement
- * joins by hashing only (the note above raise_due_alerts says why).
- */
-create or replace function public.sweep_alerts(p_tenant text default null, p_now timestamptz default now())
-returns jsonb
-language plpgsql
-set search_path = ''
-set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts
-as $$
-declare
-  v_nestloop text := current_setting('enable_nestloop');
-  v_raised   jsonb;
-  v_woken    jsonb;
-  v_overdue  integer;
-begin
-  if (select count(*) from (select from public.lead_state s
-                            where s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)
-                            limit 1000) d) >= 1000 then
-    perform set_config('enable_nestloop', 'off', true);
-  end if;
-  v_raised := public.raise_due_alerts(p_tenant, p_now);
-  perform set_config('enable_nestloop', v_nestloop, true);
-  v_woken := public.wake_snoozed_alerts(p_tenant, p_now);
-  v_overdue := public.mark_overdue_alerts(p_tenant, p_now);
-  return v_raised || jsonb_build_object(
-    'resolved', (v_raised ->> 'resolved')::integer + (v_woken ->> 'resolved')::integer,
-    'reopened', v_woken -> 'reopened',
-    'overdue', v_overdue);
-end
-$$;
-grant execute on function public.sweep_alerts(text, timestamptz) to service_role;
-
 -- =================================================================================================
 -- supabase/schemas/60_whatsapp.sql
 -- =================================================================================================
@@ -2638,46 +2638,6 @@ create policy "Rejected notifications are visible to admins and managers of thei
          or (tenant_id = (select public.current_tenant()) and (select public.sees_whole_tenant())));
 
 -- Functions ---------------------------------------------------------------------------------------
-
-/**
- * One page of a tenant's rejected notifications, newest first: to admins and managers of the
- * tenant, platform staff and the service. The raw body (when not JSON) comes base64-encoded.
- */
-create or replace function public.list_greenapi_rejected(
-  p_tenant text,
-  p_limit  integer default 50,
-  p_cursor jsonb default null
-) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-declare
-  v_result jsonb;
-begin
-  perform public.assert_acts_in(p_tenant, array['admin', 'manager']);
-  perform public.check_page(p_limit, p_cursor, array['o', 'i']);
-  with page as (
-    select r, row_number() over (order by r.received_at desc, r.id desc) as n
-    from public.greenapi_rejected r
-    where r.tenant_id = p_tenant
-      and (p_cursor is null
-           or (r.received_at, r.id) < ((p_cursor ->> 'o')::timestamptz, (p_cursor ->> 'i')::uuid))
-    order by r.received_at desc, r.id desc
-    limit p_limit + 1
-  )
-  select jsonb_build_object(
-    'rejected', coalesce((select jsonb_agg(jsonb_build_object(
-                            'id', (p.r).id, 'instance_id', (p.r).instance_id, 'reason', (p.r).reason,
-                            'received_at', (p.r).received_at, 'payload', (p.r).payload,
-                            'raw_base64', encode((p.r).raw, 'base64')) order by p.n)
-                          from page p where p.n <= p_limit), '[]'),
-    'next_cursor', (select jsonb_build_object('o', (p.r).received_at, 'i', (p.r).id)
-                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
-  into v_result;
-  return v_result;
-end
-$$;
-grant execute on function public.list_greenapi_rejected(text, integer, jsonb) to authenticated, service_role;
 
 /**
  * Log a WhatsApp activity of the lead whose phone (E.164) it is. An unknown number becomes a
@@ -2726,6 +2686,67 @@ begin
 end
 $$;
 grant execute on function public.log_activity_by_phone(text, text, text, text, text, text, text, text, jsonb, timestamptz, text, boolean) to service_role;
+
+/** Delivery statuses only move forward: sent → delivered → read, or to a failure. */
+create or replace function public.status_rank(p_status text) returns integer
+language sql immutable
+as $$
+  select case lower(p_status) when 'sent' then 1 when 'delivered' then 2 when 'read' then 3
+                              when 'failed' then 4 when 'noaccount' then 4 when 'notingroup' then 4
+                              when 'yellowcard' then 4 else 0 end
+$$;
+grant execute on function public.status_rank(text) to service_role;
+
+/**
+ * Record a delivery status of an activity logged with an external id (Green-API's
+ * outgoingMessageStatus). Statuses only move forward, and a failure is final. A send that turns
+ * out to have failed no longer counts as contact: its lead's state is rebuilt without it and the
+ * alerts it resolved are reopened (unless one of the same type is already active).
+ */
+create or replace function public.set_activity_status(p_tenant text, p_channel text, p_external_id text, p_status text)
+returns jsonb
+language plpgsql
+security definer  -- rebuilds lead_state and reopens alerts
+set search_path = ''
+as $$
+declare
+  v_old      public.lead_activities;
+  v_new      public.lead_activities;
+  v_reopened jsonb := '[]'::jsonb;
+begin
+  perform public.assert_acts_in(p_tenant, '{}');
+  select * into v_old from public.lead_activities a
+  where a.tenant_id = p_tenant and a.channel = p_channel and a.external_id = p_external_id
+  for update;
+  if not found then
+    return jsonb_build_object('found', false);
+  end if;
+  if public.status_rank(p_status) < public.status_rank(v_old.status)
+     or not public.counts_as_contact(v_old.status) then
+    return jsonb_build_object('found', true, 'activity', public.activity_json(v_old), 'reopened', v_reopened);
+  end if;
+
+  update public.lead_activities a set status = p_status
+  where a.tenant_id = v_old.tenant_id and a.id = v_old.id
+  returning * into v_new;
+  if public.counts_as_contact(v_old.status) and not public.counts_as_contact(p_status) then
+    perform from public.lead_state s where s.tenant_id = p_tenant and s.lead_id = v_old.lead_id for update;
+    perform public.refresh_lead_state(p_tenant, v_old.lead_id);
+    with reopened as (
+      update public.max_alerts a
+      set resolved_at = null, resolved_by = null, resolution = null, resolved_by_activity = null
+      where a.resolved_by_activity = v_old.id
+        and not exists (select from public.max_alerts b
+                        where b.tenant_id = a.tenant_id and b.lead_id = a.lead_id and b.type = a.type
+                          and b.resolved_at is null)
+      returning a.type
+    )
+    select coalesce(jsonb_agg(r.type order by r.type), '[]') into v_reopened from reopened r;
+  end if;
+  return jsonb_build_object('found', true, 'activity', public.activity_json(v_new), 'reopened', v_reopened);
+end
+$$;
+grant execute on function public.set_activity_status(text, text, text, text) to service_role;
 
 /**
  * What a WhatsApp follow-up needs: the lead (with its phone) and, for an alert's suggested action,
@@ -2793,65 +2814,44 @@ $$;
 grant execute on function public.reject_greenapi_notification(text, text, text, jsonb, bytea) to service_role;
 
 /**
- * Record a delivery status of an activity logged with an external id (Green-API's
- * outgoingMessageStatus). Statuses only move forward, and a failure is final. A send that turns
- * out to have failed no longer counts as contact: its lead's state is rebuilt without it and the
- * alerts it resolved are reopened (unless one of the same type is already active).
+ * One page of a tenant's rejected notifications, newest first: to admins and managers of the
+ * tenant, platform staff and the service. The raw body (when not JSON) comes base64-encoded.
  */
-create or replace function public.set_activity_status(p_tenant text, p_channel text, p_external_id text, p_status text)
-returns jsonb
-language plpgsql
-security definer  -- rebuilds lead_state and reopens alerts
+create or replace function public.list_greenapi_rejected(
+  p_tenant text,
+  p_limit  integer default 50,
+  p_cursor jsonb default null
+) returns jsonb
+language plpgsql stable
 set search_path = ''
 as $$
 declare
-  v_old      public.lead_activities;
-  v_new      public.lead_activities;
-  v_reopened jsonb := '[]'::jsonb;
+  v_result jsonb;
 begin
-  perform public.assert_acts_in(p_tenant, '{}');
-  select * into v_old from public.lead_activities a
-  where a.tenant_id = p_tenant and a.channel = p_channel and a.external_id = p_external_id
-  for update;
-  if not found then
-    return jsonb_build_object('found', false);
-  end if;
-  if public.status_rank(p_status) < public.status_rank(v_old.status)
-     or not public.counts_as_contact(v_old.status) then
-    return jsonb_build_object('found', true, 'activity', public.activity_json(v_old), 'reopened', v_reopened);
-  end if;
-
-  update public.lead_activities a set status = p_status
-  where a.tenant_id = v_old.tenant_id and a.id = v_old.id
-  returning * into v_new;
-  if public.counts_as_contact(v_old.status) and not public.counts_as_contact(p_status) then
-    perform from public.lead_state s where s.tenant_id = p_tenant and s.lead_id = v_old.lead_id for update;
-    perform public.refresh_lead_state(p_tenant, v_old.lead_id);
-    with reopened as (
-      update public.max_alerts a
-      set resolved_at = null, resolved_by = null, resolution = null, resolved_by_activity = null
-      where a.resolved_by_activity = v_old.id
-        and not exists (select from public.max_alerts b
-                        where b.tenant_id = a.tenant_id and b.lead_id = a.lead_id and b.type = a.type
-                          and b.resolved_at is null)
-      returning a.type
-    )
-    select coalesce(jsonb_agg(r.type order by r.type), '[]') into v_reopened from reopened r;
-  end if;
-  return jsonb_build_object('found', true, 'activity', public.activity_json(v_new), 'reopened', v_reopened);
+  perform public.assert_acts_in(p_tenant, array['admin', 'manager']);
+  perform public.check_page(p_limit, p_cursor, array['o', 'i']);
+  with page as (
+    select r, row_number() over (order by r.received_at desc, r.id desc) as n
+    from public.greenapi_rejected r
+    where r.tenant_id = p_tenant
+      and (p_cursor is null
+           or (r.received_at, r.id) < ((p_cursor ->> 'o')::timestamptz, (p_cursor ->> 'i')::uuid))
+    order by r.received_at desc, r.id desc
+    limit p_limit + 1
+  )
+  select jsonb_build_object(
+    'rejected', coalesce((select jsonb_agg(jsonb_build_object(
+                            'id', (p.r).id, 'instance_id', (p.r).instance_id, 'reason', (p.r).reason,
+                            'received_at', (p.r).received_at, 'payload', (p.r).payload,
+                            'raw_base64', encode((p.r).raw, 'base64')) order by p.n)
+                          from page p where p.n <= p_limit), '[]'),
+    'next_cursor', (select jsonb_build_object('o', (p.r).received_at, 'i', (p.r).id)
+                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
+  into v_result;
+  return v_result;
 end
 $$;
-grant execute on function public.set_activity_status(text, text, text, text) to service_role;
-
-/** Delivery statuses only move forward: sent → delivered → read, or to a failure. */
-create or replace function public.status_rank(p_status text) returns integer
-language sql immutable
-as $$
-  select case lower(p_status) when 'sent' then 1 when 'delivered' then 2 when 'read' then 3
-                              when 'failed' then 4 when 'noaccount' then 4 when 'notingroup' then 4
-                              when 'yellowcard' then 4 else 0 end
-$$;
-grant execute on function public.status_rank(text) to service_role;
+grant execute on function public.list_greenapi_rejected(text, integer, jsonb) to authenticated, service_role;
 
 -- =================================================================================================
 -- supabase/schemas/70_analytics.sql
@@ -3002,7 +3002,110 @@ create policy "Summaries are visible to the staff of their tenant, and an agent'
 -- Functions ---------------------------------------------------------------------------------------
 
 /**
- * As alert_analytics_live (below), from the summaries of the closed days plus the open part computed live: the
+ * The alerts' figures for the days `p_from` to `p_to` (inclusive) as lived in time zone `p_tz`:
+ * - per_day: every day of the range, with the created, escalated and resolved events of that day;
+ * - resolved_within_24h and time_to_resolve (median and p90 in hours, by type and by the lead's
+ *   owner): the alerts whose resolution falls in the range, measured from creation to resolution;
+ * - open_by_age: the alerts open now, by how long ago they were created.
+ * Runs as the caller, so row-level security applies: an agent gets the figures of their own leads.
+ * Invalid: a time zone Postgres does not know (tz), a range that ends before it starts or spans
+ * more than 366 days (to).
+ */
+create or replace function public.alert_analytics_live(p_tenant text, p_from date, p_to date, p_tz text default 'UTC')
+returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_start timestamptz;
+  v_end   timestamptz;
+  v_result jsonb;
+begin
+  begin
+    v_start := p_from::timestamp at time zone p_tz;
+    v_end := (p_to + 1)::timestamp at time zone p_tz;
+  exception when invalid_parameter_value then
+    perform public.raise_error('LW422', 'unknown time zone', 'tz');
+  end;
+  if p_to < p_from or p_to - p_from >= 366 then
+    perform public.raise_error('LW422', 'the range must end on or after its start and span at most 366 days', 'to');
+  end if;
+
+  -- Counted by quarter of an hour first (every time zone's offset is a whole number of quarters,
+  -- so none straddles a local midnight), then by local day: the zone is applied per quarter, not per event.
+  with quarters as (
+    select date_bin('15 minutes', e.at, timestamptz '2000-01-01 00:00+00') as quarter,
+           count(*) filter (where e.event = 'created') as created,
+           count(*) filter (where e.event = 'resolved') as resolved,
+           count(*) filter (where e.event = 'escalated') as escalated
+    from public.alert_events e
+    where e.tenant_id = p_tenant and e.at >= v_start and e.at < v_end
+      and e.event in ('created', 'escalated', 'resolved')
+    group by 1
+  ),
+  per_day as (
+    select (q.quarter at time zone p_tz)::date as day,
+           sum(q.created) as created, sum(q.resolved) as resolved, sum(q.escalated) as escalated
+    from quarters q
+    group by 1
+  ),
+  resolved as (
+    select a.type, l.owner_id, (extract(epoch from a.resolved_at - a.created_at) / 3600)::float8 as hours
+    from public.max_alerts a
+    left join public.leads l on l.tenant_id = a.tenant_id and l.lead_id = a.lead_id
+    where a.tenant_id = p_tenant and a.resolved_at >= v_start and a.resolved_at < v_end
+  ),
+  by_type as (
+    select r.type, count(*) as count,
+           round(percentile_cont(0.5) within group (order by r.hours)::numeric, 2) as median_hours,
+           round(percentile_cont(0.9) within group (order by r.hours)::numeric, 2) as p90_hours
+    from resolved r group by r.type
+  ),
+  by_owner as (
+    select r.owner_id, count(*) as count,
+           round(percentile_cont(0.5) within group (order by r.hours)::numeric, 2) as median_hours,
+           round(percentile_cont(0.9) within group (order by r.hours)::numeric, 2) as p90_hours
+    from resolved r group by r.owner_id
+  ),
+  open_by_age as (
+    select case when o.age < interval '1 day' then '<1d'
+                when o.age < interval '3 days' then '1-3d'
+                when o.age < interval '7 days' then '3-7d'
+                when o.age < interval '30 days' then '7-30d'
+                else '>30d' end as bucket,
+           count(*) as count
+    from (select now() - a.created_at as age
+          from public.max_alerts a
+          where a.tenant_id = p_tenant and a.resolved_at is null) o
+    group by 1
+  )
+  select jsonb_build_object(
+    'from', p_from, 'to', p_to, 'tz', p_tz,
+    'per_day', (select jsonb_agg(jsonb_build_object(
+                         'day', d.day::date, 'created', coalesce(c.created, 0),
+                         'resolved', coalesce(c.resolved, 0), 'escalated', coalesce(c.escalated, 0))
+                       order by d.day)
+                from generate_series(p_from::timestamp, p_to::timestamp, interval '1 day') d(day)
+                left join per_day c on c.day = d.day::date),
+    'resolved_within_24h', (select jsonb_build_object(
+                              'resolved', count(*),
+                              'within_24h', count(*) filter (where r.hours <= 24),
+                              'share', round((count(*) filter (where r.hours <= 24))::numeric / nullif(count(*), 0), 4))
+                            from resolved r),
+    'time_to_resolve', jsonb_build_object(
+      'by_type', coalesce((select jsonb_agg(to_jsonb(t) order by t.type) from by_type t), '[]'),
+      'by_owner', coalesce((select jsonb_agg(to_jsonb(o) order by o.owner_id nulls last) from by_owner o), '[]')),
+    'open_by_age', (select jsonb_agg(jsonb_build_object('bucket', b.bucket, 'count', coalesce(o.count, 0)) order by b.n)
+                    from unnest(array['<1d', '1-3d', '3-7d', '7-30d', '>30d']) with ordinality b(bucket, n)
+                    left join open_by_age o on o.bucket = b.bucket))
+  into v_result;
+  return v_result;
+end
+$$;
+grant execute on function public.alert_analytics_live(text, date, date, text) to authenticated, service_role;
+
+/**
+ * As alert_analytics_live (above), from the summaries of the closed days plus the open part computed live: the
  * same figures. Percentiles: the ranks' bins are found from the summed cumulative counts, and only
  * the times in those bins are read and ordered; the interpolation is percentile_cont's.
  */
@@ -3154,207 +3257,6 @@ $$;
 grant execute on function public.alert_analytics(text, date, date, text) to authenticated, service_role;
 
 /**
- * The alerts' figures for the days `p_from` to `p_to` (inclusive) as lived in time zone `p_tz`:
- * - per_day: every day of the range, with the created, escalated and resolved events of that day;
- * - resolved_within_24h and time_to_resolve (median and p90 in hours, by type and by the lead's
- *   owner): the alerts whose resolution falls in the range, measured from creation to resolution;
- * - open_by_age: the alerts open now, by how long ago they were created.
- * Runs as the caller, so row-level security applies: an agent gets the figures of their own leads.
- * Invalid: a time zone Postgres does not know (tz), a range that ends before it starts or spans
- * more than 366 days (to).
- */
-create or replace function public.alert_analytics_live(p_tenant text, p_from date, p_to date, p_tz text default 'UTC')
-returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-declare
-  v_start timestamptz;
-  v_end   timestamptz;
-  v_result jsonb;
-begin
-  begin
-    v_start := p_from::timestamp at time zone p_tz;
-    v_end := (p_to + 1)::timestamp at time zone p_tz;
-  exception when invalid_parameter_value then
-    perform public.raise_error('LW422', 'unknown time zone', 'tz');
-  end;
-  if p_to < p_from or p_to - p_from >= 366 then
-    perform public.raise_error('LW422', 'the range must end on or after its start and span at most 366 days', 'to');
-  end if;
-
-  -- Counted by quarter of an hour first (every time zone's offset is a whole number of quarters,
-  -- so none straddles a local midnight), then by local day: the zone is applied per quarter, not per event.
-  with quarters as (
-    select date_bin('15 minutes', e.at, timestamptz '2000-01-01 00:00+00') as quarter,
-           count(*) filter (where e.event = 'created') as created,
-           count(*) filter (where e.event = 'resolved') as resolved,
-           count(*) filter (where e.event = 'escalated') as escalated
-    from public.alert_events e
-    where e.tenant_id = p_tenant and e.at >= v_start and e.at < v_end
-      and e.event in ('created', 'escalated', 'resolved')
-    group by 1
-  ),
-  per_day as (
-    select (q.quarter at time zone p_tz)::date as day,
-           sum(q.created) as created, sum(q.resolved) as resolved, sum(q.escalated) as escalated
-    from quarters q
-    group by 1
-  ),
-  resolved as (
-    select a.type, l.owner_id, (extract(epoch from a.resolved_at - a.created_at) / 3600)::float8 as hours
-    from public.max_alerts a
-    left join public.leads l on l.tenant_id = a.tenant_id and l.lead_id = a.lead_id
-    where a.tenant_id = p_tenant and a.resolved_at >= v_start and a.resolved_at < v_end
-  ),
-  by_type as (
-    select r.type, count(*) as count,
-           round(percentile_cont(0.5) within group (order by r.hours)::numeric, 2) as median_hours,
-           round(percentile_cont(0.9) within group (order by r.hours)::numeric, 2) as p90_hours
-    from resolved r group by r.type
-  ),
-  by_owner as (
-    select r.owner_id, count(*) as count,
-           round(percentile_cont(0.5) within group (order by r.hours)::numeric, 2) as median_hours,
-           round(percentile_cont(0.9) within group (order by r.hours)::numeric, 2) as p90_hours
-    from resolved r group by r.owner_id
-  ),
-  open_by_age as (
-    select case when o.age < interval '1 day' then '<1d'
-                when o.age < interval '3 days' then '1-3d'
-                when o.age < interval '7 days' then '3-7d'
-                when o.age < interval '30 days' then '7-30d'
-                else '>30d' end as bucket,
-           count(*) as count
-    from (select now() - a.created_at as age
-          from public.max_alerts a
-          where a.tenant_id = p_tenant and a.resolved_at is null) o
-    group by 1
-  )
-  select jsonb_build_object(
-    'from', p_from, 'to', p_to, 'tz', p_tz,
-    'per_day', (select jsonb_agg(jsonb_build_object(
-                         'day', d.day::date, 'created', coalesce(c.created, 0),
-                         'resolved', coalesce(c.resolved, 0), 'escalated', coalesce(c.escalated, 0))
-                       order by d.day)
-                from generate_series(p_from::timestamp, p_to::timestamp, interval '1 day') d(day)
-                left join per_day c on c.day = d.day::date),
-    'resolved_within_24h', (select jsonb_build_object(
-                              'resolved', count(*),
-                              'within_24h', count(*) filter (where r.hours <= 24),
-                              'share', round((count(*) filter (where r.hours <= 24))::numeric / nullif(count(*), 0), 4))
-                            from resolved r),
-    'time_to_resolve', jsonb_build_object(
-      'by_type', coalesce((select jsonb_agg(to_jsonb(t) order by t.type) from by_type t), '[]'),
-      'by_owner', coalesce((select jsonb_agg(to_jsonb(o) order by o.owner_id nulls last) from by_owner o), '[]')),
-    'open_by_age', (select jsonb_agg(jsonb_build_object('bucket', b.bucket, 'count', coalesce(o.count, 0)) order by b.n)
-                    from unnest(array['<1d', '1-3d', '3-7d', '7-30d', '>30d']) with ordinality b(bucket, n)
-                    left join open_by_age o on o.bucket = b.bucket))
-  into v_result;
-  return v_result;
-end
-$$;
-grant execute on function public.alert_analytics_live(text, date, date, text) to authenticated, service_role;
-
-/** The bin edges of resolution times, in hours: (b/3)^2 for b = 1..47 (up to ~245 h), then infinity. */
-create or replace function public.alert_rollup_edges() returns float8[]
-language sql immutable parallel safe
-set search_path = ''
-as $$
-  select array_append(array(select (b / 3.0)::float8 ^ 2 from generate_series(1, 47) b), 'Infinity'::float8)
-$$;
-grant execute on function public.alert_rollup_edges() to authenticated, service_role;
-
-/**
- * The summary rows of the alert history between `p_start` and `p_end`, by local day in `p_tz`,
- * owner and type (grouping sets: per owner and type, per owner, per type, per day). Reads as the
- * caller: row-level security applies (the live part of an agent's figures is their own).
- */
-create or replace function public.alert_rollup_rows(p_tenant text, p_tz text, p_start timestamptz, p_end timestamptz)
-returns table (day date, owner_key text, type_key text, created integer, escalated integer, resolved integer,
-               resolutions integer, within_24h integer, cum integer[], hours float8[])
-language sql stable
-set search_path = ''
-as $$
-  with history as (  -- the range's events and resolutions, each with its lead
-    select e.at, e.lead_id, e.type, e.event, null::float8 as hours
-    from public.alert_events e
-    where e.tenant_id = p_tenant and e.at >= p_start and e.at < p_end
-      and e.event in ('created', 'escalated', 'resolved')
-    union all
-    select a.resolved_at, a.lead_id, a.type, null, (extract(epoch from a.resolved_at - a.created_at) / 3600)::float8
-    from public.max_alerts a
-    where a.tenant_id = p_tenant and a.resolved_at >= p_start and a.resolved_at < p_end
-  ),
-  facts as (  -- by local day, the lead's owner ('' for none) and type
-    select (h.at at time zone p_tz)::date as day, coalesce(l.owner_id, '') collate "C" as owner_key,
-           h.type::text collate "C" as type_key, h.event, h.hours
-    from history h
-    left join public.leads l on l.tenant_id = p_tenant and l.lead_id = h.lead_id
-  ),
-  grouped as (
-    select f.day,
-           case when grouping(f.owner_key) = 1 then '*' else f.owner_key end as owner_key,
-           case when grouping(f.type_key) = 1 then '*' else f.type_key end as type_key,
-           (count(*) filter (where f.event = 'created'))::integer as created,
-           (count(*) filter (where f.event = 'escalated'))::integer as escalated,
-           (count(*) filter (where f.event = 'resolved'))::integer as resolved,
-           (count(f.hours))::integer as resolutions,
-           (count(*) filter (where f.hours <= 24))::integer as within_24h,
-           coalesce(array_agg(f.hours order by f.hours) filter (where f.hours is not null), '{}') as hours
-    from facts f
-    group by grouping sets ((f.day, f.owner_key, f.type_key), (f.day, f.owner_key), (f.day, f.type_key), (f.day))
-  )
-  select g.day, g.owner_key, g.type_key, g.created, g.escalated, g.resolved, g.resolutions, g.within_24h,
-         array(select width_bucket(edge, g.hours) from unnest(public.alert_rollup_edges()) with ordinality x(edge, b)
-               order by x.b),
-         g.hours
-  from grouped g
-$$;
-grant execute on function public.alert_rollup_rows(text, text, timestamptz, timestamptz) to authenticated, service_role;
-
-/**
- * One page of a tenant's activities (or one lead's), in the order they happened, within
- * [`p_from`, `p_to`) on `occurred_at`. Runs as the caller, as the timeline does.
- */
-create or replace function public.export_activities(
-  p_tenant  text,
-  p_lead_id text default null,
-  p_from    timestamptz default null,
-  p_to      timestamptz default null,
-  p_limit   integer default 1000,
-  p_cursor  jsonb default null
-) returns jsonb
-language plpgsql stable
-set search_path = ''
-set plan_cache_mode = force_custom_plan
-as $$
-declare
-  v_result jsonb;
-begin
-  with page as (
-    select a, row_number() over (order by a.occurred_at, a.id) as n
-    from public.lead_activities a
-    where a.tenant_id = p_tenant
-      and (p_lead_id is null or a.lead_id = p_lead_id)
-      and (p_from is null or a.occurred_at >= p_from)
-      and (p_to is null or a.occurred_at < p_to)
-      and (p_cursor is null
-           or (a.occurred_at, a.id) > ((p_cursor ->> 'o')::timestamptz, (p_cursor ->> 'i')::uuid))
-    order by a.occurred_at, a.id
-    limit p_limit + 1
-  )
-  select jsonb_build_object(
-    'rows', coalesce((select jsonb_agg(public.activity_json(p.a) order by p.n) from page p where p.n <= p_limit), '[]'),
-    'next_cursor', (select jsonb_build_object('o', (p.a).occurred_at, 'i', (p.a).id)
-                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
-  into v_result;
-  return v_result;
-end
-$$;
-grant execute on function public.export_activities(text, text, timestamptz, timestamptz, integer, jsonb) to authenticated, service_role;
-
-/**
  * One page of a tenant's alerts, oldest first: the active ones (`p_state` 'active') or all of them
  * ('all'), with the list's filters (severity, type, lead) and a range on their creation time
  * [`p_from`, `p_to`). `p_cursor` is the `next_cursor` of the previous page (null after the last).
@@ -3417,6 +3319,104 @@ begin
 end
 $$;
 grant execute on function public.export_alerts(text, text, text, text, text, timestamptz, timestamptz, integer, jsonb) to authenticated, service_role;
+
+/**
+ * One page of a tenant's activities (or one lead's), in the order they happened, within
+ * [`p_from`, `p_to`) on `occurred_at`. Runs as the caller, as the timeline does.
+ */
+create or replace function public.export_activities(
+  p_tenant  text,
+  p_lead_id text default null,
+  p_from    timestamptz default null,
+  p_to      timestamptz default null,
+  p_limit   integer default 1000,
+  p_cursor  jsonb default null
+) returns jsonb
+language plpgsql stable
+set search_path = ''
+set plan_cache_mode = force_custom_plan
+as $$
+declare
+  v_result jsonb;
+begin
+  with page as (
+    select a, row_number() over (order by a.occurred_at, a.id) as n
+    from public.lead_activities a
+    where a.tenant_id = p_tenant
+      and (p_lead_id is null or a.lead_id = p_lead_id)
+      and (p_from is null or a.occurred_at >= p_from)
+      and (p_to is null or a.occurred_at < p_to)
+      and (p_cursor is null
+           or (a.occurred_at, a.id) > ((p_cursor ->> 'o')::timestamptz, (p_cursor ->> 'i')::uuid))
+    order by a.occurred_at, a.id
+    limit p_limit + 1
+  )
+  select jsonb_build_object(
+    'rows', coalesce((select jsonb_agg(public.activity_json(p.a) order by p.n) from page p where p.n <= p_limit), '[]'),
+    'next_cursor', (select jsonb_build_object('o', (p.a).occurred_at, 'i', (p.a).id)
+                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
+  into v_result;
+  return v_result;
+end
+$$;
+grant execute on function public.export_activities(text, text, timestamptz, timestamptz, integer, jsonb) to authenticated, service_role;
+
+/** The bin edges of resolution times, in hours: (b/3)^2 for b = 1..47 (up to ~245 h), then infinity. */
+create or replace function public.alert_rollup_edges() returns float8[]
+language sql immutable parallel safe
+set search_path = ''
+as $$
+  select array_append(array(select (b / 3.0)::float8 ^ 2 from generate_series(1, 47) b), 'Infinity'::float8)
+$$;
+grant execute on function public.alert_rollup_edges() to authenticated, service_role;
+
+/**
+ * The summary rows of the alert history between `p_start` and `p_end`, by local day in `p_tz`,
+ * owner and type (grouping sets: per owner and type, per owner, per type, per day). Reads as the
+ * caller: row-level security applies (the live part of an agent's figures is their own).
+ */
+create or replace function public.alert_rollup_rows(p_tenant text, p_tz text, p_start timestamptz, p_end timestamptz)
+returns table (day date, owner_key text, type_key text, created integer, escalated integer, resolved integer,
+               resolutions integer, within_24h integer, cum integer[], hours float8[])
+language sql stable
+set search_path = ''
+as $$
+  with history as (  -- the range's events and resolutions, each with its lead
+    select e.at, e.lead_id, e.type, e.event, null::float8 as hours
+    from public.alert_events e
+    where e.tenant_id = p_tenant and e.at >= p_start and e.at < p_end
+      and e.event in ('created', 'escalated', 'resolved')
+    union all
+    select a.resolved_at, a.lead_id, a.type, null, (extract(epoch from a.resolved_at - a.created_at) / 3600)::float8
+    from public.max_alerts a
+    where a.tenant_id = p_tenant and a.resolved_at >= p_start and a.resolved_at < p_end
+  ),
+  facts as (  -- by local day, the lead's owner ('' for none) and type
+    select (h.at at time zone p_tz)::date as day, coalesce(l.owner_id, '') collate "C" as owner_key,
+           h.type::text collate "C" as type_key, h.event, h.hours
+    from history h
+    left join public.leads l on l.tenant_id = p_tenant and l.lead_id = h.lead_id
+  ),
+  grouped as (
+    select f.day,
+           case when grouping(f.owner_key) = 1 then '*' else f.owner_key end as owner_key,
+           case when grouping(f.type_key) = 1 then '*' else f.type_key end as type_key,
+           (count(*) filter (where f.event = 'created'))::integer as created,
+           (count(*) filter (where f.event = 'escalated'))::integer as escalated,
+           (count(*) filter (where f.event = 'resolved'))::integer as resolved,
+           (count(f.hours))::integer as resolutions,
+           (count(*) filter (where f.hours <= 24))::integer as within_24h,
+           coalesce(array_agg(f.hours order by f.hours) filter (where f.hours is not null), '{}') as hours
+    from facts f
+    group by grouping sets ((f.day, f.owner_key, f.type_key), (f.day, f.owner_key), (f.day, f.type_key), (f.day))
+  )
+  select g.day, g.owner_key, g.type_key, g.created, g.escalated, g.resolved, g.resolutions, g.within_24h,
+         array(select width_bucket(edge, g.hours) from unnest(public.alert_rollup_edges()) with ordinality x(edge, b)
+               order by x.b),
+         g.hours
+  from grouped g
+$$;
+grant execute on function public.alert_rollup_rows(text, text, timestamptz, timestamptz) to authenticated, service_role;
 
 /**
  * Drop the summaries a rewrite of history made wrong: those of the days (in every time zone
@@ -3731,41 +3731,29 @@ create policy "Webhook deliveries are visible to the admins of their tenant" on 
 
 -- Functions ---------------------------------------------------------------------------------------
 
-/** Claim due webhook deliveries (FOR UPDATE SKIP LOCKED) under a lease: [{tenant_id, id, attempt, url, secret, payload}]. */
-create or replace function public.claim_webhook_deliveries(p_now timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 100, p_lease_seconds integer DEFAULT 120)
- RETURNS jsonb
- LANGUAGE plpgsql
- SET search_path TO ''
-AS $function$
-declare
-  v_claimed jsonb;
-begin
-  with due as (
-    select d.tenant_id, d.id
-    from public.webhook_deliveries d
-    where d.status in ('pending', 'sending') and d.next_attempt_at <= p_now
-      and exists (select from public.webhook_endpoints w where w.tenant_id = d.tenant_id and w.id = d.endpoint_id and w.enabled)
-    order by d.next_attempt_at
-    limit p_limit
-    for update of d skip locked
-  ),
-  claimed as (
-    update public.webhook_deliveries d
-    set status = 'sending', attempts = d.attempts + 1, next_attempt_at = p_now + make_interval(secs => p_lease_seconds), last_attempt_at = p_now
-    from due
-    where d.tenant_id = due.tenant_id and d.id = due.id
-    returning d.tenant_id, d.id, d.endpoint_id, d.attempts, d.payload
-  )
-  select coalesce(jsonb_agg(jsonb_build_object('tenant_id', c.tenant_id, 'id', c.id, 'attempt', c.attempts, 'url', w.url,
-                                               'secret', w.secret, 'payload', c.payload)), '[]')
-  into v_claimed
-  from claimed c
-  join public.webhook_endpoints w on w.tenant_id = c.tenant_id and w.id = c.endpoint_id;
-  return v_claimed;
-end
-$function$
-;
-grant execute on function public.claim_webhook_deliveries(timestamptz, integer, integer) to service_role;
+/** An endpoint as the API shows it: never its secret. */
+create or replace function public.webhook_json(p_id uuid, p_url text, p_events text[], p_enabled boolean,
+                                    p_disabled_reason text, p_created_at timestamptz)
+returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object('id', p_id, 'url', p_url, 'events', to_jsonb(p_events), 'enabled', p_enabled,
+                            'disabled_reason', p_disabled_reason, 'created_at', p_created_at)
+$$;
+grant execute on function public.webhook_json(uuid, text, text[], boolean, text, timestamptz) to authenticated, service_role;
+
+/** A delivery as the log shows it: next_attempt_at only while a retry is ahead. */
+create or replace function public.webhook_delivery_json(p_delivery public.webhook_deliveries) returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object(
+    'id', p_delivery.id, 'event_type', p_delivery.event_type, 'status', p_delivery.status,
+    'attempts', p_delivery.attempts, 'last_status', p_delivery.last_status, 'last_error', p_delivery.last_error,
+    'last_attempt_at', p_delivery.last_attempt_at, 'delivered_at', p_delivery.delivered_at,
+    'next_attempt_at', case when p_delivery.status in ('pending', 'sending') then p_delivery.next_attempt_at end,
+    'created_at', p_delivery.created_at, 'attempt_log', p_delivery.attempt_log, 'payload', p_delivery.payload)
+$$;
+grant execute on function public.webhook_delivery_json(public.webhook_deliveries) to authenticated, service_role;
 
 /**
  * Register an endpoint (admins). `p_secret` ('whsec_...', made by the caller's server) is answered
@@ -3804,6 +3792,21 @@ end
 $$;
 grant execute on function public.create_webhook(text, text, jsonb, text, boolean, text) to authenticated, service_role;
 
+/** A tenant's endpoints (admins), oldest first, without their secrets. */
+create or replace function public.list_webhooks(p_tenant text) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  return jsonb_build_object('webhooks', coalesce(
+    (select jsonb_agg(public.webhook_json(w.id, w.url, w.events, w.enabled, w.disabled_reason, w.created_at)
+                      order by w.created_at, w.id)
+     from public.webhook_endpoints w where w.tenant_id = p_tenant), '[]'));
+end
+$$;
+grant execute on function public.list_webhooks(text) to authenticated, service_role;
+
 /** Remove an endpoint and its delivery log (admins). */
 create or replace function public.delete_webhook(p_tenant text, p_webhook_id uuid) returns jsonb
 language plpgsql
@@ -3820,6 +3823,30 @@ begin
 end
 $$;
 grant execute on function public.delete_webhook(text, uuid) to authenticated, service_role;
+
+/** Replace an endpoint's signing secret (admins): the new one is answered this once. */
+create or replace function public.rotate_webhook_secret(p_tenant text, p_webhook_id uuid, p_secret text) returns jsonb
+language plpgsql
+security definer  -- writes the endpoints, which users cannot write themselves
+set search_path = ''
+as $$
+declare
+  v_endpoint public.webhook_endpoints;
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  update public.webhook_endpoints w set secret = p_secret
+  where w.id = p_webhook_id and w.tenant_id = p_tenant
+  returning * into v_endpoint;
+  if not found then
+    perform public.raise_error('LW404', 'webhook not found', 'id');
+  end if;
+  return jsonb_build_object('webhook',
+    public.webhook_json(v_endpoint.id, v_endpoint.url, v_endpoint.events, v_endpoint.enabled,
+                        v_endpoint.disabled_reason, v_endpoint.created_at)
+    || jsonb_build_object('secret', v_endpoint.secret));
+end
+$$;
+grant execute on function public.rotate_webhook_secret(text, uuid, text) to authenticated, service_role;
 
 /** An endpoint's deliveries, newest first (admins): attempts, statuses, errors, next retry. */
 create or replace function public.list_webhook_deliveries(p_tenant text, p_webhook_id uuid, p_limit integer default 50)
@@ -3842,20 +3869,85 @@ end
 $$;
 grant execute on function public.list_webhook_deliveries(text, uuid, integer) to authenticated, service_role;
 
-/** A tenant's endpoints (admins), oldest first, without their secrets. */
-create or replace function public.list_webhooks(p_tenant text) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
+/**
+ * Send a delivery again (admins): due now, whatever became of it, with the same `webhook-id`; one
+ * attempt more even after it failed. A delivery being sent right now is a conflict.
+ */
+create or replace function public.redeliver_webhook(p_tenant text, p_webhook_id uuid, p_delivery_id uuid)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
+declare
+  v_delivery public.webhook_deliveries;
 begin
   perform public.assert_acts_in(p_tenant, array['admin']);
-  return jsonb_build_object('webhooks', coalesce(
-    (select jsonb_agg(public.webhook_json(w.id, w.url, w.events, w.enabled, w.disabled_reason, w.created_at)
-                      order by w.created_at, w.id)
-     from public.webhook_endpoints w where w.tenant_id = p_tenant), '[]'));
+  select * into v_delivery from public.webhook_deliveries d
+  where d.id = p_delivery_id and d.endpoint_id = p_webhook_id and d.tenant_id = p_tenant
+  for update;
+  if not found then
+    perform public.raise_error('LW404', 'delivery not found', 'deliveryId');
+  end if;
+  if v_delivery.status = 'sending' and v_delivery.next_attempt_at > now() then
+    perform public.raise_error('LW409', 'the delivery is being sent', 'deliveryId');
+  end if;
+  update public.webhook_deliveries d set status = 'pending', next_attempt_at = now()
+  where d.tenant_id = p_tenant and d.id = p_delivery_id
+  returning * into v_delivery;
+  return jsonb_build_object('delivery', public.webhook_delivery_json(v_delivery));
 end
+$function$
+;
+grant execute on function public.redeliver_webhook(text, uuid, uuid) to authenticated, service_role;
+
+/**
+ * The wait before attempt `p_attempt + 1` after attempt `p_attempt` failed (Standard Webhooks'
+ * suggested schedule: about 27 hours in all), or null: no attempt after the eighth.
+ */
+create or replace function public.webhook_retry_delay(p_attempt integer) returns interval
+language sql immutable
+as $$
+  select (array[interval '5 seconds', interval '5 minutes', interval '30 minutes', interval '2 hours',
+                interval '5 hours', interval '10 hours', interval '10 hours'])[p_attempt]
 $$;
-grant execute on function public.list_webhooks(text) to authenticated, service_role;
+grant execute on function public.webhook_retry_delay(integer) to service_role;
+
+/** Claim due webhook deliveries (FOR UPDATE SKIP LOCKED) under a lease: [{tenant_id, id, attempt, url, secret, payload}]. */
+create or replace function public.claim_webhook_deliveries(p_now timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 100, p_lease_seconds integer DEFAULT 120)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SET search_path TO ''
+AS $function$
+declare
+  v_claimed jsonb;
+begin
+  with due as (
+    select d.tenant_id, d.id
+    from public.webhook_deliveries d
+    where d.status in ('pending', 'sending') and d.next_attempt_at <= p_now
+      and exists (select from public.webhook_endpoints w where w.tenant_id = d.tenant_id and w.id = d.endpoint_id and w.enabled)
+    order by d.next_attempt_at
+    limit p_limit
+    for update of d skip locked
+  ),
+  claimed as (
+    update public.webhook_deliveries d
+    set status = 'sending', attempts = d.attempts + 1, next_attempt_at = p_now + make_interval(secs => p_lease_seconds), last_attempt_at = p_now
+    from due
+    where d.tenant_id = due.tenant_id and d.id = due.id
+    returning d.tenant_id, d.id, d.endpoint_id, d.attempts, d.payload
+  )
+  select coalesce(jsonb_agg(jsonb_build_object('tenant_id', c.tenant_id, 'id', c.id, 'attempt', c.attempts, 'url', w.url,
+                                               'secret', w.secret, 'payload', c.payload)), '[]')
+  into v_claimed
+  from claimed c
+  join public.webhook_endpoints w on w.tenant_id = c.tenant_id and w.id = c.endpoint_id;
+  return v_claimed;
+end
+$function$
+;
+grant execute on function public.claim_webhook_deliveries(timestamptz, integer, integer) to service_role;
 
 /** Record claimed deliveries' outcomes [{tenant_id, id, attempt, status, error}]: delivered, retried later, or failed. */
 create or replace function public.record_webhook_attempts(p_results jsonb, p_now timestamp with time zone DEFAULT now())
@@ -3906,62 +3998,6 @@ $function$
 ;
 grant execute on function public.record_webhook_attempts(jsonb, timestamptz) to service_role;
 
-/**
- * Send a delivery again (admins): due now, whatever became of it, with the same `webhook-id`; one
- * attempt more even after it failed. A delivery being sent right now is a conflict.
- */
-create or replace function public.redeliver_webhook(p_tenant text, p_webhook_id uuid, p_delivery_id uuid)
- RETURNS jsonb
- LANGUAGE plpgsql
- SECURITY DEFINER
- SET search_path TO ''
-AS $function$
-declare
-  v_delivery public.webhook_deliveries;
-begin
-  perform public.assert_acts_in(p_tenant, array['admin']);
-  select * into v_delivery from public.webhook_deliveries d
-  where d.id = p_delivery_id and d.endpoint_id = p_webhook_id and d.tenant_id = p_tenant
-  for update;
-  if not found then
-    perform public.raise_error('LW404', 'delivery not found', 'deliveryId');
-  end if;
-  if v_delivery.status = 'sending' and v_delivery.next_attempt_at > now() then
-    perform public.raise_error('LW409', 'the delivery is being sent', 'deliveryId');
-  end if;
-  update public.webhook_deliveries d set status = 'pending', next_attempt_at = now()
-  where d.tenant_id = p_tenant and d.id = p_delivery_id
-  returning * into v_delivery;
-  return jsonb_build_object('delivery', public.webhook_delivery_json(v_delivery));
-end
-$function$
-;
-grant execute on function public.redeliver_webhook(text, uuid, uuid) to authenticated, service_role;
-
-/** Replace an endpoint's signing secret (admins): the new one is answered this once. */
-create or replace function public.rotate_webhook_secret(p_tenant text, p_webhook_id uuid, p_secret text) returns jsonb
-language plpgsql
-security definer  -- writes the endpoints, which users cannot write themselves
-set search_path = ''
-as $$
-declare
-  v_endpoint public.webhook_endpoints;
-begin
-  perform public.assert_acts_in(p_tenant, array['admin']);
-  update public.webhook_endpoints w set secret = p_secret
-  where w.id = p_webhook_id and w.tenant_id = p_tenant
-  returning * into v_endpoint;
-  if not found then
-    perform public.raise_error('LW404', 'webhook not found', 'id');
-  end if;
-  return jsonb_build_object('webhook',
-    public.webhook_json(v_endpoint.id, v_endpoint.url, v_endpoint.events, v_endpoint.enabled,
-                        v_endpoint.disabled_reason, v_endpoint.created_at)
-    || jsonb_build_object('secret', v_endpoint.secret));
-end
-$$;
-grant execute on function public.rotate_webhook_secret(text, uuid, text) to authenticated, service_role;
-
 /** Enable (clearing why it was disabled) or disable one of the tenant's endpoints (admins). */
 create or replace function public.set_webhook_enabled(p_tenant text, p_webhook_id uuid, p_enabled boolean) returns jsonb
 language plpgsql
@@ -3988,42 +4024,6 @@ begin
 end
 $$;
 grant execute on function public.set_webhook_enabled(text, uuid, boolean) to authenticated, service_role;
-
-/** A delivery as the log shows it: next_attempt_at only while a retry is ahead. */
-create or replace function public.webhook_delivery_json(p_delivery public.webhook_deliveries) returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object(
-    'id', p_delivery.id, 'event_type', p_delivery.event_type, 'status', p_delivery.status,
-    'attempts', p_delivery.attempts, 'last_status', p_delivery.last_status, 'last_error', p_delivery.last_error,
-    'last_attempt_at', p_delivery.last_attempt_at, 'delivered_at', p_delivery.delivered_at,
-    'next_attempt_at', case when p_delivery.status in ('pending', 'sending') then p_delivery.next_attempt_at end,
-    'created_at', p_delivery.created_at, 'attempt_log', p_delivery.attempt_log, 'payload', p_delivery.payload)
-$$;
-grant execute on function public.webhook_delivery_json(public.webhook_deliveries) to authenticated, service_role;
-
-/** An endpoint as the API shows it: never its secret. */
-create or replace function public.webhook_json(p_id uuid, p_url text, p_events text[], p_enabled boolean,
-                                    p_disabled_reason text, p_created_at timestamptz)
-returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object('id', p_id, 'url', p_url, 'events', to_jsonb(p_events), 'enabled', p_enabled,
-                            'disabled_reason', p_disabled_reason, 'created_at', p_created_at)
-$$;
-grant execute on function public.webhook_json(uuid, text, text[], boolean, text, timestamptz) to authenticated, service_role;
-
-/**
- * The wait before attempt `p_attempt + 1` after attempt `p_attempt` failed (Standard Webhooks'
- * suggested schedule: about 27 hours in all), or null: no attempt after the eighth.
- */
-create or replace function public.webhook_retry_delay(p_attempt integer) returns interval
-language sql immutable
-as $$
-  select (array[interval '5 seconds', interval '5 minutes', interval '30 minutes', interval '2 hours',
-                interval '5 hours', interval '10 hours', interval '10 hours'])[p_attempt]
-$$;
-grant execute on function public.webhook_retry_delay(integer) to service_role;
 
 -- =================================================================================================
 -- supabase/schemas/85_members.sql
@@ -4169,6 +4169,92 @@ create policy "Digest settings are visible to the admins of their tenant" on pub
 
 -- Functions ---------------------------------------------------------------------------------------
 
+/** A member as the API shows them. */
+create or replace function public.member_json(p_member public.team_members) returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object(
+    'user_id', p_member.user_id, 'name', p_member.name, 'role', p_member.role, 'phone', p_member.phone,
+    'locale', p_member.locale, 'time_zone', p_member.time_zone,
+    'quiet_hours', case when p_member.quiet_start is not null then jsonb_build_object(
+                     'start', to_char(p_member.quiet_start, 'HH24:MI'), 'end', to_char(p_member.quiet_end, 'HH24:MI')) end,
+    'notifications', to_jsonb(p_member.notifications), 'whatsapp', p_member.whatsapp,
+    'updated_at', p_member.updated_at)
+$$;
+grant execute on function public.member_json(public.team_members) to authenticated, service_role;
+
+/**
+ * Add or replace a member of the tenant's directory (admins), `p_member` =
+ * {user_id, name, role, phone, locale, time_zone, quiet_start, quiet_end, notifications, whatsapp}.
+ */
+create or replace function public.upsert_member(p_tenant text, p_member jsonb) returns jsonb
+language plpgsql
+security definer  -- writes the directory, which users cannot write themselves
+set search_path = ''
+as $$
+declare
+  v_member     public.team_members;
+  v_constraint text;
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  if not exists (select from pg_catalog.pg_timezone_names z where z.name = p_member ->> 'time_zone') then
+    perform public.raise_error('LW422', 'time_zone is not a known IANA time zone', 'timeZone');
+  end if;
+  insert into public.team_members as m (tenant_id, user_id, name, role, phone, locale, time_zone,
+                                         quiet_start, quiet_end, notifications, whatsapp)
+  values (p_tenant, p_member ->> 'user_id', p_member ->> 'name', p_member ->> 'role', p_member ->> 'phone',
+          p_member ->> 'locale', p_member ->> 'time_zone', (p_member ->> 'quiet_start')::time,
+          (p_member ->> 'quiet_end')::time, array(select jsonb_array_elements_text(p_member -> 'notifications')),
+          (p_member ->> 'whatsapp')::boolean)
+  on conflict (tenant_id, user_id) do update set
+    name = excluded.name, role = excluded.role, phone = excluded.phone, locale = excluded.locale,
+    time_zone = excluded.time_zone, quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end,
+    notifications = excluded.notifications, whatsapp = excluded.whatsapp, updated_at = now()
+  returning * into v_member;
+  return jsonb_build_object('member', public.member_json(v_member));
+exception
+  when check_violation or not_null_violation then
+    get stacked diagnostics v_constraint = constraint_name;
+    -- raise_error's error, raised here so that the block visibly ends
+    raise exception using errcode = 'LW422',
+      message = 'the member has an invalid ' || coalesce(split_part(v_constraint, '_', 3), 'field'),
+      detail = coalesce(nullif(split_part(v_constraint, '_', 3), ''), 'body');
+end
+$$;
+grant execute on function public.upsert_member(text, jsonb) to authenticated, service_role;
+
+/** The tenant's directory, by name (admins). */
+create or replace function public.list_members(p_tenant text) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  return jsonb_build_object('members', coalesce(
+    (select jsonb_agg(public.member_json(m) order by m.name, m.user_id)
+     from public.team_members m where m.tenant_id = p_tenant), '[]'));
+end
+$$;
+grant execute on function public.list_members(text) to authenticated, service_role;
+
+/**
+ * When a push written at `p_at` may leave: at once, or — inside the quiet hours [`p_start`,
+ * `p_end`) local time in `p_zone` (spanning midnight when start > end) — when they end.
+ */
+create or replace function public.push_due_at(p_at timestamptz, p_zone text, p_start time, p_end time) returns timestamptz
+language sql stable
+as $$
+  select case
+    when p_start is null then p_at
+    when (p_start > p_end and ((p_at at time zone p_zone)::time >= p_start or (p_at at time zone p_zone)::time < p_end))
+      or (p_start < p_end and (p_at at time zone p_zone)::time >= p_start and (p_at at time zone p_zone)::time < p_end)
+    then (((p_at at time zone p_zone)::date
+           + case when (p_at at time zone p_zone)::time < p_end then 0 else 1 end) + p_end) at time zone p_zone
+    else p_at
+  end
+$$;
+grant execute on function public.push_due_at(timestamptz, text, time, time) to service_role;
+
 /** Claim due pushes under a lease, as claim_webhook_deliveries does (service only): [{id, attempt, tenant_id, phone, text}]. */
 create or replace function public.claim_member_pushes(p_now timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 100, p_lease_seconds integer DEFAULT 120)
  RETURNS jsonb
@@ -4199,6 +4285,81 @@ end
 $function$
 ;
 grant execute on function public.claim_member_pushes(timestamptz, integer, integer) to service_role;
+
+/** Record claimed pushes' outcomes [{tenant_id, id, attempt, error}] (error null: sent); retried like webhooks. */
+create or replace function public.record_member_pushes(p_results jsonb, p_now timestamptz default now()) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_result jsonb;
+begin
+  with recorded as (
+    update public.member_pushes p
+    set status = case when r.error is null then 'sent'
+                      when public.webhook_retry_delay(r.attempt) is null then 'failed' else 'pending' end,
+        next_attempt_at = case when r.error is not null and public.webhook_retry_delay(r.attempt) is not null
+                               then p_now + public.webhook_retry_delay(r.attempt) else p.next_attempt_at end,
+        last_error = left(r.error, 200),
+        sent_at = case when r.error is null then p_now end
+    from jsonb_to_recordset(p_results) as r (tenant_id text, id uuid, attempt integer, error text)
+    where p.tenant_id = r.tenant_id and p.id = r.id and p.status = 'sending' and p.attempts = r.attempt
+    returning p.status
+  )
+  select jsonb_build_object('sent', count(*) filter (where r.status = 'sent'),
+                            'retrying', count(*) filter (where r.status = 'pending'),
+                            'failed', count(*) filter (where r.status = 'failed'))
+  into v_result from recorded r;
+  return v_result;
+end
+$$;
+grant execute on function public.record_member_pushes(jsonb, timestamptz) to service_role;
+
+/** The tenant's digest hour and zone as the API shows them (the defaults when it has none). */
+create or replace function public.digest_settings_json(p_tenant text) returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select jsonb_build_object('hour', coalesce(s.hour, 8), 'time_zone', coalesce(s.time_zone, 'Europe/Paris'),
+                            'default', s.tenant_id is null)
+  from (select) one
+  left join public.digest_settings s on s.tenant_id = p_tenant
+$$;
+grant execute on function public.digest_settings_json(text) to authenticated, service_role;
+
+/** The tenant's digest hour and time zone (admins). */
+create or replace function public.get_digest_settings(p_tenant text) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  return jsonb_build_object('digest', public.digest_settings_json(p_tenant));
+end
+$$;
+grant execute on function public.get_digest_settings(text) to authenticated, service_role;
+
+/** Set the local hour (0-23) and IANA time zone of the tenant's morning digest (admins). */
+create or replace function public.set_digest_settings(p_tenant text, p_hour integer, p_time_zone text) returns jsonb
+language plpgsql
+security definer  -- writes the settings, which users cannot write themselves
+set search_path = ''
+as $$
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  if p_hour is null or p_hour not between 0 and 23 then
+    perform public.raise_error('LW422', 'hour must be between 0 and 23', 'hour');
+  end if;
+  if not exists (select from pg_catalog.pg_timezone_names z where z.name = p_time_zone) then
+    perform public.raise_error('LW422', 'timeZone is not a known IANA time zone', 'timeZone');
+  end if;
+  insert into public.digest_settings as s (tenant_id, hour, time_zone)
+  values (p_tenant, p_hour, p_time_zone)
+  on conflict (tenant_id) do update set hour = excluded.hour, time_zone = excluded.time_zone, updated_at = now();
+  return jsonb_build_object('digest', public.digest_settings_json(p_tenant));
+end
+$$;
+grant execute on function public.set_digest_settings(text, integer, text) to authenticated, service_role;
 
 /**
  * What a digest tells about the alerts of a tenant — of the leads `p_owner` owns, or (null) all —
@@ -4243,18 +4404,6 @@ as $$
 $$;
 grant execute on function public.digest_content(text, text, timestamptz, timestamptz) to service_role;
 
-/** The tenant's digest hour and zone as the API shows them (the defaults when it has none). */
-create or replace function public.digest_settings_json(p_tenant text) returns jsonb
-language sql stable
-set search_path = ''
-as $$
-  select jsonb_build_object('hour', coalesce(s.hour, 8), 'time_zone', coalesce(s.time_zone, 'Europe/Paris'),
-                            'default', s.tenant_id is null)
-  from (select) one
-  left join public.digest_settings s on s.tenant_id = p_tenant
-$$;
-grant execute on function public.digest_settings_json(text) to authenticated, service_role;
-
 /** A digest as one WhatsApp message in `p_locale` ('fr' or 'en'). */
 create or replace function public.digest_text(p_digest jsonb, p_locale text) returns text
 language sql immutable
@@ -4282,155 +4431,6 @@ as $$
                       from jsonb_array_elements(p_digest -> 'first') with ordinality as f (a, n)), '')
 $$;
 grant execute on function public.digest_text(jsonb, text) to service_role;
-
-/** The tenant's digest hour and time zone (admins). */
-create or replace function public.get_digest_settings(p_tenant text) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-begin
-  perform public.assert_acts_in(p_tenant, array['admin']);
-  return jsonb_build_object('digest', public.digest_settings_json(p_tenant));
-end
-$$;
-grant execute on function public.get_digest_settings(text) to authenticated, service_role;
-
-/** The tenant's directory, by name (admins). */
-create or replace function public.list_members(p_tenant text) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-begin
-  perform public.assert_acts_in(p_tenant, array['admin']);
-  return jsonb_build_object('members', coalesce(
-    (select jsonb_agg(public.member_json(m) order by m.name, m.user_id)
-     from public.team_members m where m.tenant_id = p_tenant), '[]'));
-end
-$$;
-grant execute on function public.list_members(text) to authenticated, service_role;
-
-/** A member as the API shows them. */
-create or replace function public.member_json(p_member public.team_members) returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object(
-    'user_id', p_member.user_id, 'name', p_member.name, 'role', p_member.role, 'phone', p_member.phone,
-    'locale', p_member.locale, 'time_zone', p_member.time_zone,
-    'quiet_hours', case when p_member.quiet_start is not null then jsonb_build_object(
-                     'start', to_char(p_member.quiet_start, 'HH24:MI'), 'end', to_char(p_member.quiet_end, 'HH24:MI')) end,
-    'notifications', to_jsonb(p_member.notifications), 'whatsapp', p_member.whatsapp,
-    'updated_at', p_member.updated_at)
-$$;
-grant execute on function public.member_json(public.team_members) to authenticated, service_role;
-
-/**
- * When a push written at `p_at` may leave: at once, or — inside the quiet hours [`p_start`,
- * `p_end`) local time in `p_zone` (spanning midnight when start > end) — when they end.
- */
-create or replace function public.push_due_at(p_at timestamptz, p_zone text, p_start time, p_end time) returns timestamptz
-language sql stable
-as $$
-  select case
-    when p_start is null then p_at
-    when (p_start > p_end and ((p_at at time zone p_zone)::time >= p_start or (p_at at time zone p_zone)::time < p_end))
-      or (p_start < p_end and (p_at at time zone p_zone)::time >= p_start and (p_at at time zone p_zone)::time < p_end)
-    then (((p_at at time zone p_zone)::date
-           + case when (p_at at time zone p_zone)::time < p_end then 0 else 1 end) + p_end) at time zone p_zone
-    else p_at
-  end
-$$;
-grant execute on function public.push_due_at(timestamptz, text, time, time) to service_role;
-
-/** Record claimed pushes' outcomes [{tenant_id, id, attempt, error}] (error null: sent); retried like webhooks. */
-create or replace function public.record_member_pushes(p_results jsonb, p_now timestamptz default now()) returns jsonb
-language plpgsql
-set search_path = ''
-as $$
-declare
-  v_result jsonb;
-begin
-  with recorded as (
-    update public.member_pushes p
-    set status = case when r.error is null then 'sent'
-                      when public.webhook_retry_delay(r.attempt) is null then 'failed' else 'pending' end,
-        next_attempt_at = case when r.error is not null and public.webhook_retry_delay(r.attempt) is not null
-                               then p_now + public.webhook_retry_delay(r.attempt) else p.next_attempt_at end,
-        last_error = left(r.error, 200),
-        sent_at = case when r.error is null then p_now end
-    from jsonb_to_recordset(p_results) as r (tenant_id text, id uuid, attempt integer, error text)
-    where p.tenant_id = r.tenant_id and p.id = r.id and p.status = 'sending' and p.attempts = r.attempt
-    returning p.status
-  )
-  select jsonb_build_object('sent', count(*) filter (where r.status = 'sent'),
-                            'retrying', count(*) filter (where r.status = 'pending'),
-                            'failed', count(*) filter (where r.status = 'failed'))
-  into v_result from recorded r;
-  return v_result;
-end
-$$;
-grant execute on function public.record_member_pushes(jsonb, timestamptz) to service_role;
-
-/** Set the local hour (0-23) and IANA time zone of the tenant's morning digest (admins). */
-create or replace function public.set_digest_settings(p_tenant text, p_hour integer, p_time_zone text) returns jsonb
-language plpgsql
-security definer  -- writes the settings, which users cannot write themselves
-set search_path = ''
-as $$
-begin
-  perform public.assert_acts_in(p_tenant, array['admin']);
-  if p_hour is null or p_hour not between 0 and 23 then
-    perform public.raise_error('LW422', 'hour must be between 0 and 23', 'hour');
-  end if;
-  if not exists (select from pg_catalog.pg_timezone_names z where z.name = p_time_zone) then
-    perform public.raise_error('LW422', 'timeZone is not a known IANA time zone', 'timeZone');
-  end if;
-  insert into public.digest_settings as s (tenant_id, hour, time_zone)
-  values (p_tenant, p_hour, p_time_zone)
-  on conflict (tenant_id) do update set hour = excluded.hour, time_zone = excluded.time_zone, updated_at = now();
-  return jsonb_build_object('digest', public.digest_settings_json(p_tenant));
-end
-$$;
-grant execute on function public.set_digest_settings(text, integer, text) to authenticated, service_role;
-
-/**
- * Add or replace a member of the tenant's directory (admins), `p_member` =
- * {user_id, name, role, phone, locale, time_zone, quiet_start, quiet_end, notifications, whatsapp}.
- */
-create or replace function public.upsert_member(p_tenant text, p_member jsonb) returns jsonb
-language plpgsql
-security definer  -- writes the directory, which users cannot write themselves
-set search_path = ''
-as $$
-declare
-  v_member     public.team_members;
-  v_constraint text;
-begin
-  perform public.assert_acts_in(p_tenant, array['admin']);
-  if not exists (select from pg_catalog.pg_timezone_names z where z.name = p_member ->> 'time_zone') then
-    perform public.raise_error('LW422', 'time_zone is not a known IANA time zone', 'timeZone');
-  end if;
-  insert into public.team_members as m (tenant_id, user_id, name, role, phone, locale, time_zone,
-                                         quiet_start, quiet_end, notifications, whatsapp)
-  values (p_tenant, p_member ->> 'user_id', p_member ->> 'name', p_member ->> 'role', p_member ->> 'phone',
-          p_member ->> 'locale', p_member ->> 'time_zone', (p_member ->> 'quiet_start')::time,
-          (p_member ->> 'quiet_end')::time, array(select jsonb_array_elements_text(p_member -> 'notifications')),
-          (p_member ->> 'whatsapp')::boolean)
-  on conflict (tenant_id, user_id) do update set
-    name = excluded.name, role = excluded.role, phone = excluded.phone, locale = excluded.locale,
-    time_zone = excluded.time_zone, quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end,
-    notifications = excluded.notifications, whatsapp = excluded.whatsapp, updated_at = now()
-  returning * into v_member;
-  return jsonb_build_object('member', public.member_json(v_member));
-exception
-  when check_violation or not_null_violation then
-    get stacked diagnostics v_constraint = constraint_name;
-    -- raise_error's error, raised here so that the block visibly ends
-    raise exception using errcode = 'LW422',
-      message = 'the member has an invalid ' || coalesce(split_part(v_constraint, '_', 3), 'field'),
-      detail = coalesce(nullif(split_part(v_constraint, '_', 3), ''), 'body');
-end
-$$;
-grant execute on function public.upsert_member(text, jsonb) to authenticated, service_role;
 
 /**
  * Write the digests that have come due by `p_now` (service and scheduler only): for every member

@@ -132,62 +132,6 @@ end
 $$;
 grant execute on function public.assert_acts_in(text, text[]) to authenticated, service_role;
 
-/** A lead as the API shows it. */
-create or replace function public.lead_json(p_lead public.leads) returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object(
-    'lead_id', p_lead.lead_id, 'name', p_lead.name, 'email', p_lead.email, 'phone', p_lead.phone,
-    'owner_id', p_lead.owner_id, 'value', p_lead.value, 'currency', p_lead.currency,
-    'preferred_channel', p_lead.preferred_channel, 'provisional', p_lead.provisional, 'created_at', p_lead.created_at,
-    'updated_at', p_lead.updated_at)
-$$;
-grant execute on function public.lead_json(public.leads) to authenticated, service_role;
-
-/**
- * Move everything of lead `p_from` (activities, alerts, history) to lead `p_into` and forget
- * `p_from`. Where both have an active alert of a type, the one moved in is superseded. The caller
- * refreshes `p_into`'s state afterwards. A maintenance function: it runs as the owner and is the
- * one place allowed to rewrite alert_events (for this transaction's statement only).
- */
-create or replace function public.merge_lead(p_tenant text, p_from text, p_into text) returns void
-language plpgsql
-security definer  -- rewrites alert_events' lead ids, which no API role may do
-set search_path = ''
-as $$
-begin
-  update public.max_alerts f
-  set resolved_at = now(), resolved_by = 'system', resolution = 'superseded'
-  where f.tenant_id = p_tenant and f.lead_id = p_from and f.resolved_at is null
-    and exists (select from public.max_alerts t
-                where t.tenant_id = p_tenant and t.lead_id = p_into and t.type = f.type and t.resolved_at is null);
-  update public.lead_activities set lead_id = p_into where tenant_id = p_tenant and lead_id = p_from;
-  update public.max_alerts set lead_id = p_into where tenant_id = p_tenant and lead_id = p_from;
-  perform set_config('leadwatch.history_maintenance', 'on', true);
-  update public.alert_events set lead_id = p_into where tenant_id = p_tenant and lead_id = p_from;
-  perform set_config('leadwatch.history_maintenance', 'off', true);
-  delete from public.lead_state where tenant_id = p_tenant and lead_id = p_from;
-  delete from public.leads where tenant_id = p_tenant and lead_id = p_from;
-end
-$$;
-
-/**
- * Read the due-time index up to `p_now` row by row, so that the entries the last sweep left
- * behind are marked dead in the index (the scan must visit the heap: not a bitmap or index-only
- * scan). Run after the sweep's transaction has committed, never inside it. Answers how many leads
- * are still due.
- */
-create or replace function public.prune_due_index(p_now timestamptz default now()) returns bigint
-language sql
-set search_path = ''
-set enable_seqscan = off
-set enable_bitmapscan = off
-set enable_indexonlyscan = off
-as $$
-  select count(*) from public.lead_state s where s.next_due_at <= p_now
-$$;
-grant execute on function public.prune_due_index(timestamptz) to service_role;
-
 /**
  * Recompute a lead's state from the activities that count as contact, and its due times from
  * the tenant's rules. For the rare changes that invalidate the running state (a send that failed
@@ -225,6 +169,45 @@ begin
 end
 $$;
 grant execute on function public.refresh_lead_state(text, text) to service_role;
+
+/**
+ * Move everything of lead `p_from` (activities, alerts, history) to lead `p_into` and forget
+ * `p_from`. Where both have an active alert of a type, the one moved in is superseded. The caller
+ * refreshes `p_into`'s state afterwards. A maintenance function: it runs as the owner and is the
+ * one place allowed to rewrite alert_events (for this transaction's statement only).
+ */
+create or replace function public.merge_lead(p_tenant text, p_from text, p_into text) returns void
+language plpgsql
+security definer  -- rewrites alert_events' lead ids, which no API role may do
+set search_path = ''
+as $$
+begin
+  update public.max_alerts f
+  set resolved_at = now(), resolved_by = 'system', resolution = 'superseded'
+  where f.tenant_id = p_tenant and f.lead_id = p_from and f.resolved_at is null
+    and exists (select from public.max_alerts t
+                where t.tenant_id = p_tenant and t.lead_id = p_into and t.type = f.type and t.resolved_at is null);
+  update public.lead_activities set lead_id = p_into where tenant_id = p_tenant and lead_id = p_from;
+  update public.max_alerts set lead_id = p_into where tenant_id = p_tenant and lead_id = p_from;
+  perform set_config('leadwatch.history_maintenance', 'on', true);
+  update public.alert_events set lead_id = p_into where tenant_id = p_tenant and lead_id = p_from;
+  perform set_config('leadwatch.history_maintenance', 'off', true);
+  delete from public.lead_state where tenant_id = p_tenant and lead_id = p_from;
+  delete from public.leads where tenant_id = p_tenant and lead_id = p_from;
+end
+$$;
+
+/** A lead as the API shows it. */
+create or replace function public.lead_json(p_lead public.leads) returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object(
+    'lead_id', p_lead.lead_id, 'name', p_lead.name, 'email', p_lead.email, 'phone', p_lead.phone,
+    'owner_id', p_lead.owner_id, 'value', p_lead.value, 'currency', p_lead.currency,
+    'preferred_channel', p_lead.preferred_channel, 'provisional', p_lead.provisional, 'created_at', p_lead.created_at,
+    'updated_at', p_lead.updated_at)
+$$;
+grant execute on function public.lead_json(public.leads) to authenticated, service_role;
 
 /**
  * Add or update leads (a JSON array of {lead_id, name, email, phone, owner_id, value, currency,
@@ -330,3 +313,20 @@ exception
 end
 $$;
 grant execute on function public.upsert_leads(text, jsonb) to authenticated, service_role;
+
+/**
+ * Read the due-time index up to `p_now` row by row, so that the entries the last sweep left
+ * behind are marked dead in the index (the scan must visit the heap: not a bitmap or index-only
+ * scan). Run after the sweep's transaction has committed, never inside it. Answers how many leads
+ * are still due.
+ */
+create or replace function public.prune_due_index(p_now timestamptz default now()) returns bigint
+language sql
+set search_path = ''
+set enable_seqscan = off
+set enable_bitmapscan = off
+set enable_indexonlyscan = off
+as $$
+  select count(*) from public.lead_state s where s.next_due_at <= p_now
+$$;
+grant execute on function public.prune_due_index(timestamptz) to service_role;

@@ -325,140 +325,6 @@ create policy "Alert history is visible to whoever may see the lead" on public.a
 
 -- Functions ---------------------------------------------------------------------------------------
 
-/**
- * Resolve or snooze (until `p_until`, at most 30 days ahead) alerts by id, in one transaction,
- * answering for each id in order: `done`, `already_resolved`, or `not_found` (no such alert in
- * this tenant, or one the caller may not see: its existence is not revealed). The same permissions
- * as resolving one alert. A user is recorded by their id (`sub`), whatever `p_actor` says.
- */
-create or replace function public.act_on_alerts(p_tenant text, p_action text, p_ids jsonb, p_until timestamp with time zone DEFAULT NULL::timestamp with time zone, p_actor text DEFAULT 'user_manual'::text)
- RETURNS jsonb
- LANGUAGE plpgsql
- SECURITY DEFINER
- SET search_path TO ''
-AS $function$
-declare
-  v_actor  text := case when public.is_trusted_caller() then p_actor else (select auth.jwt()) ->> 'sub' end;
-  v_ids    uuid[];
-  v_result jsonb;
-begin
-  perform public.assert_acts_in(p_tenant);
-  if p_action is null or p_action not in ('resolve', 'snooze') then
-    perform public.raise_error('LW422', 'action must be resolve or snooze', 'action');
-  end if;
-  if jsonb_typeof(p_ids) is distinct from 'array' or jsonb_array_length(p_ids) not between 1 and 500 then
-    perform public.raise_error('LW422', 'ids must list 1 to 500 alert ids', 'ids');
-  end if;
-  if p_action = 'snooze' and (p_until is null or p_until <= now() or p_until > now() + interval '30 days 5 minutes') then
-    perform public.raise_error('LW422', 'until must be in the future, at most 30 days ahead', 'until');
-  end if;
-  v_ids := array(select jsonb_array_elements_text(p_ids)::uuid);
-
-  if p_action = 'resolve' then
-    -- Lock the leads' states before their alerts, as resolve_alert does.
-    perform from public.lead_state s
-    where (s.tenant_id, s.lead_id) in (select a.tenant_id, a.lead_id from public.max_alerts a
-                                       where a.id = any (v_ids) and a.tenant_id = p_tenant and a.resolved_at is null)
-    order by s.lead_id
-    for update;
-  end if;
-
-  with asked as (
-    select i.id, i.n, a.id as alert_id, a.tenant_id, a.lead_id
-    from jsonb_array_elements_text(p_ids) with ordinality as i (id, n)
-    left join public.max_alerts a
-      on a.id = i.id::uuid and a.tenant_id = p_tenant and public.can_see_lead(a.tenant_id, a.lead_id)
-  ),
-  resolved as (
-    update public.max_alerts a
-    set resolved_at = now(), resolved_by = v_actor, resolution = 'manual'
-    from asked q
-    where p_action = 'resolve' and a.tenant_id = q.tenant_id and a.id = q.alert_id and a.resolved_at is null
-    returning a.id, a.tenant_id, a.lead_id, a.type
-  ),
-  -- A manual resolve: the same silence does not raise that alert again; the next activity starts anew.
-  cleared as (
-    update public.lead_state s set
-      no_contact_due_at = case when r.no_contact then null else s.no_contact_due_at end,
-      no_reply_due_at   = case when r.no_reply then null else s.no_reply_due_at end,
-      stale_due_at      = case when r.stale then null else s.stale_due_at end,
-      high_value_due_at = case when r.high_value then null else s.high_value_due_at end
-    from (select d.tenant_id, d.lead_id,
-                 bool_or(d.type = 'NoContact7d') as no_contact, bool_or(d.type = 'NoReply3d') as no_reply,
-                 bool_or(d.type = 'StaleLead30d') as stale, bool_or(d.type = 'HighValueRisk') as high_value
-          from resolved d group by d.tenant_id, d.lead_id) r
-    where s.tenant_id = r.tenant_id and s.lead_id = r.lead_id
-    returning 1
-  ),
-  snoozed as (
-    update public.max_alerts a
-    set snoozed_until = p_until
-    from asked q
-    where p_action = 'snooze' and a.tenant_id = q.tenant_id and a.id = q.alert_id and a.resolved_at is null
-    returning a.*
-  ),
-  snooze_events as (
-    insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
-    select s.tenant_id, s.id, s.lead_id, s.type, 'snoozed', s.severity, v_actor
-    from snoozed s
-    returning 1
-  ),
-  answered as (
-    select q.id, q.n,
-           case when exists (select from resolved r where r.id = q.alert_id)
-                  or exists (select from snoozed s where s.id = q.alert_id) then 'done'
-                when q.alert_id is not null then 'already_resolved'
-                else 'not_found' end as result
-    from asked q
-  )
-  select jsonb_build_object(
-    'results', jsonb_agg(jsonb_build_object('id', a.id, 'result', a.result) order by a.n),
-    'done', count(*) filter (where a.result = 'done'))
-  into v_result
-  from answered a;
-  return v_result;
-end
-$function$
-;
-grant execute on function public.act_on_alerts(text, text, jsonb, timestamptz, text) to authenticated, service_role;
-
-/** The short answer about one alert that the desk's actions return. */
-create or replace function public.alert_brief(p_alert public.max_alerts) returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object('id', p_alert.id, 'type', p_alert.type, 'lead_id', p_alert.lead_id,
-                            'snoozed_until', p_alert.snoozed_until, 'severity', p_alert.severity)
-$$;
-grant execute on function public.alert_brief(public.max_alerts) to authenticated, service_role;
-
-/**
- * An alert and its history, oldest event first (created, escalated, snoozed, reopened, resolved...,
- * each with its actor, time and the severity after it). Runs as the caller: an alert they may not
- * see is not found.
- */
-create or replace function public.alert_history(p_tenant text, p_alert_id uuid) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-declare
-  v_alert public.max_alerts;
-  v_lead  public.leads;
-begin
-  select * into v_alert from public.max_alerts a where a.id = p_alert_id and a.tenant_id = p_tenant;
-  if not found then
-    perform public.raise_error('LW404', 'alert not found', 'id');
-  end if;
-  select * into v_lead from public.leads l where l.tenant_id = p_tenant and l.lead_id = v_alert.lead_id;
-  return jsonb_build_object(
-    'alert', public.alert_json(v_alert, v_lead.name, v_lead.email),
-    'events', coalesce((select jsonb_agg(jsonb_build_object('event', e.event, 'severity', e.severity,
-                                                            'actor', e.actor, 'at', e.at) order by e.id)
-                        from public.alert_events e
-                        where e.tenant_id = p_tenant and e.lead_id = v_alert.lead_id and e.alert_id = p_alert_id), '[]'));
-end
-$$;
-grant execute on function public.alert_history(text, uuid) to authenticated, service_role;
-
 /** An alert as the API lists it (the reference's shape, with the lead's name and email, and its desk state). */
 create or replace function public.alert_json(p_alert public.max_alerts, p_lead_name text, p_lead_email text)
 returns jsonb
@@ -570,89 +436,6 @@ end
 $$;
 grant execute on function public.list_active_alerts(text, integer, jsonb, text, text, text, text) to authenticated, service_role;
 
-/** Every alert of a lead, active and past, newest first, one page at a time. Runs as the caller. */
-create or replace function public.list_lead_alerts(
-  p_tenant  text,
-  p_lead_id text,
-  p_limit   integer default 50,
-  p_cursor  jsonb default null
-) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-declare
-  v_lead   public.leads;
-  v_result jsonb;
-begin
-  perform public.check_page(p_limit, p_cursor, array['c', 'i']);
-  select * into v_lead from public.leads l where l.tenant_id = p_tenant and l.lead_id = p_lead_id;
-  if not found and not exists (select from public.lead_state s where s.tenant_id = p_tenant and s.lead_id = p_lead_id) then
-    perform public.raise_error('LW404', 'lead not found', 'leadId');
-  end if;
-
-  with page as (
-    select a, row_number() over (order by a.created_at desc, a.id desc) as n
-    from public.max_alerts a
-    where a.tenant_id = p_tenant and a.lead_id = p_lead_id
-      and (p_cursor is null
-           or (a.created_at, a.id) < ((p_cursor ->> 'c')::timestamptz, (p_cursor ->> 'i')::uuid))
-    order by a.created_at desc, a.id desc
-    limit p_limit + 1
-  )
-  select jsonb_build_object(
-    'alerts', coalesce((select jsonb_agg(public.alert_json(p.a, v_lead.name, v_lead.email) order by p.n)
-                        from page p where p.n <= p_limit), '[]'),
-    'next_cursor', (select jsonb_build_object('c', (p.a).created_at, 'i', (p.a).id)
-                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
-  into v_result;
-  return v_result;
-end
-$$;
-grant execute on function public.list_lead_alerts(text, text, integer, jsonb) to authenticated, service_role;
-
-/**
- * Mark overdue, once, every high alert still unresolved (and not snoozed) past its tenant's delay
- * (`overdue_after`, default 24 h) since it became high, recording an `overdue` event for the
- * notifications to deliver. Answers how many it marked.
- */
-create or replace function public.mark_overdue_alerts(p_tenant text, p_now timestamp with time zone)
- RETURNS integer
- LANGUAGE plpgsql
- SET search_path TO ''
-AS $function$
-declare
-  v_marked integer;
-begin
-  with candidates as (
-    select a.id, a.tenant_id, a.type, coalesce(a.escalated_at, a.created_at) as high_since
-    from public.max_alerts a
-    where a.resolved_at is null and a.severity_rank = 1 and a.overdue_at is null and a.snoozed_until is null
-      and coalesce(a.escalated_at, a.created_at) <= p_now - (select min(r.overdue_after) from public.alert_rules r)
-      and coalesce(a.escalated_at, a.created_at) < now()  -- not one this very sweep made high (p_now may run ahead)
-      and (p_tenant is null or a.tenant_id = p_tenant)
-    for update skip locked
-  ),
-  marked as (
-    update public.max_alerts a
-    set overdue_at = p_now
-    from candidates c
-    cross join lateral (select x.overdue_after from public.rules_for(c.tenant_id) x where x.type = c.type) r
-    where a.tenant_id = c.tenant_id and a.id = c.id and c.high_since <= p_now - r.overdue_after
-    returning a.*
-  ),
-  events as (
-    insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
-    select m.tenant_id, m.id, m.lead_id, m.type, 'overdue', m.severity, 'system'
-    from marked m
-    returning 1
-  )
-  select count(*) into v_marked from events;
-  return v_marked;
-end
-$function$
-;
-grant execute on function public.mark_overdue_alerts(text, timestamptz) to service_role;
-
 /**
  * Resolve an alert by hand. Idempotent: resolving a resolved alert answers with the first
  * resolution. The same silence does not raise that alert again; the next activity starts anew.
@@ -702,6 +485,112 @@ end
 $function$
 ;
 grant execute on function public.resolve_alert(text, uuid, text) to authenticated, service_role;
+
+/** The short answer about one alert that the desk's actions return. */
+create or replace function public.alert_brief(p_alert public.max_alerts) returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object('id', p_alert.id, 'type', p_alert.type, 'lead_id', p_alert.lead_id,
+                            'snoozed_until', p_alert.snoozed_until, 'severity', p_alert.severity)
+$$;
+grant execute on function public.alert_brief(public.max_alerts) to authenticated, service_role;
+
+/**
+ * Resolve or snooze (until `p_until`, at most 30 days ahead) alerts by id, in one transaction,
+ * answering for each id in order: `done`, `already_resolved`, or `not_found` (no such alert in
+ * this tenant, or one the caller may not see: its existence is not revealed). The same permissions
+ * as resolving one alert. A user is recorded by their id (`sub`), whatever `p_actor` says.
+ */
+create or replace function public.act_on_alerts(p_tenant text, p_action text, p_ids jsonb, p_until timestamp with time zone DEFAULT NULL::timestamp with time zone, p_actor text DEFAULT 'user_manual'::text)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
+declare
+  v_actor  text := case when public.is_trusted_caller() then p_actor else (select auth.jwt()) ->> 'sub' end;
+  v_ids    uuid[];
+  v_result jsonb;
+begin
+  perform public.assert_acts_in(p_tenant);
+  if p_action is null or p_action not in ('resolve', 'snooze') then
+    perform public.raise_error('LW422', 'action must be resolve or snooze', 'action');
+  end if;
+  if jsonb_typeof(p_ids) is distinct from 'array' or jsonb_array_length(p_ids) not between 1 and 500 then
+    perform public.raise_error('LW422', 'ids must list 1 to 500 alert ids', 'ids');
+  end if;
+  if p_action = 'snooze' and (p_until is null or p_until <= now() or p_until > now() + interval '30 days 5 minutes') then
+    perform public.raise_error('LW422', 'until must be in the future, at most 30 days ahead', 'until');
+  end if;
+  v_ids := array(select jsonb_array_elements_text(p_ids)::uuid);
+
+  if p_action = 'resolve' then
+    -- Lock the leads' states before their alerts, as resolve_alert does.
+    perform from public.lead_state s
+    where (s.tenant_id, s.lead_id) in (select a.tenant_id, a.lead_id from public.max_alerts a
+                                       where a.id = any (v_ids) and a.tenant_id = p_tenant and a.resolved_at is null)
+    order by s.lead_id
+    for update;
+  end if;
+
+  with asked as (
+    select i.id, i.n, a.id as alert_id, a.tenant_id, a.lead_id
+    from jsonb_array_elements_text(p_ids) with ordinality as i (id, n)
+    left join public.max_alerts a
+      on a.id = i.id::uuid and a.tenant_id = p_tenant and public.can_see_lead(a.tenant_id, a.lead_id)
+  ),
+  resolved as (
+    update public.max_alerts a
+    set resolved_at = now(), resolved_by = v_actor, resolution = 'manual'
+    from asked q
+    where p_action = 'resolve' and a.tenant_id = q.tenant_id and a.id = q.alert_id and a.resolved_at is null
+    returning a.id, a.tenant_id, a.lead_id, a.type
+  ),
+  -- A manual resolve: the same silence does not raise that alert again; the next activity starts anew.
+  cleared as (
+    update public.lead_state s set
+      no_contact_due_at = case when r.no_contact then null else s.no_contact_due_at end,
+      no_reply_due_at   = case when r.no_reply then null else s.no_reply_due_at end,
+      stale_due_at      = case when r.stale then null else s.stale_due_at end,
+      high_value_due_at = case when r.high_value then null else s.high_value_due_at end
+    from (select d.tenant_id, d.lead_id,
+                 bool_or(d.type = 'NoContact7d') as no_contact, bool_or(d.type = 'NoReply3d') as no_reply,
+                 bool_or(d.type = 'StaleLead30d') as stale, bool_or(d.type = 'HighValueRisk') as high_value
+          from resolved d group by d.tenant_id, d.lead_id) r
+    where s.tenant_id = r.tenant_id and s.lead_id = r.lead_id
+    returning 1
+  ),
+  snoozed as (
+    update public.max_alerts a
+    set snoozed_until = p_until
+    from asked q
+    where p_action = 'snooze' and a.tenant_id = q.tenant_id and a.id = q.alert_id and a.resolved_at is null
+    returning a.*
+  ),
+  snooze_events as (
+    insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
+    select s.tenant_id, s.id, s.lead_id, s.type, 'snoozed', s.severity, v_actor
+    from snoozed s
+    returning 1
+  ),
+  answered as (
+    select q.id, q.n,
+           case when exists (select from resolved r where r.id = q.alert_id)
+                  or exists (select from snoozed s where s.id = q.alert_id) then 'done'
+                when q.alert_id is not null then 'already_resolved'
+                else 'not_found' end as result
+    from asked q
+  )
+  select jsonb_build_object(
+    'results', jsonb_agg(jsonb_build_object('id', a.id, 'result', a.result) order by a.n),
+    'done', count(*) filter (where a.result = 'done'))
+  into v_result
+  from answered a;
+  return v_result;
+end
+$function$
+;
+grant execute on function public.act_on_alerts(text, text, jsonb, timestamptz, text) to authenticated, service_role;
 
 /**
  * Snooze one alert until `p_until` (at most 30 days ahead): it leaves the active list until the
@@ -758,6 +647,74 @@ end
 $function$
 ;
 grant execute on function public.unsnooze_alert(text, uuid, text) to authenticated, service_role;
+
+/**
+ * An alert and its history, oldest event first (created, escalated, snoozed, reopened, resolved...,
+ * each with its actor, time and the severity after it). Runs as the caller: an alert they may not
+ * see is not found.
+ */
+create or replace function public.alert_history(p_tenant text, p_alert_id uuid) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_alert public.max_alerts;
+  v_lead  public.leads;
+begin
+  select * into v_alert from public.max_alerts a where a.id = p_alert_id and a.tenant_id = p_tenant;
+  if not found then
+    perform public.raise_error('LW404', 'alert not found', 'id');
+  end if;
+  select * into v_lead from public.leads l where l.tenant_id = p_tenant and l.lead_id = v_alert.lead_id;
+  return jsonb_build_object(
+    'alert', public.alert_json(v_alert, v_lead.name, v_lead.email),
+    'events', coalesce((select jsonb_agg(jsonb_build_object('event', e.event, 'severity', e.severity,
+                                                            'actor', e.actor, 'at', e.at) order by e.id)
+                        from public.alert_events e
+                        where e.tenant_id = p_tenant and e.lead_id = v_alert.lead_id and e.alert_id = p_alert_id), '[]'));
+end
+$$;
+grant execute on function public.alert_history(text, uuid) to authenticated, service_role;
+
+/** Every alert of a lead, active and past, newest first, one page at a time. Runs as the caller. */
+create or replace function public.list_lead_alerts(
+  p_tenant  text,
+  p_lead_id text,
+  p_limit   integer default 50,
+  p_cursor  jsonb default null
+) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_lead   public.leads;
+  v_result jsonb;
+begin
+  perform public.check_page(p_limit, p_cursor, array['c', 'i']);
+  select * into v_lead from public.leads l where l.tenant_id = p_tenant and l.lead_id = p_lead_id;
+  if not found and not exists (select from public.lead_state s where s.tenant_id = p_tenant and s.lead_id = p_lead_id) then
+    perform public.raise_error('LW404', 'lead not found', 'leadId');
+  end if;
+
+  with page as (
+    select a, row_number() over (order by a.created_at desc, a.id desc) as n
+    from public.max_alerts a
+    where a.tenant_id = p_tenant and a.lead_id = p_lead_id
+      and (p_cursor is null
+           or (a.created_at, a.id) < ((p_cursor ->> 'c')::timestamptz, (p_cursor ->> 'i')::uuid))
+    order by a.created_at desc, a.id desc
+    limit p_limit + 1
+  )
+  select jsonb_build_object(
+    'alerts', coalesce((select jsonb_agg(public.alert_json(p.a, v_lead.name, v_lead.email) order by p.n)
+                        from page p where p.n <= p_limit), '[]'),
+    'next_cursor', (select jsonb_build_object('c', (p.a).created_at, 'i', (p.a).id)
+                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
+  into v_result;
+  return v_result;
+end
+$$;
+grant execute on function public.list_lead_alerts(text, text, integer, jsonb) to authenticated, service_role;
 
 /**
  * Wake the snoozed alerts whose time has come (by `p_now`): back to the active list (`reopened`)
@@ -830,3 +787,46 @@ end
 $function$
 ;
 grant execute on function public.wake_snoozed_alerts(text, timestamptz) to service_role;
+
+/**
+ * Mark overdue, once, every high alert still unresolved (and not snoozed) past its tenant's delay
+ * (`overdue_after`, default 24 h) since it became high, recording an `overdue` event for the
+ * notifications to deliver. Answers how many it marked.
+ */
+create or replace function public.mark_overdue_alerts(p_tenant text, p_now timestamp with time zone)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO ''
+AS $function$
+declare
+  v_marked integer;
+begin
+  with candidates as (
+    select a.id, a.tenant_id, a.type, coalesce(a.escalated_at, a.created_at) as high_since
+    from public.max_alerts a
+    where a.resolved_at is null and a.severity_rank = 1 and a.overdue_at is null and a.snoozed_until is null
+      and coalesce(a.escalated_at, a.created_at) <= p_now - (select min(r.overdue_after) from public.alert_rules r)
+      and coalesce(a.escalated_at, a.created_at) < now()  -- not one this very sweep made high (p_now may run ahead)
+      and (p_tenant is null or a.tenant_id = p_tenant)
+    for update skip locked
+  ),
+  marked as (
+    update public.max_alerts a
+    set overdue_at = p_now
+    from candidates c
+    cross join lateral (select x.overdue_after from public.rules_for(c.tenant_id) x where x.type = c.type) r
+    where a.tenant_id = c.tenant_id and a.id = c.id and c.high_since <= p_now - r.overdue_after
+    returning a.*
+  ),
+  events as (
+    insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
+    select m.tenant_id, m.id, m.lead_id, m.type, 'overdue', m.severity, 'system'
+    from marked m
+    returning 1
+  )
+  select count(*) into v_marked from events;
+  return v_marked;
+end
+$function$
+;
+grant execute on function public.mark_overdue_alerts(text, timestamptz) to service_role;

@@ -50,31 +50,27 @@ as $$
 $$;
 grant execute on function public.rule_thresholds(text) to authenticated, service_role;
 
-/** A duration as the API writes it: '7d', '36h' or '90m' (null stays null). */
-create or replace function public.duration_text(p_interval interval) returns text
-language sql immutable
+/**
+ * What `log_activity` needs from the rules in force for a tenant, in one row: the thresholds of
+ * the time-based rules (null where disabled) and the settings of the ingest-time rules (their
+ * `min_count` null where disabled). A table function so that Postgres inlines it.
+ */
+create or replace function public.rules_at_ingest(p_tenant text)
+returns table (no_contact interval, no_reply interval, stale interval, high_value interval,
+               hot_window interval, hot_count smallint, preferred_window interval, preferred_count smallint)
+language sql stable
 as $$
-  select case
-    when p_interval is null then null
-    when extract(epoch from p_interval)::bigint % 86400 = 0 then (extract(epoch from p_interval)::bigint / 86400) || 'd'
-    when extract(epoch from p_interval)::bigint % 3600 = 0 then (extract(epoch from p_interval)::bigint / 3600) || 'h'
-    else (extract(epoch from p_interval)::bigint / 60) || 'm'
-  end
+  select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'NoReply3d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'HighValueRisk' and r.enabled),
+         max(r.threshold) filter (where r.type = 'HotLead24h' and r.enabled),
+         max(r.min_count) filter (where r.type = 'HotLead24h' and r.enabled),
+         max(r.threshold) filter (where r.type = 'PreferredChannel' and r.enabled),
+         max(r.min_count) filter (where r.type = 'PreferredChannel' and r.enabled)
+  from public.rules_for(p_tenant) r
 $$;
-grant execute on function public.duration_text(interval) to authenticated, service_role;
-
-/** The rules in force for a tenant (its own where it has one, else the default), by type. */
-create or replace function public.list_rules(p_tenant text) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-begin
-  perform public.assert_acts_in(p_tenant);
-  return jsonb_build_object(
-    'rules', (select jsonb_agg(public.rule_json(r) order by r.type) from public.rules_for(p_tenant) r));
-end
-$$;
-grant execute on function public.list_rules(text) to authenticated, service_role;
+grant execute on function public.rules_at_ingest(text) to authenticated, service_role;
 
 /**
  * Open an ingest-time alert for a lead with its rule's message and action in the tenant's language:
@@ -110,6 +106,47 @@ begin
 end
 $$;
 grant execute on function public.raise_ingest_alert(text, text, text, timestamptz, integer, text) to service_role;
+
+/** A duration as the API writes it: '7d', '36h' or '90m' (null stays null). */
+create or replace function public.duration_text(p_interval interval) returns text
+language sql immutable
+as $$
+  select case
+    when p_interval is null then null
+    when extract(epoch from p_interval)::bigint % 86400 = 0 then (extract(epoch from p_interval)::bigint / 86400) || 'd'
+    when extract(epoch from p_interval)::bigint % 3600 = 0 then (extract(epoch from p_interval)::bigint / 3600) || 'h'
+    else (extract(epoch from p_interval)::bigint / 60) || 'm'
+  end
+$$;
+grant execute on function public.duration_text(interval) to authenticated, service_role;
+
+/** A rule as the API shows it; `source` says whether it is the default or the tenant's own. */
+create or replace function public.rule_json(p_rule public.alert_rules) returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object(
+    'type', p_rule.type, 'enabled', p_rule.enabled, 'threshold', public.duration_text(p_rule.threshold),
+    'severity', p_rule.severity, 'escalate_after', public.duration_text(p_rule.escalate_after),
+    'escalated_severity', p_rule.escalated_severity, 'min_count', p_rule.min_count,
+    'min_value', p_rule.min_value, 'currency', p_rule.currency, 'supersedes', p_rule.supersedes,
+    'locale', p_rule.locale, 'messages', p_rule.messages, 'action', p_rule.action,
+    'overdue_after', public.duration_text(p_rule.overdue_after),
+    'source', case when p_rule.tenant_id = '*' then 'default' else 'tenant' end)
+$$;
+grant execute on function public.rule_json(public.alert_rules) to authenticated, service_role;
+
+/** The rules in force for a tenant (its own where it has one, else the default), by type. */
+create or replace function public.list_rules(p_tenant text) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  perform public.assert_acts_in(p_tenant);
+  return jsonb_build_object(
+    'rules', (select jsonb_agg(public.rule_json(r) order by r.type) from public.rules_for(p_tenant) r));
+end
+$$;
+grant execute on function public.list_rules(text) to authenticated, service_role;
 
 /**
  * Recompute, set-based, the due times of one time-based rule for every lead of a tenant after its
@@ -168,43 +205,6 @@ begin
 end
 $$;
 grant execute on function public.recompute_due_times(text, text) to service_role;
-
-/** A rule as the API shows it; `source` says whether it is the default or the tenant's own. */
-create or replace function public.rule_json(p_rule public.alert_rules) returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object(
-    'type', p_rule.type, 'enabled', p_rule.enabled, 'threshold', public.duration_text(p_rule.threshold),
-    'severity', p_rule.severity, 'escalate_after', public.duration_text(p_rule.escalate_after),
-    'escalated_severity', p_rule.escalated_severity, 'min_count', p_rule.min_count,
-    'min_value', p_rule.min_value, 'currency', p_rule.currency, 'supersedes', p_rule.supersedes,
-    'locale', p_rule.locale, 'messages', p_rule.messages, 'action', p_rule.action,
-    'overdue_after', public.duration_text(p_rule.overdue_after),
-    'source', case when p_rule.tenant_id = '*' then 'default' else 'tenant' end)
-$$;
-grant execute on function public.rule_json(public.alert_rules) to authenticated, service_role;
-
-/**
- * What `log_activity` needs from the rules in force for a tenant, in one row: the thresholds of
- * the time-based rules (null where disabled) and the settings of the ingest-time rules (their
- * `min_count` null where disabled). A table function so that Postgres inlines it.
- */
-create or replace function public.rules_at_ingest(p_tenant text)
-returns table (no_contact interval, no_reply interval, stale interval, high_value interval,
-               hot_window interval, hot_count smallint, preferred_window interval, preferred_count smallint)
-language sql stable
-as $$
-  select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled),
-         max(r.threshold) filter (where r.type = 'NoReply3d' and r.enabled),
-         max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled),
-         max(r.threshold) filter (where r.type = 'HighValueRisk' and r.enabled),
-         max(r.threshold) filter (where r.type = 'HotLead24h' and r.enabled),
-         max(r.min_count) filter (where r.type = 'HotLead24h' and r.enabled),
-         max(r.threshold) filter (where r.type = 'PreferredChannel' and r.enabled),
-         max(r.min_count) filter (where r.type = 'PreferredChannel' and r.enabled)
-  from public.rules_for(p_tenant) r
-$$;
-grant execute on function public.rules_at_ingest(text) to authenticated, service_role;
 
 /**
  * Change the tenant's rule of one type: the fields present in `p_changes` (enabled, threshold,

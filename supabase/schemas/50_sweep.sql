@@ -16,6 +16,41 @@ set check_function_bodies = off;
 -- planned at each call, with the join methods the call allows (a cached plan would keep the first).
 
 /**
+ * The scheduled sweep, for every tenant or one: raise, escalate and supersede the time-based
+ * alerts of the leads that fell due by `p_now`, wake the snoozed alerts whose time has come, and
+ * mark the overdue ones. One transaction. With 1,000 due leads or more, the raising statement
+ * joins by hashing only (the note above says why).
+ */
+create or replace function public.sweep_alerts(p_tenant text default null, p_now timestamptz default now())
+returns jsonb
+language plpgsql
+set search_path = ''
+set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts
+as $$
+declare
+  v_nestloop text := current_setting('enable_nestloop');
+  v_raised   jsonb;
+  v_woken    jsonb;
+  v_overdue  integer;
+begin
+  if (select count(*) from (select from public.lead_state s
+                            where s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)
+                            limit 1000) d) >= 1000 then
+    perform set_config('enable_nestloop', 'off', true);
+  end if;
+  v_raised := public.raise_due_alerts(p_tenant, p_now);
+  perform set_config('enable_nestloop', v_nestloop, true);
+  v_woken := public.wake_snoozed_alerts(p_tenant, p_now);
+  v_overdue := public.mark_overdue_alerts(p_tenant, p_now);
+  return v_raised || jsonb_build_object(
+    'resolved', (v_raised ->> 'resolved')::integer + (v_woken ->> 'resolved')::integer,
+    'reopened', v_woken -> 'reopened',
+    'overdue', v_overdue);
+end
+$$;
+grant execute on function public.sweep_alerts(text, timestamptz) to service_role;
+
+/**
  * Raise, escalate and supersede the time-based alerts of every lead that fell due by `p_now`
  * (one tenant, or all of them), then move each lead's due times on to the next step of its
  * ladder. One statement: concurrent sweeps wait on the same state rows, re-check them, and find
@@ -171,38 +206,3 @@ begin
 end
 $$;
 grant execute on function public.raise_due_alerts(text, timestamptz) to service_role;
-
-/**
- * The scheduled sweep, for every tenant or one: raise, escalate and supersede the time-based
- * alerts of the leads that fell due by `p_now`, wake the snoozed alerts whose time has come, and
- * mark the overdue ones. One transaction. With 1,000 due leads or more, the raising statement
- * joins by hashing only (the note above raise_due_alerts says why).
- */
-create or replace function public.sweep_alerts(p_tenant text default null, p_now timestamptz default now())
-returns jsonb
-language plpgsql
-set search_path = ''
-set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts
-as $$
-declare
-  v_nestloop text := current_setting('enable_nestloop');
-  v_raised   jsonb;
-  v_woken    jsonb;
-  v_overdue  integer;
-begin
-  if (select count(*) from (select from public.lead_state s
-                            where s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)
-                            limit 1000) d) >= 1000 then
-    perform set_config('enable_nestloop', 'off', true);
-  end if;
-  v_raised := public.raise_due_alerts(p_tenant, p_now);
-  perform set_config('enable_nestloop', v_nestloop, true);
-  v_woken := public.wake_snoozed_alerts(p_tenant, p_now);
-  v_overdue := public.mark_overdue_alerts(p_tenant, p_now);
-  return v_raised || jsonb_build_object(
-    'resolved', (v_raised ->> 'resolved')::integer + (v_woken ->> 'resolved')::integer,
-    'reopened', v_woken -> 'reopened',
-    'overdue', v_overdue);
-end
-$$;
-grant execute on function public.sweep_alerts(text, timestamptz) to service_role;

@@ -38,46 +38,6 @@ create policy "Rejected notifications are visible to admins and managers of thei
 -- Functions ---------------------------------------------------------------------------------------
 
 /**
- * One page of a tenant's rejected notifications, newest first: to admins and managers of the
- * tenant, platform staff and the service. The raw body (when not JSON) comes base64-encoded.
- */
-create or replace function public.list_greenapi_rejected(
-  p_tenant text,
-  p_limit  integer default 50,
-  p_cursor jsonb default null
-) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-declare
-  v_result jsonb;
-begin
-  perform public.assert_acts_in(p_tenant, array['admin', 'manager']);
-  perform public.check_page(p_limit, p_cursor, array['o', 'i']);
-  with page as (
-    select r, row_number() over (order by r.received_at desc, r.id desc) as n
-    from public.greenapi_rejected r
-    where r.tenant_id = p_tenant
-      and (p_cursor is null
-           or (r.received_at, r.id) < ((p_cursor ->> 'o')::timestamptz, (p_cursor ->> 'i')::uuid))
-    order by r.received_at desc, r.id desc
-    limit p_limit + 1
-  )
-  select jsonb_build_object(
-    'rejected', coalesce((select jsonb_agg(jsonb_build_object(
-                            'id', (p.r).id, 'instance_id', (p.r).instance_id, 'reason', (p.r).reason,
-                            'received_at', (p.r).received_at, 'payload', (p.r).payload,
-                            'raw_base64', encode((p.r).raw, 'base64')) order by p.n)
-                          from page p where p.n <= p_limit), '[]'),
-    'next_cursor', (select jsonb_build_object('o', (p.r).received_at, 'i', (p.r).id)
-                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
-  into v_result;
-  return v_result;
-end
-$$;
-grant execute on function public.list_greenapi_rejected(text, integer, jsonb) to authenticated, service_role;
-
-/**
  * Log a WhatsApp activity of the lead whose phone (E.164) it is. An unknown number becomes a
  * provisional lead (named after the sender) so that nothing is lost — unless `p_create` is false,
  * when nothing is written and `{unknown_phone: true}` is returned (the caller may look the number
@@ -124,6 +84,67 @@ begin
 end
 $$;
 grant execute on function public.log_activity_by_phone(text, text, text, text, text, text, text, text, jsonb, timestamptz, text, boolean) to service_role;
+
+/** Delivery statuses only move forward: sent → delivered → read, or to a failure. */
+create or replace function public.status_rank(p_status text) returns integer
+language sql immutable
+as $$
+  select case lower(p_status) when 'sent' then 1 when 'delivered' then 2 when 'read' then 3
+                              when 'failed' then 4 when 'noaccount' then 4 when 'notingroup' then 4
+                              when 'yellowcard' then 4 else 0 end
+$$;
+grant execute on function public.status_rank(text) to service_role;
+
+/**
+ * Record a delivery status of an activity logged with an external id (Green-API's
+ * outgoingMessageStatus). Statuses only move forward, and a failure is final. A send that turns
+ * out to have failed no longer counts as contact: its lead's state is rebuilt without it and the
+ * alerts it resolved are reopened (unless one of the same type is already active).
+ */
+create or replace function public.set_activity_status(p_tenant text, p_channel text, p_external_id text, p_status text)
+returns jsonb
+language plpgsql
+security definer  -- rebuilds lead_state and reopens alerts
+set search_path = ''
+as $$
+declare
+  v_old      public.lead_activities;
+  v_new      public.lead_activities;
+  v_reopened jsonb := '[]'::jsonb;
+begin
+  perform public.assert_acts_in(p_tenant, '{}');
+  select * into v_old from public.lead_activities a
+  where a.tenant_id = p_tenant and a.channel = p_channel and a.external_id = p_external_id
+  for update;
+  if not found then
+    return jsonb_build_object('found', false);
+  end if;
+  if public.status_rank(p_status) < public.status_rank(v_old.status)
+     or not public.counts_as_contact(v_old.status) then
+    return jsonb_build_object('found', true, 'activity', public.activity_json(v_old), 'reopened', v_reopened);
+  end if;
+
+  update public.lead_activities a set status = p_status
+  where a.tenant_id = v_old.tenant_id and a.id = v_old.id
+  returning * into v_new;
+  if public.counts_as_contact(v_old.status) and not public.counts_as_contact(p_status) then
+    perform from public.lead_state s where s.tenant_id = p_tenant and s.lead_id = v_old.lead_id for update;
+    perform public.refresh_lead_state(p_tenant, v_old.lead_id);
+    with reopened as (
+      update public.max_alerts a
+      set resolved_at = null, resolved_by = null, resolution = null, resolved_by_activity = null
+      where a.resolved_by_activity = v_old.id
+        and not exists (select from public.max_alerts b
+                        where b.tenant_id = a.tenant_id and b.lead_id = a.lead_id and b.type = a.type
+                          and b.resolved_at is null)
+      returning a.type
+    )
+    select coalesce(jsonb_agg(r.type order by r.type), '[]') into v_reopened from reopened r;
+  end if;
+  return jsonb_build_object('found', true, 'activity', public.activity_json(v_new), 'reopened', v_reopened);
+end
+$$;
+grant execute on function public.set_activity_status(text, text, text, text) to service_role;
 
 /**
  * What a WhatsApp follow-up needs: the lead (with its phone) and, for an alert's suggested action,
@@ -191,62 +212,41 @@ $$;
 grant execute on function public.reject_greenapi_notification(text, text, text, jsonb, bytea) to service_role;
 
 /**
- * Record a delivery status of an activity logged with an external id (Green-API's
- * outgoingMessageStatus). Statuses only move forward, and a failure is final. A send that turns
- * out to have failed no longer counts as contact: its lead's state is rebuilt without it and the
- * alerts it resolved are reopened (unless one of the same type is already active).
+ * One page of a tenant's rejected notifications, newest first: to admins and managers of the
+ * tenant, platform staff and the service. The raw body (when not JSON) comes base64-encoded.
  */
-create or replace function public.set_activity_status(p_tenant text, p_channel text, p_external_id text, p_status text)
-returns jsonb
-language plpgsql
-security definer  -- rebuilds lead_state and reopens alerts
+create or replace function public.list_greenapi_rejected(
+  p_tenant text,
+  p_limit  integer default 50,
+  p_cursor jsonb default null
+) returns jsonb
+language plpgsql stable
 set search_path = ''
 as $$
 declare
-  v_old      public.lead_activities;
-  v_new      public.lead_activities;
-  v_reopened jsonb := '[]'::jsonb;
+  v_result jsonb;
 begin
-  perform public.assert_acts_in(p_tenant, '{}');
-  select * into v_old from public.lead_activities a
-  where a.tenant_id = p_tenant and a.channel = p_channel and a.external_id = p_external_id
-  for update;
-  if not found then
-    return jsonb_build_object('found', false);
-  end if;
-  if public.status_rank(p_status) < public.status_rank(v_old.status)
-     or not public.counts_as_contact(v_old.status) then
-    return jsonb_build_object('found', true, 'activity', public.activity_json(v_old), 'reopened', v_reopened);
-  end if;
-
-  update public.lead_activities a set status = p_status
-  where a.tenant_id = v_old.tenant_id and a.id = v_old.id
-  returning * into v_new;
-  if public.counts_as_contact(v_old.status) and not public.counts_as_contact(p_status) then
-    perform from public.lead_state s where s.tenant_id = p_tenant and s.lead_id = v_old.lead_id for update;
-    perform public.refresh_lead_state(p_tenant, v_old.lead_id);
-    with reopened as (
-      update public.max_alerts a
-      set resolved_at = null, resolved_by = null, resolution = null, resolved_by_activity = null
-      where a.resolved_by_activity = v_old.id
-        and not exists (select from public.max_alerts b
-                        where b.tenant_id = a.tenant_id and b.lead_id = a.lead_id and b.type = a.type
-                          and b.resolved_at is null)
-      returning a.type
-    )
-    select coalesce(jsonb_agg(r.type order by r.type), '[]') into v_reopened from reopened r;
-  end if;
-  return jsonb_build_object('found', true, 'activity', public.activity_json(v_new), 'reopened', v_reopened);
+  perform public.assert_acts_in(p_tenant, array['admin', 'manager']);
+  perform public.check_page(p_limit, p_cursor, array['o', 'i']);
+  with page as (
+    select r, row_number() over (order by r.received_at desc, r.id desc) as n
+    from public.greenapi_rejected r
+    where r.tenant_id = p_tenant
+      and (p_cursor is null
+           or (r.received_at, r.id) < ((p_cursor ->> 'o')::timestamptz, (p_cursor ->> 'i')::uuid))
+    order by r.received_at desc, r.id desc
+    limit p_limit + 1
+  )
+  select jsonb_build_object(
+    'rejected', coalesce((select jsonb_agg(jsonb_build_object(
+                            'id', (p.r).id, 'instance_id', (p.r).instance_id, 'reason', (p.r).reason,
+                            'received_at', (p.r).received_at, 'payload', (p.r).payload,
+                            'raw_base64', encode((p.r).raw, 'base64')) order by p.n)
+                          from page p where p.n <= p_limit), '[]'),
+    'next_cursor', (select jsonb_build_object('o', (p.r).received_at, 'i', (p.r).id)
+                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
+  into v_result;
+  return v_result;
 end
 $$;
-grant execute on function public.set_activity_status(text, text, text, text) to service_role;
-
-/** Delivery statuses only move forward: sent → delivered → read, or to a failure. */
-create or replace function public.status_rank(p_status text) returns integer
-language sql immutable
-as $$
-  select case lower(p_status) when 'sent' then 1 when 'delivered' then 2 when 'read' then 3
-                              when 'failed' then 4 when 'noaccount' then 4 when 'notingroup' then 4
-                              when 'yellowcard' then 4 else 0 end
-$$;
-grant execute on function public.status_rank(text) to service_role;
+grant execute on function public.list_greenapi_rejected(text, integer, jsonb) to authenticated, service_role;

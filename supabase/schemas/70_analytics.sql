@@ -143,7 +143,110 @@ create policy "Summaries are visible to the staff of their tenant, and an agent'
 -- Functions ---------------------------------------------------------------------------------------
 
 /**
- * As alert_analytics_live (below), from the summaries of the closed days plus the open part computed live: the
+ * The alerts' figures for the days `p_from` to `p_to` (inclusive) as lived in time zone `p_tz`:
+ * - per_day: every day of the range, with the created, escalated and resolved events of that day;
+ * - resolved_within_24h and time_to_resolve (median and p90 in hours, by type and by the lead's
+ *   owner): the alerts whose resolution falls in the range, measured from creation to resolution;
+ * - open_by_age: the alerts open now, by how long ago they were created.
+ * Runs as the caller, so row-level security applies: an agent gets the figures of their own leads.
+ * Invalid: a time zone Postgres does not know (tz), a range that ends before it starts or spans
+ * more than 366 days (to).
+ */
+create or replace function public.alert_analytics_live(p_tenant text, p_from date, p_to date, p_tz text default 'UTC')
+returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_start timestamptz;
+  v_end   timestamptz;
+  v_result jsonb;
+begin
+  begin
+    v_start := p_from::timestamp at time zone p_tz;
+    v_end := (p_to + 1)::timestamp at time zone p_tz;
+  exception when invalid_parameter_value then
+    perform public.raise_error('LW422', 'unknown time zone', 'tz');
+  end;
+  if p_to < p_from or p_to - p_from >= 366 then
+    perform public.raise_error('LW422', 'the range must end on or after its start and span at most 366 days', 'to');
+  end if;
+
+  -- Counted by quarter of an hour first (every time zone's offset is a whole number of quarters,
+  -- so none straddles a local midnight), then by local day: the zone is applied per quarter, not per event.
+  with quarters as (
+    select date_bin('15 minutes', e.at, timestamptz '2000-01-01 00:00+00') as quarter,
+           count(*) filter (where e.event = 'created') as created,
+           count(*) filter (where e.event = 'resolved') as resolved,
+           count(*) filter (where e.event = 'escalated') as escalated
+    from public.alert_events e
+    where e.tenant_id = p_tenant and e.at >= v_start and e.at < v_end
+      and e.event in ('created', 'escalated', 'resolved')
+    group by 1
+  ),
+  per_day as (
+    select (q.quarter at time zone p_tz)::date as day,
+           sum(q.created) as created, sum(q.resolved) as resolved, sum(q.escalated) as escalated
+    from quarters q
+    group by 1
+  ),
+  resolved as (
+    select a.type, l.owner_id, (extract(epoch from a.resolved_at - a.created_at) / 3600)::float8 as hours
+    from public.max_alerts a
+    left join public.leads l on l.tenant_id = a.tenant_id and l.lead_id = a.lead_id
+    where a.tenant_id = p_tenant and a.resolved_at >= v_start and a.resolved_at < v_end
+  ),
+  by_type as (
+    select r.type, count(*) as count,
+           round(percentile_cont(0.5) within group (order by r.hours)::numeric, 2) as median_hours,
+           round(percentile_cont(0.9) within group (order by r.hours)::numeric, 2) as p90_hours
+    from resolved r group by r.type
+  ),
+  by_owner as (
+    select r.owner_id, count(*) as count,
+           round(percentile_cont(0.5) within group (order by r.hours)::numeric, 2) as median_hours,
+           round(percentile_cont(0.9) within group (order by r.hours)::numeric, 2) as p90_hours
+    from resolved r group by r.owner_id
+  ),
+  open_by_age as (
+    select case when o.age < interval '1 day' then '<1d'
+                when o.age < interval '3 days' then '1-3d'
+                when o.age < interval '7 days' then '3-7d'
+                when o.age < interval '30 days' then '7-30d'
+                else '>30d' end as bucket,
+           count(*) as count
+    from (select now() - a.created_at as age
+          from public.max_alerts a
+          where a.tenant_id = p_tenant and a.resolved_at is null) o
+    group by 1
+  )
+  select jsonb_build_object(
+    'from', p_from, 'to', p_to, 'tz', p_tz,
+    'per_day', (select jsonb_agg(jsonb_build_object(
+                         'day', d.day::date, 'created', coalesce(c.created, 0),
+                         'resolved', coalesce(c.resolved, 0), 'escalated', coalesce(c.escalated, 0))
+                       order by d.day)
+                from generate_series(p_from::timestamp, p_to::timestamp, interval '1 day') d(day)
+                left join per_day c on c.day = d.day::date),
+    'resolved_within_24h', (select jsonb_build_object(
+                              'resolved', count(*),
+                              'within_24h', count(*) filter (where r.hours <= 24),
+                              'share', round((count(*) filter (where r.hours <= 24))::numeric / nullif(count(*), 0), 4))
+                            from resolved r),
+    'time_to_resolve', jsonb_build_object(
+      'by_type', coalesce((select jsonb_agg(to_jsonb(t) order by t.type) from by_type t), '[]'),
+      'by_owner', coalesce((select jsonb_agg(to_jsonb(o) order by o.owner_id nulls last) from by_owner o), '[]')),
+    'open_by_age', (select jsonb_agg(jsonb_build_object('bucket', b.bucket, 'count', coalesce(o.count, 0)) order by b.n)
+                    from unnest(array['<1d', '1-3d', '3-7d', '7-30d', '>30d']) with ordinality b(bucket, n)
+                    left join open_by_age o on o.bucket = b.bucket))
+  into v_result;
+  return v_result;
+end
+$$;
+grant execute on function public.alert_analytics_live(text, date, date, text) to authenticated, service_role;
+
+/**
+ * As alert_analytics_live (above), from the summaries of the closed days plus the open part computed live: the
  * same figures. Percentiles: the ranks' bins are found from the summed cumulative counts, and only
  * the times in those bins are read and ordered; the interpolation is percentile_cont's.
  */
@@ -295,207 +398,6 @@ $$;
 grant execute on function public.alert_analytics(text, date, date, text) to authenticated, service_role;
 
 /**
- * The alerts' figures for the days `p_from` to `p_to` (inclusive) as lived in time zone `p_tz`:
- * - per_day: every day of the range, with the created, escalated and resolved events of that day;
- * - resolved_within_24h and time_to_resolve (median and p90 in hours, by type and by the lead's
- *   owner): the alerts whose resolution falls in the range, measured from creation to resolution;
- * - open_by_age: the alerts open now, by how long ago they were created.
- * Runs as the caller, so row-level security applies: an agent gets the figures of their own leads.
- * Invalid: a time zone Postgres does not know (tz), a range that ends before it starts or spans
- * more than 366 days (to).
- */
-create or replace function public.alert_analytics_live(p_tenant text, p_from date, p_to date, p_tz text default 'UTC')
-returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-declare
-  v_start timestamptz;
-  v_end   timestamptz;
-  v_result jsonb;
-begin
-  begin
-    v_start := p_from::timestamp at time zone p_tz;
-    v_end := (p_to + 1)::timestamp at time zone p_tz;
-  exception when invalid_parameter_value then
-    perform public.raise_error('LW422', 'unknown time zone', 'tz');
-  end;
-  if p_to < p_from or p_to - p_from >= 366 then
-    perform public.raise_error('LW422', 'the range must end on or after its start and span at most 366 days', 'to');
-  end if;
-
-  -- Counted by quarter of an hour first (every time zone's offset is a whole number of quarters,
-  -- so none straddles a local midnight), then by local day: the zone is applied per quarter, not per event.
-  with quarters as (
-    select date_bin('15 minutes', e.at, timestamptz '2000-01-01 00:00+00') as quarter,
-           count(*) filter (where e.event = 'created') as created,
-           count(*) filter (where e.event = 'resolved') as resolved,
-           count(*) filter (where e.event = 'escalated') as escalated
-    from public.alert_events e
-    where e.tenant_id = p_tenant and e.at >= v_start and e.at < v_end
-      and e.event in ('created', 'escalated', 'resolved')
-    group by 1
-  ),
-  per_day as (
-    select (q.quarter at time zone p_tz)::date as day,
-           sum(q.created) as created, sum(q.resolved) as resolved, sum(q.escalated) as escalated
-    from quarters q
-    group by 1
-  ),
-  resolved as (
-    select a.type, l.owner_id, (extract(epoch from a.resolved_at - a.created_at) / 3600)::float8 as hours
-    from public.max_alerts a
-    left join public.leads l on l.tenant_id = a.tenant_id and l.lead_id = a.lead_id
-    where a.tenant_id = p_tenant and a.resolved_at >= v_start and a.resolved_at < v_end
-  ),
-  by_type as (
-    select r.type, count(*) as count,
-           round(percentile_cont(0.5) within group (order by r.hours)::numeric, 2) as median_hours,
-           round(percentile_cont(0.9) within group (order by r.hours)::numeric, 2) as p90_hours
-    from resolved r group by r.type
-  ),
-  by_owner as (
-    select r.owner_id, count(*) as count,
-           round(percentile_cont(0.5) within group (order by r.hours)::numeric, 2) as median_hours,
-           round(percentile_cont(0.9) within group (order by r.hours)::numeric, 2) as p90_hours
-    from resolved r group by r.owner_id
-  ),
-  open_by_age as (
-    select case when o.age < interval '1 day' then '<1d'
-                when o.age < interval '3 days' then '1-3d'
-                when o.age < interval '7 days' then '3-7d'
-                when o.age < interval '30 days' then '7-30d'
-                else '>30d' end as bucket,
-           count(*) as count
-    from (select now() - a.created_at as age
-          from public.max_alerts a
-          where a.tenant_id = p_tenant and a.resolved_at is null) o
-    group by 1
-  )
-  select jsonb_build_object(
-    'from', p_from, 'to', p_to, 'tz', p_tz,
-    'per_day', (select jsonb_agg(jsonb_build_object(
-                         'day', d.day::date, 'created', coalesce(c.created, 0),
-                         'resolved', coalesce(c.resolved, 0), 'escalated', coalesce(c.escalated, 0))
-                       order by d.day)
-                from generate_series(p_from::timestamp, p_to::timestamp, interval '1 day') d(day)
-                left join per_day c on c.day = d.day::date),
-    'resolved_within_24h', (select jsonb_build_object(
-                              'resolved', count(*),
-                              'within_24h', count(*) filter (where r.hours <= 24),
-                              'share', round((count(*) filter (where r.hours <= 24))::numeric / nullif(count(*), 0), 4))
-                            from resolved r),
-    'time_to_resolve', jsonb_build_object(
-      'by_type', coalesce((select jsonb_agg(to_jsonb(t) order by t.type) from by_type t), '[]'),
-      'by_owner', coalesce((select jsonb_agg(to_jsonb(o) order by o.owner_id nulls last) from by_owner o), '[]')),
-    'open_by_age', (select jsonb_agg(jsonb_build_object('bucket', b.bucket, 'count', coalesce(o.count, 0)) order by b.n)
-                    from unnest(array['<1d', '1-3d', '3-7d', '7-30d', '>30d']) with ordinality b(bucket, n)
-                    left join open_by_age o on o.bucket = b.bucket))
-  into v_result;
-  return v_result;
-end
-$$;
-grant execute on function public.alert_analytics_live(text, date, date, text) to authenticated, service_role;
-
-/** The bin edges of resolution times, in hours: (b/3)^2 for b = 1..47 (up to ~245 h), then infinity. */
-create or replace function public.alert_rollup_edges() returns float8[]
-language sql immutable parallel safe
-set search_path = ''
-as $$
-  select array_append(array(select (b / 3.0)::float8 ^ 2 from generate_series(1, 47) b), 'Infinity'::float8)
-$$;
-grant execute on function public.alert_rollup_edges() to authenticated, service_role;
-
-/**
- * The summary rows of the alert history between `p_start` and `p_end`, by local day in `p_tz`,
- * owner and type (grouping sets: per owner and type, per owner, per type, per day). Reads as the
- * caller: row-level security applies (the live part of an agent's figures is their own).
- */
-create or replace function public.alert_rollup_rows(p_tenant text, p_tz text, p_start timestamptz, p_end timestamptz)
-returns table (day date, owner_key text, type_key text, created integer, escalated integer, resolved integer,
-               resolutions integer, within_24h integer, cum integer[], hours float8[])
-language sql stable
-set search_path = ''
-as $$
-  with history as (  -- the range's events and resolutions, each with its lead
-    select e.at, e.lead_id, e.type, e.event, null::float8 as hours
-    from public.alert_events e
-    where e.tenant_id = p_tenant and e.at >= p_start and e.at < p_end
-      and e.event in ('created', 'escalated', 'resolved')
-    union all
-    select a.resolved_at, a.lead_id, a.type, null, (extract(epoch from a.resolved_at - a.created_at) / 3600)::float8
-    from public.max_alerts a
-    where a.tenant_id = p_tenant and a.resolved_at >= p_start and a.resolved_at < p_end
-  ),
-  facts as (  -- by local day, the lead's owner ('' for none) and type
-    select (h.at at time zone p_tz)::date as day, coalesce(l.owner_id, '') collate "C" as owner_key,
-           h.type::text collate "C" as type_key, h.event, h.hours
-    from history h
-    left join public.leads l on l.tenant_id = p_tenant and l.lead_id = h.lead_id
-  ),
-  grouped as (
-    select f.day,
-           case when grouping(f.owner_key) = 1 then '*' else f.owner_key end as owner_key,
-           case when grouping(f.type_key) = 1 then '*' else f.type_key end as type_key,
-           (count(*) filter (where f.event = 'created'))::integer as created,
-           (count(*) filter (where f.event = 'escalated'))::integer as escalated,
-           (count(*) filter (where f.event = 'resolved'))::integer as resolved,
-           (count(f.hours))::integer as resolutions,
-           (count(*) filter (where f.hours <= 24))::integer as within_24h,
-           coalesce(array_agg(f.hours order by f.hours) filter (where f.hours is not null), '{}') as hours
-    from facts f
-    group by grouping sets ((f.day, f.owner_key, f.type_key), (f.day, f.owner_key), (f.day, f.type_key), (f.day))
-  )
-  select g.day, g.owner_key, g.type_key, g.created, g.escalated, g.resolved, g.resolutions, g.within_24h,
-         array(select width_bucket(edge, g.hours) from unnest(public.alert_rollup_edges()) with ordinality x(edge, b)
-               order by x.b),
-         g.hours
-  from grouped g
-$$;
-grant execute on function public.alert_rollup_rows(text, text, timestamptz, timestamptz) to authenticated, service_role;
-
-/**
- * One page of a tenant's activities (or one lead's), in the order they happened, within
- * [`p_from`, `p_to`) on `occurred_at`. Runs as the caller, as the timeline does.
- */
-create or replace function public.export_activities(
-  p_tenant  text,
-  p_lead_id text default null,
-  p_from    timestamptz default null,
-  p_to      timestamptz default null,
-  p_limit   integer default 1000,
-  p_cursor  jsonb default null
-) returns jsonb
-language plpgsql stable
-set search_path = ''
-set plan_cache_mode = force_custom_plan
-as $$
-declare
-  v_result jsonb;
-begin
-  with page as (
-    select a, row_number() over (order by a.occurred_at, a.id) as n
-    from public.lead_activities a
-    where a.tenant_id = p_tenant
-      and (p_lead_id is null or a.lead_id = p_lead_id)
-      and (p_from is null or a.occurred_at >= p_from)
-      and (p_to is null or a.occurred_at < p_to)
-      and (p_cursor is null
-           or (a.occurred_at, a.id) > ((p_cursor ->> 'o')::timestamptz, (p_cursor ->> 'i')::uuid))
-    order by a.occurred_at, a.id
-    limit p_limit + 1
-  )
-  select jsonb_build_object(
-    'rows', coalesce((select jsonb_agg(public.activity_json(p.a) order by p.n) from page p where p.n <= p_limit), '[]'),
-    'next_cursor', (select jsonb_build_object('o', (p.a).occurred_at, 'i', (p.a).id)
-                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
-  into v_result;
-  return v_result;
-end
-$$;
-grant execute on function public.export_activities(text, text, timestamptz, timestamptz, integer, jsonb) to authenticated, service_role;
-
-/**
  * One page of a tenant's alerts, oldest first: the active ones (`p_state` 'active') or all of them
  * ('all'), with the list's filters (severity, type, lead) and a range on their creation time
  * [`p_from`, `p_to`). `p_cursor` is the `next_cursor` of the previous page (null after the last).
@@ -558,6 +460,104 @@ begin
 end
 $$;
 grant execute on function public.export_alerts(text, text, text, text, text, timestamptz, timestamptz, integer, jsonb) to authenticated, service_role;
+
+/**
+ * One page of a tenant's activities (or one lead's), in the order they happened, within
+ * [`p_from`, `p_to`) on `occurred_at`. Runs as the caller, as the timeline does.
+ */
+create or replace function public.export_activities(
+  p_tenant  text,
+  p_lead_id text default null,
+  p_from    timestamptz default null,
+  p_to      timestamptz default null,
+  p_limit   integer default 1000,
+  p_cursor  jsonb default null
+) returns jsonb
+language plpgsql stable
+set search_path = ''
+set plan_cache_mode = force_custom_plan
+as $$
+declare
+  v_result jsonb;
+begin
+  with page as (
+    select a, row_number() over (order by a.occurred_at, a.id) as n
+    from public.lead_activities a
+    where a.tenant_id = p_tenant
+      and (p_lead_id is null or a.lead_id = p_lead_id)
+      and (p_from is null or a.occurred_at >= p_from)
+      and (p_to is null or a.occurred_at < p_to)
+      and (p_cursor is null
+           or (a.occurred_at, a.id) > ((p_cursor ->> 'o')::timestamptz, (p_cursor ->> 'i')::uuid))
+    order by a.occurred_at, a.id
+    limit p_limit + 1
+  )
+  select jsonb_build_object(
+    'rows', coalesce((select jsonb_agg(public.activity_json(p.a) order by p.n) from page p where p.n <= p_limit), '[]'),
+    'next_cursor', (select jsonb_build_object('o', (p.a).occurred_at, 'i', (p.a).id)
+                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
+  into v_result;
+  return v_result;
+end
+$$;
+grant execute on function public.export_activities(text, text, timestamptz, timestamptz, integer, jsonb) to authenticated, service_role;
+
+/** The bin edges of resolution times, in hours: (b/3)^2 for b = 1..47 (up to ~245 h), then infinity. */
+create or replace function public.alert_rollup_edges() returns float8[]
+language sql immutable parallel safe
+set search_path = ''
+as $$
+  select array_append(array(select (b / 3.0)::float8 ^ 2 from generate_series(1, 47) b), 'Infinity'::float8)
+$$;
+grant execute on function public.alert_rollup_edges() to authenticated, service_role;
+
+/**
+ * The summary rows of the alert history between `p_start` and `p_end`, by local day in `p_tz`,
+ * owner and type (grouping sets: per owner and type, per owner, per type, per day). Reads as the
+ * caller: row-level security applies (the live part of an agent's figures is their own).
+ */
+create or replace function public.alert_rollup_rows(p_tenant text, p_tz text, p_start timestamptz, p_end timestamptz)
+returns table (day date, owner_key text, type_key text, created integer, escalated integer, resolved integer,
+               resolutions integer, within_24h integer, cum integer[], hours float8[])
+language sql stable
+set search_path = ''
+as $$
+  with history as (  -- the range's events and resolutions, each with its lead
+    select e.at, e.lead_id, e.type, e.event, null::float8 as hours
+    from public.alert_events e
+    where e.tenant_id = p_tenant and e.at >= p_start and e.at < p_end
+      and e.event in ('created', 'escalated', 'resolved')
+    union all
+    select a.resolved_at, a.lead_id, a.type, null, (extract(epoch from a.resolved_at - a.created_at) / 3600)::float8
+    from public.max_alerts a
+    where a.tenant_id = p_tenant and a.resolved_at >= p_start and a.resolved_at < p_end
+  ),
+  facts as (  -- by local day, the lead's owner ('' for none) and type
+    select (h.at at time zone p_tz)::date as day, coalesce(l.owner_id, '') collate "C" as owner_key,
+           h.type::text collate "C" as type_key, h.event, h.hours
+    from history h
+    left join public.leads l on l.tenant_id = p_tenant and l.lead_id = h.lead_id
+  ),
+  grouped as (
+    select f.day,
+           case when grouping(f.owner_key) = 1 then '*' else f.owner_key end as owner_key,
+           case when grouping(f.type_key) = 1 then '*' else f.type_key end as type_key,
+           (count(*) filter (where f.event = 'created'))::integer as created,
+           (count(*) filter (where f.event = 'escalated'))::integer as escalated,
+           (count(*) filter (where f.event = 'resolved'))::integer as resolved,
+           (count(f.hours))::integer as resolutions,
+           (count(*) filter (where f.hours <= 24))::integer as within_24h,
+           coalesce(array_agg(f.hours order by f.hours) filter (where f.hours is not null), '{}') as hours
+    from facts f
+    group by grouping sets ((f.day, f.owner_key, f.type_key), (f.day, f.owner_key), (f.day, f.type_key), (f.day))
+  )
+  select g.day, g.owner_key, g.type_key, g.created, g.escalated, g.resolved, g.resolutions, g.within_24h,
+         array(select width_bucket(edge, g.hours) from unnest(public.alert_rollup_edges()) with ordinality x(edge, b)
+               order by x.b),
+         g.hours
+  from grouped g
+$$;
+grant execute on function public.alert_rollup_rows(text, text, timestamptz, timestamptz) to authenticated, service_role;
 
 /**
  * Drop the summaries a rewrite of history made wrong: those of the days (in every time zone

@@ -139,41 +139,29 @@ create policy "Webhook deliveries are visible to the admins of their tenant" on 
 
 -- Functions ---------------------------------------------------------------------------------------
 
-/** Claim due webhook deliveries (FOR UPDATE SKIP LOCKED) under a lease: [{tenant_id, id, attempt, url, secret, payload}]. */
-create or replace function public.claim_webhook_deliveries(p_now timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 100, p_lease_seconds integer DEFAULT 120)
- RETURNS jsonb
- LANGUAGE plpgsql
- SET search_path TO ''
-AS $function$
-declare
-  v_claimed jsonb;
-begin
-  with due as (
-    select d.tenant_id, d.id
-    from public.webhook_deliveries d
-    where d.status in ('pending', 'sending') and d.next_attempt_at <= p_now
-      and exists (select from public.webhook_endpoints w where w.tenant_id = d.tenant_id and w.id = d.endpoint_id and w.enabled)
-    order by d.next_attempt_at
-    limit p_limit
-    for update of d skip locked
-  ),
-  claimed as (
-    update public.webhook_deliveries d
-    set status = 'sending', attempts = d.attempts + 1, next_attempt_at = p_now + make_interval(secs => p_lease_seconds), last_attempt_at = p_now
-    from due
-    where d.tenant_id = due.tenant_id and d.id = due.id
-    returning d.tenant_id, d.id, d.endpoint_id, d.attempts, d.payload
-  )
-  select coalesce(jsonb_agg(jsonb_build_object('tenant_id', c.tenant_id, 'id', c.id, 'attempt', c.attempts, 'url', w.url,
-                                               'secret', w.secret, 'payload', c.payload)), '[]')
-  into v_claimed
-  from claimed c
-  join public.webhook_endpoints w on w.tenant_id = c.tenant_id and w.id = c.endpoint_id;
-  return v_claimed;
-end
-$function$
-;
-grant execute on function public.claim_webhook_deliveries(timestamptz, integer, integer) to service_role;
+/** An endpoint as the API shows it: never its secret. */
+create or replace function public.webhook_json(p_id uuid, p_url text, p_events text[], p_enabled boolean,
+                                    p_disabled_reason text, p_created_at timestamptz)
+returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object('id', p_id, 'url', p_url, 'events', to_jsonb(p_events), 'enabled', p_enabled,
+                            'disabled_reason', p_disabled_reason, 'created_at', p_created_at)
+$$;
+grant execute on function public.webhook_json(uuid, text, text[], boolean, text, timestamptz) to authenticated, service_role;
+
+/** A delivery as the log shows it: next_attempt_at only while a retry is ahead. */
+create or replace function public.webhook_delivery_json(p_delivery public.webhook_deliveries) returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object(
+    'id', p_delivery.id, 'event_type', p_delivery.event_type, 'status', p_delivery.status,
+    'attempts', p_delivery.attempts, 'last_status', p_delivery.last_status, 'last_error', p_delivery.last_error,
+    'last_attempt_at', p_delivery.last_attempt_at, 'delivered_at', p_delivery.delivered_at,
+    'next_attempt_at', case when p_delivery.status in ('pending', 'sending') then p_delivery.next_attempt_at end,
+    'created_at', p_delivery.created_at, 'attempt_log', p_delivery.attempt_log, 'payload', p_delivery.payload)
+$$;
+grant execute on function public.webhook_delivery_json(public.webhook_deliveries) to authenticated, service_role;
 
 /**
  * Register an endpoint (admins). `p_secret` ('whsec_...', made by the caller's server) is answered
@@ -212,6 +200,21 @@ end
 $$;
 grant execute on function public.create_webhook(text, text, jsonb, text, boolean, text) to authenticated, service_role;
 
+/** A tenant's endpoints (admins), oldest first, without their secrets. */
+create or replace function public.list_webhooks(p_tenant text) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  return jsonb_build_object('webhooks', coalesce(
+    (select jsonb_agg(public.webhook_json(w.id, w.url, w.events, w.enabled, w.disabled_reason, w.created_at)
+                      order by w.created_at, w.id)
+     from public.webhook_endpoints w where w.tenant_id = p_tenant), '[]'));
+end
+$$;
+grant execute on function public.list_webhooks(text) to authenticated, service_role;
+
 /** Remove an endpoint and its delivery log (admins). */
 create or replace function public.delete_webhook(p_tenant text, p_webhook_id uuid) returns jsonb
 language plpgsql
@@ -228,6 +231,30 @@ begin
 end
 $$;
 grant execute on function public.delete_webhook(text, uuid) to authenticated, service_role;
+
+/** Replace an endpoint's signing secret (admins): the new one is answered this once. */
+create or replace function public.rotate_webhook_secret(p_tenant text, p_webhook_id uuid, p_secret text) returns jsonb
+language plpgsql
+security definer  -- writes the endpoints, which users cannot write themselves
+set search_path = ''
+as $$
+declare
+  v_endpoint public.webhook_endpoints;
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  update public.webhook_endpoints w set secret = p_secret
+  where w.id = p_webhook_id and w.tenant_id = p_tenant
+  returning * into v_endpoint;
+  if not found then
+    perform public.raise_error('LW404', 'webhook not found', 'id');
+  end if;
+  return jsonb_build_object('webhook',
+    public.webhook_json(v_endpoint.id, v_endpoint.url, v_endpoint.events, v_endpoint.enabled,
+                        v_endpoint.disabled_reason, v_endpoint.created_at)
+    || jsonb_build_object('secret', v_endpoint.secret));
+end
+$$;
+grant execute on function public.rotate_webhook_secret(text, uuid, text) to authenticated, service_role;
 
 /** An endpoint's deliveries, newest first (admins): attempts, statuses, errors, next retry. */
 create or replace function public.list_webhook_deliveries(p_tenant text, p_webhook_id uuid, p_limit integer default 50)
@@ -250,20 +277,85 @@ end
 $$;
 grant execute on function public.list_webhook_deliveries(text, uuid, integer) to authenticated, service_role;
 
-/** A tenant's endpoints (admins), oldest first, without their secrets. */
-create or replace function public.list_webhooks(p_tenant text) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
+/**
+ * Send a delivery again (admins): due now, whatever became of it, with the same `webhook-id`; one
+ * attempt more even after it failed. A delivery being sent right now is a conflict.
+ */
+create or replace function public.redeliver_webhook(p_tenant text, p_webhook_id uuid, p_delivery_id uuid)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
+declare
+  v_delivery public.webhook_deliveries;
 begin
   perform public.assert_acts_in(p_tenant, array['admin']);
-  return jsonb_build_object('webhooks', coalesce(
-    (select jsonb_agg(public.webhook_json(w.id, w.url, w.events, w.enabled, w.disabled_reason, w.created_at)
-                      order by w.created_at, w.id)
-     from public.webhook_endpoints w where w.tenant_id = p_tenant), '[]'));
+  select * into v_delivery from public.webhook_deliveries d
+  where d.id = p_delivery_id and d.endpoint_id = p_webhook_id and d.tenant_id = p_tenant
+  for update;
+  if not found then
+    perform public.raise_error('LW404', 'delivery not found', 'deliveryId');
+  end if;
+  if v_delivery.status = 'sending' and v_delivery.next_attempt_at > now() then
+    perform public.raise_error('LW409', 'the delivery is being sent', 'deliveryId');
+  end if;
+  update public.webhook_deliveries d set status = 'pending', next_attempt_at = now()
+  where d.tenant_id = p_tenant and d.id = p_delivery_id
+  returning * into v_delivery;
+  return jsonb_build_object('delivery', public.webhook_delivery_json(v_delivery));
 end
+$function$
+;
+grant execute on function public.redeliver_webhook(text, uuid, uuid) to authenticated, service_role;
+
+/**
+ * The wait before attempt `p_attempt + 1` after attempt `p_attempt` failed (Standard Webhooks'
+ * suggested schedule: about 27 hours in all), or null: no attempt after the eighth.
+ */
+create or replace function public.webhook_retry_delay(p_attempt integer) returns interval
+language sql immutable
+as $$
+  select (array[interval '5 seconds', interval '5 minutes', interval '30 minutes', interval '2 hours',
+                interval '5 hours', interval '10 hours', interval '10 hours'])[p_attempt]
 $$;
-grant execute on function public.list_webhooks(text) to authenticated, service_role;
+grant execute on function public.webhook_retry_delay(integer) to service_role;
+
+/** Claim due webhook deliveries (FOR UPDATE SKIP LOCKED) under a lease: [{tenant_id, id, attempt, url, secret, payload}]. */
+create or replace function public.claim_webhook_deliveries(p_now timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 100, p_lease_seconds integer DEFAULT 120)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SET search_path TO ''
+AS $function$
+declare
+  v_claimed jsonb;
+begin
+  with due as (
+    select d.tenant_id, d.id
+    from public.webhook_deliveries d
+    where d.status in ('pending', 'sending') and d.next_attempt_at <= p_now
+      and exists (select from public.webhook_endpoints w where w.tenant_id = d.tenant_id and w.id = d.endpoint_id and w.enabled)
+    order by d.next_attempt_at
+    limit p_limit
+    for update of d skip locked
+  ),
+  claimed as (
+    update public.webhook_deliveries d
+    set status = 'sending', attempts = d.attempts + 1, next_attempt_at = p_now + make_interval(secs => p_lease_seconds), last_attempt_at = p_now
+    from due
+    where d.tenant_id = due.tenant_id and d.id = due.id
+    returning d.tenant_id, d.id, d.endpoint_id, d.attempts, d.payload
+  )
+  select coalesce(jsonb_agg(jsonb_build_object('tenant_id', c.tenant_id, 'id', c.id, 'attempt', c.attempts, 'url', w.url,
+                                               'secret', w.secret, 'payload', c.payload)), '[]')
+  into v_claimed
+  from claimed c
+  join public.webhook_endpoints w on w.tenant_id = c.tenant_id and w.id = c.endpoint_id;
+  return v_claimed;
+end
+$function$
+;
+grant execute on function public.claim_webhook_deliveries(timestamptz, integer, integer) to service_role;
 
 /** Record claimed deliveries' outcomes [{tenant_id, id, attempt, status, error}]: delivered, retried later, or failed. */
 create or replace function public.record_webhook_attempts(p_results jsonb, p_now timestamp with time zone DEFAULT now())
@@ -314,62 +406,6 @@ $function$
 ;
 grant execute on function public.record_webhook_attempts(jsonb, timestamptz) to service_role;
 
-/**
- * Send a delivery again (admins): due now, whatever became of it, with the same `webhook-id`; one
- * attempt more even after it failed. A delivery being sent right now is a conflict.
- */
-create or replace function public.redeliver_webhook(p_tenant text, p_webhook_id uuid, p_delivery_id uuid)
- RETURNS jsonb
- LANGUAGE plpgsql
- SECURITY DEFINER
- SET search_path TO ''
-AS $function$
-declare
-  v_delivery public.webhook_deliveries;
-begin
-  perform public.assert_acts_in(p_tenant, array['admin']);
-  select * into v_delivery from public.webhook_deliveries d
-  where d.id = p_delivery_id and d.endpoint_id = p_webhook_id and d.tenant_id = p_tenant
-  for update;
-  if not found then
-    perform public.raise_error('LW404', 'delivery not found', 'deliveryId');
-  end if;
-  if v_delivery.status = 'sending' and v_delivery.next_attempt_at > now() then
-    perform public.raise_error('LW409', 'the delivery is being sent', 'deliveryId');
-  end if;
-  update public.webhook_deliveries d set status = 'pending', next_attempt_at = now()
-  where d.tenant_id = p_tenant and d.id = p_delivery_id
-  returning * into v_delivery;
-  return jsonb_build_object('delivery', public.webhook_delivery_json(v_delivery));
-end
-$function$
-;
-grant execute on function public.redeliver_webhook(text, uuid, uuid) to authenticated, service_role;
-
-/** Replace an endpoint's signing secret (admins): the new one is answered this once. */
-create or replace function public.rotate_webhook_secret(p_tenant text, p_webhook_id uuid, p_secret text) returns jsonb
-language plpgsql
-security definer  -- writes the endpoints, which users cannot write themselves
-set search_path = ''
-as $$
-declare
-  v_endpoint public.webhook_endpoints;
-begin
-  perform public.assert_acts_in(p_tenant, array['admin']);
-  update public.webhook_endpoints w set secret = p_secret
-  where w.id = p_webhook_id and w.tenant_id = p_tenant
-  returning * into v_endpoint;
-  if not found then
-    perform public.raise_error('LW404', 'webhook not found', 'id');
-  end if;
-  return jsonb_build_object('webhook',
-    public.webhook_json(v_endpoint.id, v_endpoint.url, v_endpoint.events, v_endpoint.enabled,
-                        v_endpoint.disabled_reason, v_endpoint.created_at)
-    || jsonb_build_object('secret', v_endpoint.secret));
-end
-$$;
-grant execute on function public.rotate_webhook_secret(text, uuid, text) to authenticated, service_role;
-
 /** Enable (clearing why it was disabled) or disable one of the tenant's endpoints (admins). */
 create or replace function public.set_webhook_enabled(p_tenant text, p_webhook_id uuid, p_enabled boolean) returns jsonb
 language plpgsql
@@ -396,39 +432,3 @@ begin
 end
 $$;
 grant execute on function public.set_webhook_enabled(text, uuid, boolean) to authenticated, service_role;
-
-/** A delivery as the log shows it: next_attempt_at only while a retry is ahead. */
-create or replace function public.webhook_delivery_json(p_delivery public.webhook_deliveries) returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object(
-    'id', p_delivery.id, 'event_type', p_delivery.event_type, 'status', p_delivery.status,
-    'attempts', p_delivery.attempts, 'last_status', p_delivery.last_status, 'last_error', p_delivery.last_error,
-    'last_attempt_at', p_delivery.last_attempt_at, 'delivered_at', p_delivery.delivered_at,
-    'next_attempt_at', case when p_delivery.status in ('pending', 'sending') then p_delivery.next_attempt_at end,
-    'created_at', p_delivery.created_at, 'attempt_log', p_delivery.attempt_log, 'payload', p_delivery.payload)
-$$;
-grant execute on function public.webhook_delivery_json(public.webhook_deliveries) to authenticated, service_role;
-
-/** An endpoint as the API shows it: never its secret. */
-create or replace function public.webhook_json(p_id uuid, p_url text, p_events text[], p_enabled boolean,
-                                    p_disabled_reason text, p_created_at timestamptz)
-returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object('id', p_id, 'url', p_url, 'events', to_jsonb(p_events), 'enabled', p_enabled,
-                            'disabled_reason', p_disabled_reason, 'created_at', p_created_at)
-$$;
-grant execute on function public.webhook_json(uuid, text, text[], boolean, text, timestamptz) to authenticated, service_role;
-
-/**
- * The wait before attempt `p_attempt + 1` after attempt `p_attempt` failed (Standard Webhooks'
- * suggested schedule: about 27 hours in all), or null: no attempt after the eighth.
- */
-create or replace function public.webhook_retry_delay(p_attempt integer) returns interval
-language sql immutable
-as $$
-  select (array[interval '5 seconds', interval '5 minutes', interval '30 minutes', interval '2 hours',
-                interval '5 hours', interval '10 hours', interval '10 hours'])[p_attempt]
-$$;
-grant execute on function public.webhook_retry_delay(integer) to service_role;

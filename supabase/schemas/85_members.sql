@@ -138,6 +138,92 @@ create policy "Digest settings are visible to the admins of their tenant" on pub
 
 -- Functions ---------------------------------------------------------------------------------------
 
+/** A member as the API shows them. */
+create or replace function public.member_json(p_member public.team_members) returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object(
+    'user_id', p_member.user_id, 'name', p_member.name, 'role', p_member.role, 'phone', p_member.phone,
+    'locale', p_member.locale, 'time_zone', p_member.time_zone,
+    'quiet_hours', case when p_member.quiet_start is not null then jsonb_build_object(
+                     'start', to_char(p_member.quiet_start, 'HH24:MI'), 'end', to_char(p_member.quiet_end, 'HH24:MI')) end,
+    'notifications', to_jsonb(p_member.notifications), 'whatsapp', p_member.whatsapp,
+    'updated_at', p_member.updated_at)
+$$;
+grant execute on function public.member_json(public.team_members) to authenticated, service_role;
+
+/**
+ * Add or replace a member of the tenant's directory (admins), `p_member` =
+ * {user_id, name, role, phone, locale, time_zone, quiet_start, quiet_end, notifications, whatsapp}.
+ */
+create or replace function public.upsert_member(p_tenant text, p_member jsonb) returns jsonb
+language plpgsql
+security definer  -- writes the directory, which users cannot write themselves
+set search_path = ''
+as $$
+declare
+  v_member     public.team_members;
+  v_constraint text;
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  if not exists (select from pg_catalog.pg_timezone_names z where z.name = p_member ->> 'time_zone') then
+    perform public.raise_error('LW422', 'time_zone is not a known IANA time zone', 'timeZone');
+  end if;
+  insert into public.team_members as m (tenant_id, user_id, name, role, phone, locale, time_zone,
+                                         quiet_start, quiet_end, notifications, whatsapp)
+  values (p_tenant, p_member ->> 'user_id', p_member ->> 'name', p_member ->> 'role', p_member ->> 'phone',
+          p_member ->> 'locale', p_member ->> 'time_zone', (p_member ->> 'quiet_start')::time,
+          (p_member ->> 'quiet_end')::time, array(select jsonb_array_elements_text(p_member -> 'notifications')),
+          (p_member ->> 'whatsapp')::boolean)
+  on conflict (tenant_id, user_id) do update set
+    name = excluded.name, role = excluded.role, phone = excluded.phone, locale = excluded.locale,
+    time_zone = excluded.time_zone, quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end,
+    notifications = excluded.notifications, whatsapp = excluded.whatsapp, updated_at = now()
+  returning * into v_member;
+  return jsonb_build_object('member', public.member_json(v_member));
+exception
+  when check_violation or not_null_violation then
+    get stacked diagnostics v_constraint = constraint_name;
+    -- raise_error's error, raised here so that the block visibly ends
+    raise exception using errcode = 'LW422',
+      message = 'the member has an invalid ' || coalesce(split_part(v_constraint, '_', 3), 'field'),
+      detail = coalesce(nullif(split_part(v_constraint, '_', 3), ''), 'body');
+end
+$$;
+grant execute on function public.upsert_member(text, jsonb) to authenticated, service_role;
+
+/** The tenant's directory, by name (admins). */
+create or replace function public.list_members(p_tenant text) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  return jsonb_build_object('members', coalesce(
+    (select jsonb_agg(public.member_json(m) order by m.name, m.user_id)
+     from public.team_members m where m.tenant_id = p_tenant), '[]'));
+end
+$$;
+grant execute on function public.list_members(text) to authenticated, service_role;
+
+/**
+ * When a push written at `p_at` may leave: at once, or — inside the quiet hours [`p_start`,
+ * `p_end`) local time in `p_zone` (spanning midnight when start > end) — when they end.
+ */
+create or replace function public.push_due_at(p_at timestamptz, p_zone text, p_start time, p_end time) returns timestamptz
+language sql stable
+as $$
+  select case
+    when p_start is null then p_at
+    when (p_start > p_end and ((p_at at time zone p_zone)::time >= p_start or (p_at at time zone p_zone)::time < p_end))
+      or (p_start < p_end and (p_at at time zone p_zone)::time >= p_start and (p_at at time zone p_zone)::time < p_end)
+    then (((p_at at time zone p_zone)::date
+           + case when (p_at at time zone p_zone)::time < p_end then 0 else 1 end) + p_end) at time zone p_zone
+    else p_at
+  end
+$$;
+grant execute on function public.push_due_at(timestamptz, text, time, time) to service_role;
+
 /** Claim due pushes under a lease, as claim_webhook_deliveries does (service only): [{id, attempt, tenant_id, phone, text}]. */
 create or replace function public.claim_member_pushes(p_now timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 100, p_lease_seconds integer DEFAULT 120)
  RETURNS jsonb
@@ -168,6 +254,81 @@ end
 $function$
 ;
 grant execute on function public.claim_member_pushes(timestamptz, integer, integer) to service_role;
+
+/** Record claimed pushes' outcomes [{tenant_id, id, attempt, error}] (error null: sent); retried like webhooks. */
+create or replace function public.record_member_pushes(p_results jsonb, p_now timestamptz default now()) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_result jsonb;
+begin
+  with recorded as (
+    update public.member_pushes p
+    set status = case when r.error is null then 'sent'
+                      when public.webhook_retry_delay(r.attempt) is null then 'failed' else 'pending' end,
+        next_attempt_at = case when r.error is not null and public.webhook_retry_delay(r.attempt) is not null
+                               then p_now + public.webhook_retry_delay(r.attempt) else p.next_attempt_at end,
+        last_error = left(r.error, 200),
+        sent_at = case when r.error is null then p_now end
+    from jsonb_to_recordset(p_results) as r (tenant_id text, id uuid, attempt integer, error text)
+    where p.tenant_id = r.tenant_id and p.id = r.id and p.status = 'sending' and p.attempts = r.attempt
+    returning p.status
+  )
+  select jsonb_build_object('sent', count(*) filter (where r.status = 'sent'),
+                            'retrying', count(*) filter (where r.status = 'pending'),
+                            'failed', count(*) filter (where r.status = 'failed'))
+  into v_result from recorded r;
+  return v_result;
+end
+$$;
+grant execute on function public.record_member_pushes(jsonb, timestamptz) to service_role;
+
+/** The tenant's digest hour and zone as the API shows them (the defaults when it has none). */
+create or replace function public.digest_settings_json(p_tenant text) returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select jsonb_build_object('hour', coalesce(s.hour, 8), 'time_zone', coalesce(s.time_zone, 'Europe/Paris'),
+                            'default', s.tenant_id is null)
+  from (select) one
+  left join public.digest_settings s on s.tenant_id = p_tenant
+$$;
+grant execute on function public.digest_settings_json(text) to authenticated, service_role;
+
+/** The tenant's digest hour and time zone (admins). */
+create or replace function public.get_digest_settings(p_tenant text) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  return jsonb_build_object('digest', public.digest_settings_json(p_tenant));
+end
+$$;
+grant execute on function public.get_digest_settings(text) to authenticated, service_role;
+
+/** Set the local hour (0-23) and IANA time zone of the tenant's morning digest (admins). */
+create or replace function public.set_digest_settings(p_tenant text, p_hour integer, p_time_zone text) returns jsonb
+language plpgsql
+security definer  -- writes the settings, which users cannot write themselves
+set search_path = ''
+as $$
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  if p_hour is null or p_hour not between 0 and 23 then
+    perform public.raise_error('LW422', 'hour must be between 0 and 23', 'hour');
+  end if;
+  if not exists (select from pg_catalog.pg_timezone_names z where z.name = p_time_zone) then
+    perform public.raise_error('LW422', 'timeZone is not a known IANA time zone', 'timeZone');
+  end if;
+  insert into public.digest_settings as s (tenant_id, hour, time_zone)
+  values (p_tenant, p_hour, p_time_zone)
+  on conflict (tenant_id) do update set hour = excluded.hour, time_zone = excluded.time_zone, updated_at = now();
+  return jsonb_build_object('digest', public.digest_settings_json(p_tenant));
+end
+$$;
+grant execute on function public.set_digest_settings(text, integer, text) to authenticated, service_role;
 
 /**
  * What a digest tells about the alerts of a tenant — of the leads `p_owner` owns, or (null) all —
@@ -212,18 +373,6 @@ as $$
 $$;
 grant execute on function public.digest_content(text, text, timestamptz, timestamptz) to service_role;
 
-/** The tenant's digest hour and zone as the API shows them (the defaults when it has none). */
-create or replace function public.digest_settings_json(p_tenant text) returns jsonb
-language sql stable
-set search_path = ''
-as $$
-  select jsonb_build_object('hour', coalesce(s.hour, 8), 'time_zone', coalesce(s.time_zone, 'Europe/Paris'),
-                            'default', s.tenant_id is null)
-  from (select) one
-  left join public.digest_settings s on s.tenant_id = p_tenant
-$$;
-grant execute on function public.digest_settings_json(text) to authenticated, service_role;
-
 /** A digest as one WhatsApp message in `p_locale` ('fr' or 'en'). */
 create or replace function public.digest_text(p_digest jsonb, p_locale text) returns text
 language sql immutable
@@ -251,155 +400,6 @@ as $$
                       from jsonb_array_elements(p_digest -> 'first') with ordinality as f (a, n)), '')
 $$;
 grant execute on function public.digest_text(jsonb, text) to service_role;
-
-/** The tenant's digest hour and time zone (admins). */
-create or replace function public.get_digest_settings(p_tenant text) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-begin
-  perform public.assert_acts_in(p_tenant, array['admin']);
-  return jsonb_build_object('digest', public.digest_settings_json(p_tenant));
-end
-$$;
-grant execute on function public.get_digest_settings(text) to authenticated, service_role;
-
-/** The tenant's directory, by name (admins). */
-create or replace function public.list_members(p_tenant text) returns jsonb
-language plpgsql stable
-set search_path = ''
-as $$
-begin
-  perform public.assert_acts_in(p_tenant, array['admin']);
-  return jsonb_build_object('members', coalesce(
-    (select jsonb_agg(public.member_json(m) order by m.name, m.user_id)
-     from public.team_members m where m.tenant_id = p_tenant), '[]'));
-end
-$$;
-grant execute on function public.list_members(text) to authenticated, service_role;
-
-/** A member as the API shows them. */
-create or replace function public.member_json(p_member public.team_members) returns jsonb
-language sql immutable
-as $$
-  select jsonb_build_object(
-    'user_id', p_member.user_id, 'name', p_member.name, 'role', p_member.role, 'phone', p_member.phone,
-    'locale', p_member.locale, 'time_zone', p_member.time_zone,
-    'quiet_hours', case when p_member.quiet_start is not null then jsonb_build_object(
-                     'start', to_char(p_member.quiet_start, 'HH24:MI'), 'end', to_char(p_member.quiet_end, 'HH24:MI')) end,
-    'notifications', to_jsonb(p_member.notifications), 'whatsapp', p_member.whatsapp,
-    'updated_at', p_member.updated_at)
-$$;
-grant execute on function public.member_json(public.team_members) to authenticated, service_role;
-
-/**
- * When a push written at `p_at` may leave: at once, or — inside the quiet hours [`p_start`,
- * `p_end`) local time in `p_zone` (spanning midnight when start > end) — when they end.
- */
-create or replace function public.push_due_at(p_at timestamptz, p_zone text, p_start time, p_end time) returns timestamptz
-language sql stable
-as $$
-  select case
-    when p_start is null then p_at
-    when (p_start > p_end and ((p_at at time zone p_zone)::time >= p_start or (p_at at time zone p_zone)::time < p_end))
-      or (p_start < p_end and (p_at at time zone p_zone)::time >= p_start and (p_at at time zone p_zone)::time < p_end)
-    then (((p_at at time zone p_zone)::date
-           + case when (p_at at time zone p_zone)::time < p_end then 0 else 1 end) + p_end) at time zone p_zone
-    else p_at
-  end
-$$;
-grant execute on function public.push_due_at(timestamptz, text, time, time) to service_role;
-
-/** Record claimed pushes' outcomes [{tenant_id, id, attempt, error}] (error null: sent); retried like webhooks. */
-create or replace function public.record_member_pushes(p_results jsonb, p_now timestamptz default now()) returns jsonb
-language plpgsql
-set search_path = ''
-as $$
-declare
-  v_result jsonb;
-begin
-  with recorded as (
-    update public.member_pushes p
-    set status = case when r.error is null then 'sent'
-                      when public.webhook_retry_delay(r.attempt) is null then 'failed' else 'pending' end,
-        next_attempt_at = case when r.error is not null and public.webhook_retry_delay(r.attempt) is not null
-                               then p_now + public.webhook_retry_delay(r.attempt) else p.next_attempt_at end,
-        last_error = left(r.error, 200),
-        sent_at = case when r.error is null then p_now end
-    from jsonb_to_recordset(p_results) as r (tenant_id text, id uuid, attempt integer, error text)
-    where p.tenant_id = r.tenant_id and p.id = r.id and p.status = 'sending' and p.attempts = r.attempt
-    returning p.status
-  )
-  select jsonb_build_object('sent', count(*) filter (where r.status = 'sent'),
-                            'retrying', count(*) filter (where r.status = 'pending'),
-                            'failed', count(*) filter (where r.status = 'failed'))
-  into v_result from recorded r;
-  return v_result;
-end
-$$;
-grant execute on function public.record_member_pushes(jsonb, timestamptz) to service_role;
-
-/** Set the local hour (0-23) and IANA time zone of the tenant's morning digest (admins). */
-create or replace function public.set_digest_settings(p_tenant text, p_hour integer, p_time_zone text) returns jsonb
-language plpgsql
-security definer  -- writes the settings, which users cannot write themselves
-set search_path = ''
-as $$
-begin
-  perform public.assert_acts_in(p_tenant, array['admin']);
-  if p_hour is null or p_hour not between 0 and 23 then
-    perform public.raise_error('LW422', 'hour must be between 0 and 23', 'hour');
-  end if;
-  if not exists (select from pg_catalog.pg_timezone_names z where z.name = p_time_zone) then
-    perform public.raise_error('LW422', 'timeZone is not a known IANA time zone', 'timeZone');
-  end if;
-  insert into public.digest_settings as s (tenant_id, hour, time_zone)
-  values (p_tenant, p_hour, p_time_zone)
-  on conflict (tenant_id) do update set hour = excluded.hour, time_zone = excluded.time_zone, updated_at = now();
-  return jsonb_build_object('digest', public.digest_settings_json(p_tenant));
-end
-$$;
-grant execute on function public.set_digest_settings(text, integer, text) to authenticated, service_role;
-
-/**
- * Add or replace a member of the tenant's directory (admins), `p_member` =
- * {user_id, name, role, phone, locale, time_zone, quiet_start, quiet_end, notifications, whatsapp}.
- */
-create or replace function public.upsert_member(p_tenant text, p_member jsonb) returns jsonb
-language plpgsql
-security definer  -- writes the directory, which users cannot write themselves
-set search_path = ''
-as $$
-declare
-  v_member     public.team_members;
-  v_constraint text;
-begin
-  perform public.assert_acts_in(p_tenant, array['admin']);
-  if not exists (select from pg_catalog.pg_timezone_names z where z.name = p_member ->> 'time_zone') then
-    perform public.raise_error('LW422', 'time_zone is not a known IANA time zone', 'timeZone');
-  end if;
-  insert into public.team_members as m (tenant_id, user_id, name, role, phone, locale, time_zone,
-                                         quiet_start, quiet_end, notifications, whatsapp)
-  values (p_tenant, p_member ->> 'user_id', p_member ->> 'name', p_member ->> 'role', p_member ->> 'phone',
-          p_member ->> 'locale', p_member ->> 'time_zone', (p_member ->> 'quiet_start')::time,
-          (p_member ->> 'quiet_end')::time, array(select jsonb_array_elements_text(p_member -> 'notifications')),
-          (p_member ->> 'whatsapp')::boolean)
-  on conflict (tenant_id, user_id) do update set
-    name = excluded.name, role = excluded.role, phone = excluded.phone, locale = excluded.locale,
-    time_zone = excluded.time_zone, quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end,
-    notifications = excluded.notifications, whatsapp = excluded.whatsapp, updated_at = now()
-  returning * into v_member;
-  return jsonb_build_object('member', public.member_json(v_member));
-exception
-  when check_violation or not_null_violation then
-    get stacked diagnostics v_constraint = constraint_name;
-    -- raise_error's error, raised here so that the block visibly ends
-    raise exception using errcode = 'LW422',
-      message = 'the member has an invalid ' || coalesce(split_part(v_constraint, '_', 3), 'field'),
-      detail = coalesce(nullif(split_part(v_constraint, '_', 3), ''), 'body');
-end
-$$;
-grant execute on function public.upsert_member(text, jsonb) to authenticated, service_role;
 
 /**
  * Write the digests that have come due by `p_now` (service and scheduler only): for every member
