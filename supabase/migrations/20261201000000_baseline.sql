@@ -1376,38 +1376,6 @@ create index idx_max_alerts_tenant_resolved
 -- A tenant's alerts in creation order (all of them, resolved included), page after page.
 create index idx_max_alerts_tenant_created on public.max_alerts (tenant_id, created_at, id);
 
--- Default rows ------------------------------------------------------------------------------------
-
-insert into public.alert_rules
-  (type, threshold, severity, escalate_after, escalated_severity, min_value, currency, supersedes, messages, action)
-values
-  ('NoContact7d', '7 days', 'med', '14 days', 'high', null, null, null,
-   '{"fr": "Aucun contact depuis {days} jours. Lead à risque de perte.",
-     "en": "No contact for {days} days. Lead at risk of being lost."}',
-   '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
-     "action": "send_whatsapp", "params": {"template": "relance_froide"},
-     "text": {"fr": "Bonjour {name}, je reviens vers vous : avez-vous pu avancer sur votre projet ? Je reste disponible pour en parler.",
-              "en": "Hello {name}, just following up: have you been able to move forward with your project? Happy to talk whenever suits you."}}'),
-  ('NoReply3d', '3 days', 'med', '7 days', 'high', null, null, null,
-   '{"fr": "Pas de réponse depuis {days} jours à notre dernier message.",
-     "en": "No reply for {days} days to our last message."}',
-   '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
-     "action": "send_whatsapp", "params": {"template": "relance_sans_reponse"},
-     "text": {"fr": "Bonjour {name}, avez-vous bien reçu mon dernier message ? N''hésitez pas si vous avez des questions.",
-              "en": "Hello {name}, did you get my last message? Let me know if you have any questions."}}'),
-  ('StaleLead30d', '30 days', 'low', null, null, null, null, 'NoContact7d',
-   '{"fr": "Aucune activité depuis {days} jours. Lead à requalifier.",
-     "en": "No activity for {days} days. Lead needs requalifying."}',
-   '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
-     "action": "send_whatsapp", "params": {"template": "reactivation"},
-     "text": {"fr": "Bonjour {name}, cela fait un moment ! Votre projet est-il toujours d''actualité ?",
-              "en": "Hello {name}, it has been a while! Is your project still on?"}}'),
-  ('HighValueRisk', '3 days', 'high', null, null, 10000, 'EUR', null,
-   '{"fr": "Lead à forte valeur sans contact depuis {days} jours.",
-     "en": "High-value lead without contact for {days} days."}',
-   '{"label": {"fr": "Appeler le lead", "en": "Call the lead"},
-     "action": "call_lead", "params": {}}');
-
 -- Grants and row-level security -------------------------------------------------------------------
 
 -- Users read through row-level security; the service writes what the API writes. The history is
@@ -2088,6 +2056,37 @@ grant execute on function public.mark_overdue_alerts(text, timestamptz) to servi
 set check_function_bodies = off;
 
 -- Default rows ------------------------------------------------------------------------------------
+
+-- The time-based rules' defaults (the sweep's), then the ingest rules' (judged as activities arrive).
+insert into public.alert_rules
+  (type, threshold, severity, escalate_after, escalated_severity, min_value, currency, supersedes, messages, action)
+values
+  ('NoContact7d', '7 days', 'med', '14 days', 'high', null, null, null,
+   '{"fr": "Aucun contact depuis {days} jours. Lead à risque de perte.",
+     "en": "No contact for {days} days. Lead at risk of being lost."}',
+   '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
+     "action": "send_whatsapp", "params": {"template": "relance_froide"},
+     "text": {"fr": "Bonjour {name}, je reviens vers vous : avez-vous pu avancer sur votre projet ? Je reste disponible pour en parler.",
+              "en": "Hello {name}, just following up: have you been able to move forward with your project? Happy to talk whenever suits you."}}'),
+  ('NoReply3d', '3 days', 'med', '7 days', 'high', null, null, null,
+   '{"fr": "Pas de réponse depuis {days} jours à notre dernier message.",
+     "en": "No reply for {days} days to our last message."}',
+   '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
+     "action": "send_whatsapp", "params": {"template": "relance_sans_reponse"},
+     "text": {"fr": "Bonjour {name}, avez-vous bien reçu mon dernier message ? N''hésitez pas si vous avez des questions.",
+              "en": "Hello {name}, did you get my last message? Let me know if you have any questions."}}'),
+  ('StaleLead30d', '30 days', 'low', null, null, null, null, 'NoContact7d',
+   '{"fr": "Aucune activité depuis {days} jours. Lead à requalifier.",
+     "en": "No activity for {days} days. Lead needs requalifying."}',
+   '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
+     "action": "send_whatsapp", "params": {"template": "reactivation"},
+     "text": {"fr": "Bonjour {name}, cela fait un moment ! Votre projet est-il toujours d''actualité ?",
+              "en": "Hello {name}, it has been a while! Is your project still on?"}}'),
+  ('HighValueRisk', '3 days', 'high', null, null, 10000, 'EUR', null,
+   '{"fr": "Lead à forte valeur sans contact depuis {days} jours.",
+     "en": "High-value lead without contact for {days} days."}',
+   '{"label": {"fr": "Appeler le lead", "en": "Call the lead"},
+     "action": "call_lead", "params": {}}');
 
 insert into public.alert_rules (type, threshold, severity, min_count, messages, action)
 values
