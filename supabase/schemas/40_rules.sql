@@ -1,10 +1,145 @@
--- The rules over the API: read the rules in force for a tenant, and let its admins change one —
--- validated, and taking effect for every lead of the tenant in the same transaction.
+-- Rules: the defaults and a tenant's overrides read by the sweep and by ingest, and the rules API
+-- (a change recomputes the due times of the tenant's leads).
+
+-- Function bodies are checked once every file has run (their tables may live in a later file).
+set check_function_bodies = off;
+
+-- Default rows ------------------------------------------------------------------------------------
+
+-- The time-based rules' defaults (the sweep's), then the ingest rules' (judged as activities arrive).
+insert into public.alert_rules
+  (type, threshold, severity, escalate_after, escalated_severity, min_value, currency, supersedes, messages, action)
+values
+  ('NoContact7d', '7 days', 'med', '14 days', 'high', null, null, null,
+   '{"fr": "Aucun contact depuis {days} jours. Lead à risque de perte.",
+     "en": "No contact for {days} days. Lead at risk of being lost."}',
+   '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
+     "action": "send_whatsapp", "params": {"template": "relance_froide"},
+     "text": {"fr": "Bonjour {name}, je reviens vers vous : avez-vous pu avancer sur votre projet ? Je reste disponible pour en parler.",
+              "en": "Hello {name}, just following up: have you been able to move forward with your project? Happy to talk whenever suits you."}}'),
+  ('NoReply3d', '3 days', 'med', '7 days', 'high', null, null, null,
+   '{"fr": "Pas de réponse depuis {days} jours à notre dernier message.",
+     "en": "No reply for {days} days to our last message."}',
+   '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
+     "action": "send_whatsapp", "params": {"template": "relance_sans_reponse"},
+     "text": {"fr": "Bonjour {name}, avez-vous bien reçu mon dernier message ? N''hésitez pas si vous avez des questions.",
+              "en": "Hello {name}, did you get my last message? Let me know if you have any questions."}}'),
+  ('StaleLead30d', '30 days', 'low', null, null, null, null, 'NoContact7d',
+   '{"fr": "Aucune activité depuis {days} jours. Lead à requalifier.",
+     "en": "No activity for {days} days. Lead needs requalifying."}',
+   '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
+     "action": "send_whatsapp", "params": {"template": "reactivation"},
+     "text": {"fr": "Bonjour {name}, cela fait un moment ! Votre projet est-il toujours d''actualité ?",
+              "en": "Hello {name}, it has been a while! Is your project still on?"}}'),
+  ('HighValueRisk', '3 days', 'high', null, null, 10000, 'EUR', null,
+   '{"fr": "Lead à forte valeur sans contact depuis {days} jours.",
+     "en": "High-value lead without contact for {days} days."}',
+   '{"label": {"fr": "Appeler le lead", "en": "Call the lead"},
+     "action": "call_lead", "params": {}}');
+
+insert into public.alert_rules (type, threshold, severity, min_count, messages, action)
+values
+  ('HotLead24h', '24 hours', 'high', 3,
+   '{"fr": "{count} messages du lead en {hours} h sans réponse de notre part. Lead très actif, à prioriser.",
+     "en": "{count} messages from the lead in {hours} h without a reply from us. Very active lead: prioritise."}',
+   '{"label": {"fr": "Répondre maintenant", "en": "Reply now"},
+     "action": "send_whatsapp", "params": {"template": "reponse_rapide"},
+     "text": {"fr": "Bonjour {name}, merci pour vos messages ! Je reviens vers vous tout de suite.",
+              "en": "Hello {name}, thank you for your messages! I will get back to you right away."}}'),
+  ('PreferredChannel', null, 'low', 3,
+   '{"fr": "Le lead préfère le canal {channel}, mais nos 2 derniers messages sont passés par un autre canal.",
+     "en": "The lead prefers {channel}, but our last 2 messages went through another channel."}',
+   '{"label": {"fr": "Recontacter sur son canal préféré", "en": "Reach out on their preferred channel"},
+     "action": "switch_channel", "params": {}}');
 
 -- Functions ---------------------------------------------------------------------------------------
 
+/** The rules in force for a tenant: its own row for a type where it has one, else the default. */
+create or replace function public.rules_for(p_tenant text) returns setof public.alert_rules
+language sql stable
+as $$
+  select distinct on (r.type) r.*
+  from public.alert_rules r
+  where r.tenant_id in (p_tenant, '*')
+  order by r.type, r.tenant_id = '*'
+$$;
+grant execute on function public.rules_for(text) to authenticated, service_role;
+
+/**
+ * The thresholds of the time-based rules in force for a tenant (null where a rule is disabled).
+ * One row; a table function so that Postgres inlines it into the caller's query.
+ */
+create or replace function public.rule_thresholds(p_tenant text)
+returns table (no_contact interval, no_reply interval, stale interval, high_value interval)
+language sql stable
+as $$
+  select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'NoReply3d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'HighValueRisk' and r.enabled)
+  from public.rules_for(p_tenant) r
+$$;
+grant execute on function public.rule_thresholds(text) to authenticated, service_role;
+
+/**
+ * What `log_activity` needs from the rules in force for a tenant, in one row: the thresholds of
+ * the time-based rules (null where disabled) and the settings of the ingest-time rules (their
+ * `min_count` null where disabled). A table function so that Postgres inlines it.
+ */
+create or replace function public.rules_at_ingest(p_tenant text)
+returns table (no_contact interval, no_reply interval, stale interval, high_value interval,
+               hot_window interval, hot_count smallint, preferred_window interval, preferred_count smallint)
+language sql stable
+as $$
+  select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'NoReply3d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled),
+         max(r.threshold) filter (where r.type = 'HighValueRisk' and r.enabled),
+         max(r.threshold) filter (where r.type = 'HotLead24h' and r.enabled),
+         max(r.min_count) filter (where r.type = 'HotLead24h' and r.enabled),
+         max(r.threshold) filter (where r.type = 'PreferredChannel' and r.enabled),
+         max(r.min_count) filter (where r.type = 'PreferredChannel' and r.enabled)
+  from public.rules_for(p_tenant) r
+$$;
+grant execute on function public.rules_at_ingest(text) to authenticated, service_role;
+
+/**
+ * Open an ingest-time alert for a lead with its rule's message and action in the tenant's language:
+ * `{count}`, `{hours}` and `{channel}` filled in. The caller holds the lead's state row and has
+ * checked that no alert of this type is active.
+ */
+create or replace function public.raise_ingest_alert(
+  p_tenant  text,
+  p_lead_id text,
+  p_type    text,
+  p_since   timestamptz,           -- evidence: when the burst (or our streak on another channel) began
+  p_count   integer default null,
+  p_channel text default null
+) returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  insert into public.max_alerts (tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at, channel)
+  select p_tenant, p_lead_id, r.type, r.severity,
+         replace(replace(replace(coalesce(r.messages ->> r.locale, r.messages ->> 'fr'),
+                                 '{count}', coalesce(p_count::text, '')),
+                         '{hours}', coalesce((extract(epoch from r.threshold) / 3600)::integer::text, '')),
+                 '{channel}', coalesce(p_channel, '')),
+         jsonb_build_object(
+           'label', coalesce(r.action -> 'label' ->> r.locale, r.action -> 'label' ->> 'fr'),
+           'action', r.action ->> 'action',
+           'params', coalesce(r.action -> 'params', '{}'::jsonb) || jsonb_build_object('leadId', p_lead_id)
+                     || case when p_channel is null then '{}'::jsonb else jsonb_build_object('channel', p_channel) end),
+         p_since, p_channel
+  from public.rules_for(p_tenant) r
+  where r.type = p_type;
+end
+$$;
+grant execute on function public.raise_ingest_alert(text, text, text, timestamptz, integer, text) to service_role;
+
 /** A duration as the API writes it: '7d', '36h' or '90m' (null stays null). */
-create function public.duration_text(p_interval interval) returns text
+create or replace function public.duration_text(p_interval interval) returns text
 language sql immutable
 as $$
   select case
@@ -17,7 +152,7 @@ $$;
 grant execute on function public.duration_text(interval) to authenticated, service_role;
 
 /** A rule as the API shows it; `source` says whether it is the default or the tenant's own. */
-create function public.rule_json(p_rule public.alert_rules) returns jsonb
+create or replace function public.rule_json(p_rule public.alert_rules) returns jsonb
 language sql immutable
 as $$
   select jsonb_build_object(
@@ -32,7 +167,7 @@ $$;
 grant execute on function public.rule_json(public.alert_rules) to authenticated, service_role;
 
 /** The rules in force for a tenant (its own where it has one, else the default), by type. */
-create function public.list_rules(p_tenant text) returns jsonb
+create or replace function public.list_rules(p_tenant text) returns jsonb
 language plpgsql stable
 set search_path = ''
 as $$
@@ -52,7 +187,7 @@ grant execute on function public.list_rules(text) to authenticated, service_role
  * raised again) or the rule is disabled. For HighValueRisk, which leads are watched follows the
  * value threshold first, and the alerts of leads no longer watched are resolved (`rule`).
  */
-create function public.recompute_due_times(p_tenant text, p_type text) returns void
+create or replace function public.recompute_due_times(p_tenant text, p_type text) returns void
 language plpgsql
 set search_path = ''
 as $$
@@ -111,7 +246,7 @@ grant execute on function public.recompute_due_times(text, text) to service_role
  * of the tenant: stored due times are recomputed, and a disabled rule's active alerts resolved
  * (`rule`). Admins of the tenant and platform staff only.
  */
-create function public.set_rule(p_tenant text, p_type text, p_changes jsonb) returns jsonb
+create or replace function public.set_rule(p_tenant text, p_type text, p_changes jsonb) returns jsonb
 language plpgsql
 security definer  -- writes the tenant's rules and its leads' state, which users cannot write themselves
 set search_path = ''

@@ -1,8 +1,8 @@
--- Outgoing webhooks: the endpoints a tenant's admins register, and an outbox of deliveries that the
--- database writes in the transaction recording each alert event — so no event is ever lost between
--- the alert changing and the notification leaving. A scheduled deliverer claims due deliveries
--- (with a lease, so a deliverer killed mid-batch only delays them), sends them signed (Standard
--- Webhooks), and records each attempt: delivered, retried on a growing schedule, or failed.
+-- Outgoing webhooks: endpoints, and the deliveries each alert event calls for (an outbox sent by a
+-- scheduled deliverer, signed with Standard Webhooks, retried on a schedule).
+
+-- Function bodies are checked once every file has run (their tables may live in a later file).
+set check_function_bodies = off;
 
 -- Tables ------------------------------------------------------------------------------------------
 
@@ -16,7 +16,7 @@ create table public.webhook_endpoints (
   disabled_reason text,                            -- why the deliverer disabled it (a receiver answering 410 Gone)
   created_by      text not null,
   created_at      timestamptz not null default now(),
-  constraint webhook_endpoints_pkey primary key (id),
+  constraint webhook_endpoints_pkey primary key (tenant_id, id),  -- tenant first: every key leads with it
   constraint webhook_endpoints_url_is_http check (url ~ '^https?://[^\s]+$' and length(url) <= 2000),
   constraint webhook_endpoints_secret_is_whsec check (secret ~ '^whsec_[A-Za-z0-9+/=]{24,}$'),
   constraint webhook_endpoints_events_known check (
@@ -24,8 +24,6 @@ create table public.webhook_endpoints (
     and events <@ array['alert.created', 'alert.escalated', 'alert.overdue', 'alert.snoozed',
                         'alert.reopened', 'alert.resolved', 'digest.daily'])
 );
--- The enabled endpoints of a tenant: what the outbox trigger joins each event to.
-create index webhook_endpoints_tenant on public.webhook_endpoints (tenant_id) where enabled;
 
 create table public.webhook_deliveries (
   id              uuid not null default public.uuid_v7(),  -- the `webhook-id`: the same on every attempt
@@ -43,27 +41,40 @@ create table public.webhook_deliveries (
   delivered_at    timestamptz,
   attempt_log     jsonb not null default '[]',     -- [{attempt, at, status, error}]
   created_at      timestamptz not null default now(),
-  constraint webhook_deliveries_pkey primary key (id),
-  constraint webhook_deliveries_endpoint_fkey foreign key (endpoint_id)
-    references public.webhook_endpoints (id) on delete cascade,
-  constraint webhook_deliveries_once_per_event unique (event_id, endpoint_id),
+  constraint webhook_deliveries_pkey primary key (tenant_id, id),
+  constraint webhook_deliveries_endpoint_fkey foreign key (tenant_id, endpoint_id)
+    references public.webhook_endpoints (tenant_id, id) on delete cascade,
+  constraint webhook_deliveries_once_per_event unique (tenant_id, event_id, endpoint_id),
   constraint webhook_deliveries_status_known check (status in ('pending', 'sending', 'delivered', 'failed'))
 );
+
+-- The enabled endpoints of a tenant: what the outbox trigger joins each event to.
+create index webhook_endpoints_tenant on public.webhook_endpoints (tenant_id) where enabled;
+
 -- What the deliverer claims: due deliveries, oldest first.
 create index webhook_deliveries_due on public.webhook_deliveries (next_attempt_at)
   where status in ('pending', 'sending');
+
 -- An endpoint's delivery log, newest first.
 create index webhook_deliveries_endpoint on public.webhook_deliveries (endpoint_id, created_at desc);
 
+-- What pruning reads: the oldest delivered deliveries and sent pushes.
+create index webhook_deliveries_delivered on public.webhook_deliveries (delivered_at) where status = 'delivered';
+
 -- Grants and row-level security -------------------------------------------------------------------
 
-revoke all on table public.webhook_endpoints from public, anon, authenticated, service_role;
-revoke all on table public.webhook_deliveries from public, anon, authenticated, service_role;
--- Users read endpoints without their secret (column grant); every write goes through the functions below.
-grant select (id, tenant_id, url, events, enabled, disabled_reason, created_by, created_at)
-  on table public.webhook_endpoints to authenticated;
+grant select, insert, update, delete on table public.webhook_endpoints to service_role;
 grant select on table public.webhook_deliveries to authenticated;
-grant select, insert, update, delete on table public.webhook_endpoints, public.webhook_deliveries to service_role;
+grant select, insert, update, delete on table public.webhook_deliveries to service_role;
+grant select (id) on table public.webhook_endpoints to authenticated;
+grant select (tenant_id) on table public.webhook_endpoints to authenticated;
+grant select (url) on table public.webhook_endpoints to authenticated;
+grant select (events) on table public.webhook_endpoints to authenticated;
+grant select (enabled) on table public.webhook_endpoints to authenticated;
+grant select (disabled_reason) on table public.webhook_endpoints to authenticated;
+grant select (created_by) on table public.webhook_endpoints to authenticated;
+grant select (created_at) on table public.webhook_endpoints to authenticated;
+
 alter table public.webhook_endpoints enable row level security;
 alter table public.webhook_deliveries enable row level security;
 
@@ -75,11 +86,12 @@ alter table public.webhook_deliveries enable row level security;
  * and time — set-based, in the transaction that records the event. Security definer: it reads the
  * endpoints and writes deliveries, which the callers recording events cannot.
  */
-create function public.enqueue_webhook_deliveries() returns trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
+create or replace function public.enqueue_webhook_deliveries()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
 begin
   if not exists (select from public.webhook_endpoints w where w.enabled) then
     return null;  -- the common case without any endpoint: no join over the new events
@@ -97,11 +109,12 @@ begin
   from new_events e
   join public.webhook_endpoints w
     on w.tenant_id = e.tenant_id and w.enabled and ('alert.' || e.event) = any (w.events)
-  join public.max_alerts a on a.id = e.alert_id
+  join public.max_alerts a on a.tenant_id = e.tenant_id and a.id = e.alert_id
   left join public.leads l on l.tenant_id = a.tenant_id and l.lead_id = a.lead_id;
   return null;
 end
-$$;
+$function$
+;
 
 create trigger alert_events_enqueue_webhooks after insert on public.alert_events
   referencing new table as new_events
@@ -110,7 +123,7 @@ create trigger alert_events_enqueue_webhooks after insert on public.alert_events
 -- Policies ----------------------------------------------------------------------------------------
 
 /** Is the caller an admin of this tenant (or platform staff, or the service)? */
-create function public.administers_tenant(p_tenant text) returns boolean
+create or replace function public.administers_tenant(p_tenant text) returns boolean
 language sql stable
 as $$
   select (select public.sees_all_tenants())
@@ -120,13 +133,14 @@ grant execute on function public.administers_tenant(text) to authenticated, serv
 
 create policy "Webhook endpoints are visible to the admins of their tenant" on public.webhook_endpoints
   for select to authenticated using (public.administers_tenant(tenant_id));
+
 create policy "Webhook deliveries are visible to the admins of their tenant" on public.webhook_deliveries
   for select to authenticated using (public.administers_tenant(tenant_id));
 
 -- Functions ---------------------------------------------------------------------------------------
 
 /** An endpoint as the API shows it: never its secret. */
-create function public.webhook_json(p_id uuid, p_url text, p_events text[], p_enabled boolean,
+create or replace function public.webhook_json(p_id uuid, p_url text, p_events text[], p_enabled boolean,
                                     p_disabled_reason text, p_created_at timestamptz)
 returns jsonb
 language sql immutable
@@ -134,11 +148,10 @@ as $$
   select jsonb_build_object('id', p_id, 'url', p_url, 'events', to_jsonb(p_events), 'enabled', p_enabled,
                             'disabled_reason', p_disabled_reason, 'created_at', p_created_at)
 $$;
-grant execute on function public.webhook_json(uuid, text, text[], boolean, text, timestamptz)
-  to authenticated, service_role;
+grant execute on function public.webhook_json(uuid, text, text[], boolean, text, timestamptz) to authenticated, service_role;
 
 /** A delivery as the log shows it: next_attempt_at only while a retry is ahead. */
-create function public.webhook_delivery_json(p_delivery public.webhook_deliveries) returns jsonb
+create or replace function public.webhook_delivery_json(p_delivery public.webhook_deliveries) returns jsonb
 language sql immutable
 as $$
   select jsonb_build_object(
@@ -154,7 +167,7 @@ grant execute on function public.webhook_delivery_json(public.webhook_deliveries
  * Register an endpoint (admins). `p_secret` ('whsec_...', made by the caller's server) is answered
  * this once, with the endpoint.
  */
-create function public.create_webhook(p_tenant text, p_url text, p_events jsonb, p_secret text,
+create or replace function public.create_webhook(p_tenant text, p_url text, p_events jsonb, p_secret text,
                                       p_enabled boolean default true, p_actor text default 'user_manual')
 returns jsonb
 language plpgsql
@@ -180,14 +193,15 @@ begin
 exception
   when check_violation then
     get stacked diagnostics v_constraint = constraint_name;
-    perform public.raise_error('LW422', 'the webhook has an invalid ' || split_part(v_constraint, '_', 3),
-                               split_part(v_constraint, '_', 3));
+    -- raise_error's error, raised here so that the block visibly ends
+    raise exception using errcode = 'LW422', message = 'the webhook has an invalid ' || split_part(v_constraint, '_', 3),
+                          detail = coalesce(split_part(v_constraint, '_', 3), '');
 end
 $$;
 grant execute on function public.create_webhook(text, text, jsonb, text, boolean, text) to authenticated, service_role;
 
 /** A tenant's endpoints (admins), oldest first, without their secrets. */
-create function public.list_webhooks(p_tenant text) returns jsonb
+create or replace function public.list_webhooks(p_tenant text) returns jsonb
 language plpgsql stable
 set search_path = ''
 as $$
@@ -202,7 +216,7 @@ $$;
 grant execute on function public.list_webhooks(text) to authenticated, service_role;
 
 /** Remove an endpoint and its delivery log (admins). */
-create function public.delete_webhook(p_tenant text, p_webhook_id uuid) returns jsonb
+create or replace function public.delete_webhook(p_tenant text, p_webhook_id uuid) returns jsonb
 language plpgsql
 security definer  -- deletes endpoints, which users cannot write themselves
 set search_path = ''
@@ -219,7 +233,7 @@ $$;
 grant execute on function public.delete_webhook(text, uuid) to authenticated, service_role;
 
 /** Replace an endpoint's signing secret (admins): the new one is answered this once. */
-create function public.rotate_webhook_secret(p_tenant text, p_webhook_id uuid, p_secret text) returns jsonb
+create or replace function public.rotate_webhook_secret(p_tenant text, p_webhook_id uuid, p_secret text) returns jsonb
 language plpgsql
 security definer  -- writes the endpoints, which users cannot write themselves
 set search_path = ''
@@ -243,7 +257,7 @@ $$;
 grant execute on function public.rotate_webhook_secret(text, uuid, text) to authenticated, service_role;
 
 /** An endpoint's deliveries, newest first (admins): attempts, statuses, errors, next retry. */
-create function public.list_webhook_deliveries(p_tenant text, p_webhook_id uuid, p_limit integer default 50)
+create or replace function public.list_webhook_deliveries(p_tenant text, p_webhook_id uuid, p_limit integer default 50)
 returns jsonb
 language plpgsql stable
 set search_path = ''
@@ -267,11 +281,12 @@ grant execute on function public.list_webhook_deliveries(text, uuid, integer) to
  * Send a delivery again (admins): due now, whatever became of it, with the same `webhook-id`; one
  * attempt more even after it failed. A delivery being sent right now is a conflict.
  */
-create function public.redeliver_webhook(p_tenant text, p_webhook_id uuid, p_delivery_id uuid) returns jsonb
-language plpgsql
-security definer  -- writes deliveries, which users cannot write themselves
-set search_path = ''
-as $$
+create or replace function public.redeliver_webhook(p_tenant text, p_webhook_id uuid, p_delivery_id uuid)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
 declare
   v_delivery public.webhook_deliveries;
 begin
@@ -286,18 +301,19 @@ begin
     perform public.raise_error('LW409', 'the delivery is being sent', 'deliveryId');
   end if;
   update public.webhook_deliveries d set status = 'pending', next_attempt_at = now()
-  where d.id = p_delivery_id
+  where d.tenant_id = p_tenant and d.id = p_delivery_id
   returning * into v_delivery;
   return jsonb_build_object('delivery', public.webhook_delivery_json(v_delivery));
 end
-$$;
+$function$
+;
 grant execute on function public.redeliver_webhook(text, uuid, uuid) to authenticated, service_role;
 
 /**
  * The wait before attempt `p_attempt + 1` after attempt `p_attempt` failed (Standard Webhooks'
  * suggested schedule: about 27 hours in all), or null: no attempt after the eighth.
  */
-create function public.webhook_retry_delay(p_attempt integer) returns interval
+create or replace function public.webhook_retry_delay(p_attempt integer) returns interval
 language sql immutable
 as $$
   select (array[interval '5 seconds', interval '5 minutes', interval '30 minutes', interval '2 hours',
@@ -305,26 +321,20 @@ as $$
 $$;
 grant execute on function public.webhook_retry_delay(integer) to service_role;
 
-/**
- * Claim up to `p_limit` due deliveries of enabled endpoints for one deliverer (service only):
- * marked `sending` under a lease of `p_lease_seconds` from `p_now`, after which they are due again (a
- * deliverer killed mid-batch loses nothing). Rows another deliverer holds are skipped, never
- * waited for. Answers what to send: [{id, attempt, url, secret, payload}].
- */
-create function public.claim_webhook_deliveries(p_now timestamptz default now(), p_limit integer default 100,
-                                                p_lease_seconds integer default 120)
-returns jsonb
-language plpgsql
-set search_path = ''
-as $$
+/** Claim due webhook deliveries (FOR UPDATE SKIP LOCKED) under a lease: [{tenant_id, id, attempt, url, secret, payload}]. */
+create or replace function public.claim_webhook_deliveries(p_now timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 100, p_lease_seconds integer DEFAULT 120)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SET search_path TO ''
+AS $function$
 declare
   v_claimed jsonb;
 begin
   with due as (
-    select d.id
+    select d.tenant_id, d.id
     from public.webhook_deliveries d
     where d.status in ('pending', 'sending') and d.next_attempt_at <= p_now
-      and exists (select from public.webhook_endpoints w where w.id = d.endpoint_id and w.enabled)
+      and exists (select from public.webhook_endpoints w where w.tenant_id = d.tenant_id and w.id = d.endpoint_id and w.enabled)
     order by d.next_attempt_at
     limit p_limit
     for update of d skip locked
@@ -333,38 +343,35 @@ begin
     update public.webhook_deliveries d
     set status = 'sending', attempts = d.attempts + 1, next_attempt_at = p_now + make_interval(secs => p_lease_seconds), last_attempt_at = p_now
     from due
-    where d.id = due.id
-    returning d.id, d.endpoint_id, d.attempts, d.payload
+    where d.tenant_id = due.tenant_id and d.id = due.id
+    returning d.tenant_id, d.id, d.endpoint_id, d.attempts, d.payload
   )
-  select coalesce(jsonb_agg(jsonb_build_object('id', c.id, 'attempt', c.attempts, 'url', w.url,
+  select coalesce(jsonb_agg(jsonb_build_object('tenant_id', c.tenant_id, 'id', c.id, 'attempt', c.attempts, 'url', w.url,
                                                'secret', w.secret, 'payload', c.payload)), '[]')
   into v_claimed
   from claimed c
-  join public.webhook_endpoints w on w.id = c.endpoint_id;
+  join public.webhook_endpoints w on w.tenant_id = c.tenant_id and w.id = c.endpoint_id;
   return v_claimed;
 end
-$$;
+$function$
+;
 grant execute on function public.claim_webhook_deliveries(timestamptz, integer, integer) to service_role;
 
-/**
- * Record the outcome of claimed attempts (service only), `p_results` = [{id, attempt, status,
- * error}]: a 2xx delivers; 410 Gone fails it and disables its endpoint; anything else (another
- * status, or no answer) is retried after `webhook_retry_delay`, or fails after the last attempt.
- * An outcome whose claim has since expired and been taken by another deliverer is ignored.
- */
-create function public.record_webhook_attempts(p_results jsonb, p_now timestamptz default now()) returns jsonb
-language plpgsql
-set search_path = ''
-as $$
+/** Record claimed deliveries' outcomes [{tenant_id, id, attempt, status, error}]: delivered, retried later, or failed. */
+create or replace function public.record_webhook_attempts(p_results jsonb, p_now timestamp with time zone DEFAULT now())
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SET search_path TO ''
+AS $function$
 declare
   v_result jsonb;
 begin
   with outcome as (
-    select r.id, r.attempt, r.status, left(r.error, 200) as error,
+    select r.tenant_id, r.id, r.attempt, r.status, left(r.error, 200) as error,
            case when r.status between 200 and 299 then 'delivered'
                 when r.status = 410 or public.webhook_retry_delay(r.attempt) is null then 'failed'
                 else 'pending' end as next_status
-    from jsonb_to_recordset(p_results) as r (id uuid, attempt integer, status integer, error text)
+    from jsonb_to_recordset(p_results) as r (tenant_id text, id uuid, attempt integer, status integer, error text)
   ),
   recorded as (
     update public.webhook_deliveries d
@@ -377,13 +384,13 @@ begin
         attempt_log = d.attempt_log
                       || jsonb_build_object('attempt', o.attempt, 'at', p_now, 'status', o.status, 'error', o.error)
     from outcome o
-    where d.id = o.id and d.status = 'sending' and d.attempts = o.attempt
-    returning d.endpoint_id, o.status, o.next_status
+    where d.tenant_id = o.tenant_id and d.id = o.id and d.status = 'sending' and d.attempts = o.attempt
+    returning d.tenant_id, d.endpoint_id, o.status, o.next_status
   ),
   disabled as (
     update public.webhook_endpoints w
     set enabled = false, disabled_reason = 'the receiver answered 410 Gone'
-    where w.id in (select r.endpoint_id from recorded r where r.status = 410) and w.enabled
+    where (w.tenant_id, w.id) in (select r.tenant_id, r.endpoint_id from recorded r where r.status = 410) and w.enabled
     returning 1
   )
   select jsonb_build_object(
@@ -395,5 +402,33 @@ begin
   from recorded r;
   return v_result;
 end
-$$;
+$function$
+;
 grant execute on function public.record_webhook_attempts(jsonb, timestamptz) to service_role;
+
+/** Enable (clearing why it was disabled) or disable one of the tenant's endpoints (admins). */
+create or replace function public.set_webhook_enabled(p_tenant text, p_webhook_id uuid, p_enabled boolean) returns jsonb
+language plpgsql
+security definer  -- writes the endpoints, which users cannot write themselves
+set search_path = ''
+as $$
+declare
+  v_endpoint public.webhook_endpoints;
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  if p_enabled is null then
+    perform public.raise_error('LW422', 'enabled must be true or false', 'enabled');
+  end if;
+  update public.webhook_endpoints w
+  set enabled = p_enabled, disabled_reason = case when p_enabled then null else 'disabled by an admin' end
+  where w.id = p_webhook_id and w.tenant_id = p_tenant
+  returning * into v_endpoint;
+  if not found then
+    perform public.raise_error('LW404', 'webhook not found', 'id');
+  end if;
+  return jsonb_build_object('webhook',
+    public.webhook_json(v_endpoint.id, v_endpoint.url, v_endpoint.events, v_endpoint.enabled,
+                        v_endpoint.disabled_reason, v_endpoint.created_at));
+end
+$$;
+grant execute on function public.set_webhook_enabled(text, uuid, boolean) to authenticated, service_role;

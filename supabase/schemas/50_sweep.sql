@@ -1,8 +1,54 @@
--- The sweep, faster on big days: a raised rule either creates an alert (no active one of its type)
--- or escalates the active one in place, as two plain statements instead of one INSERT ... ON
--- CONFLICT (whose speculative insertion cost a fifth more per row at 300k alerts), and the
--- statement's working sets stay in memory. A duplicate the snapshot could not see (what ON
--- CONFLICT absorbed) makes it judge again. Same rules, same answers as 20261122000600.
+-- The sweep: raises, escalates and supersedes the time-based alerts of the leads that became due.
+
+-- Function bodies are checked once every file has run (their tables may live in a later file).
+set check_function_bodies = off;
+
+-- Functions ---------------------------------------------------------------------------------------
+
+-- The sweep whatever the statistics say. A tenant that has just imported its leads (statistics on
+-- lead_state taken before: its due leads estimated at one row) into an empty, never-analysed
+-- max_alerts made the planner pick nested loops that rescan their inner side for every due row
+-- (max_alerts once per raised alert, the judged rules once per judged rule): 44x a bare insert of
+-- the same rows. Every join in the sweep's statement is between sets the size of the due leads, so
+-- when there are many, sweep_alerts plans it with hash joins only: linear in the due leads whatever
+-- the estimate. A few due leads keep the planner's choice (index probes of their own alerts and
+-- state), which at that size costs little even when the estimate is wrong. raise_due_alerts is
+-- planned at each call, with the join methods the call allows (a cached plan would keep the first).
+
+/**
+ * The scheduled sweep, for every tenant or one: raise, escalate and supersede the time-based
+ * alerts of the leads that fell due by `p_now`, wake the snoozed alerts whose time has come, and
+ * mark the overdue ones. One transaction. With 1,000 due leads or more, the raising statement
+ * joins by hashing only (the note above says why).
+ */
+create or replace function public.sweep_alerts(p_tenant text default null, p_now timestamptz default now())
+returns jsonb
+language plpgsql
+set search_path = ''
+set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts
+as $$
+declare
+  v_nestloop text := current_setting('enable_nestloop');
+  v_raised   jsonb;
+  v_woken    jsonb;
+  v_overdue  integer;
+begin
+  if (select count(*) from (select from public.lead_state s
+                            where s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)
+                            limit 1000) d) >= 1000 then
+    perform set_config('enable_nestloop', 'off', true);
+  end if;
+  v_raised := public.raise_due_alerts(p_tenant, p_now);
+  perform set_config('enable_nestloop', v_nestloop, true);
+  v_woken := public.wake_snoozed_alerts(p_tenant, p_now);
+  v_overdue := public.mark_overdue_alerts(p_tenant, p_now);
+  return v_raised || jsonb_build_object(
+    'resolved', (v_raised ->> 'resolved')::integer + (v_woken ->> 'resolved')::integer,
+    'reopened', v_woken -> 'reopened',
+    'overdue', v_overdue);
+end
+$$;
+grant execute on function public.sweep_alerts(text, timestamptz) to service_role;
 
 /**
  * Raise, escalate and supersede the time-based alerts of every lead that fell due by `p_now`
@@ -10,11 +56,12 @@
  * ladder. One statement: concurrent sweeps wait on the same state rows, re-check them, and find
  * nothing left to do; the unique index on active alerts is the last word on duplicates.
  */
-create or replace function public.sweep_alerts(p_tenant text default null, p_now timestamptz default now())
+create or replace function public.raise_due_alerts(p_tenant text default null, p_now timestamptz default now())
 returns jsonb
 language plpgsql
 set search_path = ''
-set work_mem = '256MB'  -- a batch: the due leads and their judgements stay in memory, not in temp files
+set work_mem = '16MB'                        -- sized for a 1 GB instance (README, "Performance")
+set plan_cache_mode = force_custom_plan      -- planned with the join methods each call allows
 as $$
 declare
   v_result jsonb;
@@ -22,7 +69,8 @@ begin
   for v_attempt in 1..3 loop
     begin
       with due as (
-        select s.*
+        select s.tenant_id, s.lead_id, s.no_contact_due_at, s.no_reply_due_at, s.stale_due_at, s.high_value_due_at,
+               coalesce(s.last_activity_at, s.entered_at) as silent_since, s.last_outbound_at
         from public.lead_state s
         where s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)
         for update
@@ -43,7 +91,7 @@ begin
       -- Each rule whose due time has come, with the moment its condition began to hold, and the
       -- severity its ladder gives today and when its next step falls due (null: no further step).
       judged as (
-        select d.tenant_id, d.lead_id, c.type, c.since, r.message, r.action, r.supersedes,
+        select d.tenant_id, d.lead_id, c.type, c.since, r.supersedes,
           case
             when r.enabled is not true or c.since is null then null
             when p_now - c.since >= r.escalate_after then r.escalated_severity
@@ -56,43 +104,54 @@ begin
           end as next_due_at
         from due d
         cross join lateral (values
-          ('NoContact7d'::public.alert_type, d.no_contact_due_at, coalesce(d.last_activity_at, d.entered_at)),
+          ('NoContact7d'::public.alert_type, d.no_contact_due_at, d.silent_since),
           ('NoReply3d',                      d.no_reply_due_at,   d.last_outbound_at),
-          ('StaleLead30d',                   d.stale_due_at,      coalesce(d.last_activity_at, d.entered_at)),
-          ('HighValueRisk',                  d.high_value_due_at, coalesce(d.last_activity_at, d.entered_at))
+          ('StaleLead30d',                   d.stale_due_at,      d.silent_since),
+          ('HighValueRisk',                  d.high_value_due_at, d.silent_since)
         ) as c (type, due_at, since)
         left join rules r on r.tenant_id = d.tenant_id and r.type = c.type
         where c.due_at <= p_now
       ),
       raised as (
-        select j.*
+        select j.tenant_id, j.lead_id, j.type, j.since, j.severity, j.supersedes
         from judged j
         where j.severity is not null
           and not exists (select from judged s
                           where s.supersedes = j.type and s.severity is not null
                             and s.tenant_id = j.tenant_id and s.lead_id = j.lead_id)
       ),
+      -- Each raised rule with the lead's active alert of its type, if it has one: one lookup.
+      matched as (
+        select r.tenant_id, r.lead_id, r.type, r.since, r.severity, a.id as alert_id, a.severity_rank
+        from raised r
+        left join public.max_alerts a
+          on a.tenant_id = r.tenant_id and a.lead_id = r.lead_id and a.type = r.type and a.resolved_at is null
+             and (p_tenant is null or a.tenant_id = p_tenant)  -- a tenant's sweep reads its own alerts
+      ),
       -- A rule raised on a lead with no active alert of its type creates one...
       created as (
         insert into public.max_alerts (tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at)
-        select r.tenant_id, r.lead_id, r.type, r.severity,
-               replace(r.message, '{days}', floor(extract(epoch from p_now - r.since) / 86400)::integer::text),
-               jsonb_set(r.action, '{params,leadId}', to_jsonb(r.lead_id)),
-               r.since
-        from raised r
-        where not exists (select from public.max_alerts a
-                          where a.tenant_id = r.tenant_id and a.lead_id = r.lead_id and a.type = r.type
-                            and a.resolved_at is null)
+        select m.tenant_id, m.lead_id, m.type, m.severity,
+               replace(u.message, '{days}', floor(extract(epoch from p_now - m.since) / 86400)::integer::text),
+               jsonb_set(u.action, '{params,leadId}', to_jsonb(m.lead_id)),
+               m.since
+        from matched m
+        join rules u on u.tenant_id = m.tenant_id and u.type = m.type
+        where m.alert_id is null
         returning type
       ),
       -- ...and on a lead that has one, raises its severity in place (never lowers it).
       escalated as (
         update public.max_alerts a
-        set severity = r.severity, escalated_at = now(),
-            message = replace(r.message, '{days}', floor(extract(epoch from p_now - r.since) / 86400)::integer::text)
-        from raised r
-        where a.tenant_id = r.tenant_id and a.lead_id = r.lead_id and a.type = r.type and a.resolved_at is null
-          and (case r.severity when 'high' then 1 when 'med' then 2 else 3 end) < a.severity_rank
+        set severity = m.severity, escalated_at = now(),
+            message = replace(u.message, '{days}', floor(extract(epoch from p_now - m.since) / 86400)::integer::text)
+        from matched m
+        join rules u on u.tenant_id = m.tenant_id and u.type = m.type
+        where m.alert_id is not null
+          and (case m.severity when 'high' then 1 when 'med' then 2 else 3 end) < m.severity_rank
+          and a.tenant_id = m.tenant_id and a.id = m.alert_id and a.resolved_at is null
+          and (p_tenant is null or a.tenant_id = p_tenant)
+          and (case m.severity when 'high' then 1 when 'med' then 2 else 3 end) < a.severity_rank
         returning a.id
       ),
       superseded as (
@@ -101,6 +160,7 @@ begin
         from raised r
         where r.supersedes is not null
           and a.tenant_id = r.tenant_id and a.lead_id = r.lead_id and a.type = r.supersedes and a.resolved_at is null
+          and (p_tenant is null or a.tenant_id = p_tenant)
         returning a.id
       ),
       moved as (
@@ -119,6 +179,7 @@ begin
           group by j.tenant_id, j.lead_id
         ) m
         where s.tenant_id = m.tenant_id and s.lead_id = m.lead_id
+          and s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)  -- the due rows, by index
         returning 1
       )
       select jsonb_build_object(
@@ -141,5 +202,7 @@ begin
       end if;
     end;
   end loop;
+  return null;  -- not reached: the last attempt returns or raises
 end
 $$;
+grant execute on function public.raise_due_alerts(text, timestamptz) to service_role;

@@ -1,5 +1,7 @@
--- Retention: how long each tenant keeps its activities and its resolved alerts (with their
--- history), applied by a scheduled call in bounded batches. By default everything is kept.
+-- Retention: how long each tenant keeps its history, and pruning what notifications delivered.
+
+-- Function bodies are checked once every file has run (their tables may live in a later file).
+set check_function_bodies = off;
 
 -- Tables ------------------------------------------------------------------------------------------
 
@@ -15,9 +17,9 @@ create table public.retention_policies (
 
 -- Grants and row-level security -------------------------------------------------------------------
 
-revoke all on table public.retention_policies from public, anon, authenticated, service_role;
-grant select on table public.retention_policies to authenticated, service_role;
-grant insert, update, delete on table public.retention_policies to service_role;
+grant select on table public.retention_policies to authenticated;
+grant select, insert, update, delete on table public.retention_policies to service_role;
+
 alter table public.retention_policies enable row level security;
 
 -- Policies ----------------------------------------------------------------------------------------
@@ -37,13 +39,12 @@ create policy "Retention policies are visible to the staff of their tenant, and 
  * outbound (what PreferredChannel reads); a resolved alert is kept while its lead's silence lasts
  * (what stops it being raised again). Service and scheduler only.
  */
-create function public.apply_retention(p_tenant text default null, p_batch integer default 5000,
-                                       p_now timestamptz default now())
-returns jsonb
-language plpgsql
-security definer  -- deletes history, which only this maintenance may do
-set search_path = ''
-as $$
+create or replace function public.apply_retention(p_tenant text DEFAULT NULL::text, p_batch integer DEFAULT 5000, p_now timestamp with time zone DEFAULT now())
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
 declare
   v_activities integer;
   v_alerts     integer;
@@ -59,7 +60,7 @@ begin
 
   -- Activities, by when they occurred (no order: the scan stops at the batch's last row).
   with doomed as (
-    select a.id
+    select a.tenant_id, a.id
     from public.lead_activities a
     cross join lateral (select r.activities_after from public.retention_policies r
                         where r.tenant_id in (a.tenant_id, '*')
@@ -75,7 +76,7 @@ begin
     limit p_batch
   ),
   removed as (
-    delete from public.lead_activities a using doomed d where a.id = d.id returning 1
+    delete from public.lead_activities a using doomed d where a.tenant_id = d.tenant_id and a.id = d.id returning 1
   )
   select count(*) into v_activities from removed;
 
@@ -100,12 +101,71 @@ begin
     returning 1
   ),
   alerts as (
-    delete from public.max_alerts a using doomed d where a.id = d.id returning 1
+    delete from public.max_alerts a using doomed d where a.tenant_id = d.tenant_id and a.id = d.id returning 1
   )
   select (select count(*) from alerts), (select count(*) from events) into v_alerts, v_events;
 
   return jsonb_build_object('activities', v_activities, 'alerts', v_alerts, 'events', v_events,
                             'more', v_activities = p_batch or v_alerts = p_batch);
 end
-$$;
+$function$
+;
 grant execute on function public.apply_retention(text, integer, timestamptz) to service_role;
+
+/**
+ * Remove, for one tenant or all, at most `p_batch` each of the webhook deliveries delivered, the
+ * pushes sent and the digests written more than 30 days before `p_now`; `more`: call again.
+ * Service and scheduler only.
+ */
+create or replace function public.prune_notifications(p_tenant text default null, p_batch integer default 5000,
+                                           p_now timestamptz default now())
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_deliveries integer;
+  v_pushes     integer;
+  v_digests    integer;
+begin
+  if not public.is_trusted_caller() then
+    perform public.raise_error('LW403', 'pruning is run by the service');
+  end if;
+  if p_batch is null or p_batch not between 1 and 50000 then
+    perform public.raise_error('LW422', 'batch must be between 1 and 50000', 'batch');
+  end if;
+  with doomed as (
+    select d.id from public.webhook_deliveries d
+    where d.status = 'delivered' and d.delivered_at < p_now - interval '30 days'
+      and (p_tenant is null or d.tenant_id = p_tenant)
+    limit p_batch
+  ),
+  removed as (delete from public.webhook_deliveries d using doomed x where d.id = x.id returning 1)
+  select count(*) into v_deliveries from removed;
+
+  with doomed as (
+    select p.id from public.member_pushes p
+    where p.status = 'sent' and p.sent_at < p_now - interval '30 days'
+      and (p_tenant is null or p.tenant_id = p_tenant)
+    limit p_batch
+  ),
+  removed as (delete from public.member_pushes p using doomed x where p.id = x.id returning 1)
+  select count(*) into v_pushes from removed;
+
+  with doomed as (
+    select g.tenant_id, g.user_id, g.day from public.member_digests g
+    where g.created_at < p_now - interval '30 days' and (p_tenant is null or g.tenant_id = p_tenant)
+    limit p_batch
+  ),
+  removed as (
+    delete from public.member_digests g using doomed x
+    where g.tenant_id = x.tenant_id and g.user_id = x.user_id and g.day = x.day
+    returning 1
+  )
+  select count(*) into v_digests from removed;
+
+  return jsonb_build_object('deliveries', v_deliveries, 'pushes', v_pushes, 'digests', v_digests,
+                            'more', greatest(v_deliveries, v_pushes, v_digests) = p_batch);
+end
+$$;
+grant execute on function public.prune_notifications(text, integer, timestamptz) to service_role;
