@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
 from ..errors import LeadwatchError, Unavailable
 from ..http.inputs import GREENAPI_MAX_BODY_BYTES, greenapi_body
-from ..http.routes import Services, endpoint
+from ..http.routes import endpoint
 from ..integrations.greenapi import DeliveryStatus, Ignored, Unreadable, read_notification
+
+if TYPE_CHECKING:
+    from ..http.routes import Services
 
 log = logging.getLogger("leadwatch.http")
 
