@@ -14,7 +14,7 @@ from flask import Request
 from hypothesis import HealthCheck, settings
 from leadwatch.devtools.dev import create_app
 from leadwatch.handlers import ENDPOINTS, FUNCTION_GROUPS
-from leadwatch.http.app import Api
+from leadwatch.http.app import Api, url_map
 from leadwatch.http.identity import OpenAccess
 from leadwatch.http.openapi import model, openapi_path, openapi_spec
 from leadwatch.http.routes import Endpoint
@@ -68,6 +68,18 @@ def test_each_function_routes_its_declared_endpoints_and_no_others(postgres_stor
         assert routed(endpoint, endpoint.group)[1] == endpoint.name
         other = next(group for group in FUNCTION_GROUPS if group != endpoint.group)
         assert routed(endpoint, other) == (404, None)
+
+
+def test_a_function_compiles_only_its_own_routes_and_at_its_first_request(postgres_store):
+    """Cold start: creating the Api compiles no route; the `health` function's first request compiles its two."""
+    url_map.cache_clear()
+    api = Api(postgres_store, OpenAccess())
+    assert url_map.cache_info().currsize == 0
+
+    request = Request(EnvironBuilder(path="/health").get_environ())
+    assert api.handle(request, "health").status_code == 200
+    assert url_map.cache_info().currsize == 1
+    assert sorted(rule.rule for rule in url_map("health").iter_rules()) == ["/health", "/openapi.json"]
 
 
 def test_paths_and_methods_come_from_the_declarations():

@@ -7,6 +7,7 @@ declared with `@endpoint` in `leadwatch.handlers` (http/routes.py).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -28,7 +29,6 @@ from ..stores.store import Store
 from .cors import CorsPolicy
 from .identity import OpenAccess, VerifiedAccess
 from .inputs import body_finished, check_text
-from .routes import Endpoint
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -38,7 +38,13 @@ log = logging.getLogger("leadwatch.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def _rules(endpoints: tuple[Endpoint, ...]) -> Map:
+@functools.cache
+def url_map(group: str | None) -> Map:
+    """The routes of function `group` (every group's when None), compiled at the group's first request:
+    werkzeug compiles each rule, so a deployed function compiles its own few, not all of them at cold start."""
+    endpoints = [e for e in ENDPOINTS if group is None or e.group == group]
+    if not endpoints:
+        raise KeyError(f"no function group {group!r}")
     return Map([Rule(e.path, methods=[e.method], endpoint=e.name) for e in endpoints])
 
 
@@ -85,9 +91,6 @@ class Api:
         self.espo = espo
         self.endpoints = ENDPOINTS
         self._by_name = {e.name: e for e in ENDPOINTS}
-        groups = dict.fromkeys(e.group for e in ENDPOINTS)
-        self._maps = {group: _rules(tuple(e for e in ENDPOINTS if e.group == group)) for group in groups}
-        self._all = _rules(ENDPOINTS)
 
     @classmethod
     def from_settings(
@@ -136,9 +139,8 @@ class Api:
             refused.headers["Vary"] = "Origin"
             return refused
         try:
-            url_map = self._all if group is None else self._maps[group]
             try:
-                endpoint, args = url_map.bind_to_environ(request.environ).match()
+                endpoint, args = url_map(group).bind_to_environ(request.environ).match()
             except _MethodNotAllowed as exc:
                 raise MethodNotAllowed(
                     f"{request.method} is not allowed here", {"allowed": sorted(exc.valid_methods or [])}
