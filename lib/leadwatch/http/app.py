@@ -32,6 +32,7 @@ from .inputs import body_finished, check_text
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from .routes import Services
 
 log = logging.getLogger("leadwatch.http")
 
@@ -155,7 +156,8 @@ class Api:
                 tenant = caller.tenant
                 if caller.kind not in declared.callers:
                     raise Forbidden(f"a {caller.kind} caller may not call {endpoint}")
-            result = declared.handler(request, caller, self, **args)
+            services: Services = self  # what handlers get (and mypy checks the Api offers it)
+            result = declared.handler(request, caller, services, **args)
             response = result if isinstance(result, Response) else _respond(*result)  # a Response streams
         except LeadwatchError as exc:
             response = _error(exc)
