@@ -151,7 +151,7 @@ def test_the_upload_is_the_built_artifact(deploy, tmp_path):
     result, _ = deploy(**VARIABLES)
     assert result.returncode == 0, result.stderr
     uploaded = tmp_path / "uploaded"
-    assert (uploaded / "main.py").is_file() and (uploaded / "leadwatch" / "api.py").is_file()
+    assert (uploaded / "main.py").is_file() and (uploaded / "leadwatch" / "http" / "app.py").is_file()
     assert "stamina" in (uploaded / "requirements.txt").read_text()
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from helpers import active, add_leads, ago, assert_counts_exact, log
-from leadwatch.desk_models import RuleIn
-from leadwatch.greenapi import WhatsAppActivity
+from leadwatch.integrations.greenapi import WhatsAppActivity
+from leadwatch.models.desk import RuleIn
 
 
 def inbound(store, **fields):

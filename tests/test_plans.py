@@ -12,7 +12,7 @@ import re
 
 import pytest
 from helpers import add_leads, ago
-from leadwatch.desk_models import RuleIn
+from leadwatch.models.desk import RuleIn
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 from flask import Flask, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from .api import Api
+from ..http.app import Api
 
-_WEB = Path(__file__).parent / "web"
+_WEB = Path(__file__).parent.parent / "web"
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 
 
@@ -77,7 +77,7 @@ def serve(app: Flask, host: str, port: int, *, threads: int = THREADS) -> None:
                 "loglevel": "error",
                 # Hostile clients: requests buffered before a thread takes them, stalled ones dropped,
                 # gunicorn's own errors as our JSON (server.py). Request line up to 4 KiB, as gunicorn's default.
-                "worker_class": "leadwatch.server.Worker",
+                "worker_class": "leadwatch.devtools.server.Worker",
                 "limit_request_line": 4094,
             }.items():
                 self.cfg.set(name, value)

@@ -8,9 +8,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .cursor import MAX_CURSOR_LENGTH, decode_cursor
-from .errors import ValidationFailed
-from .safejson import problem
+from ..errors import ValidationFailed
+from ..safejson import problem
+from ..stores.cursor import MAX_CURSOR_LENGTH, decode_cursor
 
 Channel = Literal["whatsapp", "email", "call", "other"]
 Direction = Literal["in", "out"]
@@ -22,7 +22,7 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
-class _Storable(BaseModel):
+class StorableModel(BaseModel):
     """Every field of every input model, whatever its type, is refused (422 naming it) when it holds
     what PostgreSQL cannot store or JSON cannot say: NUL, lone surrogates, NaN, Infinity, deep nesting."""
 
@@ -47,11 +47,11 @@ class _Storable(BaseModel):
         return value
 
 
-class _Input(_Storable):
+class InputModel(StorableModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
 
-class ActivityIn(_Input):
+class ActivityIn(InputModel):
     """Body of POST /api/activities/log (the reference's fields plus occurredAt and externalId)."""
 
     leadId: str = Field(min_length=1, max_length=200)
@@ -94,7 +94,7 @@ class ActivityIn(_Input):
         }
 
 
-class LeadIn(_Input):
+class LeadIn(InputModel):
     """One lead of POST /api/leads."""
 
     leadId: str = Field(min_length=1, max_length=200)
@@ -131,7 +131,7 @@ class LeadIn(_Input):
         }
 
 
-class SendIn(_Input):
+class SendIn(InputModel):
     """Body of POST /api/whatsapp/send."""
 
     leadId: str = Field(min_length=1, max_length=200)
@@ -155,7 +155,7 @@ class LeadsIn(BaseModel):
         return leads
 
 
-class _Query(_Storable):
+class QueryModel(StorableModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
     cursor_kind: ClassVar[str | None] = None  # the kind of cursor (cursor.KINDS) this listing issues
     limit: int = Field(default=50, ge=1, le=200)
@@ -172,7 +172,7 @@ class _Query(_Storable):
         return decode_cursor(self.cursor, self.cursor_kind)
 
 
-class AlertQuery(_Query):
+class AlertQuery(QueryModel):
     """Query of GET /api/alerts/active."""
 
     cursor_kind = "alerts"
@@ -183,13 +183,13 @@ class AlertQuery(_Query):
     lead: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-class RejectedQuery(_Query):
+class RejectedQuery(QueryModel):
     """Query of GET /api/greenapi/rejected (its cursor, as the timeline's, is a time and an id)."""
 
     cursor_kind = "timeline"
 
 
-class TimelineQuery(_Query):
+class TimelineQuery(QueryModel):
     """Query of GET /api/leads/{leadId}/activities."""
 
     cursor_kind = "timeline"

@@ -1,6 +1,6 @@
 """What callers send to the webhook routes and the deliverer, parsed and validated.
 
-Frozen pydantic models on `models._Input` / `models._Query`, the API's camelCase names, so that the
+Frozen pydantic models on `requests.InputModel` / `requests.QueryModel`, the API's camelCase names, so that the
 OpenAPI description can be generated from them like the others.
 """
 
@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from .models import _Input, _Storable
+from .requests import InputModel, StorableModel
 
 EventType = Literal[
     "alert.created",
@@ -25,7 +25,7 @@ EventType = Literal[
 ]
 
 
-class WebhookIn(_Input):
+class WebhookIn(InputModel):
     """Body of POST /api/webhooks: where to send which events (https; http only to loopback in dev)."""
 
     url: str = Field(min_length=8, max_length=2000)
@@ -49,7 +49,7 @@ class WebhookIn(_Input):
 
     def check_scheme(self, allow_loopback_http: bool) -> None:
         """https only; plain http to a loopback address when the dev server allows it."""
-        from .errors import ValidationFailed
+        from ..errors import ValidationFailed
 
         parts = urlsplit(self.url)
         if parts.scheme == "https":
@@ -71,14 +71,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class DeliveriesQuery(_Storable):
+class DeliveriesQuery(StorableModel):
     """Query of GET /api/webhooks/{id}/deliveries: the newest `limit` deliveries."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
     limit: int = Field(default=50, ge=1, le=200)
 
 
-class DeliverQuery(_Storable):
+class DeliverQuery(StorableModel):
     """Query of POST /api/notifications/deliver: deliveries claimed per batch."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -89,14 +89,14 @@ Notification = Literal["high_alert", "overdue", "digest"]
 _CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 
-class QuietHours(_Input):
+class QuietHours(InputModel):
     """No push from `start` until `end`, local time ("20:00" → "08:00")."""
 
     start: str = Field(pattern=_CLOCK)
     end: str = Field(pattern=_CLOCK)
 
 
-class MemberIn(_Input):
+class MemberIn(InputModel):
     """Body of POST /api/members: one member of the team directory (added, or replaced whole)."""
 
     userId: str = Field(min_length=1, max_length=200, description="the member's JWT `sub`")
@@ -153,7 +153,7 @@ def _iana_zone(value: str) -> str:
     return value
 
 
-class DigestSettingsIn(_Input):
+class DigestSettingsIn(InputModel):
     """Body of PUT /api/digest: when the tenant's morning digest is written (its local hour and zone)."""
 
     hour: int = Field(ge=0, le=23, description="the local hour, 0-23 (default 8)")
@@ -165,7 +165,7 @@ class DigestSettingsIn(_Input):
         return _iana_zone(value)
 
 
-class WebhookPatch(_Input):
+class WebhookPatch(InputModel):
     """Body of PATCH /api/webhooks/{id}: enable an endpoint (again, after a 410 Gone disabled it) or disable it."""
 
     enabled: bool

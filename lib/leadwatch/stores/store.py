@@ -13,17 +13,17 @@ import threading
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from .config import Settings, require_backend
+from ..config import Settings, require_backend
+from ..errors import Conflict, Forbidden, LeadwatchError, NotFound, Unauthorized, Unavailable, ValidationFailed
 from .cursor import encode_cursor
-from .errors import Conflict, Forbidden, LeadwatchError, NotFound, Unauthorized, Unavailable, ValidationFailed
 
 if TYPE_CHECKING:  # pydantic models: imported by the handlers at first use, not at cold start
-    from .analytics import AnalyticsQuery
-    from .desk_models import LeadAlertsQuery, RuleIn
-    from .exports import ActivityExportQuery, AlertExportQuery
-    from .greenapi import WhatsAppActivity
-    from .identity import Viewer
-    from .models import ActivityIn, AlertQuery, LeadIn, RejectedQuery, TimelineQuery
+    from ..http.identity import Viewer
+    from ..integrations.greenapi import WhatsAppActivity
+    from ..models.analytics import AnalyticsQuery
+    from ..models.desk import LeadAlertsQuery, RuleIn
+    from ..models.exports import ActivityExportQuery, AlertExportQuery
+    from ..models.requests import ActivityIn, AlertQuery, LeadIn, RejectedQuery, TimelineQuery
 
 _ERRORS: dict[str, type[LeadwatchError]] = {
     "LW404": NotFound,

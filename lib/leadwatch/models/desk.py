@@ -1,6 +1,6 @@
 """What callers send to the alert desk (snooze, bulk, rules, retention), parsed and validated.
 
-Frozen pydantic models on `models._Input`, the API's camelCase names, so that the OpenAPI
+Frozen pydantic models on `models.requests.InputModel`, the API's camelCase names, so that the OpenAPI
 description is generated from them like the others.
 """
 
@@ -13,7 +13,7 @@ from uuid import UUID
 
 from pydantic import Field, field_validator, model_validator
 
-from .models import AlertType, Severity, _Input, _Query
+from .requests import AlertType, InputModel, QueryModel, Severity
 
 MAX_SNOOZE = timedelta(days=30)
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
@@ -30,7 +30,7 @@ def duration(text: str) -> timedelta:
     return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
 
 
-class _Until(_Input):
+class _Until(InputModel):
     """A time to snooze until: `until` (ISO time) or `for` (a duration from now), at most 30 days ahead."""
 
     until: datetime | None = None
@@ -99,7 +99,7 @@ class BulkIn(_Until):
 _NOT_NULL = ("enabled", "severity", "minCount", "minValue", "currency", "locale", "messages")
 
 
-class RuleIn(_Input):
+class RuleIn(InputModel):
     """Body of PUT /api/rules/{type}: the fields to change (the others keep the values in force).
     `escalateAfter` and `escalatedSeverity` null remove the ladder."""
 
@@ -148,19 +148,19 @@ class RuleIn(_Input):
         return changes
 
 
-class RuleType(_Input):
+class RuleType(InputModel):
     """The `{type}` of /api/rules/{type}."""
 
     type: AlertType
 
 
-class LeadAlertsQuery(_Query):
+class LeadAlertsQuery(QueryModel):
     """Query of GET /api/leads/{leadId}/alerts."""
 
     cursor_kind = "lead_alerts"
 
 
-class RetentionQuery(_Input):
+class RetentionQuery(InputModel):
     """Query of POST /api/retention/run: how many rows of each kind one call may remove."""
 
     batch: int = Field(default=5000, ge=1, le=50000)

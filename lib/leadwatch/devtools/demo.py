@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from .migrate import SEED
+from ..migrate import SEED
 
 DEMO_TENANT = "macrea"
 

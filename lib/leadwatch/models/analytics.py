@@ -1,20 +1,15 @@
-"""GET /api/alerts/analytics: the alerts' KPIs over a range of days, computed in SQL (`alert_analytics`)."""
+"""The query of GET /api/alerts/analytics: the alerts' KPIs over a range of days, computed in SQL
+(`alert_analytics`)."""
 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from .models import _Storable
-
-if TYPE_CHECKING:
-    from flask import Request
-
-    from .api import Api
-    from .identity import Caller
+from .requests import StorableModel
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
@@ -27,7 +22,7 @@ def _zone(name: str) -> ZoneInfo | None:
         return None
 
 
-class AnalyticsQuery(_Storable):
+class AnalyticsQuery(StorableModel):
     """Query of GET /api/alerts/analytics: days `from` to `to` (inclusive, default the last 30 days
     ending today in `tz`), bucketed in time zone `tz` (an IANA name, default UTC)."""
 
@@ -71,13 +66,3 @@ class AnalyticsQuery(_Storable):
             if (value - start).days >= MAX_DAYS:
                 raise ValueError(f"the range spans at most {MAX_DAYS} days")
         return value
-
-
-def alert_analytics(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
-    """Per day created/resolved/escalated, resolution within 24 h, time to resolve by type and owner,
-    open alerts by age: what row-level security lets the caller see."""
-    from .models import parse
-
-    tenant = caller.require_tenant()
-    query = parse(AnalyticsQuery, request.args.to_dict())
-    return 200, {"success": True, **api.store.alert_analytics(tenant, query, caller.viewer)}

@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import ValidationFailed
-from .models import ActivityIn, field_errors
+from ..errors import ValidationFailed
+from .requests import ActivityIn, field_errors
 
 MAX_ACTIVITIES = 1000
 

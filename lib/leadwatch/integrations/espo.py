@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .models import LeadIn
+    from ..models.requests import LeadIn
 
 log = logging.getLogger("leadwatch.espo")
 
@@ -21,7 +21,7 @@ class EspoCrm:
         import httpx
         from pydantic import ValidationError
 
-        from .models import LeadIn
+        from ..models.requests import LeadIn
 
         params: dict[str, Any] = {
             "where[0][type]": "equals",

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .config import GreenApiInstance
-from .errors import BadRequest, LeadwatchError, Unauthorized
-from .safejson import clean_text
+from ..config import GreenApiInstance
+from ..errors import BadRequest, LeadwatchError, Unauthorized
+from ..safejson import clean_text
 
 MESSAGE_DIRECTIONS = {
     "incomingMessageReceived": "in",

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .models import AlertType, Channel, Direction, Severity
+from .requests import AlertType, Channel, Direction, Severity
 
 
 class _Out(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 JOB = "leadwatch-daily-sweep"
 COMMAND = "select public.sweep_alerts()"

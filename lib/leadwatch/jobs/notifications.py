@@ -1,4 +1,4 @@
-"""Outgoing webhooks: the admins' routes for endpoints and their delivery log, and the deliverer.
+"""The notifications' deliverer: outgoing webhooks, the members' WhatsApp pushes, the morning digests.
 
 The database writes a delivery row (the outbox) in the transaction that records each alert event
 (supabase/migrations/20261123000600_webhooks.sql). `deliver` drains it: it claims due deliveries
@@ -10,114 +10,23 @@ later, failed, or (410 Gone) a disabled endpoint.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
-import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flask import Request
-
-from .cursor import is_uuid
-from .errors import NotFound
-from .identity import Caller
-
 if TYPE_CHECKING:
     import httpx
 
-    from .api import Api
-    from .greenapi import GreenApi
-    from .store import Store
+    from ..integrations.greenapi import GreenApi
+    from ..stores.store import Store
 
 LEASE_SECONDS = 120  # a claimed delivery is due again this long after a deliverer took it and vanished
 SEND_TIMEOUT = 10.0  # seconds a receiver has to answer
 BUDGET_SECONDS = 50.0  # one scheduled run (every minute) stops claiming after this long
 USER_AGENT = "leadwatch-webhooks/1"
-
-
-def new_secret() -> str:
-    """A fresh signing secret: 'whsec_' and 24 random bytes in base64, as Standard Webhooks has them."""
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
-# Handlers ---------------------------------------------------------------------------------------
-
-
-def create_webhook(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
-    from .models import parse
-    from .notify_models import WebhookIn
-
-    tenant = caller.require_tenant()
-    body = parse(WebhookIn, _json_object(request))
-    body.check_scheme(allow_loopback_http=_dev_server(api))
-    result = api.store.create_webhook(
-        tenant, body.url, list(body.events), new_secret(), body.enabled, caller.actor, caller.viewer
-    )
-    return 201, {"success": True, **result}
-
-
-def list_webhooks(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
-    tenant = caller.require_tenant()
-    return 200, {"success": True, **api.store.list_webhooks(tenant, caller.viewer)}
-
-
-def delete_webhook(request: Request, caller: Caller, api: Api, webhook_id: str) -> tuple[int, dict]:
-    tenant = caller.require_tenant()
-    return 200, {"success": True, **api.store.delete_webhook(tenant, _uuid(webhook_id, "id"), caller.viewer)}
-
-
-def rotate_webhook(request: Request, caller: Caller, api: Api, webhook_id: str) -> tuple[int, dict]:
-    tenant = caller.require_tenant()
-    result = api.store.rotate_webhook_secret(tenant, _uuid(webhook_id, "id"), new_secret(), caller.viewer)
-    return 200, {"success": True, **result}
-
-
-def patch_webhook(request: Request, caller: Caller, api: Api, webhook_id: str) -> tuple[int, dict]:
-    from .models import parse
-    from .notify_models import WebhookPatch
-
-    tenant = caller.require_tenant()
-    body = parse(WebhookPatch, _json_object(request))
-    result = api.store.set_webhook_enabled(tenant, _uuid(webhook_id, "id"), body.enabled, caller.viewer)
-    return 200, {"success": True, **result}
-
-
-def list_webhook_deliveries(request: Request, caller: Caller, api: Api, webhook_id: str) -> tuple[int, dict]:
-    from .models import parse
-    from .notify_models import DeliveriesQuery
-
-    tenant = caller.require_tenant()
-    query = parse(DeliveriesQuery, request.args.to_dict())
-    result = api.store.list_webhook_deliveries(tenant, _uuid(webhook_id, "id"), query.limit, caller.viewer)
-    return 200, {"success": True, **result}
-
-
-def redeliver_webhook(
-    request: Request, caller: Caller, api: Api, webhook_id: str, delivery_id: str
-) -> tuple[int, dict]:
-    tenant = caller.require_tenant()
-    result = api.store.redeliver_webhook(
-        tenant, _uuid(webhook_id, "id"), _uuid(delivery_id, "deliveryId"), caller.viewer
-    )
-    return 200, {"success": True, **result}
-
-
-def deliver_notifications(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
-    """Write the morning digests come due, then send what is due (scheduler or service): one run,
-    within BUDGET_SECONDS."""
-    from .models import parse
-    from .notify_models import DeliverQuery
-
-    query = parse(DeliverQuery, request.args.to_dict())
-    started = time.perf_counter()
-    result = run_notifications(api.store, api.greenapi, batch=query.batch)
-    return 200, {"success": True, **result, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
-
-
-# The deliverer ----------------------------------------------------------------------------------
 
 
 def run_notifications(
@@ -186,7 +95,7 @@ def push_whatsapp(
     through their tenant's Green-API instance; failures are retried on the webhooks' schedule.
     Sent one after another, each with Green-API's own bounded retries: small batches under a long
     lease (10 pushes × ~80 s at worst < 15 min). Answers {claimed, sent, retrying, failed}."""
-    from .greenapi import WhatsAppError
+    from ..integrations.greenapi import WhatsAppError
 
     totals = {"claimed": 0, "sent": 0, "retrying": 0, "failed": 0}
     for _ in range(max_batches):
@@ -244,24 +153,3 @@ def send_delivery(http: httpx.Client, delivery: dict[str, Any]) -> dict[str, Any
     except httpx.HTTPError as exc:
         outcome["error"] = type(exc).__name__
     return outcome
-
-
-# Plumbing ---------------------------------------------------------------------------------------
-
-
-def _dev_server(api: Api) -> bool:
-    """Does the API run in the dev server's open mode (where http to a loopback receiver is allowed)?"""
-    return bool(getattr(api._access, "open", False))
-
-
-def _uuid(value: str, field: str) -> str:
-    """A path id: a UUID in canonical form (as the API issues them), else not found."""
-    if not is_uuid(value):
-        raise NotFound(f"{'delivery' if field == 'deliveryId' else 'webhook'} not found", {"field": field})
-    return value
-
-
-def _json_object(request: Request) -> dict[str, Any]:
-    from .api import _json_object
-
-    return _json_object(request)

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Settings
-from .errors import BadRequest, ConfigError, Forbidden, Unauthorized, Unavailable
+from ..config import Settings
+from ..errors import BadRequest, ConfigError, Forbidden, Unauthorized, Unavailable
 
 ROLES = ("platform_admin", "admin", "manager", "agent")
 ANONYMOUS_ACTOR = "user_manual"  # the reference's `resolved_by` when nobody is signed in
