@@ -25,7 +25,7 @@ Variables:
   CORS_ORIGINS   browser origins allowed to call the functions, comma-separated (required)
   SCHEDULER_SA   the service account Cloud Scheduler signs its calls with (required)
   WEBHOOK_ALLOWED_NETWORKS  non-public networks webhooks may be sent to, CIDRs comma-separated
-                 (default: none; see docs/security-egress.md)
+                 (default: none; see docs/security.md)
   PYTHON         the Python that builds the upload (default: python3)
 
 Secrets, in the project's Secret Manager (checked before anything is deployed):

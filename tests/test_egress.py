@@ -21,10 +21,10 @@ import pytest
 from helpers import later
 from leadwatch import Api, ConfigError
 from leadwatch.config import load_settings
-from leadwatch.dev import create_app
+from leadwatch.devtools.dev import create_app
 from leadwatch.egress import Egress
-from leadwatch.identity import OpenAccess, VerifiedAccess
-from leadwatch.notify import deliver
+from leadwatch.http.identity import OpenAccess, VerifiedAccess
+from leadwatch.jobs.notifications import deliver
 from standardwebhooks.webhooks import Webhook
 from test_access import SETTINGS, bearer, token
 from test_notifications import silent_lead

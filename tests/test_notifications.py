@@ -18,11 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psycopg
 import pytest
 from helpers import add_leads, ago, later, log
-from leadwatch import Api, notify
+from leadwatch import Api
 from leadwatch.config import load_settings
-from leadwatch.dev import create_app
+from leadwatch.devtools.dev import create_app
 from leadwatch.egress import Egress
-from leadwatch.identity import VerifiedAccess
+from leadwatch.http.identity import VerifiedAccess
+from leadwatch.jobs import notifications
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from test_access import AGENT, SETTINGS, bearer, token
 
@@ -51,7 +52,7 @@ LOOPBACK_ALLOWED = {"LEADWATCH_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
 
 def deliver(store, **options) -> dict:
     """The deliverer of a deployment whose operator allowed the loopback receivers of these tests."""
-    return notify.deliver(store, egress=Egress.from_settings(load_settings(LOOPBACK_ALLOWED)), **options)
+    return notifications.deliver(store, egress=Egress.from_settings(load_settings(LOOPBACK_ALLOWED)), **options)
 
 
 class Receiver:

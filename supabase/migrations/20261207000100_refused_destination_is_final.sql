@@ -2,8 +2,8 @@
 -- private or other non-public address: lib/leadwatch/egress.py) fails at once. The deliverer sends
 -- that outcome back with `final`; retried on the schedule it would knock at the same refused
 -- destination for a day. The endpoint stays enabled: its next events are checked again, and an
--- admin can redeliver once the name is fixed. The body is
--- 20261124001000_deliverers_name_the_tenant.sql's but for `final`.
+-- admin can redeliver once the name is fixed. The function as supabase/schemas/80_webhooks.sql has it
+-- (the baseline's but for `final`).
 
 -- Functions ---------------------------------------------------------------------------------------
 
