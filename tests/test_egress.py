@@ -13,6 +13,7 @@ import json
 import socket
 import ssl
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
@@ -230,6 +231,15 @@ def test_the_operators_networks_are_allowed_at_registration_and_nothing_else_is(
     assert "metadata" in refused_field(register(client, "https://169.254.169.254/latest"))
     assert "(.internal)" in refused_field(register(client, "https://unknown.partner.internal/x"))
     assert db.execute("select count(*) from webhook_endpoints").fetchone()[0] == 4
+
+
+def test_a_deployment_takes_its_allowed_networks_from_its_settings(store, db, dns):
+    """`Api.from_settings`, as functions/main.py builds the deployed functions, applies the operator's networks."""
+    settings = replace(SETTINGS, webhook_allowed_networks=(ipaddress.ip_network("10.20.0.0/16"),))
+    client = create_app(Api.from_settings(settings, store, VerifiedAccess(SETTINGS))).test_client()
+    assert register(client, "https://10.20.1.2/hooks").status_code == 201
+    assert "10.21.0.1 is a private address" in refused_field(register(client, "https://10.21.0.1/hooks"))
+    assert db.execute("select count(*) from webhook_endpoints").fetchone()[0] == 1
 
 
 def test_the_dev_server_allows_loopback_receivers_and_nothing_else_that_is_not_public(store, db, dns):
