@@ -51,7 +51,7 @@ def _dev(args: argparse.Namespace) -> int:
         print(f"Starting the embedded PostgreSQL in {args.data_dir} ...", flush=True)
         try:
             database_url = start_embedded(args.data_dir)
-        except Exception as exc:  # its own log says why; the user needs one line and where to look
+        except Exception as exc:  # noqa: BLE001 - its own log says why; the user needs one line and where to look
             raise ConfigError(
                 f"the embedded PostgreSQL did not start ({type(exc).__name__}): see {Path(args.data_dir) / 'log'}, "
                 "or remove the folder to start afresh"

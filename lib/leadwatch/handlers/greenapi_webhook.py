@@ -45,10 +45,8 @@ def greenapi_webhook(request: Request, caller: None, services: Services) -> tupl
         payload = json.loads(raw)
     except (ValueError, RecursionError):
         return _reject_notification(services, instance, "the body is not valid JSON", raw)
-    if not isinstance(payload, dict) or problem(payload):
-        storable = None  # kept as the bytes received
-    else:
-        storable = payload
+    # a payload that is not an object, or not a sound one, is kept as the bytes received
+    storable = None if not isinstance(payload, dict) or problem(payload) else payload
     try:
         if not isinstance(payload, dict):
             raise Unreadable("the body must be a JSON object")
