@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -310,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"leadwatch: {exc}", file=sys.stderr)
             return 2
     try:
-        return args.run(args)
+        run: Callable[[argparse.Namespace], int] = args.run
+        return run(args)
     except ConfigError as exc:
         print(f"leadwatch: configuration error: {exc}", file=sys.stderr)
         return 2

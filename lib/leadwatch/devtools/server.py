@@ -139,7 +139,7 @@ class Worker(ThreadWorker):
 def _sound_connections(app: Any) -> Any:
     """The app, with a read timeout on the socket, and `Connection: close` from it obeyed."""
 
-    def wsgi(environ: dict, start_response: Any) -> Any:
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
         sock = environ.get("gunicorn.socket")
         if isinstance(sock, socket.socket):
             sock.settimeout(READ_TIMEOUT)
