@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 @endpoint("POST", "/api/leads", "Create or update leads", "LeadsUpserted", body="LeadsBody", errors=BODY_ERRORS)
-def upsert_leads(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def upsert_leads(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     from ..models.requests import LeadsIn, parse
 
     tenant = caller.require_tenant()
@@ -36,7 +36,7 @@ def upsert_leads(request: Request, caller: Caller, services: Services) -> tuple[
     query="TimelineQuery",
     errors=(*USER_ERRORS, 404),
 )
-def lead_activities(request: Request, caller: Caller, services: Services, lead_id: str) -> tuple[int, dict]:
+def lead_activities(request: Request, caller: Caller, services: Services, lead_id: str) -> tuple[int, dict[str, Any]]:
     from ..models.requests import TimelineQuery, parse
 
     tenant = caller.require_tenant()
@@ -52,7 +52,7 @@ def lead_activities(request: Request, caller: Caller, services: Services, lead_i
     query="LeadAlertsQuery",
     errors=(*USER_ERRORS, 404),
 )
-def lead_alerts(request: Request, caller: Caller, services: Services, lead_id: str) -> tuple[int, dict]:
+def lead_alerts(request: Request, caller: Caller, services: Services, lead_id: str) -> tuple[int, dict[str, Any]]:
     from ..models.desk import LeadAlertsQuery
     from ..models.requests import parse
 
