@@ -159,6 +159,8 @@ def test_main_deploys_one_function_per_route_group():
 def test_every_deployed_function_serves_its_routes(functions, green_api, db):
     api_url, sent = green_api
     service = {"Authorization": f"Bearer {SERVICE_KEY}", "X-Tenant": "acme"}
+    called: set[str] = set()
+    functions = _Recording(functions, called)
 
     health = httpx.get(f"{functions['health']}/health")
     assert health.status_code == 200 and health.json() == {"status": "ok", "database": "ok"}
@@ -240,6 +242,43 @@ def test_every_deployed_function_serves_its_routes(functions, green_api, db):
     assert rejected["rejected"] == []
     described = httpx.get(f"{functions['health']}/openapi.json").json()
     assert "/api/alerts/{alert_id}/snooze" in described["paths"]
+
+    # The team, the outgoing webhooks and their deliverer.
+    member = {"userId": "33333333-3333-3333-3333-333333333333", "name": "Ana", "role": "agent"}
+    added = httpx.post(f"{functions['members']}/api/members", headers=service, json=member)
+    assert added.status_code == 200, added.text
+    members = httpx.get(f"{functions['members']}/api/members", headers=service).json()["members"]
+    assert [m["name"] for m in members] == ["Ana"]
+    digest = httpx.get(f"{functions['members']}/api/digest", headers=service)
+    assert digest.status_code == 200 and digest.json()["success"] is True, digest.text
+    hook = httpx.post(
+        f"{functions['webhooks']}/api/webhooks",
+        headers=service,
+        json={"url": "https://hooks.example.com/leadwatch", "events": ["alert.created"]},
+    )
+    assert hook.status_code == 201, hook.text
+    hooks = httpx.get(f"{functions['webhooks']}/api/webhooks", headers=service).json()["webhooks"]
+    assert [h["url"] for h in hooks] == ["https://hooks.example.com/leadwatch"]
+    refused = httpx.post(f"{functions['notifications']}/api/notifications/deliver")
+    assert refused.status_code == 401
+    delivered = httpx.post(
+        f"{functions['notifications']}/api/notifications/deliver", headers={"X-Scheduler-Token": SCHEDULER_TOKEN}
+    )
+    assert delivered.status_code == 200 and delivered.json()["success"] is True, delivered.text
+
+    assert called == set(_targets()), "every function main.py deploys is called here"
+
+
+class _Recording(dict):
+    """The functions' addresses, noting which were asked for."""
+
+    def __init__(self, bases: dict[str, str], called: set[str]) -> None:
+        super().__init__(bases)
+        self.called = called
+
+    def __getitem__(self, target: str) -> str:
+        self.called.add(target)
+        return super().__getitem__(target)
 
 
 @pytest.fixture
