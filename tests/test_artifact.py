@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -266,6 +267,14 @@ def test_every_deployed_function_serves_its_routes(functions, green_api, db):
     )
     assert delivered.status_code == 200 and delivered.json()["success"] is True, delivered.text
 
+    # And each function routes every path of its group: refused without credentials, not "no route".
+    for target in _targets():
+        for rule in GROUPS[target]:
+            path = re.sub(r"<[^>]+>", "00000000-0000-0000-0000-000000000001", rule.rule)
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                answer = httpx.request(method, f"{functions[target]}{path}")
+                public = rule.endpoint in ("health", "openapi")
+                assert answer.status_code == (200 if public else 401), (target, method, path, answer.text)
     assert called == set(_targets()), "every function main.py deploys is called here"
 
 
