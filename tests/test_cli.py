@@ -184,24 +184,32 @@ def test_dev_with_auth_enforces_what_the_cloud_enforces(database_url, db):
 
 
 def test_deployed_functions_are_never_open(database_url, db, monkeypatch):
-    """functions/main.py, loaded by functions-framework as the cloud loads it, verifies every caller."""
+    """functions/main.py, loaded by functions-framework as the cloud loads it, verifies every caller:
+    every function it defines, on every route it serves, refuses a request without credentials (but
+    /health and /openapi.json, which are public, and the Green-API webhook, which checks its own)."""
+    import ast
+    import re
     from pathlib import Path
 
     import functions_framework
+    from leadwatch.handlers import ENDPOINTS
 
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("SUPABASE_SERVICE_KEY", "cloud-service-key")
-    source = str(Path(__file__).resolve().parents[1] / "functions" / "main.py")
-    for target, method, path in (
-        ("alerts", "get", "/api/alerts/active"),
-        ("activities", "post", "/api/activities/log"),
-        ("sweep", "post", "/api/alerts/sweep"),
-        ("leads", "post", "/api/leads"),
-    ):
-        client = functions_framework.create_app(target=target, source=source).test_client()
-        response = getattr(client, method)(path, headers={"X-Tenant": "macrea"}, json={})
-        assert response.status_code == 401, target
-    alerts = functions_framework.create_app(target="alerts", source=source).test_client()
+    source = Path(__file__).resolve().parents[1] / "functions" / "main.py"
+    targets = [node.name for node in ast.parse(source.read_text()).body if isinstance(node, ast.FunctionDef)]
+    assert len(targets) >= 12
+    checked = []
+    for target in targets:
+        client = functions_framework.create_app(target=target, source=str(source)).test_client()
+        for declared in (e for e in ENDPOINTS if e.group == target):
+            path = re.sub(r"<[^>]+>", "00000000-0000-0000-0000-000000000001", declared.path)
+            response = client.open(path, method=declared.method, headers={"X-Tenant": "macrea"}, json={})
+            expected = 200 if declared.security == "public" else 401
+            assert response.status_code == expected, (target, declared.method, path, response.get_json())
+            checked.append(target)
+    assert set(checked) == set(targets)
+    alerts = functions_framework.create_app(target="alerts", source=str(source)).test_client()
     served = alerts.get(
         "/api/alerts/active", headers={"X-Tenant": "macrea", "Authorization": "Bearer cloud-service-key"}
     )

@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
+from ..errors import ValidationFailed
 from .requests import AlertType, InputModel, QueryModel, Severity
 
 MAX_SNOOZE = timedelta(days=30)
@@ -99,22 +100,41 @@ class BulkIn(_Until):
 _NOT_NULL = ("enabled", "severity", "minCount", "minValue", "currency", "locale", "messages")
 
 
+# GET /api/rules's names of RuleIn's fields, and what it gives that a PUT does not change.
+_SNAKE = {
+    "escalateAfter": "escalate_after",
+    "escalatedSeverity": "escalated_severity",
+    "minCount": "min_count",
+    "minValue": "min_value",
+    "actionText": "action_text",
+    "overdueAfter": "overdue_after",
+}
+_DURATIONS = {"threshold": "threshold", "escalateAfter": "escalate_after", "overdueAfter": "overdue_after"}
+_READ_ONLY = ("type", "source", "supersedes")
+
+
+def _also(name: str) -> AliasChoices:
+    """A field read under its camelCase name or the snake_case one GET /api/rules answers."""
+    return AliasChoices(name, _SNAKE[name])
+
+
 class RuleIn(InputModel):
     """Body of PUT /api/rules/{type}: the fields to change (the others keep the values in force).
-    `escalateAfter` and `escalatedSeverity` null remove the ladder."""
+    `escalateAfter` and `escalatedSeverity` null remove the ladder. Each field may also be named as
+    GET /api/rules names it (`escalate_after`, ...), so that a rule read can be written back."""
 
     enabled: bool | None = None
     threshold: Duration | None = None
     severity: Severity | None = None
-    escalateAfter: Duration | None = None
-    escalatedSeverity: Severity | None = None
-    minCount: int | None = Field(default=None, ge=1, le=100)
-    minValue: float | None = Field(default=None, ge=0, le=1e12)
+    escalateAfter: Duration | None = Field(default=None, validation_alias=_also("escalateAfter"))
+    escalatedSeverity: Severity | None = Field(default=None, validation_alias=_also("escalatedSeverity"))
+    minCount: int | None = Field(default=None, ge=1, le=100, validation_alias=_also("minCount"))
+    minValue: float | None = Field(default=None, ge=0, le=1e12, validation_alias=_also("minValue"))
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     locale: Locale | None = None
     messages: dict[Locale, Annotated[str, Field(min_length=1, max_length=500)]] | None = None
     actionText: dict[Locale, Annotated[str, Field(min_length=1, max_length=1000)]] | None = None
-    overdueAfter: Duration | None = None
+    overdueAfter: Duration | None = Field(default=None, validation_alias=_also("overdueAfter"))
 
     @field_validator(*_NOT_NULL, "actionText", "overdueAfter")
     @classmethod
@@ -131,21 +151,56 @@ class RuleIn(InputModel):
 
     def to_changes(self) -> dict[str, Any]:
         """The changes as set_rule reads them: snake_case keys, durations in seconds."""
-        names = {
-            "escalateAfter": "escalate_after",
-            "escalatedSeverity": "escalated_severity",
-            "minCount": "min_count",
-            "minValue": "min_value",
-            "actionText": "action_text",
-            "overdueAfter": "overdue_after",
-        }
         changes: dict[str, Any] = {}
         for field in self.model_fields_set:
             value = getattr(self, field)
-            if field in ("threshold", "escalateAfter", "overdueAfter") and value is not None:
+            if field in _DURATIONS and value is not None:
                 value = f"{int(duration(value).total_seconds())} seconds"
-            changes[names.get(field, field)] = value
+            changes[_SNAKE.get(field, field)] = value
         return changes
+
+    def changes_nothing(self, rule: dict[str, Any]) -> bool:
+        """Whether every field given holds the value of `rule` (a rule as GET /api/rules gives it)."""
+        for key, value in self.to_changes().items():
+            now = (rule.get("action") or {}).get("text") if key == "action_text" else rule.get(key)
+            if key in _DURATIONS.values() and now is not None:
+                now = f"{int(duration(now).total_seconds())} seconds"
+            if isinstance(value, dict):  # messages and action texts are merged: the locales given
+                if not isinstance(now, dict) or any(now.get(locale) != text for locale, text in value.items()):
+                    return False
+            elif value != now:
+                return False
+        return True
+
+
+def rule_body(body: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
+    """A PUT body that may be a rule as GET /api/rules gives it, made into RuleIn's input: `type`,
+    `source`, `supersedes` and `action` (but its `text`) are read-only, accepted when they hold the
+    values of `rule` (the rule in force) and left out; `action.text` is `actionText`; a null where
+    the rule in force has none either changes nothing and is left out."""
+    errors: list[dict[str, str]] = []
+    changes: dict[str, Any] = {}
+    for key, value in body.items():
+        if key in _READ_ONLY:
+            if value != rule.get(key):
+                errors.append({"field": key, "message": f"is read-only: give {rule.get(key)!r} or leave it out"})
+        elif key == "action":
+            current = rule.get("action") or {}
+            if not isinstance(value, dict) or {k: v for k, v in value.items() if k != "text"} != {
+                k: v for k, v in current.items() if k != "text"
+            }:
+                errors.append({"field": "action", "message": "is read-only but for its text (actionText)"})
+            elif "text" in value and "actionText" in body:
+                errors.append({"field": "action.text", "message": "give actionText or action.text, not both"})
+            elif "text" in value:
+                changes["actionText"] = value["text"]
+        elif value is None and rule.get(_SNAKE.get(key, key), ...) is None:
+            continue  # null already
+        else:
+            changes[key] = value
+    if errors:
+        raise ValidationFailed("the request has invalid fields", errors)
+    return changes
 
 
 class RuleType(InputModel):
