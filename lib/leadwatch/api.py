@@ -48,7 +48,9 @@ from .identity import Caller, OpenAccess, VerifiedAccess
 from .store import Store
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from .actions import EmailSender
+    from .config import GreenApiInstance, Settings
+    from .outbox import DevOutbox
 
 log = logging.getLogger("leadwatch.http")
 
@@ -142,11 +144,13 @@ def log_activity(request: Request, caller: Caller, api: Api) -> tuple[int, dict]
 
 
 def list_alerts(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
+    from .actions import describe_alerts
     from .models import AlertQuery, parse
 
     tenant = caller.require_tenant()
     query = parse(AlertQuery, request.args.to_dict())
-    return 200, {"success": True, **api.store.list_active_alerts(tenant, query, caller.viewer)}
+    result = api.store.list_active_alerts(tenant, query, caller.viewer)
+    return 200, {"success": True, **result, "alerts": describe_alerts(result["alerts"], api, tenant)}
 
 
 def resolve_alert(request: Request, caller: Caller, api: Api, alert_id: str) -> tuple[int, dict]:
@@ -156,10 +160,11 @@ def resolve_alert(request: Request, caller: Caller, api: Api, alert_id: str) -> 
 
 
 def run_action(request: Request, caller: Caller, api: Api, alert_id: str) -> tuple[int, dict]:
-    """Run the alert's suggested action: today, `send_whatsapp` sends its rule's message."""
+    """Run the alert's suggested action on its channel (see `actions`): a send, logged."""
+    from .actions import run_action as run
+
     tenant = caller.require_tenant()
-    prepared = api.store.prepare_whatsapp(tenant, alert_id=_alert_id(alert_id), viewer=caller.viewer)
-    return 200, api.send(tenant, caller, prepared["lead"], prepared["text"], alert_type=prepared["alert_type"])
+    return 200, run(api, tenant, caller, _alert_id(alert_id))
 
 
 def send_whatsapp(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
@@ -467,7 +472,9 @@ def _error(exc: LeadwatchError) -> Response:
 
 class Api:
     """Serves the handlers over one store (created lazily, once per instance), for callers that
-    `access` identifies, to browsers of the `cors_origins`, sending WhatsApp through `greenapi`."""
+    `access` identifies, to browsers of the `cors_origins`, sending WhatsApp through `greenapi` and
+    email through `email`. `outbox` (a DevOutbox) is set by `leadwatch dev` only: it stands in for a
+    channel with no provider. `espo_url` (ESPO_URL) links each listed alert to its lead in EspoCRM."""
 
     def __init__(
         self,
@@ -476,6 +483,9 @@ class Api:
         cors_origins: tuple[str, ...] = (),
         greenapi: GreenApi | None = None,
         espo: EspoCrm | None = None,
+        *,
+        espo_url: str | None = None,
+        email: EmailSender | None = None,
     ) -> None:
         self._access = access
         self._cors = CorsPolicy(cors_origins)
@@ -483,6 +493,9 @@ class Api:
         self._make_store = store if not isinstance(store, Store) else None
         self.greenapi = greenapi or GreenApi(())
         self.espo = espo
+        self.espo_url = espo_url
+        self.email = email
+        self.outbox: DevOutbox | None = None
         self._maps = {group: Map([rule.empty() for rule in rules]) for group, rules in GROUPS.items()}
         self._all = Map([rule.empty() for rules in GROUPS.values() for rule in rules])
 
@@ -504,6 +517,7 @@ class Api:
             settings.cors_origins if cors_origins is None else cors_origins,
             GreenApi(settings.greenapi_instances),
             espo,
+            espo_url=settings.espo_url,
         )
 
     @property
@@ -518,12 +532,13 @@ class Api:
         as a failed outbound that answers nothing, before reporting Green-API's refusal."""
         from .models import ActivityIn
 
-        instance = self.greenapi.instance_for(tenant)
+        sender, instance = self.whatsapp_sender(tenant)
         chat_id = lead["phone"].lstrip("+") + "@c.us"
-        meta = {"provider": "green-api", "instanceId": instance.id, "alertType": alert_type}
+        provider = "green-api" if sender is self.greenapi else "dev-outbox"
+        meta = {"provider": provider, "instanceId": instance.id, "alertType": alert_type}
         outbound = {"leadId": lead["lead_id"], "channel": "whatsapp", "direction": "out", "messageSnippet": text}
         try:
-            id_message = self.greenapi.send_message(instance, chat_id, text)
+            id_message = sender.send_message(instance, chat_id, text)
         except WhatsAppError as exc:
             failed = ActivityIn(**outbound, status="failed", meta={**meta, "error": exc.code})
             self.store.log_activity(tenant, failed, caller.viewer)
@@ -536,6 +551,15 @@ class Api:
             "activity": logged["activity"],
             "alerts": logged["alerts"],
         }
+
+    def whatsapp_sender(self, tenant: str) -> tuple[GreenApi | DevOutbox, GreenApiInstance]:
+        """Green-API and the tenant's instance; without one, the dev outbox when there is one."""
+        try:
+            return self.greenapi, self.greenapi.instance_for(tenant)
+        except WhatsAppError:
+            if self.outbox is None:
+                raise
+            return self.outbox, self.outbox.instance
 
     def handle(self, request: Request, group: str | None = None) -> Response:
         """Answer `request` with the handlers of `group` (all of them when None)."""

@@ -26,6 +26,7 @@ def _dev(args: argparse.Namespace) -> int:
     from .embedded import start_embedded
     from .identity import OpenAccess, VerifiedAccess
     from .migrate import migrate
+    from .outbox import DevOutbox
     from .store import PostgresStore
 
     settings = load_settings()
@@ -80,10 +81,12 @@ leadwatch dev — serving every function on {base} over {where}.
   curl {base}/health
   curl {base}/api/alerts/active -H 'X-Tenant: {DEMO_TENANT}'
   curl -X POST {base}/api/alerts/sweep
+  curl {base}/dev/outbox    (what a channel with no provider would have sent)
 """,
         flush=True,
     )
     api = Api.from_settings(settings, store, access, settings.cors_origins or DEV_CORS_ORIGINS)
+    api.outbox = DevOutbox()  # a channel with no provider sends here: GET /dev/outbox, and the dev page
     logs.setup()  # one JSON line per request, as the deployed functions log
     # Stopped by a supervisor (SIGTERM) as by Ctrl-C, the process exits and the embedded database stops too.
     serve(create_app(api), args.host, args.port)
