@@ -22,6 +22,7 @@ from .exports import ActivityExportQuery, AlertExportQuery
 from .models import ActivityIn, AlertQuery, LeadIn, LeadsIn, RejectedQuery, SendIn, TimelineQuery
 from .notify_models import DeliveriesQuery, DeliverQuery, DigestSettingsIn, MemberIn, WebhookIn, WebhookPatch
 from .responses import (
+    ActionSent,
     ActivitiesLogged,
     ActivityLogged,
     AlertHistory,
@@ -143,10 +144,15 @@ OPERATIONS: dict[str, Operation] = {
         errors=(*_USER_ERRORS, 404),
     ),
     "run_action": Operation(
-        "Run the alert's suggested action (send its WhatsApp message)",
+        "Run the alert's suggested action (send its follow-up on its channel, and log it)",
         "alerts",
-        WhatsAppSent,
+        ActionSent,
         errors=_SEND_ERRORS,
+        description="Sends the rule's follow-up on the action's channel (WhatsApp, email; switch_channel: the "
+        "lead's preferred one) and logs it as an outbound activity. 409 when the action cannot run, the error's "
+        "code saying why (the `reason` the active alerts list gives before any click): no_phone, no_email, "
+        "whatsapp_not_configured, email_not_configured, no_preferred_channel, unknown_action, no_message, and "
+        "action_is_a_call (a call is made by a person, then logged with POST /api/activities/log).",
     ),
     "sweep": Operation(
         "Run the time-based rules for the leads that fell due",
