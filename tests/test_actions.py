@@ -300,3 +300,55 @@ def test_a_logged_call_resolves_the_silence_unless_nobody_answered(store, db, st
     assert set(active(db)) == (set() if resolves else {("BIG", "NoContact7d"), ("BIG", "HighValueRisk")})
     store.sweep()  # nor does the next sweep count an unanswered call as the last contact
     assert set(active(db)) == (set() if resolves else {("BIG", "NoContact7d"), ("BIG", "HighValueRisk")})
+
+
+# A tenant's choice of action --------------------------------------------------------------------
+
+
+def test_a_tenant_may_follow_up_by_email_instead_of_whatsapp(store, db):
+    client, _ = make_client(store, outbox=True)
+    response = client.put(
+        "/api/rules/NoContact7d",
+        headers=ACME_HEADERS,
+        json={"action": "send_email", "actionLabel": {"fr": "Relancer par e-mail"}},
+    )
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["rule"]["action"]["action"] == "send_email"
+    silent(store, "SOPHIE", name="Sophie Martin", email="sophie@example.com")
+    alert = listed(client)[("SOPHIE", "NoContact7d")]
+    action = alert["suggested_action"]
+    assert (action["action"], action["label"], action["channel"], action["available"]) == (
+        "send_email",
+        "Relancer par e-mail",
+        "email",
+        True,
+    )
+    body = client.post(f"/api/alerts/{alert['id']}/action", headers=ACME_HEADERS).get_json()
+    assert body["sent"]["channel"] == "email" and body["alerts"]["resolved"] == ["NoContact7d"]
+    [kept] = client.get("/dev/outbox").get_json()["messages"]
+    assert (kept["channel"], kept["to"], kept["subject"]) == ("email", "sophie@example.com", "Relancer par e-mail")
+    assert kept["text"].startswith("Bonjour Sophie Martin, je reviens vers vous")
+    # another tenant keeps the default
+    add_leads(store, tenant="other", L={"phone": "+33622222222"})
+    log(store, tenant="other", lead="L", direction="in", occurredAt=ago(days=8))
+    store.sweep()
+    assert listed(client, "other")[("L", "NoContact7d")]["suggested_action"]["action"] == "send_whatsapp"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"action": "send_fax"}, {"action": None}, {"actionLabel": {"de": "Anrufen"}}],
+    ids=["unknown-action", "null-action", "unknown-locale"],
+)
+def test_an_unknown_action_is_refused_naming_the_field_and_changes_nothing(store, db, changes):
+    client, _ = make_client(store)
+    before = row_counts(db)
+    response = client.put("/api/rules/NoContact7d", headers=ACME_HEADERS, json=changes)
+    assert response.status_code == 422
+    assert [d["field"] for d in response.get_json()["error"]["details"]][0].startswith(next(iter(changes)))
+    assert row_counts(db) == before
+
+
+def test_set_rule_itself_refuses_an_unknown_action(db):
+    with pytest.raises(Exception, match="action must be send_whatsapp"):
+        db.execute("select set_rule('acme', 'NoContact7d', '{\"action\": \"send_fax\"}'::jsonb)")
