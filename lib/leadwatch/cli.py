@@ -86,7 +86,8 @@ leadwatch dev — serving every function on {base} over {where}.
         flush=True,
     )
     api = Api.from_settings(settings, store, access, settings.cors_origins or DEV_CORS_ORIGINS)
-    api.outbox = DevOutbox()  # a channel with no provider sends here: GET /dev/outbox, and the dev page
+    if not args.auth:  # open mode, loopback only: a channel with no provider sends here (GET /dev/outbox)
+        api.outbox = DevOutbox()
     logs.setup()  # one JSON line per request, as the deployed functions log
     # Stopped by a supervisor (SIGTERM) as by Ctrl-C, the process exits and the embedded database stops too.
     serve(create_app(api), args.host, args.port)
