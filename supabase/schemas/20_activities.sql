@@ -82,11 +82,11 @@ create policy "Activities are visible to whoever may see the lead" on public.lea
 
 -- Functions ---------------------------------------------------------------------------------------
 
-/** Does an activity with this status count as contact? A send that failed reached nobody. */
+/** Whether an activity with this status is contact: failed sends and unanswered calls are not. */
 create or replace function public.counts_as_contact(p_status text) returns boolean
 language sql immutable
 as $$
-  select p_status is null or lower(p_status) not in ('failed', 'noaccount', 'notingroup')
+  select p_status is null or lower(p_status) not in ('failed', 'noaccount', 'notingroup', 'no_answer')
 $$;
 grant execute on function public.counts_as_contact(text) to authenticated, service_role;
 

@@ -50,7 +50,9 @@ values
    '{"fr": "Le lead préfère le canal {channel}, mais nos 2 derniers messages sont passés par un autre canal.",
      "en": "The lead prefers {channel}, but our last 2 messages went through another channel."}',
    '{"label": {"fr": "Recontacter sur son canal préféré", "en": "Reach out on their preferred channel"},
-     "action": "switch_channel", "params": {}}');
+     "action": "switch_channel", "params": {},
+     "text": {"fr": "Bonjour {name}, je vous recontacte par ici, puisque c''est le canal que vous préférez. Où en est votre projet ?",
+              "en": "Hello {name}, reaching out here since this is the channel you prefer. How is your project going?"}}');
 
 -- Functions ---------------------------------------------------------------------------------------
 
@@ -240,7 +242,9 @@ grant execute on function public.recompute_due_times(text, text) to service_role
 /**
  * Change the tenant's rule of one type: the fields present in `p_changes` (enabled, threshold,
  * severity, escalate_after, escalated_severity, min_count, min_value, currency, locale, messages
- * and action_text per locale — merged into what is in force —, overdue_after) replace those of the
+ * and action_text per locale — merged into what is in force —, overdue_after, and the suggested
+ * action: `action` (send_whatsapp, send_email, switch_channel, call_lead) and its `action_label`
+ * per locale, merged) replace those of the
  * rule in force, into the tenant's own row. Validated: a threshold is positive, a ladder rises
  * (later and higher), the messages include the rule's locale. Takes effect at once for every lead
  * of the tenant: stored due times are recomputed, and a disabled rule's active alerts resolved
@@ -275,6 +279,17 @@ begin
   if p_changes ? 'locale' then v_rule.locale := p_changes ->> 'locale'; end if;
   if p_changes ? 'overdue_after' then v_rule.overdue_after := (p_changes ->> 'overdue_after')::interval; end if;
   if p_changes ? 'messages' then v_rule.messages := v_rule.messages || (p_changes -> 'messages'); end if;
+  if p_changes ? 'action' then
+    if p_changes ->> 'action' is null
+       or p_changes ->> 'action' not in ('send_whatsapp', 'send_email', 'switch_channel', 'call_lead') then
+      perform public.raise_error('LW422', 'action must be send_whatsapp, send_email, switch_channel or call_lead',
+                                 'action');
+    end if;
+    v_rule.action := jsonb_set(v_rule.action, '{action}', p_changes -> 'action');
+  end if;
+  if p_changes ? 'action_label' then
+    v_rule.action := jsonb_set(v_rule.action, '{label}', coalesce(v_rule.action -> 'label', '{}') || (p_changes -> 'action_label'));
+  end if;
   if p_changes ? 'action_text' then
     v_rule.action := jsonb_set(v_rule.action, '{text}', coalesce(v_rule.action -> 'text', '{}') || (p_changes -> 'action_text'));
   end if;

@@ -32,6 +32,8 @@ from .inputs import body_finished, check_text
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..devtools.outbox import DevOutbox
+    from ..integrations.email_out import EmailSender
     from .routes import Services
 
 log = logging.getLogger("leadwatch.http")
@@ -74,7 +76,9 @@ def _error(exc: LeadwatchError) -> Response:
 
 class Api:
     """Serves the handlers over one store (created lazily, once per instance), for callers that
-    `access` identifies, to browsers of the `cors_origins`, sending WhatsApp through `greenapi`."""
+    `access` identifies, to browsers of the `cors_origins`, sending WhatsApp through `greenapi` and
+    email through `email`. `outbox` (a DevOutbox) is set by `leadwatch dev` only: it stands in for a
+    channel with no provider. `espo_url` (ESPO_URL) links each listed alert to its lead in EspoCRM."""
 
     def __init__(
         self,
@@ -83,6 +87,9 @@ class Api:
         cors_origins: tuple[str, ...] = (),
         greenapi: GreenApi | None = None,
         espo: EspoCrm | None = None,
+        *,
+        espo_url: str | None = None,
+        email: EmailSender | None = None,
     ) -> None:
         self._access = access
         self._cors = CorsPolicy(cors_origins)
@@ -90,6 +97,9 @@ class Api:
         self._make_store = store if not isinstance(store, Store) else None
         self.greenapi = greenapi or GreenApi(())
         self.espo = espo
+        self.espo_url = espo_url
+        self.email = email
+        self.outbox: DevOutbox | None = None
         self.endpoints = ENDPOINTS
         self._by_name = {e.name: e for e in ENDPOINTS}
 
@@ -111,6 +121,7 @@ class Api:
             settings.cors_origins if cors_origins is None else cors_origins,
             GreenApi(settings.greenapi_instances),
             espo,
+            espo_url=settings.espo_url,
         )
 
     @property

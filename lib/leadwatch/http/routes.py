@@ -17,6 +17,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from ..devtools.outbox import DevOutbox
+    from ..integrations.email_out import EmailSender
     from ..integrations.espo import EspoCrm
     from ..integrations.greenapi import GreenApi
     from ..stores.store import Store
@@ -49,6 +51,19 @@ class Services(Protocol):
 
     @property
     def espo(self) -> EspoCrm | None: ...
+
+    @property
+    def espo_url(self) -> str | None:
+        """EspoCRM's address (ESPO_URL): each listed alert links to its lead there."""
+        ...
+
+    @property
+    def email(self) -> EmailSender | None: ...
+
+    @property
+    def outbox(self) -> DevOutbox | None:
+        """Under `leadwatch dev` only: stands in for a channel with no provider (GET /dev/outbox)."""
+        ...
 
     @property
     def open(self) -> bool:

@@ -114,9 +114,11 @@ class RuleIn(InputModel):
     locale: Locale | None = None
     messages: dict[Locale, Annotated[str, Field(min_length=1, max_length=500)]] | None = None
     actionText: dict[Locale, Annotated[str, Field(min_length=1, max_length=1000)]] | None = None
+    action: Literal["send_whatsapp", "send_email", "switch_channel", "call_lead"] | None = None
+    actionLabel: dict[Locale, Annotated[str, Field(min_length=1, max_length=100)]] | None = None
     overdueAfter: Duration | None = None
 
-    @field_validator(*_NOT_NULL, "actionText", "overdueAfter")
+    @field_validator(*_NOT_NULL, "actionText", "action", "actionLabel", "overdueAfter")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
@@ -137,6 +139,7 @@ class RuleIn(InputModel):
             "minCount": "min_count",
             "minValue": "min_value",
             "actionText": "action_text",
+            "actionLabel": "action_label",
             "overdueAfter": "overdue_after",
         }
         changes: dict[str, Any] = {}

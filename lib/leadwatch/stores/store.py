@@ -164,6 +164,10 @@ class Store:
         """The lead to write to (and, for an alert, the message its rule sends)."""
         return self._call("prepare_whatsapp", viewer, p_tenant=tenant, p_alert_id=alert_id, p_lead_id=lead_id)
 
+    def prepare_action(self, tenant: str, alert_id: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        """What running the alert's suggested action needs: the action, its lead, the rule's text."""
+        return self._call("prepare_action", viewer, p_tenant=tenant, p_alert_id=alert_id)
+
     def alert_analytics(self, tenant: str, query: AnalyticsQuery, viewer: Viewer | None = None) -> dict[str, Any]:
         return self._call("alert_analytics", viewer, p_tenant=tenant, p_from=query.start, p_to=query.end, p_tz=query.tz)
 
