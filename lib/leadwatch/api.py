@@ -22,6 +22,7 @@ from werkzeug.routing import Map, Rule
 
 from .cors import CorsPolicy
 from .cursor import is_uuid
+from .email_out import EmailChannel, email_channel
 from .errors import (
     BadRequest,
     Forbidden,
@@ -93,6 +94,14 @@ GROUPS: dict[str, list[Rule]] = {
         Rule("/api/greenapi/rejected", methods=["GET"], endpoint="list_greenapi_rejected"),
     ],
     "greenapi_webhook": [Rule("/webhooks/greenapi", methods=["POST"], endpoint="greenapi_webhook")],
+    "email": [
+        Rule("/api/email/send", methods=["POST"], endpoint="send_email"),
+        Rule("/api/email/rejected", methods=["GET"], endpoint="list_email_rejected"),
+    ],
+    "email_webhook": [
+        Rule("/webhooks/email", methods=["POST"], endpoint="email_webhook"),
+        Rule("/webhooks/email/mime", methods=["POST"], endpoint="email_webhook"),  # Mailgun: a raw-MIME URL ends so
+    ],
     "health": [
         Rule("/health", methods=["GET"], endpoint="health"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
@@ -156,9 +165,14 @@ def resolve_alert(request: Request, caller: Caller, api: Api, alert_id: str) -> 
 
 
 def run_action(request: Request, caller: Caller, api: Api, alert_id: str) -> tuple[int, dict]:
-    """Run the alert's suggested action: today, `send_whatsapp` sends its rule's message."""
+    """Run the alert's suggested action: `send_whatsapp` or `send_email` sends its rule's message."""
     tenant = caller.require_tenant()
-    prepared = api.store.prepare_whatsapp(tenant, alert_id=_alert_id(alert_id), viewer=caller.viewer)
+    try:
+        prepared = api.store.prepare_whatsapp(tenant, alert_id=_alert_id(alert_id), viewer=caller.viewer)
+    except ValidationFailed as exc:  # not a WhatsApp send: an email, or an action leadwatch does not run
+        if not any(detail.get("field") == "action" for detail in exc.details or []):
+            raise
+        return _DISPATCHED["run_email_action"](request, caller, api, alert_id)
     return 200, api.send(tenant, caller, prepared["lead"], prepared["text"], alert_type=prepared["alert_type"])
 
 
@@ -306,7 +320,7 @@ _CALLERS = {
 }
 _DEFAULT_CALLERS = {"user", "service", "open"}
 # health and the API description need no credentials; the webhook checks its own
-_SELF_AUTHENTICATED = {"health", "greenapi_webhook", "openapi"}
+_SELF_AUTHENTICATED = {"health", "greenapi_webhook", "email_webhook", "openapi"}
 
 _HANDLERS: dict[str, Callable[..., tuple[int, dict] | Response]] = {
     "log_activity": log_activity,
@@ -344,7 +358,12 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict] | Response]] = {
     "get_digest_settings": _lazy(".members", "get_digest_settings"),
     "put_digest_settings": _lazy(".members", "put_digest_settings"),
     "patch_webhook": _lazy(".notify", "patch_webhook"),
+    "send_email": _lazy(".email_handlers", "send_email"),
+    "list_email_rejected": _lazy(".email_handlers", "list_email_rejected"),
+    "email_webhook": _lazy(".email_handlers", "email_webhook"),
 }
+# Reached through another handler, not routed: run_action hands an alert's send_email action here.
+_DISPATCHED = {"run_email_action": _lazy(".email_handlers", "run_email_action")}
 
 
 # Plumbing ---------------------------------------------------------------------------------------
@@ -476,6 +495,7 @@ class Api:
         cors_origins: tuple[str, ...] = (),
         greenapi: GreenApi | None = None,
         espo: EspoCrm | None = None,
+        email: EmailChannel | None = None,
     ) -> None:
         self._access = access
         self._cors = CorsPolicy(cors_origins)
@@ -483,6 +503,7 @@ class Api:
         self._make_store = store if not isinstance(store, Store) else None
         self.greenapi = greenapi or GreenApi(())
         self.espo = espo
+        self.email = email or EmailChannel()
         self._maps = {group: Map([rule.empty() for rule in rules]) for group, rules in GROUPS.items()}
         self._all = Map([rule.empty() for rules in GROUPS.values() for rule in rules])
 
@@ -504,7 +525,13 @@ class Api:
             settings.cors_origins if cors_origins is None else cors_origins,
             GreenApi(settings.greenapi_instances),
             espo,
+            email_channel(settings),
         )
+
+    @property
+    def open_access(self) -> bool:
+        """Does this Api trust X-Tenant alone (`leadwatch dev`)?"""
+        return bool(getattr(self._access, "open", False))
 
     @property
     def store(self) -> Store:

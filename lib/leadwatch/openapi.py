@@ -18,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 
 from .analytics import AnalyticsQuery
 from .desk_models import BulkIn, LeadAlertsQuery, RetentionQuery, RuleIn, SnoozeIn
+from .email_models import ActionDone, EmailSendIn, EmailSent, EmailWebhookAck, RejectedEmails
 from .exports import ActivityExportQuery, AlertExportQuery
 from .models import ActivityIn, AlertQuery, LeadIn, LeadsIn, RejectedQuery, SendIn, TimelineQuery
 from .notify_models import DeliveriesQuery, DeliverQuery, DigestSettingsIn, MemberIn, WebhookIn, WebhookPatch
@@ -96,6 +97,7 @@ class Operation:
     security: Security = "user"
     description: str = ""
     status: int = 200  # the success status (201 where the route creates)
+    raw_body: str | None = None  # a body that is not JSON: its media type (the email webhook's message/rfc822)
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -143,10 +145,12 @@ OPERATIONS: dict[str, Operation] = {
         errors=(*_USER_ERRORS, 404),
     ),
     "run_action": Operation(
-        "Run the alert's suggested action (send its WhatsApp message)",
+        "Run the alert's suggested action (send its WhatsApp message or its email)",
         "alerts",
-        WhatsAppSent,
+        ActionDone,
         errors=_SEND_ERRORS,
+        description="A `send_email` action sends at most once: an alert already resolved answers 409, and a "
+        "request with an `Idempotency-Key` header retried answers the first send's answer (`replayed: true`).",
     ),
     "sweep": Operation(
         "Run the time-based rules for the leads that fell due",
@@ -183,6 +187,33 @@ OPERATIONS: dict[str, Operation] = {
         body=GreenApiNotification,
         security="webhook",
         errors=(400, 401, 413, 503),
+    ),
+    "send_email": Operation(
+        "Send an email to a lead and log it (subject defaults to the message's first words)",
+        "email",
+        EmailSent,
+        body=EmailSendIn,
+        errors=_SEND_ERRORS,
+        description="Logged as an outbound `email` activity whose externalId is the Message-ID; a send the mail "
+        "server refuses is logged as failed (not contact) and answers 502 (504 on a timeout) with a code naming "
+        "the cause. With an `Idempotency-Key` header, a retry answers the first send's answer (`replayed: true`).",
+    ),
+    "list_email_rejected": Operation(
+        "Inbound emails that could not be read (dead letters), newest first",
+        "email",
+        RejectedEmails,
+        query=RejectedQuery,
+    ),
+    "email_webhook": Operation(
+        "Inbound email: one raw RFC 5322 message (message/rfc822, or a provider's raw-MIME form field)",
+        "email",
+        EmailWebhookAck,
+        raw_body="message/rfc822",
+        security="webhook",
+        errors=(400, 401, 503),
+        description="A reply is logged for the lead with the sender's address (once per Message-ID), an "
+        "automatic reply is stored as `auto_reply` (not contact), a bounce marks the send it reports as failed; "
+        "a message that cannot be read, or over 1 MiB, is answered 200 and kept aside (GET /api/email/rejected).",
     ),
     "snooze_alert": Operation(
         "Snooze an alert until a time (`until`) or for a while (`for`: 90m, 4h, 2d; at most 30 days)",
@@ -414,6 +445,11 @@ def openapi_spec() -> dict[str, Any]:
                     entry["description"] = operation.description
                 if parameters:
                     entry["parameters"] = parameters
+                if operation.raw_body is not None:
+                    entry["requestBody"] = {
+                        "required": True,
+                        "content": {operation.raw_body: {"schema": {"type": "string"}}},
+                    }
                 if operation.body is not None:
                     entry["requestBody"] = {
                         "required": True,
