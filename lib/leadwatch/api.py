@@ -100,7 +100,7 @@ GROUPS: dict[str, list[Rule]] = {
     ],
     "email_webhook": [
         Rule("/webhooks/email", methods=["POST"], endpoint="email_webhook"),
-        Rule("/webhooks/email/mime", methods=["POST"], endpoint="email_webhook"),  # Mailgun: a raw-MIME URL ends so
+        Rule("/webhooks/email/mime", methods=["POST"], endpoint="email_webhook_mime"),  # Mailgun's raw-MIME URLs end so
     ],
     "health": [
         Rule("/health", methods=["GET"], endpoint="health"),
@@ -320,7 +320,7 @@ _CALLERS = {
 }
 _DEFAULT_CALLERS = {"user", "service", "open"}
 # health and the API description need no credentials; the webhook checks its own
-_SELF_AUTHENTICATED = {"health", "greenapi_webhook", "email_webhook", "openapi"}
+_SELF_AUTHENTICATED = {"health", "greenapi_webhook", "email_webhook", "email_webhook_mime", "openapi"}
 
 _HANDLERS: dict[str, Callable[..., tuple[int, dict] | Response]] = {
     "log_activity": log_activity,
@@ -361,6 +361,7 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict] | Response]] = {
     "send_email": _lazy(".email_handlers", "send_email"),
     "list_email_rejected": _lazy(".email_handlers", "list_email_rejected"),
     "email_webhook": _lazy(".email_handlers", "email_webhook"),
+    "email_webhook_mime": _lazy(".email_handlers", "email_webhook"),
 }
 # Reached through another handler, not routed: run_action hands an alert's send_email action here.
 _DISPATCHED = {"run_email_action": _lazy(".email_handlers", "run_email_action")}

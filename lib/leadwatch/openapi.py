@@ -215,6 +215,17 @@ OPERATIONS: dict[str, Operation] = {
         "automatic reply is stored as `auto_reply` (not contact), a bounce marks the send it reports as failed; "
         "a message that cannot be read, or over 1 MiB, is answered 200 and kept aside (GET /api/email/rejected).",
     ),
+    "email_webhook_mime": Operation(
+        "Inbound email, as POST /webhooks/email, at a path ending in `mime` (Mailgun posts raw MIME only to such URLs)",
+        "email",
+        EmailWebhookAck,
+        raw_body="message/rfc822",
+        security="webhook",
+        errors=(400, 401, 503),
+        description="A reply is logged for the lead with the sender's address (once per Message-ID), an "
+        "automatic reply is stored as `auto_reply` (not contact), a bounce marks the send it reports as failed; "
+        "a message that cannot be read, or over 1 MiB, is answered 200 and kept aside (GET /api/email/rejected).",
+    ),
     "snooze_alert": Operation(
         "Snooze an alert until a time (`until`) or for a while (`for`: 90m, 4h, 2d; at most 30 days)",
         "alerts",
