@@ -767,3 +767,29 @@ def test_another_sender_stands_in_for_smtp(store, email_tables):
         message["To"] == f"Sophie Martin <{SOPHIE}>"
         and message["Message-ID"] == response.get_json()["sent"]["messageId"]
     )
+
+
+def test_implicit_tls_with_a_real_server(certificate):
+    """smtps:// speaks TLS from the first byte (port 465's way), and logs in inside it."""
+    server_context, client_context = certificate
+    inbox, port = Inbox(), _free_port()
+    # (aiosmtpd counts only STARTTLS as TLS for auth_require_tls; the connection here is TLS throughout)
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, ssl_context=server_context,
+                            authenticator=inbox.authenticate, auth_require_tls=False,
+                            auth_exclude_mechanism=["LOGIN"])  # fmt: skip
+    controller.start()
+    try:
+        target = parse_smtp_url(f"smtps://leadwatch:s3cret%3Apass@127.0.0.1:{port}")
+        SmtpSender(target, timeout=5, context=client_context).send(_message())
+        assert inbox.logins == ["leadwatch"] and inbox.received[0][2]["Subject"] == "Bonjour"
+    finally:
+        controller.stop()
+
+
+def test_credentials_are_never_sent_to_a_server_without_starttls(smtp):
+    """smtp://user:pass@… requires STARTTLS: a server that does not offer it gets no credentials, and no message."""
+    inbox, port = smtp
+    target = parse_smtp_url(f"smtp://leadwatch:s3cret@127.0.0.1:{port}")
+    with pytest.raises(Exception, match="STARTTLS") as raised:
+        SmtpSender(target, timeout=5).send(_message())
+    assert raised.value.code == "email_tls_unavailable" and inbox.received == []

@@ -146,16 +146,18 @@ class SmtpSender:
                 client = smtplib.SMTP(target.host, target.port, timeout=self._timeout)
             with client:
                 if target.mode == "starttls":
-                    client.starttls(context=context)
+                    try:
+                        client.starttls(context=context)
+                    except smtplib.SMTPNotSupportedError:
+                        raise EmailError("email_tls_unavailable", "the mail server does not offer STARTTLS") from None
                 if target.username is not None and target.password is not None:
-                    client.login(target.username, target.password)
+                    try:
+                        client.login(target.username, target.password)
+                    except smtplib.SMTPNotSupportedError:
+                        raise EmailError("email_auth_unavailable", "the mail server does not offer AUTH") from None
                 refused = client.send_message(message)
         except smtplib.SMTPAuthenticationError as exc:
             raise EmailError("email_auth_rejected", "the mail server rejected the credentials", _reply(exc)) from None
-        except smtplib.SMTPNotSupportedError as exc:
-            raise EmailError(
-                "email_tls_unavailable", "the mail server does not offer STARTTLS", details={"reason": str(exc)[:200]}
-            ) from None
         except smtplib.SMTPRecipientsRefused as exc:
             (code, reply), *_ = exc.recipients.values()
             raise EmailError(
