@@ -408,6 +408,18 @@ def test_an_unknown_sender_becomes_a_provisional_lead(mail):
     assert activities(db)[0][0] == "email:jean.dupont@example.com"
 
 
+def test_a_lead_given_the_address_of_a_provisional_lead_takes_it_over(mail):
+    client, store, db, _ = mail
+    hook(client, reply("Un devis ?", sender="Jean Dupont <Jean.Dupont@Example.com>").as_bytes())
+    add_leads(store, CRM_42={"name": "Jean Dupont", "email": "jean.dupont@example.com"})
+    assert db.execute("select lead_id, provisional from leads where lead_id <> 'SOPHIE_ID'").fetchall() == [
+        ("CRM_42", False)
+    ]
+    assert [r[0] for r in activities(db)] == ["CRM_42"]
+    hook(client, reply("Et le délai ?", sender="jean.dupont@example.com", message_id="<2@x>").as_bytes())
+    assert [r[0] for r in activities(db)] == ["CRM_42", "CRM_42"]
+
+
 def test_an_unknown_sender_is_looked_up_in_espocrm_first(store, email_tables, http_mock):
     route = http_mock.get(f"{ESPO_URL}/api/v1/Lead").mock(
         return_value=httpx.Response(200, json={"total": 1, "list": [{"id": "64f1c2", "name": "Jean Dupont",
