@@ -543,6 +543,33 @@ def test_the_send_email_action_sends_the_rules_email_and_logs_it(mail):
     assert [(r[2], r[6]["subject"]) for r in out] == [("sent", "Des nouvelles de votre projet ?")]
 
 
+def test_an_admin_turns_a_rules_follow_up_into_an_email(mail):
+    """PUT /api/rules: the follow-up's channel and the email's subject; the alerts raised after use them."""
+    client, store, db, inbox = mail
+    changed = client.put(
+        "/api/rules/NoContact7d",
+        headers={"X-Tenant": "acme"},
+        json={"action": "send_email", "actionSubject": {"fr": "Un point sur votre projet, {name} ?"}},
+    )
+    assert changed.status_code == 200, changed.get_json()
+    action = changed.get_json()["rule"]["action"]
+    assert action["action"] == "send_email" and action["label"]["fr"] == "Relancer par email"
+    log(store, lead="SOPHIE_ID", channel="email", direction="in", occurredAt=ago(days=8))
+    store.sweep()
+    alert_id = db.execute("select id::text from max_alerts").fetchone()[0]
+    assert client.post(f"/api/alerts/{alert_id}/action", headers={"X-Tenant": "acme"}).status_code == 200
+    assert inbox.received[0][2]["Subject"] == "Un point sur votre projet, Sophie Martin ?"
+
+
+def test_a_rule_without_a_text_cannot_send(mail):
+    client, store, db, inbox = mail
+    response = client.put("/api/rules/HighValueRisk", headers={"X-Tenant": "acme"}, json={"action": "send_email"})
+    assert response.status_code == 422 and response.get_json()["error"]["details"][0]["field"] == "actionText"
+    bad = client.put("/api/rules/NoReply3d", headers={"X-Tenant": "acme"}, json={"actionSubject": {"fr": "a\nBcc: x"}})
+    assert bad.status_code == 422 and bad.get_json()["error"]["details"][0]["field"].startswith("actionSubject")
+    assert db.execute("select count(*) from alert_rules where tenant_id = 'acme'").fetchone()[0] == 0
+
+
 def test_the_rules_email_is_in_the_tenants_language(mail):
     client, store, db, inbox = mail
     _email_rule(db, locale="en")

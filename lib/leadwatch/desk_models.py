@@ -115,8 +115,13 @@ class RuleIn(_Input):
     messages: dict[Locale, Annotated[str, Field(min_length=1, max_length=500)]] | None = None
     actionText: dict[Locale, Annotated[str, Field(min_length=1, max_length=1000)]] | None = None
     overdueAfter: Duration | None = None
+    # The follow-up's channel, and an email's subject ({name} filled in): see docs/email.md.
+    action: Literal["send_whatsapp", "send_email"] | None = None
+    actionSubject: dict[Locale, Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\r\n]*$")]] | None = (
+        None
+    )
 
-    @field_validator(*_NOT_NULL, "actionText", "overdueAfter")
+    @field_validator(*_NOT_NULL, "actionText", "overdueAfter", "action", "actionSubject")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
@@ -138,6 +143,8 @@ class RuleIn(_Input):
             "minValue": "min_value",
             "actionText": "action_text",
             "overdueAfter": "overdue_after",
+            "action": "action_name",
+            "actionSubject": "action_subject",
         }
         changes: dict[str, Any] = {}
         for field in self.model_fields_set:

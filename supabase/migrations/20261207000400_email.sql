@@ -2,8 +2,9 @@
 -- counted as replies, bounces turning the send they report into a failed one, messages that cannot
 -- be read kept whole (a dead letter), the From address per tenant, the subject each rule's email
 -- carries, and the Idempotency-Key of sends so that a retried request does not send twice.
--- Redefines counts_as_contact (auto_reply is not contact) and upsert_leads (a lead given the email
--- address of a provisional lead takes it over, as it does for a phone).
+-- Redefines counts_as_contact (auto_reply is not contact), upsert_leads (a lead given the email
+-- address of a provisional lead takes it over, as it does for a phone) and set_rule (a rule's
+-- follow-up may be an email: action_name, action_subject).
 
 -- Tables ------------------------------------------------------------------------------------------
 
@@ -412,5 +413,117 @@ begin
 exception
   when unique_violation then
     perform public.raise_error('LW409', 'phone is already used by another lead of this tenant', 'phone');
+end
+$$;
+
+/**
+ * Change the tenant's rule of one type: the fields present in `p_changes` (enabled, threshold,
+ * severity, escalate_after, escalated_severity, min_count, min_value, currency, locale, messages
+ * and action_text per locale — merged into what is in force —, overdue_after, and action_name
+ * (send_whatsapp or send_email) and action_subject per locale, the email's subject) replace those of the
+ * rule in force, into the tenant's own row. Validated: a threshold is positive, a ladder rises
+ * (later and higher), the messages include the rule's locale. Takes effect at once for every lead
+ * of the tenant: stored due times are recomputed, and a disabled rule's active alerts resolved
+ * (`rule`). Admins of the tenant and platform staff only. (Redefined from 20261123000320_rules_api.sql:
+ * a rule's follow-up may be an email, with its subject.)
+ */
+create or replace function public.set_rule(p_tenant text, p_type text, p_changes jsonb) returns jsonb
+language plpgsql
+security definer  -- writes the tenant's rules and its leads' state, which users cannot write themselves
+set search_path = ''
+as $$
+declare
+  v_rule public.alert_rules;
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  if p_tenant = '*' then
+    perform public.raise_error('LW422', 'the defaults are changed by a migration, not per tenant', 'tenant');
+  end if;
+  select * into v_rule from public.rules_for(p_tenant) r where r.type = p_type;
+  if not found then
+    perform public.raise_error('LW404', 'no rule of this type', 'type');
+  end if;
+
+  v_rule.tenant_id := p_tenant;
+  if p_changes ? 'enabled' then v_rule.enabled := (p_changes ->> 'enabled')::boolean; end if;
+  if p_changes ? 'threshold' then v_rule.threshold := (p_changes ->> 'threshold')::interval; end if;
+  if p_changes ? 'severity' then v_rule.severity := p_changes ->> 'severity'; end if;
+  if p_changes ? 'escalate_after' then v_rule.escalate_after := (p_changes ->> 'escalate_after')::interval; end if;
+  if p_changes ? 'escalated_severity' then v_rule.escalated_severity := p_changes ->> 'escalated_severity'; end if;
+  if p_changes ? 'min_count' then v_rule.min_count := (p_changes ->> 'min_count')::smallint; end if;
+  if p_changes ? 'min_value' then v_rule.min_value := (p_changes ->> 'min_value')::numeric; end if;
+  if p_changes ? 'currency' then v_rule.currency := p_changes ->> 'currency'; end if;
+  if p_changes ? 'locale' then v_rule.locale := p_changes ->> 'locale'; end if;
+  if p_changes ? 'overdue_after' then v_rule.overdue_after := (p_changes ->> 'overdue_after')::interval; end if;
+  if p_changes ? 'messages' then v_rule.messages := v_rule.messages || (p_changes -> 'messages'); end if;
+  if p_changes ? 'action_text' then
+    v_rule.action := jsonb_set(v_rule.action, '{text}', coalesce(v_rule.action -> 'text', '{}') || (p_changes -> 'action_text'));
+  end if;
+
+  if p_changes ? 'action_name' then
+    v_rule.action := v_rule.action || jsonb_build_object(
+      'action', p_changes ->> 'action_name',
+      'label', case p_changes ->> 'action_name'
+                 when 'send_email' then '{"fr": "Relancer par email", "en": "Follow up by email"}'::jsonb
+                 else '{"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"}'::jsonb end);
+  end if;
+  if p_changes ? 'action_subject' then
+    v_rule.action := jsonb_set(v_rule.action, '{subject}',
+                               coalesce(v_rule.action -> 'subject', '{}') || (p_changes -> 'action_subject'));
+  end if;
+  if v_rule.action ->> 'action' in ('send_whatsapp', 'send_email')
+     and v_rule.action -> 'text' ->> v_rule.locale is null then
+    perform public.raise_error('LW422', format('actionText must include the rule''s locale (%s) for a message to send',
+                                               v_rule.locale), 'actionText');
+  end if;
+
+  if v_rule.threshold is null and p_type <> 'PreferredChannel' then
+    perform public.raise_error('LW422', 'threshold is required for this rule', 'threshold');
+  end if;
+  if v_rule.threshold <= interval '0' then
+    perform public.raise_error('LW422', 'threshold must be positive', 'threshold');
+  end if;
+  if (v_rule.escalate_after is null) <> (v_rule.escalated_severity is null) then
+    perform public.raise_error('LW422', 'escalateAfter and escalatedSeverity go together', 'escalateAfter');
+  end if;
+  if v_rule.escalate_after <= v_rule.threshold then
+    perform public.raise_error('LW422', 'escalateAfter must be longer than threshold (a ladder rises)', 'escalateAfter');
+  end if;
+  if (case v_rule.escalated_severity when 'high' then 1 when 'med' then 2 when 'low' then 3 end)
+     >= (case v_rule.severity when 'high' then 1 when 'med' then 2 else 3 end) then
+    perform public.raise_error('LW422', 'escalatedSeverity must be higher than severity (a ladder rises)',
+                               'escalatedSeverity');
+  end if;
+  if p_type in ('HotLead24h', 'PreferredChannel') and v_rule.min_count is null then
+    perform public.raise_error('LW422', 'minCount is required for this rule', 'minCount');
+  end if;
+  if p_type = 'PreferredChannel' and v_rule.min_count > 5 then
+    perform public.raise_error('LW422', 'minCount counts among the last 5 inbound: at most 5', 'minCount');
+  end if;
+  if p_type = 'HighValueRisk' and (v_rule.min_value is null or v_rule.currency is null) then
+    perform public.raise_error('LW422', 'minValue and currency are required for this rule', 'minValue');
+  end if;
+  if v_rule.messages ->> v_rule.locale is null then
+    perform public.raise_error('LW422', format('messages must include the rule''s locale (%s)', v_rule.locale), 'messages');
+  end if;
+
+  insert into public.alert_rules as r
+  select v_rule.*
+  on conflict (tenant_id, type) do update set
+    enabled = excluded.enabled, threshold = excluded.threshold, severity = excluded.severity,
+    escalate_after = excluded.escalate_after, escalated_severity = excluded.escalated_severity,
+    min_value = excluded.min_value, currency = excluded.currency, supersedes = excluded.supersedes,
+    locale = excluded.locale, messages = excluded.messages, action = excluded.action,
+    min_count = excluded.min_count, overdue_after = excluded.overdue_after;
+
+  if p_type in ('NoContact7d', 'NoReply3d', 'StaleLead30d', 'HighValueRisk') then
+    perform public.recompute_due_times(p_tenant, p_type);
+  end if;
+  if not v_rule.enabled then
+    update public.max_alerts a
+    set resolved_at = now(), resolved_by = 'system', resolution = 'rule'
+    where a.tenant_id = p_tenant and a.type = p_type and a.resolved_at is null;
+  end if;
+  return jsonb_build_object('rule', public.rule_json(v_rule));
 end
 $$;
