@@ -679,6 +679,14 @@ def test_bad_sends_name_the_field_and_send_nothing(mail, body, field):
     assert named == field and inbox.received == [] and activities(db) == []
 
 
+def test_an_address_that_cannot_be_written_to_is_422_and_sends_nothing(mail):
+    client, store, db, inbox = mail
+    add_leads(store, BAD={"name": "Bad\nBcc: spy@evil.example", "email": "a,b@example.fr"})
+    response = client.post("/api/email/send", headers={"X-Tenant": "acme"}, json={"leadId": "BAD", "message": "x"})
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == "email_bad_address"
+    assert inbox.received == [] and activities(db) == []
+
+
 def test_a_bounce_turns_the_send_into_a_failed_one_and_reopens_what_it_resolved(mail):
     client, store, db, inbox = mail
     alert_id = _silent_sophie(store, db)

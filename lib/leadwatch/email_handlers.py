@@ -78,17 +78,17 @@ def send(
     from .models import ActivityIn
 
     tenant = caller.require_tenant()
-    try:
+    lead = prepared["lead"]
+    try:  # nothing is sent, nor logged, when there is no way to send or no address to write to
         sender, from_address = _sending(api, prepared)
+        message_id = message_id_for(tenant, key, from_address) if key is not None else make_msgid_for(from_address)
+        message = compose(
+            sender=from_address, to=lead["email"], to_name=lead.get("name"), subject=subject, text=text,
+            message_id=message_id,
+        )  # fmt: skip
     except EmailError:
         _release(api, tenant, key)
         raise
-    lead = prepared["lead"]
-    message_id = message_id_for(tenant, key, from_address) if key is not None else make_msgid_for(from_address)
-    message = compose(
-        sender=from_address, to=lead["email"], to_name=lead.get("name"), subject=subject, text=text,
-        message_id=message_id,
-    )  # fmt: skip
     meta = {"provider": "smtp", "subject": subject, "messageId": message_id, "alertType": prepared.get("alert_type")}
     outbound = {"leadId": lead["lead_id"], "channel": "email", "direction": "out", "messageSnippet": text}
     try:

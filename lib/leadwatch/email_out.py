@@ -97,9 +97,14 @@ def compose(
     from email.utils import formatdate
 
     message = EmailMessage()
+    try:
+        message["To"] = Address(display_name=" ".join((to_name or "").split()), addr_spec=to)
+    except (ValueError, TypeError, IndexError):  # HeaderParseError and the address defects are ValueErrors
+        raise EmailError(
+            "email_bad_address", "the lead's email address cannot be written to", {"field": "email"}, status=422
+        ) from None
     message["From"] = sender
-    message["To"] = Address(display_name=to_name or "", addr_spec=to)
-    message["Subject"] = subject
+    message["Subject"] = " ".join(subject.split())  # one line, whatever the rule's template holds
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = message_id or make_msgid(domain=domain_of(sender))
     message["Auto-Submitted"] = "no"  # RFC 3834: a person's follow-up, which a correspondent may auto-answer
