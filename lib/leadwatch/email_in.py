@@ -215,8 +215,11 @@ def _header(message: Message, name: str) -> str | None:
 
 
 def _sender(message: EmailMessage) -> tuple[str | None, str]:
-    raw = message.get_all("From", [])
-    addresses = [(name, address) for name, address in getaddresses([str(v) for v in raw]) if "@" in address]
+    try:
+        raw = message.get_all("From", [])
+        addresses = [(name, address) for name, address in getaddresses([str(v) for v in raw]) if "@" in address]
+    except (ValueError, TypeError, IndexError, AttributeError):  # a From the header parser cannot take apart
+        addresses = []
     if not addresses:
         raise Unreadable("the From header holds no email address", {"field": "From"})
     name, address = addresses[0]
