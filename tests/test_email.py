@@ -840,3 +840,19 @@ def test_credentials_are_never_sent_to_a_server_without_starttls(smtp):
     with pytest.raises(Exception, match="STARTTLS") as raised:
         SmtpSender(target, timeout=5).send(_message())
     assert raised.value.code == "email_tls_unavailable" and inbox.received == []
+
+
+def test_a_browser_may_send_the_idempotency_key(store):
+    """The chat assistant in a browser: the preflight of a send allows the Idempotency-Key header."""
+    client = create_app(Api(store, OpenAccess(), cors_origins=("https://app.example.com",))).test_client()
+    preflight = client.options(
+        "/api/email/send",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, idempotency-key",
+        },
+    )
+    assert preflight.status_code == 204
+    allowed = {h.strip().lower() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")}
+    assert "idempotency-key" in allowed
