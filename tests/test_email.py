@@ -856,3 +856,29 @@ def test_a_browser_may_send_the_idempotency_key(store):
     assert preflight.status_code == 204
     allowed = {h.strip().lower() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")}
     assert "idempotency-key" in allowed
+
+
+def test_a_retry_while_the_first_send_is_under_way_is_409_and_sends_nothing(store, email_tables):
+    """The retry arrives while the mail server is still taking the first send: it does not send a second one."""
+    retries = []
+
+    class SlowServer:
+        def __init__(self):
+            self.messages = []
+
+        def send(self, message):
+            retries.append(client.post("/api/email/send", headers=headers, json=body))
+            self.messages.append(message)
+
+    server = SlowServer()
+    client = create_app(Api(store, OpenAccess(), email=EmailChannel(server, FROM))).test_client()
+    add_leads(store, SOPHIE_ID={"name": "Sophie Martin", "email": SOPHIE})
+    headers = {"X-Tenant": "acme", "Idempotency-Key": "slow-1"}
+    body = {"leadId": "SOPHIE_ID", "subject": "Devis", "message": "Bonjour"}
+    first = client.post("/api/email/send", headers=headers, json=body)
+    assert first.status_code == 200 and len(server.messages) == 1
+    [retry] = retries
+    assert retry.status_code == 409 and retry.get_json()["error"]["details"] == {"field": "Idempotency-Key"}
+    # once the first has answered, a retry replays its answer
+    again = client.post("/api/email/send", headers=headers, json=body)
+    assert again.get_json()["replayed"] is True and len(server.messages) == 1
