@@ -882,3 +882,34 @@ def test_a_retry_while_the_first_send_is_under_way_is_409_and_sends_nothing(stor
     # once the first has answered, a retry replays its answer
     again = client.post("/api/email/send", headers=headers, json=body)
     assert again.get_json()["replayed"] is True and len(server.messages) == 1
+
+
+def test_sends_are_for_verified_callers_who_see_the_lead_and_never_replay_anothers(store, email_tables):
+    from leadwatch.identity import VerifiedAccess
+    from test_access import ADMIN, AGENT, OTHER_AGENT, SETTINGS, bearer, token
+
+    class Outbox:
+        def __init__(self):
+            self.messages = []
+
+        def send(self, message):
+            self.messages.append(message)
+
+    outbox = Outbox()
+    client = create_app(Api(store, VerifiedAccess(SETTINGS), email=EmailChannel(outbox, FROM))).test_client()
+    add_leads(store, OWNED={"email": "owned@example.fr", "ownerId": AGENT},
+              OTHER={"email": "other@example.fr", "ownerId": OTHER_AGENT})  # fmt: skip
+    body = {"leadId": "OWNED", "message": "Bonjour"}
+    key = {"Idempotency-Key": "shared-key"}
+
+    assert client.post("/api/email/send", headers=key, json=body).status_code == 401
+    first = client.post("/api/email/send", headers={**bearer(token(sub=ADMIN)), **key}, json=body)
+    assert first.status_code == 200
+    # another user with the same key and body is not answered the first user's send
+    other = client.post("/api/email/send", headers={**bearer(token(role="agent", sub=AGENT)), **key}, json=body)
+    assert other.status_code == 422 and other.get_json()["error"]["details"][0]["field"] == "Idempotency-Key"
+    # an agent writes only to the leads they see
+    hidden = client.post("/api/email/send", headers=bearer(token(role="agent", sub=AGENT)),
+                         json={"leadId": "OTHER", "message": "Bonjour"})  # fmt: skip
+    assert hidden.status_code == 404
+    assert len(outbox.messages) == 1

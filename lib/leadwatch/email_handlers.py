@@ -43,7 +43,7 @@ def run_email_action(request: Request, caller: Caller, api: Api, alert_id: str) 
     claimed before the alert is read, so a retry after the send (which resolved the alert) replays it."""
     tenant = caller.require_tenant()
     key = _idempotency_key(request)
-    replayed = _claim(api, tenant, key, ["action", alert_id])
+    replayed = _claim(api, tenant, key, ["action", caller.actor, alert_id])
     if replayed is not None:
         return 200, replayed
     try:
@@ -65,7 +65,7 @@ def send_email(request: Request, caller: Caller, api: Api) -> tuple[int, dict]:
     key = _idempotency_key(request)
     prepared = api.store.prepare_email(tenant, lead_id=body.leadId, viewer=caller.viewer)
     subject = body.subject or _default_subject(body.message)
-    replayed = _claim(api, tenant, key, ["send", body.leadId, subject, body.message])
+    replayed = _claim(api, tenant, key, ["send", caller.actor, body.leadId, subject, body.message])
     if replayed is not None:
         return 200, replayed
     return send(api, caller, prepared, subject, body.message, key)
@@ -115,8 +115,9 @@ def send(
 
 
 def _claim(api: Api, tenant: str, key: str | None, asked: list[Any]) -> dict[str, Any] | None:
-    """Claim `key` for the request `asked`: None when this request may send, else the answer to replay
-    (409 while the first send is under way; 422 when the key came with another request)."""
+    """Claim `key` for the request `asked` (who asks, and what): None when this request may send, else the
+    answer to replay (409 while the first send is under way; 422 when the key came with another request,
+    or from another caller, who is never answered someone else's send)."""
     if key is None:
         return None
     digest = hashlib.sha256(json.dumps(asked, ensure_ascii=False).encode()).hexdigest()
