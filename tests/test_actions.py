@@ -19,12 +19,14 @@ from leadwatch.config import GreenApiInstance, Settings
 from leadwatch.devtools.dev import create_app
 from leadwatch.devtools.outbox import DevOutbox
 from leadwatch.http.identity import OpenAccess
+from leadwatch.integrations.email_out import EmailChannel
 from leadwatch.integrations.greenapi import GreenApi
 
 ROOT = Path(__file__).resolve().parents[1]
 API_URL = "https://7103.api.greenapi.com"
 ACME = GreenApiInstance(id="7103000001", token="token-acme", api_url=API_URL, webhook_token="hook-acme", tenant="acme")
 ACME_HEADERS = {"X-Tenant": "acme"}
+FROM = "Acme Sales <sales@acme.example>"
 
 
 class RecordingSender:
@@ -38,7 +40,9 @@ class RecordingSender:
 
 
 def make_client(store, *, greenapi=(), outbox=False, email=None, espo_url=None):
-    api = Api(store, OpenAccess(), greenapi=GreenApi(greenapi, attempts=1), email=email, espo_url=espo_url)
+    """A dev app whose Api sends email through `email` (an EmailSender, from FROM) when given."""
+    channel = EmailChannel(email, FROM) if email is not None else None
+    api = Api(store, OpenAccess(), greenapi=GreenApi(greenapi, attempts=1), email=channel, espo_url=espo_url)
     if outbox:
         api.outbox = DevOutbox()
     return create_app(api).test_client(), api
@@ -95,6 +99,24 @@ def test_outbox_keeps_whatsapp_and_email_messages_newest_first():
     assert newest.to_json()["externalId"] == email["Message-ID"]
     outbox.clear()
     assert outbox.messages() == []
+
+
+def test_a_retried_whatsapp_action_with_its_idempotency_key_sends_once(store, db):
+    """The Idempotency-Key guard covers every send an action runs, a WhatsApp one too: the retry answers
+    the first run's answer (replayed) and nothing more is sent or logged."""
+    client, api = make_client(store, outbox=True)
+    silent(store, "SOPHIE", name="Sophie Martin", phone="+33612345678")
+    alert = listed(client)[("SOPHIE", "NoContact7d")]
+    headers = {**ACME_HEADERS, "Idempotency-Key": "action-wa-1"}
+    first = client.post(f"/api/alerts/{alert['id']}/action", headers=headers)
+    assert first.status_code == 200, first.get_json()
+    before = row_counts(db)
+    retry = client.post(f"/api/alerts/{alert['id']}/action", headers=headers)
+    assert retry.status_code == 200, retry.get_json()
+    assert retry.get_json() == {**first.get_json(), "replayed": True}
+    assert len(api.outbox.messages()) == 1 and row_counts(db) == before
+    unkeyed = client.post(f"/api/alerts/{alert['id']}/action", headers=ACME_HEADERS)
+    assert unkeyed.status_code == 409 and unkeyed.get_json()["error"]["details"]["field"] == "id"
 
 
 def test_outbox_keeps_at_most_its_limit_dropping_the_oldest():
@@ -251,7 +273,8 @@ def test_switch_channel_to_email_is_unavailable_until_an_email_sender_is_configu
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     [message] = sender.sent
-    assert (message["To"], body["sent"]["channel"], body["sent"]["to"]) == ("paul@example.com", "email", message["To"])
+    assert (message["To"], message["From"]) == ("Paul Petit <paul@example.com>", FROM)
+    assert (body["sent"]["channel"], body["sent"]["to"]) == ("email", "paul@example.com")
     assert message["Subject"] == "Recontacter sur son canal préféré"
     assert message.get_content().startswith("Bonjour Paul Petit")
     assert body["activity"]["channel"] == "email" and body["activity"]["external_id"] == message["Message-ID"]
@@ -267,8 +290,8 @@ def test_email_follow_up_goes_to_the_dev_outbox_without_a_sender(store):
     [kept] = client.get("/dev/outbox").get_json()["messages"]
     assert (kept["channel"], kept["to"], kept["subject"]) == (
         "email",
-        "paul@example.com",
-        "Recontacter sur son canal préféré",
+        "Paul Petit <paul@example.com>",
+        "Recontacter sur son canal préféré",  # PreferredChannel has no subject: its label stands in
     )
 
 
@@ -326,7 +349,11 @@ def test_a_tenant_may_follow_up_by_email_instead_of_whatsapp(store, db):
     body = client.post(f"/api/alerts/{alert['id']}/action", headers=ACME_HEADERS).get_json()
     assert body["sent"]["channel"] == "email" and body["alerts"]["resolved"] == ["NoContact7d"]
     [kept] = client.get("/dev/outbox").get_json()["messages"]
-    assert (kept["channel"], kept["to"], kept["subject"]) == ("email", "sophie@example.com", "Relancer par e-mail")
+    assert (kept["channel"], kept["to"], kept["subject"]) == (
+        "email",
+        "Sophie Martin <sophie@example.com>",
+        "Des nouvelles de votre projet ?",  # the rule's email subject (its label names the button)
+    )
     assert kept["text"].startswith("Bonjour Sophie Martin, je reviens vers vous")
     # another tenant keeps the default
     add_leads(store, tenant="other", L={"phone": "+33622222222"})

@@ -7,15 +7,25 @@
 --   gets the text it sends, as the other follow-ups have.
 -- * The active alerts carry the lead's phone and preferred channel, so that whether an action can run is known before any
 --   click, and a call can dial it.
--- * A tenant may choose a rule's action (`set_rule`'s `action` and `action_label`), e.g. email follow-ups.
--- * `prepare_action`: what running an alert's action needs (the action, the lead, the text in the
---   tenant's language), whatever its channel. `prepare_whatsapp` stays for POST /api/whatsapp/send.
+-- * A tenant may choose a rule's action (`set_rule`'s `action`, its `action_label`, and with
+--   20261207000400_email.sql's `action_subject`), e.g. email follow-ups: one set of rule fields.
+-- * `prepare_action`: what running an alert's action needs (the action, the lead, the text and the
+--   email's subject in the tenant's language, the tenant's From), whatever its channel; an alert
+--   already resolved is not acted on again (409). `prepare_whatsapp` stays for POST /api/whatsapp/send,
+--   `prepare_email` for POST /api/email/send.
+-- (counts_as_contact and set_rule were redefined by 20261207000400_email.sql too: the definitions here
+-- keep both changes.)
 
-/** Whether an activity with this status is contact: failed sends and unanswered calls are not. */
+/**
+ * Does an activity with this status count as contact? A send that failed reached nobody, an
+ * automatic reply (out of office, RFC 3834) is nobody answering, and an unanswered call
+ * (`no_answer`) reached nobody: all are stored and shown in the timeline, but they move no
+ * silence, answer no alert and start no cycle.
+ */
 create or replace function public.counts_as_contact(p_status text) returns boolean
 language sql immutable
 as $$
-  select p_status is null or lower(p_status) not in ('failed', 'noaccount', 'notingroup', 'no_answer')
+  select p_status is null or lower(p_status) not in ('failed', 'noaccount', 'notingroup', 'auto_reply', 'no_answer')
 $$;
 
 update public.alert_rules
@@ -127,10 +137,13 @@ grant execute on function public.list_active_alerts(text, integer, jsonb, text, 
 
 /**
  * What running an alert's suggested action needs: the action as the alert carries it, the channel
- * it names (PreferredChannel's), the lead (its phone, email and preferred channel), and the text and
- * subject of the follow-up in the tenant's language, {name} filled in. Which channel is used, and
- * whether it can be, is decided by the caller, which knows what is configured. Runs as the caller:
- * an alert they may not see is not found.
+ * it names (PreferredChannel's), the lead (its phone, email and preferred channel), the text and,
+ * for an email, the subject of the follow-up in the tenant's language ({name} filled in; a tenant's
+ * rule without a subject takes the default's, else the action's label), and the tenant's From
+ * address (null: the deployment's default). Which channel is used, and whether it can be, is decided
+ * by the caller, which knows what is configured. An alert already resolved is not acted on again
+ * (409): a retried action does not send twice. Runs as the caller: an alert they may not see is not
+ * found.
  */
 create function public.prepare_action(p_tenant text, p_alert_id uuid)
 returns jsonb
@@ -138,20 +151,28 @@ language plpgsql stable
 set search_path = ''
 as $$
 declare
-  v_alert public.max_alerts;
-  v_rule  public.alert_rules;
-  v_lead  public.leads;
-  v_text  text;
+  v_alert   public.max_alerts;
+  v_rule    public.alert_rules;
+  v_default public.alert_rules;
+  v_lead    public.leads;
+  v_text    text;
+  v_subject text;
 begin
   perform public.assert_acts_in(p_tenant);
-  select * into v_alert from public.max_alerts a
-  where a.id = p_alert_id and a.tenant_id = p_tenant and a.resolved_at is null;
+  select * into v_alert from public.max_alerts a where a.id = p_alert_id and a.tenant_id = p_tenant;
   if not found then
     perform public.raise_error('LW404', 'alert not found', 'id');
   end if;
+  if v_alert.resolved_at is not null then
+    perform public.raise_error('LW409', 'the alert is already resolved: its action is not run again', 'id');
+  end if;
   select * into v_rule from public.rules_for(p_tenant) r where r.type = v_alert.type;
+  select * into v_default from public.alert_rules r where r.tenant_id = '*' and r.type = v_alert.type;
   select * into v_lead from public.leads l where l.tenant_id = p_tenant and l.lead_id = v_alert.lead_id;
   v_text := coalesce(v_rule.action -> 'text' ->> v_rule.locale, v_rule.action -> 'text' ->> 'fr');
+  v_subject := coalesce(v_rule.action -> 'subject' ->> v_rule.locale, v_default.action -> 'subject' ->> v_rule.locale,
+                        v_rule.action -> 'subject' ->> 'fr', v_default.action -> 'subject' ->> 'fr',
+                        v_rule.action -> 'label' ->> v_rule.locale, v_rule.action -> 'label' ->> 'fr');
   return jsonb_build_object(
     'alert_id', v_alert.id,
     'alert_type', v_alert.type,
@@ -159,9 +180,9 @@ begin
     'channel', v_alert.channel,
     'lead', case when v_lead.lead_id is null then jsonb_build_object('lead_id', v_alert.lead_id)
                  else public.lead_json(v_lead) end,
+    'from', (select s.from_address from public.email_senders s where s.tenant_id = p_tenant),
     'text', replace(v_text, ' {name}', coalesce(' ' || v_lead.name, '')),
-    'subject', coalesce(v_rule.action -> 'subject' ->> v_rule.locale, v_rule.action -> 'label' ->> v_rule.locale,
-                        v_rule.action -> 'label' ->> 'fr'));
+    'subject', replace(v_subject, ' {name}', coalesce(' ' || v_lead.name, '')));
 end
 $$;
 revoke all on function public.prepare_action(text, uuid) from public, anon, authenticated, service_role;
@@ -171,12 +192,13 @@ grant execute on function public.prepare_action(text, uuid) to authenticated, se
  * Change the tenant's rule of one type: the fields present in `p_changes` (enabled, threshold,
  * severity, escalate_after, escalated_severity, min_count, min_value, currency, locale, messages
  * and action_text per locale — merged into what is in force —, overdue_after, and the suggested
- * action: `action` (send_whatsapp, send_email, switch_channel, call_lead) and its `action_label`
- * per locale, merged) replace those of the
- * rule in force, into the tenant's own row. Validated: a threshold is positive, a ladder rises
- * (later and higher), the messages include the rule's locale. Takes effect at once for every lead
- * of the tenant: stored due times are recomputed, and a disabled rule's active alerts resolved
- * (`rule`). Admins of the tenant and platform staff only.
+ * action: `action` (send_whatsapp, send_email, switch_channel, call_lead; its label becomes the
+ * action's default), `action_label` and `action_subject` (an email's subject) per locale, merged)
+ * replace those of the rule in force, into the tenant's own row. Validated: a threshold is
+ * positive, a ladder rises (later and higher), the messages include the rule's locale, a WhatsApp
+ * or email follow-up has a text in it. Takes effect at once for every lead of the tenant: stored due times
+ * are recomputed, and a disabled rule's active alerts resolved (`rule`). Admins of the tenant and
+ * platform staff only.
  */
 create or replace function public.set_rule(p_tenant text, p_type text, p_changes jsonb) returns jsonb
 language plpgsql
@@ -213,13 +235,29 @@ begin
       perform public.raise_error('LW422', 'action must be send_whatsapp, send_email, switch_channel or call_lead',
                                  'action');
     end if;
-    v_rule.action := jsonb_set(v_rule.action, '{action}', p_changes -> 'action');
+    v_rule.action := v_rule.action || jsonb_build_object(
+      'action', p_changes ->> 'action',
+      'label', case p_changes ->> 'action'
+                 when 'send_email' then '{"fr": "Relancer par email", "en": "Follow up by email"}'::jsonb
+                 when 'send_whatsapp' then '{"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"}'::jsonb
+                 when 'switch_channel' then
+                   '{"fr": "Recontacter sur son canal préféré", "en": "Reach out on their preferred channel"}'::jsonb
+                 else '{"fr": "Appeler le lead", "en": "Call the lead"}'::jsonb end);
   end if;
   if p_changes ? 'action_label' then
     v_rule.action := jsonb_set(v_rule.action, '{label}', coalesce(v_rule.action -> 'label', '{}') || (p_changes -> 'action_label'));
   end if;
   if p_changes ? 'action_text' then
     v_rule.action := jsonb_set(v_rule.action, '{text}', coalesce(v_rule.action -> 'text', '{}') || (p_changes -> 'action_text'));
+  end if;
+  if p_changes ? 'action_subject' then
+    v_rule.action := jsonb_set(v_rule.action, '{subject}',
+                               coalesce(v_rule.action -> 'subject', '{}') || (p_changes -> 'action_subject'));
+  end if;
+  if v_rule.action ->> 'action' in ('send_whatsapp', 'send_email')
+     and v_rule.action -> 'text' ->> v_rule.locale is null then
+    perform public.raise_error('LW422', format('actionText must include the rule''s locale (%s) for a message to send',
+                                               v_rule.locale), 'actionText');
   end if;
 
   if v_rule.threshold is null and p_type <> 'PreferredChannel' then

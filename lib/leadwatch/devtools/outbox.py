@@ -54,6 +54,7 @@ class DevOutbox:
     """Messages kept in memory, newest first, at most `limit` of them (the oldest go first)."""
 
     instance = OUTBOX_INSTANCE
+    email_from = "leadwatch dev <outbox@leadwatch.dev>"  # the From of its emails when none is configured
 
     def __init__(self, limit: int = 500) -> None:
         self._messages: deque[OutboxMessage] = deque(maxlen=limit)

@@ -8,23 +8,26 @@
 
 Whether an action can run is decided here, once, both for the list (`suggested_action.available`
 and `reason`, before any click) and for `POST /api/alerts/{id}/action` (the same reason as the
-error's code). A channel is configured when a provider is (Green-API for the tenant, an email
-sender), or, under `leadwatch dev`, when the dev outbox stands in for it.
+error's code). A channel is configured when a provider is (Green-API for the tenant, the SMTP
+sender of LEADWATCH_SMTP_URL), or, under `leadwatch dev`, when the dev outbox stands in for it.
+
+Every send an action runs goes through the email function's Idempotency-Key guard (`email.claim`, handlers/email.py):
+a request retried with the same key answers the first run's answer and sends nothing more.
 """
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-from email.utils import make_msgid
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LeadwatchError
-from .whatsapp import send_and_log
+from . import email as mail
+from . import whatsapp
 
 if TYPE_CHECKING:
+    from flask import Request
+
     from ..http.identity import Caller
     from ..http.routes import Services
-    from ..integrations.email_out import EmailSender
 
 
 CHANNEL_OF_ACTION = {"send_whatsapp": "whatsapp", "send_email": "email", "call_lead": "call"}
@@ -78,18 +81,13 @@ def unavailable_reason(
         return "no_email"
     if channel == "whatsapp" and not whatsapp_configured(api, tenant):
         return "whatsapp_not_configured"
-    if channel == "email" and email_sender(api) is None:
+    if channel == "email" and mail.email_sender(api) is None:
         return "email_not_configured"
     return None
 
 
 def whatsapp_configured(api: Services, tenant: str) -> bool:
     return api.outbox is not None or any(i.tenant == tenant for i in api.greenapi.instances)
-
-
-def email_sender(api: Services) -> EmailSender | None:
-    """The configured email sender; under `leadwatch dev` without one, the dev outbox."""
-    return api.email if api.email is not None else api.outbox
 
 
 def describe_alerts(alerts: list[dict[str, Any]], api: Services, tenant: str) -> list[dict[str, Any]]:
@@ -116,53 +114,35 @@ def espo_lead_url(espo_url: str, lead_id: str) -> str:
     return f"{espo_url.rstrip('/')}/#Lead/view/{quote(lead_id, safe='')}"
 
 
-def run_action(api: Services, tenant: str, caller: Caller, alert_id: str) -> dict[str, Any]:
-    """Run the alert's suggested action on its channel and log it; ActionUnavailable says why not."""
-    prepared = api.store.prepare_action(tenant, alert_id, caller.viewer)
-    lead, action = prepared["lead"], prepared["suggested_action"]
-    channel = action_channel(action, lead.get("preferred_channel"))
-    reason = unavailable_reason(api, tenant, action, channel, lead.get("phone"), lead.get("email"))
-    if reason is None and channel == "call":
-        reason = "action_is_a_call"
-    if reason is None and not prepared.get("text"):
-        reason = "no_message"
-    if reason is not None:
-        raise ActionUnavailable(reason, {"action": (action or {}).get("action"), "channel": channel})
-    if channel == "whatsapp":
-        result = send_and_log(api, tenant, caller, lead, prepared["text"], alert_type=prepared["alert_type"])
-        return {**result, "sent": {"channel": "whatsapp", "to": lead["phone"], **result["sent"]}}
-    return send_email(api, tenant, caller, lead, prepared["subject"], prepared["text"], prepared["alert_type"])
-
-
-def send_email(
-    api: Services, tenant: str, caller: Caller, lead: dict[str, Any], subject: str, text: str, alert_type: str | None
-) -> dict[str, Any]:
-    """Send `text` to the lead by email and log it as an outbound email (its Message-ID as external id)."""
-    from ..models.requests import ActivityIn
-
-    sender = email_sender(api)
-    if sender is None:
-        raise ActionUnavailable("email_not_configured")
-    message = EmailMessage()
-    message["To"] = lead["email"]
-    message["Subject"] = subject
-    message["Message-ID"] = make_msgid(domain="leadwatch")
-    message.set_content(text)
-    sender.send(message)
-    provider = "dev-outbox" if sender is api.outbox else "email"
-    sent = ActivityIn(
-        leadId=lead["lead_id"],
-        channel="email",
-        direction="out",
-        status="sent",
-        messageSnippet=text,
-        externalId=str(message["Message-ID"]),
-        meta={"provider": provider, "alertType": alert_type, "subject": subject},
-    )
-    logged = api.store.log_activity(tenant, sent, caller.viewer)
-    return {
-        "success": True,
-        "sent": {"channel": "email", "to": lead["email"], "messageId": str(message["Message-ID"]), "message": text},
-        "activity": logged["activity"],
-        "alerts": logged["alerts"],
-    }
+def run_action(request: Request, api: Services, tenant: str, caller: Caller, alert_id: str) -> dict[str, Any]:
+    """Run the alert's suggested action on its channel and log it; ActionUnavailable says why not.
+    With an Idempotency-Key, claimed before the alert is read, a retry after the send (which resolved
+    the alert) answers the first run's answer."""
+    key = mail.idempotency_key(request)
+    replayed = mail.claim(api, tenant, key, ["action", caller.actor, alert_id])
+    if replayed is not None:
+        return replayed
+    try:
+        prepared = api.store.prepare_action(tenant, alert_id, caller.viewer)
+        lead, action = prepared["lead"], prepared["suggested_action"]
+        channel = action_channel(action, lead.get("preferred_channel"))
+        reason = unavailable_reason(api, tenant, action, channel, lead.get("phone"), lead.get("email"))
+        if reason is None and channel == "call":
+            reason = "action_is_a_call"
+        if reason is None and not prepared.get("text"):
+            reason = "no_message"
+        if reason is not None:
+            raise ActionUnavailable(reason, {"action": (action or {}).get("action"), "channel": channel})
+    except Exception:
+        mail.release(api, tenant, key)
+        raise
+    if channel == "email":  # settles or releases the key itself
+        return mail.send_and_log(api, caller, prepared, prepared["subject"], prepared["text"], key)
+    try:
+        result = whatsapp.send_and_log(api, tenant, caller, lead, prepared["text"], alert_type=prepared["alert_type"])
+    except Exception:
+        mail.release(api, tenant, key)  # nothing was sent: a retry may send
+        raise
+    answer = {**result, "sent": {"channel": "whatsapp", "to": lead["phone"], **result["sent"]}}
+    mail.settle(api, tenant, key, answer)
+    return answer

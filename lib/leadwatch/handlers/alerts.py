@@ -101,12 +101,14 @@ def resolve_alert(request: Request, caller: Caller, services: Services, alert_id
     "lead's preferred one) and logs it as an outbound activity. 409 when the action cannot run, the error's "
     "code saying why (the `reason` the active alerts list gives before any click): no_phone, no_email, "
     "whatsapp_not_configured, email_not_configured, no_preferred_channel, unknown_action, no_message, and "
-    "action_is_a_call (a call is made by a person, then logged with POST /api/activities/log).",
+    "action_is_a_call (a call is made by a person, then logged with POST /api/activities/log). An alert already "
+    "resolved answers 409, and a request retried with the same `Idempotency-Key` header answers the first run's "
+    "answer (`replayed: true`) and sends nothing more.",
 )
 def run_action(request: Request, caller: Caller, services: Services, alert_id: str) -> tuple[int, dict]:
     """Run the alert's suggested action on its channel (see `actions`): a send, logged."""
     tenant = caller.require_tenant()
-    return 200, run(services, tenant, caller, check_alert_id(alert_id))
+    return 200, run(request, services, tenant, caller, check_alert_id(alert_id))
 
 
 @endpoint(

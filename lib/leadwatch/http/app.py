@@ -23,6 +23,7 @@ from werkzeug.routing import Map, Rule
 
 from ..errors import Forbidden, LeadwatchError, MethodNotAllowed, NotFound, Unauthorized
 from ..handlers import ENDPOINTS
+from ..integrations.email_out import EmailChannel, SmtpSender, parse_smtp_url
 from ..integrations.espo import EspoCrm
 from ..integrations.greenapi import GreenApi
 from ..stores.store import Store
@@ -33,7 +34,6 @@ from .inputs import body_finished, check_text
 if TYPE_CHECKING:
     from ..config import Settings
     from ..devtools.outbox import DevOutbox
-    from ..integrations.email_out import EmailSender
     from .routes import Services
 
 log = logging.getLogger("leadwatch.http")
@@ -89,7 +89,7 @@ class Api:
         espo: EspoCrm | None = None,
         *,
         espo_url: str | None = None,
-        email: EmailSender | None = None,
+        email: EmailChannel | None = None,
     ) -> None:
         self._access = access
         self._cors = CorsPolicy(cors_origins)
@@ -98,7 +98,7 @@ class Api:
         self.greenapi = greenapi or GreenApi(())
         self.espo = espo
         self.espo_url = espo_url
-        self.email = email
+        self.email = email or EmailChannel()
         self.outbox: DevOutbox | None = None
         self.endpoints = ENDPOINTS
         self._by_name = {e.name: e for e in ENDPOINTS}
@@ -111,7 +111,8 @@ class Api:
         access: OpenAccess | VerifiedAccess,
         cors_origins: tuple[str, ...] | None = None,
     ) -> Api:
-        """The Api a deployment's settings describe (Green-API instances, EspoCRM, CORS)."""
+        """The Api a deployment's settings describe (Green-API instances, EspoCRM, CORS, email: an SMTP
+        sender when LEADWATCH_SMTP_URL is set)."""
         espo = (
             EspoCrm(settings.espo_url, settings.espo_api_key) if settings.espo_url and settings.espo_api_key else None
         )
@@ -122,6 +123,11 @@ class Api:
             GreenApi(settings.greenapi_instances),
             espo,
             espo_url=settings.espo_url,
+            email=EmailChannel(
+                SmtpSender(parse_smtp_url(settings.smtp_url)) if settings.smtp_url else None,
+                settings.email_from,
+                settings.email_webhook_tokens,
+            ),
         )
 
     @property

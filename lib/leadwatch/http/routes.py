@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ..devtools.outbox import DevOutbox
-    from ..integrations.email_out import EmailSender
+    from ..integrations.email_out import EmailChannel
     from ..integrations.espo import EspoCrm
     from ..integrations.greenapi import GreenApi
     from ..stores.store import Store
@@ -58,7 +58,9 @@ class Services(Protocol):
         ...
 
     @property
-    def email(self) -> EmailSender | None: ...
+    def email(self) -> EmailChannel:
+        """The email sender (None: not configured), the default From, the inbound webhook's tokens."""
+        ...
 
     @property
     def outbox(self) -> DevOutbox | None:
@@ -91,6 +93,7 @@ class Endpoint:
     security: Security = "user"
     description: str = ""
     status: int = 200  # the success status (201 where the route creates)
+    raw_body: str | None = None  # a body that is not JSON: its media type (the email webhook's message/rfc822)
 
     @property
     def name(self) -> str:
@@ -119,6 +122,7 @@ def endpoint(
     description: str = "",
     status: int = 200,
     tag: str | None = None,
+    raw_body: str | None = None,
 ) -> Callable[[F], F]:
     """Declare the decorated handler as the endpoint `method path` of its module's function group."""
 
@@ -138,6 +142,7 @@ def endpoint(
             security=security,
             description=description,
             status=status,
+            raw_body=raw_body,
         )
         handler.__dict__["endpoint"] = declared
         return handler

@@ -116,9 +116,13 @@ class RuleIn(InputModel):
     actionText: dict[Locale, Annotated[str, Field(min_length=1, max_length=1000)]] | None = None
     action: Literal["send_whatsapp", "send_email", "switch_channel", "call_lead"] | None = None
     actionLabel: dict[Locale, Annotated[str, Field(min_length=1, max_length=100)]] | None = None
+    # An email's subject ({name} filled in): see docs/email.md.
+    actionSubject: dict[Locale, Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\r\n]*$")]] | None = (
+        None
+    )
     overdueAfter: Duration | None = None
 
-    @field_validator(*_NOT_NULL, "actionText", "action", "actionLabel", "overdueAfter")
+    @field_validator(*_NOT_NULL, "actionText", "action", "actionLabel", "actionSubject", "overdueAfter")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
@@ -141,6 +145,7 @@ class RuleIn(InputModel):
             "actionText": "action_text",
             "actionLabel": "action_label",
             "overdueAfter": "overdue_after",
+            "actionSubject": "action_subject",
         }
         changes: dict[str, Any] = {}
         for field in self.model_fields_set:

@@ -161,6 +161,7 @@ class ActionMessage(_Out):
     message: str
     chatId: str | None = Field(default=None, description="WhatsApp: the chat written to")
     idMessage: str | None = Field(default=None, description="WhatsApp: the provider's message id")
+    subject: str | None = Field(default=None, description="email: the subject sent")
     messageId: str | None = Field(default=None, description="email: the Message-ID sent")
 
 
@@ -169,6 +170,10 @@ class ActionSent(_Out):
     sent: ActionMessage
     activity: Activity
     alerts: AlertChanges
+    replayed: bool = Field(
+        default=False,
+        description="true when this answer is the one a former request with the same Idempotency-Key made",
+    )
 
 
 class SweepResult(_Out):
