@@ -15,6 +15,8 @@
 --   `prepare_email` for POST /api/email/send.
 -- (counts_as_contact and set_rule were redefined by 20261207000400_email.sql too: the definitions here
 -- keep both changes.)
+-- * `prepare_email` (20261207000400_email.sql) prepares the chat assistant's email only: an alert's
+--   email is prepared by `prepare_action`, as every action's follow-up, so its alert argument goes.
 
 /**
  * Does an activity with this status count as contact? A send that failed reached nobody, an
@@ -187,6 +189,37 @@ end
 $$;
 revoke all on function public.prepare_action(text, uuid) from public, anon, authenticated, service_role;
 grant execute on function public.prepare_action(text, uuid) to authenticated, service_role;
+
+drop function public.prepare_email(text, uuid, text);
+
+/**
+ * What an email the chat assistant sends needs (POST /api/email/send): the lead, with its address,
+ * and the tenant's From address (null: the deployment's default). An alert's email is prepared by
+ * `prepare_action`, as every action's follow-up. Runs as the caller: a lead they may not see is not
+ * found.
+ */
+create function public.prepare_email(p_tenant text, p_lead_id text)
+returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_lead public.leads;
+begin
+  perform public.assert_acts_in(p_tenant);
+  select * into v_lead from public.leads l where l.tenant_id = p_tenant and l.lead_id = p_lead_id;
+  if not found then
+    perform public.raise_error('LW404', 'lead not found in the directory', 'leadId');
+  end if;
+  if v_lead.email is null then
+    perform public.raise_error('LW422', 'the lead has no email address', 'email');
+  end if;
+  return jsonb_build_object(
+    'lead', public.lead_json(v_lead),
+    'from', (select s.from_address from public.email_senders s where s.tenant_id = p_tenant));
+end
+$$;
+grant execute on function public.prepare_email(text, text) to authenticated, service_role;
 
 /**
  * Change the tenant's rule of one type: the fields present in `p_changes` (enabled, threshold,

@@ -121,51 +121,21 @@ grant execute on function public.log_activity_by_email(text, text, text, text, t
                                                        text, boolean) to service_role;
 
 /**
- * What an email follow-up needs: the lead (with its address), the tenant's From address (null: the
- * deployment's default) and, for an alert's suggested action (`send_email`), the alert and the text
- * and subject its rule sends in the tenant's language, {name} filled in. An alert already resolved
- * is not acted on again (409): a retried action does not send twice. Runs as the caller: an alert
- * or lead they may not see is not found.
+ * What an email the chat assistant sends needs (POST /api/email/send): the lead, with its address,
+ * and the tenant's From address (null: the deployment's default). An alert's email is prepared by
+ * `prepare_action`, as every action's follow-up. Runs as the caller: a lead they may not see is not
+ * found.
  */
-create or replace function public.prepare_email(p_tenant text, p_alert_id uuid default null, p_lead_id text default null)
+create or replace function public.prepare_email(p_tenant text, p_lead_id text)
 returns jsonb
 language plpgsql stable
 set search_path = ''
 as $$
 declare
-  v_alert   public.max_alerts;
-  v_rule    public.alert_rules;
-  v_default public.alert_rules;
-  v_lead    public.leads;
-  v_text    text;
-  v_subject text;
+  v_lead public.leads;
 begin
   perform public.assert_acts_in(p_tenant);
-  if p_alert_id is not null then
-    select * into v_alert from public.max_alerts a where a.tenant_id = p_tenant and a.id = p_alert_id;
-    if not found then
-      perform public.raise_error('LW404', 'alert not found', 'id');
-    end if;
-    if v_alert.suggested_action ->> 'action' is distinct from 'send_email' then
-      perform public.raise_error('LW422', format('the action %s of this alert is not an email',
-                                                 coalesce(v_alert.suggested_action ->> 'action', '(none)')), 'action');
-    end if;
-    if v_alert.resolved_at is not null then
-      perform public.raise_error('LW409', 'the alert is already resolved: its action is not run again', 'id');
-    end if;
-    select * into v_rule from public.rules_for(p_tenant) r where r.type = v_alert.type;
-    select * into v_default from public.alert_rules r where r.tenant_id = '*' and r.type = v_alert.type;
-    v_text := coalesce(v_rule.action -> 'text' ->> v_rule.locale, v_rule.action -> 'text' ->> 'fr');
-    v_subject := coalesce(v_rule.action -> 'subject' ->> v_rule.locale, v_default.action -> 'subject' ->> v_rule.locale,
-                          v_rule.action -> 'subject' ->> 'fr', v_default.action -> 'subject' ->> 'fr',
-                          v_rule.action -> 'label' ->> v_rule.locale);
-    if v_text is null then
-      perform public.raise_error('LW422', 'the rule of this alert has no text to send', 'action');
-    end if;
-  end if;
-
-  select * into v_lead from public.leads l
-  where l.tenant_id = p_tenant and l.lead_id = coalesce(v_alert.lead_id, p_lead_id);
+  select * into v_lead from public.leads l where l.tenant_id = p_tenant and l.lead_id = p_lead_id;
   if not found then
     perform public.raise_error('LW404', 'lead not found in the directory', 'leadId');
   end if;
@@ -174,13 +144,10 @@ begin
   end if;
   return jsonb_build_object(
     'lead', public.lead_json(v_lead),
-    'alert_type', v_alert.type,
-    'from', (select s.from_address from public.email_senders s where s.tenant_id = p_tenant),
-    'text', replace(v_text, ' {name}', coalesce(' ' || v_lead.name, '')),
-    'subject', replace(v_subject, ' {name}', coalesce(' ' || v_lead.name, '')));
+    'from', (select s.from_address from public.email_senders s where s.tenant_id = p_tenant));
 end
 $$;
-grant execute on function public.prepare_email(text, uuid, text) to authenticated, service_role;
+grant execute on function public.prepare_email(text, text) to authenticated, service_role;
 
 /**
  * Claim an Idempotency-Key before sending: `{claimed: true}` when this request may send;

@@ -188,11 +188,9 @@ class Store:
             p_create=create_lead,
         )
 
-    def prepare_email(
-        self, tenant: str, *, alert_id: str | None = None, lead_id: str | None = None, viewer: Viewer | None = None
-    ) -> dict[str, Any]:
-        """The lead to write to, the tenant's From (null: the default), and an alert's text and subject."""
-        return self._call("prepare_email", viewer, p_tenant=tenant, p_alert_id=alert_id, p_lead_id=lead_id)
+    def prepare_email(self, tenant: str, *, lead_id: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        """The lead to write to (with its address) and the tenant's From (null: the default)."""
+        return self._call("prepare_email", viewer, p_tenant=tenant, p_lead_id=lead_id)
 
     def claim_email_send(self, tenant: str, key: str, request_hash: str) -> dict[str, Any]:
         """Claim an Idempotency-Key: {claimed: true}, or {claimed: false, answer} of the send it made (service only)."""
