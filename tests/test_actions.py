@@ -194,6 +194,37 @@ def test_deployed_functions_never_use_the_outbox(db, database_url, monkeypatch):
     assert alerts.get("/dev/outbox", headers=auth).status_code == 404
 
 
+def test_deployed_functions_run_email_actions_once_an_smtp_server_is_configured(db, database_url, monkeypatch):
+    """functions/main.py with LEADWATCH_SMTP_URL: Api.from_settings builds the SMTP sender, so an email
+    follow-up is available outside leadwatch dev (and unavailable without the setting)."""
+    import functions_framework
+    from leadwatch.stores.store import PostgresStore
+
+    store = PostgresStore(database_url)
+    db.execute(
+        """insert into alert_rules (tenant_id, type, threshold, severity, escalate_after, escalated_severity,
+                                    messages, action)
+           select 'acme', type, threshold, severity, escalate_after, escalated_severity, messages,
+                  jsonb_set(action, '{action}', '"send_email"')
+           from alert_rules where tenant_id = '*' and type = 'NoContact7d'"""
+    )
+    silent(store, "SOPHIE", name="Sophie Martin", email="sophie@example.com")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("SUPABASE_SERVICE_KEY", "cloud-service-key")
+    source = str(ROOT / "functions" / "main.py")
+    auth = {"Authorization": "Bearer cloud-service-key", "X-Tenant": "acme"}
+
+    def suggested() -> tuple[bool, str | None]:
+        alerts = functions_framework.create_app(target="alerts", source=source).test_client()
+        [alert] = alerts.get("/api/alerts/active", headers=auth).get_json()["alerts"]
+        return alert["suggested_action"]["available"], alert["suggested_action"]["reason"]
+
+    assert suggested() == (False, "email_not_configured")
+    monkeypatch.setenv("LEADWATCH_SMTP_URL", "smtp://leadwatch:s3cret@mail.example.com:587")
+    monkeypatch.setenv("LEADWATCH_EMAIL_FROM", FROM)
+    assert suggested() == (True, None)
+
+
 # Available or not, before any click -------------------------------------------------------------
 
 
