@@ -11,8 +11,9 @@ and `reason`, before any click) and for `POST /api/alerts/{id}/action` (the same
 error's code). A channel is configured when a provider is (Green-API for the tenant, the SMTP
 sender of LEADWATCH_SMTP_URL), or, under `leadwatch dev`, when the dev outbox stands in for it.
 
-Every send an action runs goes through the email function's Idempotency-Key guard (`email.claim`, handlers/email.py):
-a request retried with the same key answers the first run's answer and sends nothing more.
+Every send an action runs, on any channel, goes through the Idempotency-Key guard of the email
+function (handlers/email.py: claim, settle, release): a request retried with the same key answers the
+first run's answer and sends nothing more.
 """
 
 from __future__ import annotations
