@@ -51,6 +51,9 @@ def test_dev_serves_demo_alerts_of_every_severity(dev_server):
     assert all(body["stats"]["by_severity"][s] > 0 for s in ("high", "med", "low"))
     sophie = [a for a in body["alerts"] if a["lead_id"] == "694d0bed15df5b9e1"]
     assert sophie and sophie[0]["lead_name"] == "Sophie Martin"
+    # no provider configured: the open mode's sends go to the dev outbox, so every action can run
+    assert all(a["suggested_action"]["available"] for a in body["alerts"])
+    assert httpx.get(f"{dev_server}/dev/outbox").json() == {"success": True, "messages": []}
 
 
 def test_dev_answers_the_reference_curl_examples(dev_server):
@@ -177,6 +180,8 @@ def test_dev_with_auth_enforces_what_the_cloud_enforces(database_url, db):
             f"{base}/api/alerts/active", headers={"X-Tenant": "macrea", "Authorization": "Bearer dev-service-key"}
         )
         assert service.status_code == 200
+        # the dev outbox (every tenant's messages, unauthenticated) is the open mode's only
+        assert httpx.get(f"{base}/dev/outbox").status_code == 404
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]

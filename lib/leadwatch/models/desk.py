@@ -107,8 +107,12 @@ _SNAKE = {
     "minCount": "min_count",
     "minValue": "min_value",
     "actionText": "action_text",
+    "actionLabel": "action_label",
+    "actionSubject": "action_subject",
     "overdueAfter": "overdue_after",
 }
+# The parts of a rule's `action` (as GET gives it) that a PUT may change, and RuleIn's field for each.
+_ACTION_PARTS = {"action": "action", "label": "actionLabel", "text": "actionText", "subject": "actionSubject"}
 _DURATIONS = {"threshold": "threshold", "escalateAfter": "escalate_after", "overdueAfter": "overdue_after"}
 _READ_ONLY = ("type", "source", "supersedes")
 
@@ -134,9 +138,15 @@ class RuleIn(InputModel):
     locale: Locale | None = None
     messages: dict[Locale, Annotated[str, Field(min_length=1, max_length=500)]] | None = None
     actionText: dict[Locale, Annotated[str, Field(min_length=1, max_length=1000)]] | None = None
+    action: Literal["send_whatsapp", "send_email", "switch_channel", "call_lead"] | None = None
+    actionLabel: dict[Locale, Annotated[str, Field(min_length=1, max_length=100)]] | None = None
+    # An email's subject ({name} filled in): see docs/email.md.
+    actionSubject: dict[Locale, Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\r\n]*$")]] | None = (
+        None
+    )
     overdueAfter: Duration | None = Field(default=None, validation_alias=_also("overdueAfter"))
 
-    @field_validator(*_NOT_NULL, "actionText", "overdueAfter")
+    @field_validator(*_NOT_NULL, "actionText", "action", "actionLabel", "actionSubject", "overdueAfter")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
@@ -161,8 +171,9 @@ class RuleIn(InputModel):
 
     def changes_nothing(self, rule: dict[str, Any]) -> bool:
         """Whether every field given holds the value of `rule` (a rule as GET /api/rules gives it)."""
+        in_action = {_SNAKE.get(name, name): part for part, name in _ACTION_PARTS.items()}
         for key, value in self.to_changes().items():
-            now = (rule.get("action") or {}).get("text") if key == "action_text" else rule.get(key)
+            now = (rule.get("action") or {}).get(in_action[key]) if key in in_action else rule.get(key)
             if key in _DURATIONS.values() and now is not None:
                 now = f"{int(duration(now).total_seconds())} seconds"
             if isinstance(value, dict):  # messages and action texts are merged: the locales given
@@ -175,25 +186,28 @@ class RuleIn(InputModel):
 
 def rule_body(body: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
     """A PUT body that may be a rule as GET /api/rules gives it, made into RuleIn's input: `type`,
-    `source`, `supersedes` and `action` (but its `text`) are read-only, accepted when they hold the
-    values of `rule` (the rule in force) and left out; `action.text` is `actionText`; a null where
-    the rule in force has none either changes nothing and is left out."""
+    `source` and `supersedes` are read-only, accepted when they hold the values of `rule` (the rule in
+    force) and left out; an `action` object (GET's form) gives its `action`, `label`, `text` and
+    `subject` where they differ from the rule in force (its other parts are read-only), while a string
+    `action` is RuleIn's own; a null where the rule in force has none either changes nothing and is
+    left out."""
     errors: list[dict[str, str]] = []
     changes: dict[str, Any] = {}
     for key, value in body.items():
         if key in _READ_ONLY:
             if value != rule.get(key):
                 errors.append({"field": key, "message": f"is read-only: give {rule.get(key)!r} or leave it out"})
-        elif key == "action":
+        elif key == "action" and isinstance(value, dict):
             current = rule.get("action") or {}
-            if not isinstance(value, dict) or {k: v for k, v in value.items() if k != "text"} != {
-                k: v for k, v in current.items() if k != "text"
+            if {k: v for k, v in value.items() if k not in _ACTION_PARTS} != {
+                k: v for k, v in current.items() if k not in _ACTION_PARTS
             }:
-                errors.append({"field": "action", "message": "is read-only but for its text (actionText)"})
-            elif "text" in value and "actionText" in body:
-                errors.append({"field": "action.text", "message": "give actionText or action.text, not both"})
-            elif "text" in value:
-                changes["actionText"] = value["text"]
+                errors.append({"field": "action", "message": "only its action, label, text and subject may change"})
+            for part, name in _ACTION_PARTS.items():
+                if part in value and name in body and name != "action":
+                    errors.append({"field": f"action.{part}", "message": f"give {name} or action.{part}, not both"})
+                elif part in value and value[part] != current.get(part):
+                    changes[name] = value[part]
         elif value is None and rule.get(_SNAKE.get(key, key), ...) is None:
             continue  # null already
         else:
