@@ -62,7 +62,7 @@ def bench_business_sweep(conn: psycopg.Connection, now: datetime, record: Callab
         seconds, leads = _sweep_rolled_back(conn, now, business=True)
         business.append(seconds)
         checked.add(("business", leads))
-    due = {clock: leads for clock, leads in checked}
+    due = dict(checked)
     assert len(checked) == 2 and due["calendar"] == due["business"], f"the clocks must find the same leads: {checked}"
     ratio = statistics.median(business) / statistics.median(calendar)
     record(

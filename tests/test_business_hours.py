@@ -12,11 +12,11 @@ from helpers import active, log
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from leadwatch import Api
-from leadwatch.desk_models import RuleIn
-from leadwatch.dev import create_app
+from leadwatch.devtools.dev import create_app
 from leadwatch.errors import ValidationFailed
-from leadwatch.identity import VerifiedAccess
-from leadwatch.models import ActivityIn
+from leadwatch.http.identity import VerifiedAccess
+from leadwatch.models.desk import RuleIn
+from leadwatch.models.requests import ActivityIn
 from test_access import ADMIN, AGENT, SETTINGS, bearer, token
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

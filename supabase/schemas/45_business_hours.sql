@@ -1,0 +1,731 @@
+-- Business hours: a working calendar per tenant (a week of local opening ranges in an IANA zone,
+-- and holidays), and a clock per rule (alert_rules.clock, in 30_alerts.sql). On the `business`
+-- clock a rule's threshold, escalation step and overdue delay count working time only: `Nd` is N
+-- working days (the same local clock time N working days later), `Nh`/`Nm` are working hours and
+-- minutes. Working time is read on the calendar's local clock, so openings follow it across
+-- daylight-saving changes. The arithmetic is whole weeks plus a remainder (O(1) per lead, a step
+-- per holiday in the way), and due times stay stored in lead_state, so the sweep reads only what is
+-- due whatever the clock. The functions that use it (log_activity, the sweep's, set_rule, ...) live
+-- with their concepts.
+
+-- Tables ------------------------------------------------------------------------------------------
+
+create table public.business_calendars (
+  tenant_id   text not null,                  -- '*' holds the default; a tenant's own row replaces it
+  time_zone   text not null,                  -- IANA zone of the week's clock times and of the holidays
+  week        jsonb not null,                 -- {"mon": [["09:00", "18:00"]], ..., "sun": []} as the API shows it
+  holidays    date[] not null default '{}',   -- whole local dates without working time, ascending, each once
+  opens       integer[] not null,             -- the week's working ranges as minutes of the week (Monday 00:00
+  closes      integer[] not null,             -- is 0), ascending, each ending (exclusive) by its day's 24:00
+  day_minutes integer[] not null,             -- working minutes of each day of the week, Monday first
+  updated_at  timestamptz not null default now(),
+  constraint business_calendars_pkey primary key (tenant_id),
+  constraint business_calendars_ranges_paired check (cardinality(opens) = cardinality(closes)),
+  constraint business_calendars_week_not_empty check (cardinality(opens) > 0),
+  constraint business_calendars_seven_days check (cardinality(day_minutes) = 7)
+);
+
+-- Grants ------------------------------------------------------------------------------------------
+
+revoke all on table public.business_calendars from public, anon, authenticated, service_role;
+grant select on table public.business_calendars to authenticated;
+grant select, insert, update, delete on table public.business_calendars to service_role;
+alter table public.business_calendars enable row level security;
+
+-- Policies ----------------------------------------------------------------------------------------
+
+create policy "Calendars are visible to members of their tenant" on public.business_calendars
+  for select to authenticated
+  using (tenant_id = '*' or (select public.sees_all_tenants()) or tenant_id = (select public.current_tenant()));
+
+-- Functions: the arithmetic -----------------------------------------------------------------------
+
+/** The calendar in force for a tenant: its own, else the default (Mon–Fri 09:00–18:00 Europe/Paris). */
+create function public.calendar_for(p_tenant text) returns public.business_calendars
+language sql stable
+as $$
+  select c.*
+  from public.business_calendars c
+  where c.tenant_id in (p_tenant, '*')
+  order by c.tenant_id = '*'
+  limit 1
+$$;
+grant execute on function public.calendar_for(text) to authenticated, service_role;
+
+-- The arithmetic takes a calendar's fields one by one: reading a field of a row passed to PL/pgSQL
+-- expands the whole row first, which costs more than the arithmetic itself. The functions taking a
+-- calendar row (`clock_add` and those below it) are SQL one-liners that pass its fields on.
+
+/**
+ * Seconds of working time a calendar gives to the part [p_from, p_to) (seconds since local
+ * midnight) of one local date: none on a holiday.
+ */
+create function public.working_seconds_in_day(
+  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_day date, p_from numeric default 0, p_to numeric default 86400)
+returns numeric
+language plpgsql immutable
+set search_path = ''
+as $$
+declare
+  v_base integer := (extract(isodow from p_day)::integer - 1) * 1440;
+  v_sum  numeric := 0;
+begin
+  if p_day = any (p_holidays) then
+    return 0;
+  end if;
+  for i in 1 .. cardinality(p_opens) loop
+    if p_opens[i] >= v_base and p_opens[i] < v_base + 1440 then
+      v_sum := v_sum + greatest(0, least((p_closes[i] - v_base) * 60, p_to) - greatest((p_opens[i] - v_base) * 60, p_from));
+    end if;
+  end loop;
+  return v_sum;
+end
+$$;
+grant execute on function public.working_seconds_in_day(text, integer[], integer[], integer[], date[], date, numeric, numeric)
+  to authenticated, service_role;
+
+
+/**
+ * The instant at which `p_seconds` (> 0) of working time counted from `p_from` (seconds since local
+ * midnight) run out on a local date; null when the day has not that much left. The earliest such
+ * instant: a span that uses a range to its end ends at its closing.
+ */
+create function public.end_of_working_span(
+  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_day date, p_from numeric, p_seconds numeric)
+returns timestamptz
+language plpgsql immutable
+set search_path = ''
+as $$
+declare
+  v_base  integer := (extract(isodow from p_day)::integer - 1) * 1440;
+  v_left  numeric := p_seconds;
+  v_start numeric;
+  v_avail numeric;
+begin
+  if p_day = any (p_holidays) then
+    return null;
+  end if;
+  for i in 1 .. cardinality(p_opens) loop
+    if p_opens[i] >= v_base and p_opens[i] < v_base + 1440 then
+      v_start := greatest((p_opens[i] - v_base) * 60, p_from);
+      v_avail := (p_closes[i] - v_base) * 60 - v_start;
+      if v_avail > 0 then
+        if v_left <= v_avail then
+          return (p_day + (v_start + v_left) * interval '1 second') at time zone p_zone;
+        end if;
+        v_left := v_left - v_avail;
+      end if;
+    end if;
+  end loop;
+  return null;
+end
+$$;
+grant execute on function public.end_of_working_span(text, integer[], integer[], integer[], date[], date, numeric, numeric)
+  to authenticated, service_role;
+
+
+/**
+ * The first working instant at or after `p_at`: `p_at` itself within working hours, else the next
+ * opening of the calendar (on its local clock, holidays skipped: at most a week away, plus a day
+ * per holiday in the way).
+ */
+create function public.next_opening(
+  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_at timestamptz) returns timestamptz
+language plpgsql immutable
+set search_path = ''
+as $$
+declare
+  v_local timestamp := p_at at time zone p_zone;
+  v_day   date := v_local::date;
+  v_secs  numeric := extract(epoch from v_local - v_local::date);
+  v_base  integer := (extract(isodow from v_local)::integer - 1) * 1440;
+begin
+  if p_at is null or not isfinite(p_at) then
+    return p_at;
+  end if;
+  if not v_day = any (p_holidays) then
+    for i in 1 .. cardinality(p_opens) loop  -- ranges in order: the first one not closed yet
+      if p_opens[i] >= v_base and p_opens[i] < v_base + 1440 and v_secs < (p_closes[i] - v_base) * 60 then
+        if v_secs >= (p_opens[i] - v_base) * 60 then
+          return p_at;
+        end if;
+        return (v_day + (p_opens[i] - v_base) * interval '1 minute') at time zone p_zone;
+      end if;
+    end loop;
+  end if;
+  loop
+    v_day := v_day + 1;
+    v_base := (extract(isodow from v_day)::integer - 1) * 1440;
+    continue when p_day_minutes[v_base / 1440 + 1] = 0 or v_day = any (p_holidays);
+    for i in 1 .. cardinality(p_opens) loop
+      if p_opens[i] >= v_base then
+        return (v_day + (p_opens[i] - v_base) * interval '1 minute') at time zone p_zone;
+      end if;
+    end loop;
+  end loop;
+end
+$$;
+grant execute on function public.next_opening(text, integer[], integer[], integer[], date[], timestamptz)
+  to authenticated, service_role;
+
+
+/**
+ * `p_at` plus `p_span` of working time: the earliest instant by which that much working time has
+ * passed since `p_at`. The rest of the first day, then whole weeks at once, then at most a week day
+ * by day; each holiday met gives back its day's working time (one more step per holiday).
+ */
+create function public.add_working_time(
+  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_at timestamptz, p_span interval)
+returns timestamptz
+language plpgsql immutable
+set search_path = ''
+as $$
+declare
+  v_local  timestamp := p_at at time zone p_zone;
+  v_day    date := v_local::date;
+  v_secs   numeric := extract(epoch from v_local - v_local::date);
+  v_left   numeric := extract(epoch from p_span);
+  v_week   numeric := 0;
+  v_weeks  integer;
+  v_end    date;
+  v_lost   numeric;
+  v_today  numeric;
+  v_dow    integer;
+  v_holidays boolean := cardinality(p_holidays) > 0;
+  v_minutes integer;
+  v_holiday date;
+begin
+  if p_at is null or p_span is null or not isfinite(p_at) then
+    return p_at + p_span;
+  end if;
+  if v_left <= 0 then
+    return p_at;
+  end if;
+  foreach v_minutes in array p_day_minutes loop
+    v_week := v_week + v_minutes * 60;
+  end loop;
+  -- The rest of the first day.
+  v_today := public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_day, v_secs);
+  if v_left <= v_today then
+    return public.end_of_working_span(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_day, v_secs, v_left);
+  end if;
+  v_left := v_left - v_today;
+  v_day := v_day + 1;
+  v_dow := extract(isodow from v_day)::integer;  -- v_day's, kept in step
+  loop
+    -- Whole weeks, leaving between a second and a week of working time; the holidays among them
+    -- give their days' time back.
+    v_weeks := ceil(v_left / v_week)::integer - 1;
+    v_end := v_day + 7 * v_weeks;
+    v_lost := 0;
+    if v_weeks > 0 and v_holidays then
+      foreach v_holiday in array p_holidays loop
+        if v_holiday >= v_day and v_holiday < v_end then
+          v_lost := v_lost + p_day_minutes[extract(isodow from v_holiday)::integer] * 60;
+        end if;
+      end loop;
+    end if;
+    v_left := v_left - v_weeks * v_week + v_lost;
+    v_day := v_end;  -- whole weeks: the day of the week stays
+    continue when v_lost > 0;
+    -- Then day by day, at most a week (more only if holidays are in the way: the loop goes on).
+    for i in 1 .. 7 loop
+      v_today := case when v_holidays and v_day = any (p_holidays) then 0 else p_day_minutes[v_dow] * 60 end;
+      if v_left <= v_today then
+        return public.end_of_working_span(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_day, 0, v_left);
+      end if;
+      v_left := v_left - v_today;
+      v_day := v_day + 1;
+      v_dow := v_dow % 7 + 1;
+    end loop;
+  end loop;
+end
+$$;
+grant execute on function public.add_working_time(text, integer[], integer[], integer[], date[], timestamptz, interval)
+  to authenticated, service_role;
+
+
+/**
+ * `p_at` plus `p_days` working days: the same local clock time that many working days later. An
+ * instant outside working hours counts from the next opening; a result outside working hours (a
+ * shorter day, a clock change) moves to the next opening. Whole weeks at once, then at most a week
+ * day by day, one more step per holiday in the way.
+ */
+create function public.add_working_days(
+  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_at timestamptz, p_days integer)
+returns timestamptz
+language plpgsql immutable
+set search_path = ''
+as $$
+declare
+  v_start    timestamptz := public.next_opening(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, p_at);
+  v_local    timestamp := v_start at time zone p_zone;
+  v_time     interval := v_local - v_local::date;
+  v_day      date := v_local::date + 1;
+  v_dow      integer := extract(isodow from v_local::date + 1)::integer;  -- v_day's, kept in step
+  v_holidays boolean := cardinality(p_holidays) > 0;
+  v_left     integer := p_days;
+  v_per_week integer := 0;
+  v_weeks    integer;
+  v_end      date;
+  v_lost     integer;
+  v_minutes  integer;
+  v_holiday  date;
+begin
+  if p_at is null or p_days is null or not isfinite(p_at) then
+    return p_at + make_interval(days => p_days);
+  end if;
+  if p_days <= 0 then
+    return p_at;
+  end if;
+  foreach v_minutes in array p_day_minutes loop
+    v_per_week := v_per_week + (v_minutes > 0)::integer;
+  end loop;
+  loop
+    -- Whole weeks, leaving between one and a week's working days; the holidays among them give
+    -- their days back.
+    v_weeks := (v_left - 1) / v_per_week;
+    v_end := v_day + 7 * v_weeks;
+    v_lost := 0;
+    if v_weeks > 0 and v_holidays then
+      foreach v_holiday in array p_holidays loop
+        if v_holiday >= v_day and v_holiday < v_end and p_day_minutes[extract(isodow from v_holiday)::integer] > 0 then
+          v_lost := v_lost + 1;
+        end if;
+      end loop;
+    end if;
+    v_left := v_left - v_weeks * v_per_week + v_lost;
+    v_day := v_end;  -- whole weeks: the day of the week stays
+    continue when v_lost > 0;
+    -- Then day by day, at most a week (more only if holidays are in the way: the loop goes on).
+    for i in 1 .. 7 loop
+      if p_day_minutes[v_dow] > 0 and not (v_holidays and v_day = any (p_holidays)) then
+        v_left := v_left - 1;
+        if v_left = 0 then
+          return public.next_opening(p_zone, p_opens, p_closes, p_day_minutes, p_holidays,
+                                     (v_day + v_time) at time zone p_zone);
+        end if;
+      end if;
+      v_day := v_day + 1;
+      v_dow := v_dow % 7 + 1;
+    end loop;
+  end loop;
+end
+$$;
+grant execute on function public.add_working_days(text, integer[], integer[], integer[], date[], timestamptz, integer)
+  to authenticated, service_role;
+
+
+/**
+ * When a span started at `p_at` ends on a rule's clock: elapsed time on the calendar clock; on the
+ * business clock, working days for a whole number of days (`3d`, and `24h` too), else working time.
+ */
+create function public.clock_add(p_cal public.business_calendars, p_business boolean, p_at timestamptz, p_span interval)
+returns timestamptz
+language sql stable  -- as timestamptz + interval is; and so inlined into the caller's query
+as $$
+  select case
+    when not coalesce(p_business, false) or p_at is null or p_span is null then p_at + p_span
+    when extract(epoch from p_span) % 86400 = 0
+      then public.add_working_days(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                       p_at, (extract(epoch from p_span) / 86400)::integer)
+    else public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                       p_at, p_span)
+  end
+$$;
+grant execute on function public.clock_add(public.business_calendars, boolean, timestamptz, interval)
+  to authenticated, service_role;
+
+
+/**
+ * Seconds of working time between two instants (none when `p_to` is not after `p_from`): the ends
+ * of the first and last days, whole weeks at once, at most six days one by one, less the holidays.
+ */
+create function public.working_seconds_between(
+  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_from timestamptz, p_to timestamptz)
+returns numeric
+language plpgsql immutable
+set search_path = ''
+as $$
+declare
+  v_from    timestamp := p_from at time zone p_zone;
+  v_to      timestamp := p_to at time zone p_zone;
+  v_first   date := v_from::date;
+  v_last    date := v_to::date;
+  v_week    numeric := 0;
+  v_total   numeric;
+  v_day     date;
+  v_minutes integer;
+  v_holiday date;
+begin
+  if p_from is null or p_to is null then
+    return null;
+  end if;
+  if v_to <= v_from then
+    return 0;
+  end if;
+  if v_first = v_last then
+    return public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_first,
+                                         extract(epoch from v_from - v_first), extract(epoch from v_to - v_last));
+  end if;
+  foreach v_minutes in array p_day_minutes loop
+    v_week := v_week + v_minutes * 60;
+  end loop;
+  v_total := public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_first,
+                                           extract(epoch from v_from - v_first))
+           + public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_last, 0,
+                                           extract(epoch from v_to - v_last))
+           + ((v_last - v_first - 1) / 7) * v_week;
+  v_day := v_first + 1 + ((v_last - v_first - 1) / 7) * 7;
+  while v_day < v_last loop
+    v_total := v_total + p_day_minutes[extract(isodow from v_day)::integer] * 60;
+    v_day := v_day + 1;
+  end loop;
+  foreach v_holiday in array p_holidays loop
+    if v_holiday > v_first and v_holiday < v_last then
+      v_total := v_total - p_day_minutes[extract(isodow from v_holiday)::integer] * 60;
+    end if;
+  end loop;
+  return v_total;
+end
+$$;
+grant execute on function public.working_seconds_between(text, integer[], integer[], integer[], date[], timestamptz, timestamptz)
+  to authenticated, service_role;
+
+/** `next_opening` of a calendar row. */
+create function public.next_opening(p_cal public.business_calendars, p_at timestamptz) returns timestamptz
+language sql immutable
+as $$
+  select public.next_opening(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                       p_at)
+$$;
+grant execute on function public.next_opening(public.business_calendars, timestamptz) to authenticated, service_role;
+
+/** `add_working_time` of a calendar row. */
+create function public.add_working_time(p_cal public.business_calendars, p_at timestamptz, p_span interval) returns timestamptz
+language sql immutable
+as $$
+  select public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                       p_at, p_span)
+$$;
+grant execute on function public.add_working_time(public.business_calendars, timestamptz, interval)
+  to authenticated, service_role;
+
+/** `add_working_days` of a calendar row. */
+create function public.add_working_days(p_cal public.business_calendars, p_at timestamptz, p_days integer) returns timestamptz
+language sql immutable
+as $$
+  select public.add_working_days(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                       p_at, p_days)
+$$;
+grant execute on function public.add_working_days(public.business_calendars, timestamptz, integer) to authenticated, service_role;
+
+/** `working_seconds_between` of a calendar row. */
+create function public.working_seconds_between(p_cal public.business_calendars, p_from timestamptz, p_to timestamptz)
+returns numeric
+language sql immutable
+as $$
+  select public.working_seconds_between(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                       p_from, p_to)
+$$;
+grant execute on function public.working_seconds_between(public.business_calendars, timestamptz, timestamptz)
+  to authenticated, service_role;
+
+-- Functions: the calendar over the API ------------------------------------------------------------
+
+/** A calendar as the API shows it; `source` says whether it is the default or the tenant's own. */
+create function public.calendar_json(p_cal public.business_calendars) returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object(
+    'timeZone', p_cal.time_zone, 'week', p_cal.week,
+    'holidays', coalesce((select jsonb_agg(to_char(h, 'YYYY-MM-DD') order by h) from unnest(p_cal.holidays) h), '[]'),
+    'source', case when p_cal.tenant_id = '*' then 'default' else 'tenant' end)
+$$;
+grant execute on function public.calendar_json(public.business_calendars) to authenticated, service_role;
+
+/** The working calendar in force for a tenant (any member of it). */
+create function public.get_calendar(p_tenant text) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  perform public.assert_acts_in(p_tenant);
+  return jsonb_build_object('calendar', public.calendar_json(public.calendar_for(p_tenant)));
+end
+$$;
+grant execute on function public.get_calendar(text) to authenticated, service_role;
+
+/**
+ * A calendar read from the API's body `{timeZone, week: {mon: [["09:00", "18:00"]], ...}, holidays}`,
+ * validated (LW422 naming the field: an unknown zone, a time that is not HH:MM, a range that does
+ * not end after it starts or overlaps another, an empty week, a holiday that is not a date), with
+ * its ranges laid out for the arithmetic. Days left out have no working hours.
+ */
+create function public.parse_calendar(p_tenant text, p_body jsonb) returns public.business_calendars
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_cal    public.business_calendars;
+  v_days   constant text[] := array['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'];
+  v_key    text;
+  v_ranges jsonb;
+  v_range  jsonb;
+  v_start  integer;
+  v_end    integer;
+  v_prev   integer;
+  v_field  text;
+  v_item   jsonb;
+  v_week   jsonb := '{}';
+  v_sorted jsonb;
+begin
+  if jsonb_typeof(p_body) is distinct from 'object' then
+    perform public.raise_error('LW422', 'the calendar is an object {timeZone, week, holidays}', 'calendar');
+  end if;
+  v_cal.tenant_id := p_tenant;
+  v_cal.time_zone := p_body ->> 'timeZone';
+  if jsonb_typeof(p_body -> 'timeZone') is distinct from 'string'
+     or not exists (select from pg_catalog.pg_timezone_names z where z.name = v_cal.time_zone) then
+    perform public.raise_error('LW422', 'timeZone must be an IANA time zone such as Europe/Paris', 'timeZone');
+  end if;
+  if jsonb_typeof(p_body -> 'week') is distinct from 'object' then
+    perform public.raise_error('LW422', 'week must be an object of days (mon ... sun) to lists of ["HH:MM", "HH:MM"]', 'week');
+  end if;
+  for v_key in select jsonb_object_keys(p_body -> 'week') loop
+    if not v_key = any (v_days) then
+      perform public.raise_error('LW422', 'the days of the week are mon, tue, wed, thu, fri, sat and sun', 'week.' || v_key);
+    end if;
+  end loop;
+
+  v_cal.opens := '{}';
+  v_cal.closes := '{}';
+  v_cal.day_minutes := '{}';
+  for d in 1 .. 7 loop
+    v_ranges := coalesce(p_body -> 'week' -> v_days[d], '[]');
+    if jsonb_typeof(v_ranges) <> 'array' then
+      perform public.raise_error('LW422', 'a day is a list of ["HH:MM", "HH:MM"] ranges', 'week.' || v_days[d]);
+    end if;
+    v_prev := null;
+    v_sorted := '[]';
+    v_cal.day_minutes := v_cal.day_minutes || 0;
+    for v_range, v_field in
+      select r.value, format('week.%s[%s]', v_days[d], r.ordinality - 1)
+      from jsonb_array_elements(v_ranges) with ordinality r
+      order by r.value ->> 0, r.ordinality
+    loop
+      if jsonb_typeof(v_range) <> 'array' or jsonb_array_length(v_range) <> 2
+         or coalesce(v_range ->> 0, '') !~ '^([01][0-9]|2[0-3]):[0-5][0-9]$'
+         or coalesce(v_range ->> 1, '') !~ '^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$'
+         or jsonb_typeof(v_range -> 0) <> 'string' or jsonb_typeof(v_range -> 1) <> 'string' then
+        perform public.raise_error('LW422', 'a range is ["HH:MM", "HH:MM"] (24:00 ends the day)', v_field);
+      end if;
+      v_start := split_part(v_range ->> 0, ':', 1)::integer * 60 + split_part(v_range ->> 0, ':', 2)::integer;
+      v_end := split_part(v_range ->> 1, ':', 1)::integer * 60 + split_part(v_range ->> 1, ':', 2)::integer;
+      if v_end <= v_start then
+        perform public.raise_error('LW422', 'a range must end after it starts', v_field);
+      end if;
+      if v_start < v_prev then
+        perform public.raise_error('LW422', 'ranges of one day must not overlap', v_field);
+      end if;
+      v_prev := v_end;
+      v_cal.opens := v_cal.opens || ((d - 1) * 1440 + v_start);
+      v_cal.closes := v_cal.closes || ((d - 1) * 1440 + v_end);
+      v_cal.day_minutes[d] := v_cal.day_minutes[d] + (v_end - v_start);
+      v_sorted := v_sorted || jsonb_build_array(v_range);
+    end loop;
+    v_week := v_week || jsonb_build_object(v_days[d], v_sorted);
+  end loop;
+  if cardinality(v_cal.opens) = 0 then
+    perform public.raise_error('LW422', 'the week needs at least one working range', 'week');
+  end if;
+  v_cal.week := v_week;
+
+  if coalesce(jsonb_typeof(p_body -> 'holidays'), 'array') <> 'array' then
+    perform public.raise_error('LW422', 'holidays is a list of local dates "YYYY-MM-DD"', 'holidays');
+  end if;
+  for v_item, v_field in
+    select h.value, format('holidays[%s]', h.ordinality - 1)
+    from jsonb_array_elements(coalesce(p_body -> 'holidays', '[]')) with ordinality h
+  loop
+    if jsonb_typeof(v_item) <> 'string' or v_item #>> '{}' !~ '^\d{4}-\d{2}-\d{2}$'
+       or to_char(to_date(v_item #>> '{}', 'YYYY-MM-DD'), 'YYYY-MM-DD') <> v_item #>> '{}' then
+      perform public.raise_error('LW422', 'a holiday is a local date "YYYY-MM-DD"', v_field);
+    end if;
+  end loop;
+  v_cal.holidays := coalesce((select array_agg(distinct (h #>> '{}')::date order by (h #>> '{}')::date)
+                              from jsonb_array_elements(coalesce(p_body -> 'holidays', '[]')) h), '{}');
+  v_cal.updated_at := now();
+  return v_cal;
+end
+$$;
+grant execute on function public.parse_calendar(text, jsonb) to authenticated, service_role;
+
+/**
+ * Replace the tenant's working calendar (admins of the tenant and platform staff). Takes effect at
+ * once: the due times of its rules on the business clock are recomputed in the same transaction.
+ */
+create function public.set_calendar(p_tenant text, p_calendar jsonb) returns jsonb
+language plpgsql
+security definer  -- writes the tenant's calendar and its leads' state, which users cannot write themselves
+set search_path = ''
+as $$
+declare
+  v_cal  public.business_calendars;
+  v_type text;
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  if p_tenant = '*' then
+    perform public.raise_error('LW422', 'the default calendar is changed by a migration, not per tenant', 'tenant');
+  end if;
+  v_cal := public.parse_calendar(p_tenant, p_calendar);
+  insert into public.business_calendars as c
+  select v_cal.*
+  on conflict (tenant_id) do update set
+    time_zone = excluded.time_zone, week = excluded.week, holidays = excluded.holidays, opens = excluded.opens,
+    closes = excluded.closes, day_minutes = excluded.day_minutes, updated_at = excluded.updated_at;
+  for v_type in
+    select r.type from public.rules_for(p_tenant) r
+    where r.clock = 'business' and r.type in ('NoContact7d', 'NoReply3d', 'StaleLead30d', 'HighValueRisk')
+  loop
+    perform public.recompute_due_times(p_tenant, v_type);
+  end loop;
+  return jsonb_build_object('calendar', public.calendar_json(v_cal));
+end
+$$;
+grant execute on function public.set_calendar(text, jsonb) to authenticated, service_role;
+
+-- Data --------------------------------------------------------------------------------------------
+
+insert into public.business_calendars (tenant_id, time_zone, week, opens, closes, day_minutes)
+select '*', c.time_zone, c.week, c.opens, c.closes, c.day_minutes
+from public.parse_calendar('*', '{"timeZone": "Europe/Paris", "week": {"mon": [["09:00", "18:00"]],
+  "tue": [["09:00", "18:00"]], "wed": [["09:00", "18:00"]], "thu": [["09:00", "18:00"]], "fri": [["09:00", "18:00"]],
+  "sat": [], "sun": []}}') c;
+
+/**
+ * The clocks of the time-based rules in force for a tenant (true: the business clock) and, when one
+ * of them counts working time, the tenant's calendar (else null, and not read). One row; inlined.
+ */
+create function public.rule_clocks(p_tenant text)
+returns table (business_no_contact boolean, business_no_reply boolean, business_stale boolean,
+               business_high_value boolean, calendar public.business_calendars)
+language sql stable
+as $$
+  select c.no_contact, c.no_reply, c.stale, c.high_value,
+         case when c.no_contact or c.no_reply or c.stale or c.high_value then public.calendar_for(p_tenant) end
+  from (select coalesce(bool_or(r.clock = 'business') filter (where r.type = 'NoContact7d'), false) as no_contact,
+               coalesce(bool_or(r.clock = 'business') filter (where r.type = 'NoReply3d'), false) as no_reply,
+               coalesce(bool_or(r.clock = 'business') filter (where r.type = 'StaleLead30d'), false) as stale,
+               coalesce(bool_or(r.clock = 'business') filter (where r.type = 'HighValueRisk'), false) as high_value
+        from public.rules_for(p_tenant) r) c
+$$;
+grant execute on function public.rule_clocks(text) to authenticated, service_role;
+
+/**
+ * The next working morning after `p_now` on a calendar: today's first opening while it is still
+ * ahead, else the first opening of the next working day (holidays skipped). What "snooze until
+ * the next working morning" means.
+ */
+create function public.next_working_morning(p_cal public.business_calendars, p_now timestamptz)
+returns timestamptz
+language plpgsql immutable
+set search_path = ''
+as $$
+declare
+  v_local timestamp := p_now at time zone p_cal.time_zone;
+  v_day   date := v_local::date;
+  v_base  integer := (extract(isodow from v_local)::integer - 1) * 1440;
+  v_first integer := (select min(o) from unnest(p_cal.opens) o where o >= v_base and o < v_base + 1440);
+begin
+  if v_first is not null and not v_day = any (p_cal.holidays)
+     and v_local < v_day + (v_first - v_base) * interval '1 minute' then
+    return (v_day + (v_first - v_base) * interval '1 minute') at time zone p_cal.time_zone;
+  end if;
+  return public.next_opening(p_cal, (v_day + 1)::timestamp at time zone p_cal.time_zone);
+end
+$$;
+grant execute on function public.next_working_morning(public.business_calendars, timestamptz)
+  to authenticated, service_role;
+
+/** When the tenant's next working morning is (any member), `{at}`: what the snooze menu offers. */
+create function public.get_next_working_morning(p_tenant text) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  perform public.assert_acts_in(p_tenant);
+  return jsonb_build_object('at', public.next_working_morning(public.calendar_for(p_tenant), now()));
+end
+$$;
+grant execute on function public.get_next_working_morning(text) to authenticated, service_role;
+
+/**
+ * The alerts' analytics (`alert_analytics`, same range, zone and scope) with time to resolve and
+ * the "resolved within 24 h" share counted in the tenant's working hours: each alert resolved in
+ * the range, from its creation to its resolution, on the tenant's calendar (O(1) per alert).
+ */
+create function public.alert_analytics_in_working_time(p_tenant text, p_from date, p_to date, p_tz text default 'UTC')
+returns jsonb
+language plpgsql volatile
+set search_path = ''
+as $$
+declare
+  v_result jsonb := public.alert_analytics(p_tenant, p_from, p_to, p_tz);  -- checks the range, zone and caller
+  v_cal    public.business_calendars := public.calendar_for(p_tenant);
+  v_start  timestamptz := p_from::timestamp at time zone p_tz;
+  v_end    timestamptz := (p_to + 1)::timestamp at time zone p_tz;
+  v_scope  text;
+begin
+  v_scope := case
+    when (select public.sees_all_tenants()) then '*'
+    when p_tenant = (select public.current_tenant()) and (select public.sees_whole_tenant()) then '*'
+    when p_tenant = (select public.current_tenant()) and (select public.current_app_role()) = 'agent'
+      then (select auth.jwt()) ->> 'sub'
+  end;
+  if v_scope is null then  -- a caller who sees no figures sees none in working time either
+    return v_result || jsonb_build_object('clock', 'business');
+  end if;
+  with resolved as (
+    select a.type::text as type, coalesce(l.owner_id, '') as owner_key,
+           (public.working_seconds_between(v_cal, a.created_at, a.resolved_at) / 3600)::float8 as hours
+    from public.max_alerts a
+    left join public.leads l on l.tenant_id = a.tenant_id and l.lead_id = a.lead_id
+    where a.tenant_id = p_tenant and a.resolved_at >= v_start and a.resolved_at < v_end
+      and (v_scope = '*' or coalesce(l.owner_id, '') = v_scope)
+  ),
+  figures as (
+    select g.kind, g.key, count(*) as count,
+           round(percentile_cont(0.5) within group (order by g.hours)::numeric, 2) as median_hours,
+           round(percentile_cont(0.9) within group (order by g.hours)::numeric, 2) as p90_hours
+    from (select 't' as kind, r.type as key, r.hours from resolved r
+          union all
+          select 'o', r.owner_key, r.hours from resolved r) g
+    group by g.kind, g.key
+  )
+  select v_result || jsonb_build_object(
+    'clock', 'business',
+    'resolved_within_24h', (select jsonb_build_object(
+                              'resolved', count(*), 'within_24h', count(*) filter (where r.hours <= 24),
+                              'share', round((count(*) filter (where r.hours <= 24))::numeric / nullif(count(*), 0), 4))
+                            from resolved r),
+    'time_to_resolve', jsonb_build_object(
+      'by_type', coalesce((select jsonb_agg(jsonb_build_object('type', f.key, 'count', f.count,
+                                                               'median_hours', f.median_hours, 'p90_hours', f.p90_hours)
+                                            order by f.key)
+                           from figures f where f.kind = 't'), '[]'),
+      'by_owner', coalesce((select jsonb_agg(jsonb_build_object('owner_id', nullif(f.key, ''), 'count', f.count,
+                                                                'median_hours', f.median_hours, 'p90_hours', f.p90_hours)
+                                             order by nullif(f.key, '') nulls last)
+                            from figures f where f.kind = 'o'), '[]')))
+  into v_result;
+  return v_result;
+end
+$$;
+grant execute on function public.alert_analytics_in_working_time(text, date, date, text) to authenticated, service_role;
