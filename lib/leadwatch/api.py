@@ -82,6 +82,9 @@ GROUPS: dict[str, list[Rule]] = {
         Rule("/api/leads", methods=["POST"], endpoint="upsert_leads"),
         Rule("/api/leads/<lead_id>/activities", methods=["GET"], endpoint="lead_activities"),
         Rule("/api/leads/<lead_id>/alerts", methods=["GET"], endpoint="lead_alerts"),
+        Rule("/api/leads/<lead_id>", methods=["DELETE"], endpoint="erase_lead"),
+        Rule("/api/leads/<lead_id>/export", methods=["GET"], endpoint="export_lead"),
+        Rule("/api/erasures", methods=["GET"], endpoint="list_erasures"),
     ],
     "rules": [
         Rule("/api/rules", methods=["GET"], endpoint="list_rules"),
@@ -344,6 +347,9 @@ _HANDLERS: dict[str, Callable[..., tuple[int, dict] | Response]] = {
     "get_digest_settings": _lazy(".members", "get_digest_settings"),
     "put_digest_settings": _lazy(".members", "put_digest_settings"),
     "patch_webhook": _lazy(".notify", "patch_webhook"),
+    "erase_lead": _lazy(".erasure", "erase_lead"),
+    "export_lead": _lazy(".erasure", "export_lead"),
+    "list_erasures": _lazy(".erasure", "list_erasures"),
 }
 
 

@@ -18,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 
 from .analytics import AnalyticsQuery
 from .desk_models import BulkIn, LeadAlertsQuery, RetentionQuery, RuleIn, SnoozeIn
+from .erasure import ErasuresQuery
 from .exports import ActivityExportQuery, AlertExportQuery
 from .models import ActivityIn, AlertQuery, LeadIn, LeadsIn, RejectedQuery, SendIn, TimelineQuery
 from .notify_models import DeliveriesQuery, DeliverQuery, DigestSettingsIn, MemberIn, WebhookIn, WebhookPatch
@@ -31,9 +32,12 @@ from .responses import (
     Deliveries,
     DeliverResult,
     DigestSettingsOne,
+    Erasures,
     Error,
     Health,
     LeadAlerts,
+    LeadErased,
+    LeadExport,
     LeadsUpserted,
     MemberOne,
     Members,
@@ -213,6 +217,32 @@ OPERATIONS: dict[str, Operation] = {
         LeadAlerts,
         query=LeadAlertsQuery,
         errors=(*_USER_ERRORS, 404),
+    ),
+    "erase_lead": Operation(
+        "Erase a lead and everything held about it (admins, platform staff, the service)",
+        "leads",
+        LeadErased,
+        errors=(*_USER_ERRORS, 404),
+        description="GDPR article 17, in one transaction: the directory row, state, activities, alerts and their "
+        "history, the lead's place in the counts and analytics, the webhook deliveries and WhatsApp pushes naming "
+        "it, its lines in the morning digests and the Green-API dead letters from its phone. Answers the rows removed "
+        "per table and keeps only a proof (GET /api/erasures); a `lead.erased` event carrying the lead's hash is "
+        "queued to every webhook endpoint of the tenant. A lead the tenant holds nothing about (never known, another "
+        "tenant's, or already erased) is a 404: repeating the call changes nothing more. Agents and managers: 403.",
+    ),
+    "export_lead": Operation(
+        "Everything held about a lead, as one JSON document (admins, platform staff, the service)",
+        "leads",
+        LeadExport,
+        errors=(*_USER_ERRORS, 404),
+        description="GDPR articles 15 and 20: the directory row, state, activities, alerts with their history, "
+        "and the Green-API dead letters from the lead's number.",
+    ),
+    "list_erasures": Operation(
+        "The tenant's lead erasures, newest first (admins): proofs without personal data",
+        "leads",
+        Erasures,
+        query=ErasuresQuery,
     ),
     "list_rules": Operation("The rules in force for the tenant (defaults merged)", "rules", Rules),
     "put_rule": Operation(
