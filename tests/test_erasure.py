@@ -189,6 +189,12 @@ def _letters_from(db, phone: str) -> int:
     ).fetchone()[0]
 
 
+def _alert_deliveries_of(db, lead: str) -> int:
+    return db.execute(
+        "select count(*) from webhook_deliveries where payload -> 'data' -> 'alert' ->> 'lead_id' = %s", [lead]
+    ).fetchone()[0]
+
+
 def _export(client, lead: str) -> dict:
     response = client.get(f"/api/leads/{lead}/export", headers=HEADERS)
     assert response.status_code == 200, response.json
@@ -218,6 +224,8 @@ def test_an_erased_lead_is_found_in_no_table_while_the_rest_of_the_tenant_is_unt
     live_before = live(db, "UTC")
     kept_export = _export(client, KEEP)
     kept_letters = _letters_from(db, KEEP_PHONE)
+    kept_deliveries = _alert_deliveries_of(db, KEEP)
+    assert kept_deliveries > 0
 
     response = client.delete(f"/api/leads/{TARGET}", headers=HEADERS)
 
@@ -237,6 +245,7 @@ def test_an_erased_lead_is_found_in_no_table_while_the_rest_of_the_tenant_is_unt
     # KEEP: its export whole, its dead letter kept, its line still in the manager's digest.
     assert _export(client, KEEP) == kept_export
     assert _letters_from(db, KEEP_PHONE) == kept_letters == 1
+    assert _alert_deliveries_of(db, KEEP) == kept_deliveries
     (manager_digest,) = db.execute("select digest from member_digests where user_id = %s", [MANAGER]).fetchone()
     assert [a["lead_id"] for a in manager_digest["first"]] == [KEEP]
     # The counts and the analytics: the tenant's figures equal the live computation, without the lead.
