@@ -479,3 +479,25 @@ def test_erase_lead_cannot_be_called_around_the_api_by_an_agent(postgres_store, 
         db.execute("select erase_lead('acme', %s)", [TARGET])
     assert caught.value.sqlstate == "LW403"
     assert db.execute("select count(*) from leads").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "raw", "erased"),
+    [
+        ({"senderData": {"chatId": CHAT}}, None, True),
+        ({"chatId": CHAT, "idMessage": "3EB0"}, None, True),
+        (None, f"chatId={PHONE[1:]}@c.us&garbage\x00".encode(), True),
+        ({"senderData": {"chatId": "1" + CHAT}}, None, False),  # a longer number that holds it
+        ({"senderData": {"chatId": PHONE[1:] + "9@c.us"}}, None, False),
+        (None, b"\xff\xfe not ours", False),
+    ],
+    ids=["sender", "chat", "raw-bytes", "longer-before", "longer-after", "raw-other"],
+)
+def test_dead_letters_go_when_they_carry_the_leads_number_and_only_then(client, store, db, payload, raw, erased):
+    add_leads(store, **{TARGET: {"name": NAME, "phone": PHONE}})
+    store.reject_greenapi("acme", "1101000001", "unreadable", payload=payload, raw=raw)
+
+    counts = client.delete(f"/api/leads/{TARGET}", headers=HEADERS).json["erasure"]["counts"]
+
+    assert counts["greenapi_rejected"] == int(erased)
+    assert db.execute("select count(*) from greenapi_rejected").fetchone()[0] == int(not erased)
