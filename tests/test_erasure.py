@@ -501,3 +501,34 @@ def test_dead_letters_go_when_they_carry_the_leads_number_and_only_then(client, 
 
     assert counts["greenapi_rejected"] == int(erased)
     assert db.execute("select count(*) from greenapi_rejected").fetchone()[0] == int(not erased)
+
+
+@pytest.mark.parametrize("locale", ["fr", "en"])
+def test_a_push_naming_the_lead_goes_even_when_its_event_is_gone(client, store, db, locale):
+    """Retention may have removed the event a push was written for: the push's text still names the lead."""
+    add_leads(store, **{TARGET: {"name": NAME, "ownerId": AGENT, "value": 50000}, KEEP: {"name": KEEP_NAME}})
+    store.upsert_member(
+        "acme",
+        {"user_id": AGENT, "name": "Agent One", "role": "agent", "phone": "+33700000001", "locale": locale,
+         "time_zone": "Europe/Paris", "quiet_start": None, "quiet_end": None,
+         "notifications": ["high_alert"], "whatsapp": True},
+    )  # fmt: skip
+    log(store, lead=TARGET, direction="out", occurredAt=ago(days=4))
+    store.sweep()  # HighValueRisk (high): a push to the owner
+    db.execute(
+        "insert into member_pushes (tenant_id, user_id, kind, phone, text, next_attempt_at)"
+        " values ('acme', %s, 'high_alert', '+33700000001', %s, now())",
+        [AGENT, f"Alerte haute sur {KEEP_NAME} — Lead à forte valeur"],
+    )
+    with db.transaction():
+        db.execute("select set_config('leadwatch.history_maintenance', 'on', true)")
+        db.execute("delete from alert_events")
+    pushes = db.execute("select text from member_pushes where text like %s", [f"%{NAME}%"]).fetchall()
+    assert len(pushes) == 1
+
+    counts = client.delete(f"/api/leads/{TARGET}", headers=HEADERS).json["erasure"]["counts"]
+
+    assert counts["member_pushes"] == 1
+    assert [t for (t,) in db.execute("select text from member_pushes")] == [
+        f"Alerte haute sur {KEEP_NAME} — Lead à forte valeur"
+    ]
