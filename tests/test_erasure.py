@@ -532,3 +532,13 @@ def test_a_push_naming_the_lead_goes_even_when_its_event_is_gone(client, store, 
     assert [t for (t,) in db.execute("select text from member_pushes")] == [
         f"Alerte haute sur {KEEP_NAME} — Lead à forte valeur"
     ]
+
+
+def test_an_admin_exports_through_row_level_security(verified):
+    """The export reads as the caller: an admin's JWT sees the lead's rows of their tenant, not the other's."""
+    response = verified.get(f"/api/leads/{TARGET}/export", headers=bearer(token("admin", sub=ADMIN)))
+
+    assert response.status_code == 200, response.json
+    document = response.json["export"]
+    assert document["tenant_id"] == "acme" and document["lead"]["name"] == NAME
+    assert [a["tenant_id"] for a in document["activities"]] == ["acme"]
