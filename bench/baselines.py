@@ -14,7 +14,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import psycopg
-from leadwatch.models import ActivityIn
+from leadwatch.models.requests import ActivityIn
 from psycopg.types.json import Jsonb
 
 

@@ -7,10 +7,10 @@ request of an instance and reused by the next ones.
 
 import functions_framework
 from leadwatch import logs
-from leadwatch.api import Api
 from leadwatch.config import load_settings, require_backend
-from leadwatch.identity import VerifiedAccess
-from leadwatch.store import make_store
+from leadwatch.http.app import Api
+from leadwatch.http.identity import VerifiedAccess
+from leadwatch.stores.store import make_store
 
 logs.setup()  # one JSON line per request, with Cloud Logging's severity; errors with their traceback inside
 

@@ -9,12 +9,12 @@ import psycopg
 import pytest
 import respx
 import stamina
-from leadwatch.api import Api
-from leadwatch.dev import create_app
-from leadwatch.embedded import start_embedded
-from leadwatch.identity import OpenAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.devtools.embedded import start_embedded
+from leadwatch.http.app import Api
+from leadwatch.http.identity import OpenAccess
 from leadwatch.migrate import migrate
-from leadwatch.store import PostgresStore, SupabaseStore
+from leadwatch.stores.store import PostgresStore, SupabaseStore
 from postgrest_fake import SERVICE_KEY, SUPABASE_URL, PostgrestFake
 
 TABLES = (

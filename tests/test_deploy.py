@@ -151,7 +151,7 @@ def test_the_upload_is_the_built_artifact(deploy, tmp_path):
     result, _ = deploy(**VARIABLES)
     assert result.returncode == 0, result.stderr
     uploaded = tmp_path / "uploaded"
-    assert (uploaded / "main.py").is_file() and (uploaded / "leadwatch" / "api.py").is_file()
+    assert (uploaded / "main.py").is_file() and (uploaded / "leadwatch" / "http" / "app.py").is_file()
     assert "stamina" in (uploaded / "requirements.txt").read_text()
 
 
@@ -206,9 +206,10 @@ def test_rollback_without_a_previous_revision_says_so(deploy):
     assert not any(c[:3] == ["run", "services", "update-traffic"] for c in calls)
 
 
-def test_readme_deploy_section_matches_deploy_sh(deploy):
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
+def test_deploy_docs_match_deploy_sh(deploy):
+    """The deploy guide (docs/deploy-and-supabase.md, section Deploy) names what deploy.sh requires."""
+    guide = (ROOT / "docs" / "deploy-and-supabase.md").read_text()
+    section = guide.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
     help_text = deploy("--help")[0].stdout
     required = re.findall(r"^  (\w+) .*\(required\)$", help_text, re.M)
     assert required == ["PROJECT", "CORS_ORIGINS", "SCHEDULER_SA"]

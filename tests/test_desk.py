@@ -7,9 +7,9 @@ import uuid
 import pytest
 from helpers import active, add_leads, ago, assert_counts_exact, later, log
 from leadwatch import Api
-from leadwatch.desk_models import RuleIn
-from leadwatch.dev import create_app
-from leadwatch.identity import VerifiedAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import VerifiedAccess
+from leadwatch.models.desk import RuleIn
 from test_access import ADMIN, AGENT, OTHER_AGENT, SETTINGS, bearer, token
 
 ACME = {"X-Tenant": "acme"}
@@ -494,6 +494,6 @@ def test_retention_route_is_for_the_scheduler_and_the_service(desk_world):
 
 
 def _query():
-    from leadwatch.models import AlertQuery
+    from leadwatch.models.requests import AlertQuery
 
     return AlertQuery()

@@ -17,10 +17,10 @@ import pytest
 from helpers import add_leads, ago, log
 from leadwatch import Api
 from leadwatch.config import GreenApiInstance
-from leadwatch.dev import create_app
-from leadwatch.greenapi import GreenApi
-from leadwatch.identity import OpenAccess, VerifiedAccess
-from leadwatch.notify import deliver, push_whatsapp
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import OpenAccess, VerifiedAccess
+from leadwatch.integrations.greenapi import GreenApi
+from leadwatch.jobs.notifications import deliver, push_whatsapp
 from test_access import SETTINGS, bearer, token
 from test_notifications import Receiver
 

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from helpers import add_leads, ago, assert_counts_exact, later, log
 from leadwatch import Api
-from leadwatch.dev import create_app
-from leadwatch.identity import VerifiedAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import VerifiedAccess
 from postgrest_fake import SERVICE_KEY
 from test_access import SETTINGS, bearer, token
 from test_analytics_rollup import live, summarised
@@ -146,7 +146,7 @@ def world(store, db):
 
 
 def _lead_alerts_query():
-    from leadwatch.desk_models import LeadAlertsQuery
+    from leadwatch.models.desk import LeadAlertsQuery
 
     return LeadAlertsQuery()
 

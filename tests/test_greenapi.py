@@ -14,10 +14,10 @@ import pytest
 from helpers import active, add_leads, ago, assert_counts_exact, later, log
 from leadwatch import Api, ConfigError, Unavailable, load_settings
 from leadwatch.config import GreenApiInstance
-from leadwatch.dev import create_app
-from leadwatch.espo import EspoCrm
-from leadwatch.greenapi import GreenApi
-from leadwatch.identity import OpenAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import OpenAccess
+from leadwatch.integrations.espo import EspoCrm
+from leadwatch.integrations.greenapi import GreenApi
 
 API_URL = "https://7103.api.greenapi.com"
 ESPO_URL = "https://crm.example.com"

@@ -6,7 +6,7 @@ import random
 
 import pytest
 from helpers import active, add_leads, ago
-from leadwatch.models import ActivityIn
+from leadwatch.models.requests import ActivityIn
 from test_access import AGENT, bearer, token, world  # noqa: F401  (world: the access test's fixture)
 
 LOG = "/api/activities/log"

@@ -18,9 +18,9 @@ import psycopg
 import pytest
 from helpers import add_leads, ago, later, log
 from leadwatch import Api
-from leadwatch.dev import create_app
-from leadwatch.identity import VerifiedAccess
-from leadwatch.notify import deliver
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import VerifiedAccess
+from leadwatch.jobs.notifications import deliver
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from test_access import AGENT, SETTINGS, bearer, token
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from leadwatch.demo import DEMO_TENANT, load_demo
+from leadwatch.devtools.demo import DEMO_TENANT, load_demo
 from leadwatch.migrate import SEED, migrate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,5 @@
 """leadwatch: living alerts for sales leads, over Postgres."""
 
-from .api import Api
 from .config import Settings, load_settings
 from .errors import (
     BadRequest,
@@ -14,7 +13,8 @@ from .errors import (
     Unavailable,
     ValidationFailed,
 )
-from .store import PostgresStore, Store, SupabaseStore, make_store
+from .http.app import Api
+from .stores.store import PostgresStore, Store, SupabaseStore, make_store
 
 __all__ = [
     "Api",

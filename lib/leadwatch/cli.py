@@ -20,13 +20,13 @@ DEV_CORS_ORIGINS = ("http://localhost:5173", "http://127.0.0.1:5173")
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from .api import Api
-    from .demo import DEMO_TENANT, load_demo
-    from .dev import THREADS, create_app, serve
-    from .embedded import start_embedded
-    from .identity import OpenAccess, VerifiedAccess
+    from .devtools.demo import DEMO_TENANT, load_demo
+    from .devtools.dev import THREADS, create_app, serve
+    from .devtools.embedded import start_embedded
+    from .http.app import Api
+    from .http.identity import OpenAccess, VerifiedAccess
     from .migrate import migrate
-    from .store import PostgresStore
+    from .stores.store import PostgresStore
 
     settings = load_settings()
     access: OpenAccess | VerifiedAccess
@@ -162,7 +162,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .store import make_store
+    from .stores.store import make_store
 
     settings = load_settings()
     if args.database_url:
@@ -178,7 +178,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    from .schedule import COMMAND, schedule, unschedule
+    from .jobs.schedule import COMMAND, schedule, unschedule
 
     database_url = args.database_url or load_settings().database_url
     if not database_url:
@@ -195,7 +195,7 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _smoke(args: argparse.Namespace) -> int:
-    from .smoke import Smoke
+    from .devtools.smoke import Smoke
 
     smoke = Smoke(
         args.url, args.token, args.tenant, scheduler_token=args.scheduler_token, identity_token=args.identity_token
@@ -205,8 +205,8 @@ def _smoke(args: argparse.Namespace) -> int:
 
 def _retain(args: argparse.Namespace) -> int:
     """Apply the retention policies batch after batch until nothing past its age is left."""
-    from .desk import retain_once
-    from .store import make_store
+    from .jobs.retention import retain_once
+    from .stores.store import make_store
 
     settings = load_settings()
     if args.database_url:
@@ -228,9 +228,9 @@ def _retain(args: argparse.Namespace) -> int:
 
 def _deliver(args: argparse.Namespace) -> int:
     """Send the outgoing webhooks that are due, batch after batch, until none is."""
-    from .greenapi import GreenApi
-    from .notify import run_notifications
-    from .store import make_store
+    from .integrations.greenapi import GreenApi
+    from .jobs.notifications import run_notifications
+    from .stores.store import make_store
 
     settings = load_settings()
     if args.database_url:
@@ -268,8 +268,8 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--database-url")
     sweep.set_defaults(run=_sweep)
 
-    from .schedule import DEFAULT_SCHEDULE
-    from .smoke import DEFAULT_TENANT
+    from .devtools.smoke import DEFAULT_TENANT
+    from .jobs.schedule import DEFAULT_SCHEDULE
 
     cron = commands.add_parser("schedule", help="schedule the daily sweep inside the database (pg_cron)")
     cron.add_argument("--pg-cron", action="store_true", help="with pg_cron (Supabase Cron)")

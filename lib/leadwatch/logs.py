@@ -1,6 +1,6 @@
 """Log lines as Cloud Logging reads them: one JSON object per line with `severity` and `message`.
 
-A request's line (api.py logs its fields as a JSON object) keeps those fields at the top level, so
+A request's line (http/app.py logs its fields as a JSON object) keeps those fields at the top level, so
 they become searchable `jsonPayload` fields; an error's traceback stays inside its one line, where
 Error Reporting finds it.
 """

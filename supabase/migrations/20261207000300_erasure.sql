@@ -138,7 +138,7 @@ declare
   v_events    bigint[];
   v_moments   timestamptz[];
   v_summaries integer;
-  v_counts    jsonb := '{}';
+  v_counts    jsonb := '{}'::jsonb;
   v_n         integer;
   v_erasure   public.lead_erasures;
 begin
