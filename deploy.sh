@@ -24,6 +24,8 @@ Variables:
   REGION         region (default: europe-west1)
   CORS_ORIGINS   browser origins allowed to call the functions, comma-separated (required)
   SCHEDULER_SA   the service account Cloud Scheduler signs its calls with (required)
+  WEBHOOK_ALLOWED_NETWORKS  non-public networks webhooks may be sent to, CIDRs comma-separated
+                 (default: none; see docs/security.md)
   PYTHON         the Python that builds the upload (default: python3)
 
 Secrets, in the project's Secret Manager (checked before anything is deployed):
@@ -126,13 +128,18 @@ for secret in "${SECRETS[@]}"; do secrets+="${secrets:+,}$secret=$secret:latest"
 
 private() { [[ " ${PRIVATE[*]} " == *" $1 "* ]]; }
 
+env_vars="^;^LEADWATCH_CORS_ORIGINS=$CORS_ORIGINS"
+if [[ -n ${WEBHOOK_ALLOWED_NETWORKS:-} ]]; then
+  env_vars+=";LEADWATCH_WEBHOOK_ALLOWED_NETWORKS=$WEBHOOK_ALLOWED_NETWORKS"
+fi
+
 for fn in "${FUNCTIONS[@]}"; do
   access=--allow-unauthenticated  # each public function verifies its callers itself
   timeout=60s
   if private "$fn"; then access=--no-allow-unauthenticated timeout=540s; fi  # IAM: the scheduler only
   run gcloud functions deploy "$(service_name "$fn")" --gen2 --project "$PROJECT" --region "$REGION" \
     --runtime "$RUNTIME" --source "$build/src" --entry-point "$fn" --trigger-http "$access" \
-    --set-secrets "$secrets" --set-env-vars "^;^LEADWATCH_CORS_ORIGINS=$CORS_ORIGINS" \
+    --set-secrets "$secrets" --set-env-vars "$env_vars" \
     --memory 256Mi --timeout "$timeout"
 done
 

@@ -218,3 +218,14 @@ def test_deploy_docs_match_deploy_sh(deploy):
     assert set(re.findall(r"\b([A-Z_]+)=", command)) >= set(required)
     for name in [*SECRETS, "--dry-run", "--rollback", "roles/run.invoker", "leadwatch smoke"]:
         assert name in section, name
+
+
+def test_the_operators_allowed_networks_reach_every_function(deploy):
+    result, calls = deploy(**VARIABLES, WEBHOOK_ALLOWED_NETWORKS="10.20.0.0/16,fd00:20::/32")
+    assert result.returncode == 0, result.stderr
+    deploys = [c for c in calls if c[:2] == ["functions", "deploy"]]
+    assert len(deploys) == len(FUNCTIONS)
+    for call in deploys:
+        assert _flag(call, "--set-env-vars") == (
+            "^;^LEADWATCH_CORS_ORIGINS=https://app.example.com;LEADWATCH_WEBHOOK_ALLOWED_NETWORKS=10.20.0.0/16,fd00:20::/32"
+        )

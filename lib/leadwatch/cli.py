@@ -228,6 +228,7 @@ def _retain(args: argparse.Namespace) -> int:
 
 def _deliver(args: argparse.Namespace) -> int:
     """Send the outgoing webhooks that are due, batch after batch, until none is."""
+    from .egress import Egress
     from .integrations.greenapi import GreenApi
     from .jobs.notifications import run_notifications
     from .stores.store import make_store
@@ -238,7 +239,11 @@ def _deliver(args: argparse.Namespace) -> int:
     store = make_store(settings)
     try:
         result = run_notifications(
-            store, GreenApi(settings.greenapi_instances), batch=args.batch, budget_seconds=args.budget
+            store,
+            GreenApi(settings.greenapi_instances),
+            batch=args.batch,
+            budget_seconds=args.budget,
+            egress=Egress.from_settings(settings),
         )
         print(json.dumps(result, indent=2))
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -37,6 +38,8 @@ class Settings:
     port: int = 8080
     db_timeout: float = 5.0  # LEADWATCH_DB_TIMEOUT: seconds to wait for a database connection
     db_pool_size: int = 5  # LEADWATCH_DB_POOL_SIZE
+    # LEADWATCH_WEBHOOK_ALLOWED_NETWORKS, comma-separated CIDRs: non-public networks webhooks may be sent to
+    webhook_allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def backend(self) -> str:
@@ -59,6 +62,22 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> fl
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {raw!r}")
     return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A comma-separated list of networks in CIDR notation ("10.20.0.0/16, fd00::/8"; an address alone is /32
+    or /128); a malformed one, or one with host bits set, fails naming the variable."""
+    networks = []
+    for item in (env.get(name) or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item.strip()))
+        except ValueError as exc:
+            raise ConfigError(
+                f"{name} must list networks in CIDR notation (10.20.0.0/16), got {item.strip()!r}: {exc}"
+            ) from None
+    return tuple(networks)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -87,6 +106,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         port=int(_number(env, "PORT", 8080, int)),
         db_timeout=float(_number(env, "LEADWATCH_DB_TIMEOUT", 5.0, float)),
         db_pool_size=int(_number(env, "LEADWATCH_DB_POOL_SIZE", 5, int)),
+        webhook_allowed_networks=_networks(env, "LEADWATCH_WEBHOOK_ALLOWED_NETWORKS"),
     )
     if settings.supabase_url and not settings.supabase_service_key and not settings.database_url:
         raise ConfigError("SUPABASE_URL is set but SUPABASE_SERVICE_KEY is missing")

@@ -357,7 +357,11 @@ $function$
 ;
 grant execute on function public.claim_webhook_deliveries(timestamptz, integer, integer) to service_role;
 
-/** Record claimed deliveries' outcomes [{tenant_id, id, attempt, status, error}]: delivered, retried later, or failed. */
+/**
+ * Record claimed deliveries' outcomes [{tenant_id, id, attempt, status, error, final}]: delivered,
+ * retried later, or failed (a 410, the last attempt, or `final`: a destination the deliverer refused,
+ * lib/leadwatch/egress.py, which retried would be knocked at for a day). The endpoint stays enabled.
+ */
 create or replace function public.record_webhook_attempts(p_results jsonb, p_now timestamp with time zone DEFAULT now())
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -369,9 +373,11 @@ begin
   with outcome as (
     select r.tenant_id, r.id, r.attempt, r.status, left(r.error, 200) as error,
            case when r.status between 200 and 299 then 'delivered'
-                when r.status = 410 or public.webhook_retry_delay(r.attempt) is null then 'failed'
+                when r.status = 410 or coalesce(r.final, false) or public.webhook_retry_delay(r.attempt) is null
+                  then 'failed'
                 else 'pending' end as next_status
-    from jsonb_to_recordset(p_results) as r (tenant_id text, id uuid, attempt integer, status integer, error text)
+    from jsonb_to_recordset(p_results) as r (tenant_id text, id uuid, attempt integer, status integer, error text,
+                                             final boolean)
   ),
   recorded as (
     update public.webhook_deliveries d

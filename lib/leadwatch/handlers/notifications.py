@@ -32,5 +32,5 @@ def deliver_notifications(request: Request, caller: Caller, services: Services) 
 
     query = parse(DeliverQuery, request.args.to_dict())
     started = time.perf_counter()
-    result = run_notifications(services.store, services.greenapi, batch=query.batch)
+    result = run_notifications(services.store, services.greenapi, batch=query.batch, egress=services.egress)
     return 200, {"success": True, **result, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}

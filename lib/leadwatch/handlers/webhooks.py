@@ -48,6 +48,7 @@ def create_webhook(request: Request, caller: Caller, services: Services) -> tupl
     tenant = caller.require_tenant()
     body = parse(WebhookIn, json_object(request))
     body.check_scheme(allow_loopback_http=services.open)  # the dev server may post to a local receiver
+    services.egress.check_url(body.url)  # a public address, or the operator's networks (422 naming url)
     result = services.store.create_webhook(
         tenant, body.url, list(body.events), new_secret(), body.enabled, caller.actor, caller.viewer
     )

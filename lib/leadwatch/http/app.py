@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as _MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
+from ..egress import Egress
 from ..errors import Forbidden, LeadwatchError, MethodNotAllowed, NotFound, Unauthorized
 from ..handlers import ENDPOINTS
 from ..integrations.espo import EspoCrm
@@ -74,7 +75,8 @@ def _error(exc: LeadwatchError) -> Response:
 
 class Api:
     """Serves the handlers over one store (created lazily, once per instance), for callers that
-    `access` identifies, to browsers of the `cors_origins`, sending WhatsApp through `greenapi`."""
+    `access` identifies, to browsers of the `cors_origins`, sending WhatsApp through `greenapi` and
+    tenants' webhooks where `egress` allows."""
 
     def __init__(
         self,
@@ -83,8 +85,10 @@ class Api:
         cors_origins: tuple[str, ...] = (),
         greenapi: GreenApi | None = None,
         espo: EspoCrm | None = None,
+        egress: Egress | None = None,
     ) -> None:
         self._access = access
+        self._egress = egress or Egress()  # the operator's rule (LEADWATCH_WEBHOOK_ALLOWED_NETWORKS)
         self._cors = CorsPolicy(cors_origins)
         self._store = store if isinstance(store, Store) else None
         self._make_store = store if not isinstance(store, Store) else None
@@ -101,7 +105,7 @@ class Api:
         access: OpenAccess | VerifiedAccess,
         cors_origins: tuple[str, ...] | None = None,
     ) -> Api:
-        """The Api a deployment's settings describe (Green-API instances, EspoCRM, CORS)."""
+        """The Api a deployment's settings describe (Green-API instances, EspoCRM, CORS, webhook egress)."""
         espo = (
             EspoCrm(settings.espo_url, settings.espo_api_key) if settings.espo_url and settings.espo_api_key else None
         )
@@ -111,6 +115,7 @@ class Api:
             settings.cors_origins if cors_origins is None else cors_origins,
             GreenApi(settings.greenapi_instances),
             espo,
+            Egress.from_settings(settings),
         )
 
     @property
@@ -124,6 +129,11 @@ class Api:
     def open(self) -> bool:
         """Does the API run in the dev server's open mode (where http to a loopback receiver is allowed)?"""
         return bool(getattr(self._access, "open", False))
+
+    @property
+    def egress(self) -> Egress:
+        """Where tenants' webhooks may go: the operator's rule, and loopback too in the dev server's open mode."""
+        return self._egress.with_loopback() if self.open else self._egress
 
     def handle(self, request: Request, group: str | None = None) -> Response:
         """Answer `request` with the handlers of `group` (all of them when None)."""

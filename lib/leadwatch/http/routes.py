@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from ..egress import Egress
     from ..integrations.espo import EspoCrm
     from ..integrations.greenapi import GreenApi
     from ..stores.store import Store
@@ -49,6 +50,11 @@ class Services(Protocol):
 
     @property
     def espo(self) -> EspoCrm | None: ...
+
+    @property
+    def egress(self) -> Egress:
+        """Where tenants' webhooks may go (the operator's rule; loopback too in the dev server's open mode)."""
+        ...
 
     @property
     def open(self) -> bool:

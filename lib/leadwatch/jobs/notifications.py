@@ -5,7 +5,9 @@ The database writes a delivery row (the outbox) in the transaction that records 
 in batches under a lease, posts each one signed with the Standard Webhooks scheme (the
 `standardwebhooks` library: `webhook-id` — the same on every attempt —, `webhook-timestamp`,
 `webhook-signature`), and records the outcomes, which the database turns into delivered, retried
-later, failed, or (410 Gone) a disabled endpoint.
+later, failed, or (410 Gone) a disabled endpoint. It connects only where the egress rule allows
+(egress.py: public addresses and the operator's networks, checked at each connection); a refused
+destination fails its delivery at once, without retries.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from ..egress import DestinationRefused, Egress
 
 if TYPE_CHECKING:
     import httpx
@@ -30,13 +34,18 @@ USER_AGENT = "leadwatch-webhooks/1"
 
 
 def run_notifications(
-    store: Store, greenapi: GreenApi, *, batch: int = 100, budget_seconds: float = BUDGET_SECONDS
+    store: Store,
+    greenapi: GreenApi,
+    *,
+    batch: int = 100,
+    budget_seconds: float = BUDGET_SECONDS,
+    egress: Egress | None = None,
 ) -> dict[str, Any]:
     """One run of the every-minute deliverer, as the scheduled route and `leadwatch deliver` both do
     it: write the morning digests come due, send the webhook deliveries that are due (within the
     budget), then the WhatsApp pushes. {claimed, ..., pushes: {...}, digests: {...}}."""
     digests = store.write_daily_digests()
-    result = deliver(store, batch=batch, budget_seconds=budget_seconds)
+    result = deliver(store, batch=batch, budget_seconds=budget_seconds, egress=egress)
     return {**result, "pushes": push_whatsapp(store, greenapi), "digests": digests}
 
 
@@ -50,11 +59,14 @@ def deliver(
     workers: int = 8,
     max_batches: int | None = None,
     budget_seconds: float = BUDGET_SECONDS,
+    egress: Egress | None = None,
 ) -> dict[str, int]:
-    """Claim due deliveries batch after batch (due by `now`, default the database's now), send them,
-    record the outcomes; stop when nothing is due, after `max_batches`, or past the time budget.
-    Answers {claimed, delivered, retrying, failed, disabled}."""
+    """Claim due deliveries batch after batch (due by `now`, default the database's now), send them
+    where `egress` allows (default: public addresses only), record the outcomes; stop when nothing is
+    due, after `max_batches`, or past the time budget. Answers {claimed, delivered, retrying, failed, disabled}."""
     import httpx
+
+    from ..egress_http import guarded_client
 
     totals = {"claimed": 0, "delivered": 0, "retrying": 0, "failed": 0, "disabled": 0}
     # The lease must outlast the slowest batch (every receiver timing out), or another deliverer
@@ -64,7 +76,7 @@ def deliver(
     batches = 0
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
     with (
-        httpx.Client(timeout=timeout, follow_redirects=False, limits=limits) as http,
+        guarded_client(egress or Egress(), timeout=timeout, limits=limits) as http,
         ThreadPoolExecutor(max_workers=workers) as pool,
     ):
         while True:
@@ -123,7 +135,9 @@ def push_whatsapp(
 
 
 def send_delivery(http: httpx.Client, delivery: dict[str, Any]) -> dict[str, Any]:
-    """POST one claimed delivery, signed; its outcome {id, attempt, status, error} (never raises)."""
+    """POST one claimed delivery, signed; its outcome {tenant_id, id, attempt, status, error} (never raises),
+    with `final` when the destination is refused (the database fails it without retrying). A redirect
+    is not followed: its status is recorded, retried like any other."""
     import httpx
     from standardwebhooks.webhooks import Webhook
 
@@ -146,6 +160,11 @@ def send_delivery(http: httpx.Client, delivery: dict[str, Any]) -> dict[str, Any
     try:
         response = http.post(delivery["url"], content=body.encode(), headers=headers)
         outcome["status"] = response.status_code
+        if response.is_redirect:
+            outcome["error"] = "redirect not followed"
+    except DestinationRefused as exc:
+        outcome["error"] = f"destination refused: {exc}"
+        outcome["final"] = True
     except httpx.TimeoutException:
         outcome["error"] = "timeout"
     except httpx.ConnectError:
