@@ -52,7 +52,7 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 # Sweep --------------------------------------------------------------------------------------------
@@ -762,7 +762,7 @@ def _receiver() -> tuple[str, object]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             self.send_response(204)
             self.send_header("Content-Length", "0")
@@ -853,7 +853,7 @@ SCENARIOS = ("sweep", "ingest", "http", "listing", "cold", "deliveries")
 
 
 def main(argv: list[str] | None = None) -> int:
-    global TENANTS
+    global TENANTS  # noqa: PLW0603 - the command line sets how many tenants the whole run uses
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--activities", type=int, default=10_000_000)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from leadwatch import Api
@@ -185,9 +185,7 @@ def test_analytics_sql_refuses_a_zone_postgres_does_not_know(store, history):
     from leadwatch.errors import ValidationFailed
     from leadwatch.models.analytics import AnalyticsQuery
 
-    query = AnalyticsQuery.model_construct(
-        start=datetime(2026, 11, 1).date(), end=datetime(2026, 11, 2).date(), tz="X/Y"
-    )
+    query = AnalyticsQuery.model_construct(start=date(2026, 11, 1), end=date(2026, 11, 2), tz="X/Y")
     with pytest.raises(ValidationFailed) as caught:
         store.alert_analytics("acme", query)
     assert caught.value.details == [{"field": "tz", "message": "unknown time zone"}]

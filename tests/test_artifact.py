@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -49,9 +50,9 @@ def artifact(tmp_path_factory) -> Path:
 
 
 class _FakeGreenApi(BaseHTTPRequestHandler):
-    sent: list[tuple[str, dict]] = []
+    sent: ClassVar[list[tuple[str, dict]]] = []
 
-    def do_POST(self):  # noqa: N802 - http.server's naming
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _FakeGreenApi.sent.append((self.path, body))
         answer = json.dumps({"idMessage": f"BAE5{len(_FakeGreenApi.sent):012d}"}).encode()
@@ -157,7 +158,7 @@ def test_main_deploys_one_function_per_route_group():
 
 
 def test_every_deployed_function_serves_its_routes(functions, green_api, db):
-    api_url, sent = green_api
+    _api_url, sent = green_api
     service = {"Authorization": f"Bearer {SERVICE_KEY}", "X-Tenant": "acme"}
 
     health = httpx.get(f"{functions['health']}/health")

@@ -211,7 +211,7 @@ def test_deploy_docs_match_deploy_sh(deploy):
     guide = (ROOT / "docs" / "deploy-and-supabase.md").read_text()
     section = guide.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
     help_text = deploy("--help")[0].stdout
-    required = re.findall(r"^  (\w+) .*\(required\)$", help_text, re.M)
+    required = re.findall(r"^  (\w+) .*\(required\)$", help_text, re.MULTILINE)
     assert required == ["PROJECT", "CORS_ORIGINS", "SCHEDULER_SA"]
     lines = re.sub(r"\\\n\s*", " ", section).splitlines()
     [command] = [line for line in lines if line.strip().endswith("./deploy.sh") and "PROJECT=" in line]

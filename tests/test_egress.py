@@ -330,7 +330,7 @@ class Redirector:
         redirector = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers["Content-Length"]))
                 redirector.posts += 1
                 self.send_response(307)
@@ -436,7 +436,7 @@ class TlsReceiver:
         context.sni_callback = lambda _socket, name, _context: receiver.server_names.append(name)
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.received.append({"body": body, "headers": dict(self.headers.items())})
                 self.send_response(204)

@@ -473,10 +473,11 @@ def test_erase_lead_cannot_be_called_around_the_api_by_an_agent(postgres_store, 
     user's call: role authenticated, their claims) is refused too."""
     add_leads(postgres_store, **{TARGET: {"name": NAME, "ownerId": AGENT}})
     claims = {"sub": AGENT, "role": "authenticated", "app_metadata": {"tenant_id": "acme", "role": "agent"}}
-    with pytest.raises(psycopg.Error) as caught, db.transaction():
+    with db.transaction():
         db.execute("set local role authenticated")
         db.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
-        db.execute("select erase_lead('acme', %s)", [TARGET])
+        with pytest.raises(psycopg.Error) as caught, db.transaction():
+            db.execute("select erase_lead('acme', %s)", [TARGET])
     assert caught.value.sqlstate == "LW403"
     assert db.execute("select count(*) from leads").fetchone()[0] == 1
 

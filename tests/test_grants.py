@@ -63,8 +63,10 @@ FUNCTIONS = {
             "ping()",
             "sweep_alerts(text,timestamp with time zone)",
             "refresh_lead_state(text,text)",
-            "log_activity_by_phone(text,text,text,text,text,text,text,text,jsonb,"
-            "timestamp with time zone,text,boolean)",
+            (
+                "log_activity_by_phone(text,text,text,text,text,text,text,text,jsonb,"
+                "timestamp with time zone,text,boolean)"
+            ),
             "status_rank(text)",
             "set_activity_status(text,text,text,text)",
         ],

@@ -67,9 +67,9 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                headers = {k: v for k, v in self.headers.items()}
+                headers = dict(self.headers.items())
                 try:
                     Webhook(receiver.secret).verify(body, headers)
                     valid = True

@@ -166,16 +166,16 @@ def differences(expected: dict[str, list[str]], actual: dict[str, list[str]]) ->
             continue
         old = {row.split(None, 1)[0]: row for row in before}
         new = {row.split(None, 1)[0]: row for row in after}
-        for key in sorted(old.keys() | new.keys()):
-            if old.get(key) != new.get(key):
-                out.append(
-                    _diff(
-                        old.get(key, "").splitlines(),
-                        new.get(key, "").splitlines(),
-                        f"{name}: {key} from migrations/" if key in old else f"{name}: {key} not in migrations/",
-                        f"{name}: {key} from schemas/" if key in new else f"{name}: {key} not in schemas/",
-                    )
-                )
+        out.extend(
+            _diff(
+                old.get(key, "").splitlines(),
+                new.get(key, "").splitlines(),
+                f"{name}: {key} from migrations/" if key in old else f"{name}: {key} not in migrations/",
+                f"{name}: {key} from schemas/" if key in new else f"{name}: {key} not in schemas/",
+            )
+            for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key)
+        )
     return "\n\n".join(out)
 
 

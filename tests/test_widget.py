@@ -15,6 +15,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -56,9 +57,9 @@ def _chromium() -> str | None:
 
 
 class _GreenApi(BaseHTTPRequestHandler):
-    sent: list[dict] = []
+    sent: ClassVar[list[dict]] = []
 
-    def do_POST(self):  # noqa: N802 - http.server's naming
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _GreenApi.sent.append({"path": self.path, **body})
         answer = json.dumps({"idMessage": f"BAE5{len(_GreenApi.sent):08d}"}).encode()
@@ -454,7 +455,8 @@ def test_empty_state_says_the_reference_text(page, dev_server, lang, lines):
 
 def test_loading_state_while_the_list_is_on_its_way(page, dev_server):
     held = []
-    page.route("**/api/alerts/active*", lambda route: held.append(route))  # the request waits until the test lets it go
+    # the request waits until the test lets it go (a lambda: Playwright cannot wrap a builtin such as list.append)
+    page.route("**/api/alerts/active*", lambda route: held.append(route))  # noqa: PLW0108
     page.goto(f"{dev_server}/?tenant=macrea")
     loading = page.locator("leadwatch-alerts [data-state='loading']")
     loading.wait_for()
@@ -541,7 +543,7 @@ def test_snooze_and_bulk_follow_the_alert_desk_contract(page, dev_server):
         posted.append((route.request.url.removeprefix(dev_server), body))
         if body.get("action") == "resolve":
             return fulfill_json(route, 503, {"success": False, "error": {"code": "x", "message": "panne"}})
-        fulfill_json(route, 200, {"success": True, "results": [], "done": len(body.get("ids", [1]))})
+        return fulfill_json(route, 200, {"success": True, "results": [], "done": len(body.get("ids", [1]))})
 
     page.route("**/openapi.json", lambda route: fulfill_json(route, 200, DESK_OPENAPI))
     page.route("**/api/alerts/*/snooze", desk)
@@ -574,7 +576,8 @@ def test_snooze_and_bulk_follow_the_alert_desk_contract(page, dev_server):
     path, body = posted[-1]
     until = datetime.fromisoformat(body.pop("until"))
     assert (path, body) == ("/api/alerts/bulk", {"action": "snooze", "ids": [alerts[0]["id"], alerts[2]["id"]]})
-    tomorrow_nine = datetime.combine(date.today() + timedelta(days=1), datetime.min.time()).replace(hour=9)
+    today = datetime.now().astimezone().date()  # the browser's local date (= ours)
+    tomorrow_nine = datetime.combine(today + timedelta(days=1), datetime.min.time()).replace(hour=9)
     assert until.astimezone().replace(tzinfo=None) == tomorrow_nine  # 09:00 tomorrow, browser time (= ours)
 
 
@@ -629,7 +632,8 @@ def test_analytics_panel_draws_the_documented_shape(page, dev_server):
     rows = page.locator("leadwatch-analytics table[data-table='owner'] tbody tr").all_inner_texts()
     assert [r.split("\t") for r in rows] == [["u-1", "9", "4.0", "20.0"], ["Sans commercial", "3", "48.0", "96.0"]]
     query = httpx.URL(asked[0]).params
-    assert query["to"] == date.today().isoformat() and query["from"] == (date.today() - timedelta(days=29)).isoformat()
+    today = datetime.now().astimezone().date()
+    assert query["to"] == today.isoformat() and query["from"] == (today - timedelta(days=29)).isoformat()
     assert query["tz"]
     page.locator("leadwatch-alerts [data-state]").first.wait_for()
     page.locator("leadwatch-analytics").scroll_into_view_if_needed()

@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def _dev(args: argparse.Namespace) -> int:
         print(f"Starting the embedded PostgreSQL in {args.data_dir} ...", flush=True)
         try:
             database_url = start_embedded(args.data_dir)
-        except Exception as exc:  # its own log says why; the user needs one line and where to look
+        except Exception as exc:  # noqa: BLE001 - its own log says why; the user needs one line and where to look
             raise ConfigError(
                 f"the embedded PostgreSQL did not start ({type(exc).__name__}): see {Path(args.data_dir) / 'log'}, "
                 "or remove the folder to start afresh"
@@ -315,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"leadwatch: {exc}", file=sys.stderr)
             return 2
     try:
-        return args.run(args)
+        run: Callable[[argparse.Namespace], int] = args.run
+        return run(args)
     except ConfigError as exc:
         print(f"leadwatch: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -51,7 +51,7 @@ class Settings:
         return "none"
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, kind: type[int] | type[float]) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -136,7 +136,7 @@ _INSTANCE_FIELDS = {
 }
 
 
-def _greenapi_instances(get) -> tuple[GreenApiInstance, ...]:
+def _greenapi_instances(get: Callable[[str], str | None]) -> tuple[GreenApiInstance, ...]:
     """The instances of LEADWATCH_GREENAPI_INSTANCES (a JSON list), or the one of the GREENAPI_* variables."""
     raw = get("LEADWATCH_GREENAPI_INSTANCES")
     if raw:
@@ -165,7 +165,7 @@ def _greenapi_instances(get) -> tuple[GreenApiInstance, ...]:
         return tuple(instances)
     if not get("GREENAPI_INSTANCE_ID"):
         return ()
-    fields = {
+    variables = {
         "id": get("GREENAPI_INSTANCE_ID"),
         "token": get("GREENAPI_TOKEN"),
         "api_url": get("GREENAPI_API_URL"),
@@ -174,7 +174,7 @@ def _greenapi_instances(get) -> tuple[GreenApiInstance, ...]:
     }
     return (
         _instance(
-            {k: v for k, v in fields.items() if v},
+            {k: v for k, v in variables.items() if v},
             "",
             {
                 "id": "GREENAPI_INSTANCE_ID",

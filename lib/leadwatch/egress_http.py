@@ -136,7 +136,10 @@ def _httpx_error(exc: Exception, request: httpx.Request) -> httpx.TransportError
     """httpx's error of the same name as httpcore's (ConnectError, ReadTimeout, ...)."""
     for kind in type(exc).__mro__:
         mapped = getattr(httpx, kind.__name__, None)
-        if kind.__module__.startswith("httpcore") and isinstance(mapped, type):
-            if issubclass(mapped, httpx.TransportError):
-                return mapped(str(exc), request=request)
+        if (
+            kind.__module__.startswith("httpcore")
+            and isinstance(mapped, type)
+            and issubclass(mapped, httpx.TransportError)
+        ):
+            return mapped(str(exc), request=request)
     return httpx.TransportError(str(exc), request=request)

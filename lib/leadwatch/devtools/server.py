@@ -15,6 +15,7 @@ it reaches the instance (README, "Hostile input").
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import selectors
@@ -111,10 +112,8 @@ class Worker(ThreadWorker):
 
     def _stop_waiting(self, conn: Any) -> None:
         self.arriving.remove(conn)
-        try:
+        with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
 
     def murder_pending(self) -> None:
         """Also drop the connections whose request did not arrive in time (408 if it had begun)."""
@@ -123,10 +122,8 @@ class Worker(ThreadWorker):
         for conn in [c for c in self.arriving if c.leadwatch_deadline <= now]:
             self._stop_waiting(conn)
             if conn.leadwatch_buffer:
-                try:
+                with contextlib.suppress(OSError):
                     conn.sock.send(json_error(408, "Request Timeout", "the request did not arrive in time"))
-                except OSError:
-                    pass
             self.nr_conns -= 1
             conn.close()
 
@@ -142,7 +139,7 @@ class Worker(ThreadWorker):
 def _sound_connections(app: Any) -> Any:
     """The app, with a read timeout on the socket, and `Connection: close` from it obeyed."""
 
-    def wsgi(environ: dict, start_response: Any) -> Any:
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
         sock = environ.get("gunicorn.socket")
         if isinstance(sock, socket.socket):
             sock.settimeout(READ_TIMEOUT)

@@ -51,7 +51,9 @@ class Smoke:
     def _url(self, group: str, path: str) -> str:
         return f"{self.url}/leadwatch-{group.replace('_', '-')}{path}" if self.per_function else f"{self.url}{path}"
 
-    def _call(self, method: str, group: str, path: str, headers: dict[str, str] | None = None, **kw: Any) -> dict:
+    def _call(
+        self, method: str, group: str, path: str, headers: dict[str, str] | None = None, **kw: Any
+    ) -> dict[str, Any]:
         try:
             response = self.http.request(method, self._url(group, path), headers=headers or self.headers, **kw)
         except httpx.HTTPError as exc:
@@ -65,7 +67,7 @@ class Smoke:
             raise StepFailed(f"{method} {path} answered {response.status_code}: {detail}")
         return body
 
-    def _log(self, direction: str, occurred_at: datetime, snippet: str) -> dict:
+    def _log(self, direction: str, occurred_at: datetime, snippet: str) -> dict[str, Any]:
         return self._call(
             "POST",
             "activities",
@@ -82,8 +84,10 @@ class Smoke:
             },
         )
 
-    def _active(self) -> list[dict]:
-        return self._call("GET", "alerts", "/api/alerts/active", params={"lead": self.lead})["alerts"]
+    def _active(self) -> list[dict[str, Any]]:
+        answer = self._call("GET", "alerts", "/api/alerts/active", params={"lead": self.lead})
+        alerts: list[dict[str, Any]] = answer["alerts"]
+        return alerts
 
     # The steps, in order ---------------------------------------------------------------------------
 

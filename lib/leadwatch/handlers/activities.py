@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     "in order, each answered as if logged alone; one invalid activity (named by its place, e.g. `[3].leadId`) "
     "refuses the whole list and nothing is stored; more than 1,000 is a 422.",
 )
-def log_activity(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def log_activity(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     """One activity (an object), or a list of up to 1,000 logged in one transaction (see `ingest`)."""
     from ..models.requests import ActivityIn, parse
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     "AlertList",
     query="AlertQuery",
 )
-def list_alerts(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def list_alerts(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     from ..models.requests import AlertQuery, parse
 
     tenant = caller.require_tenant()
@@ -45,7 +45,7 @@ def list_alerts(request: Request, caller: Caller, services: Services) -> tuple[i
     description="Per day created/resolved/escalated (days in `tz`), resolution within 24 h, time to resolve "
     "(median, p90) by type and by owner, open alerts by age. An agent gets the figures of their own leads.",
 )
-def alert_analytics(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def alert_analytics(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     """Per day created/resolved/escalated, resolution within 24 h, time to resolve by type and owner,
     open alerts by age: what row-level security lets the caller see."""
     from ..models.analytics import AnalyticsQuery
@@ -83,7 +83,7 @@ def export_alerts_csv(request: Request, caller: Caller, services: Services) -> R
     "Resolved",
     errors=(*USER_ERRORS, 404),
 )
-def resolve_alert(request: Request, caller: Caller, services: Services, alert_id: str) -> tuple[int, dict]:
+def resolve_alert(request: Request, caller: Caller, services: Services, alert_id: str) -> tuple[int, dict[str, Any]]:
     tenant = caller.require_tenant()
     result = services.store.resolve_alert(tenant, check_alert_id(alert_id), caller.actor, caller.viewer)
     return 200, {"success": True, "message": "Alerte résolue", **result}
@@ -96,7 +96,7 @@ def resolve_alert(request: Request, caller: Caller, services: Services, alert_id
     "WhatsAppSent",
     errors=SEND_ERRORS,
 )
-def run_action(request: Request, caller: Caller, services: Services, alert_id: str) -> tuple[int, dict]:
+def run_action(request: Request, caller: Caller, services: Services, alert_id: str) -> tuple[int, dict[str, Any]]:
     """Run the alert's suggested action: today, `send_whatsapp` sends its rule's message."""
     tenant = caller.require_tenant()
     prepared = services.store.prepare_whatsapp(tenant, alert_id=check_alert_id(alert_id), viewer=caller.viewer)
@@ -115,7 +115,7 @@ def run_action(request: Request, caller: Caller, services: Services, alert_id: s
     description="A snoozed alert leaves the active list; the sweep brings it back at `until` if its condition "
     "still holds (else resolves it). An activity that answers it resolves it meanwhile.",
 )
-def snooze_alert(request: Request, caller: Caller, services: Services, alert_id: str) -> tuple[int, dict]:
+def snooze_alert(request: Request, caller: Caller, services: Services, alert_id: str) -> tuple[int, dict[str, Any]]:
     from ..models.desk import SnoozeIn
     from ..models.requests import parse
 
@@ -133,7 +133,7 @@ def snooze_alert(request: Request, caller: Caller, services: Services, alert_id:
     "Snoozed",
     errors=(*USER_ERRORS, 404, 409),
 )
-def unsnooze_alert(request: Request, caller: Caller, services: Services, alert_id: str) -> tuple[int, dict]:
+def unsnooze_alert(request: Request, caller: Caller, services: Services, alert_id: str) -> tuple[int, dict[str, Any]]:
     tenant = caller.require_tenant()
     result = services.store.unsnooze_alert(tenant, check_alert_id(alert_id), caller.actor, caller.viewer)
     return 200, {"success": True, **result}
@@ -147,7 +147,7 @@ def unsnooze_alert(request: Request, caller: Caller, services: Services, alert_i
     body="BulkIn",
     errors=BODY_ERRORS,
 )
-def bulk_alerts(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def bulk_alerts(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     from ..models.desk import BulkIn
     from ..models.requests import parse
 
@@ -165,6 +165,6 @@ def bulk_alerts(request: Request, caller: Caller, services: Services) -> tuple[i
     "AlertHistory",
     errors=(*USER_ERRORS, 404),
 )
-def alert_history(request: Request, caller: Caller, services: Services, alert_id: str) -> tuple[int, dict]:
+def alert_history(request: Request, caller: Caller, services: Services, alert_id: str) -> tuple[int, dict[str, Any]]:
     tenant = caller.require_tenant()
     return 200, {"success": True, **services.store.alert_history(tenant, check_alert_id(alert_id), caller.viewer)}

@@ -29,7 +29,7 @@ log = logging.getLogger("leadwatch.http")
     errors=(400, 401, 413, 503),
     tag="whatsapp",
 )
-def greenapi_webhook(request: Request, caller: None, services: Services) -> tuple[int, dict]:
+def greenapi_webhook(request: Request, caller: None, services: Services) -> tuple[int, dict[str, Any]]:
     """A Green-API notification: 200 once stored, deliberately ignored, or kept as unreadable (a dead
     letter), so Green-API stops resending and sends the next ones; 5xx only when it could not be
     stored, so that Green-API resends it."""
@@ -45,10 +45,8 @@ def greenapi_webhook(request: Request, caller: None, services: Services) -> tupl
         payload = json.loads(raw)
     except (ValueError, RecursionError):
         return _reject_notification(services, instance, "the body is not valid JSON", raw)
-    if not isinstance(payload, dict) or problem(payload):
-        storable = None  # kept as the bytes received
-    else:
-        storable = payload
+    # a payload that is not an object, or not a sound one, is kept as the bytes received
+    storable = None if not isinstance(payload, dict) or problem(payload) else payload
     try:
         if not isinstance(payload, dict):
             raise Unreadable("the body must be a JSON object")
@@ -65,7 +63,7 @@ def greenapi_webhook(request: Request, caller: None, services: Services) -> tupl
     return _reject_notification(services, instance, reason, raw, storable)
 
 
-def _store_notification(services: Services, instance: Any, event: Any) -> tuple[int, dict]:
+def _store_notification(services: Services, instance: Any, event: Any) -> tuple[int, dict[str, Any]]:
     store, espo = services.store, services.espo
     if isinstance(event, Ignored):
         log.info(json.dumps({"greenapi": "ignored", "reason": event.reason, "instance": instance.id}))
@@ -83,8 +81,8 @@ def _store_notification(services: Services, instance: Any, event: Any) -> tuple[
 
 
 def _reject_notification(
-    services: Services, instance: Any, reason: str, raw: bytes, payload: dict | None = None
-) -> tuple[int, dict]:
+    services: Services, instance: Any, reason: str, raw: bytes, payload: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any]]:
     """Keep an unreadable notification whole (its JSON, else its bytes) and answer 200."""
     result = services.store.reject_greenapi(
         instance.tenant, instance.id, reason, payload=payload, raw=None if payload is not None else raw

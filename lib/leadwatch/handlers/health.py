@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 @endpoint("GET", "/health", "Is the service up and its database reachable?", "Health", security="public")
-def health(request: Request, caller: None, services: Services) -> tuple[int, dict]:
+def health(request: Request, caller: None, services: Services) -> tuple[int, dict[str, Any]]:
     try:
         services.store.ping()
     except Unavailable:
@@ -23,7 +23,7 @@ def health(request: Request, caller: None, services: Services) -> tuple[int, dic
 
 
 @endpoint("GET", "/openapi.json", "This description", "OpenApiDocument", security="public", errors=())
-def openapi(request: Request, caller: None, services: Services) -> tuple[int, dict]:
+def openapi(request: Request, caller: None, services: Services) -> tuple[int, dict[str, Any]]:
     """The OpenAPI description of every endpoint (pydantic is imported here, at the first call)."""
     from ..http.openapi import openapi_spec
 

@@ -3,7 +3,7 @@ on request (GDPR): erase it everywhere, export it whole, and list the erasures."
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
@@ -21,7 +21,7 @@ LEAD_ID_MAX = 200
 
 
 @endpoint("POST", "/api/leads", "Create or update leads", "LeadsUpserted", body="LeadsBody", errors=BODY_ERRORS)
-def upsert_leads(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def upsert_leads(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     from ..models.requests import LeadsIn, parse
 
     tenant = caller.require_tenant()
@@ -40,7 +40,7 @@ def upsert_leads(request: Request, caller: Caller, services: Services) -> tuple[
     query="TimelineQuery",
     errors=(*USER_ERRORS, 404),
 )
-def lead_activities(request: Request, caller: Caller, services: Services, lead_id: str) -> tuple[int, dict]:
+def lead_activities(request: Request, caller: Caller, services: Services, lead_id: str) -> tuple[int, dict[str, Any]]:
     from ..models.requests import TimelineQuery, parse
 
     tenant = caller.require_tenant()
@@ -56,7 +56,7 @@ def lead_activities(request: Request, caller: Caller, services: Services, lead_i
     query="LeadAlertsQuery",
     errors=(*USER_ERRORS, 404),
 )
-def lead_alerts(request: Request, caller: Caller, services: Services, lead_id: str) -> tuple[int, dict]:
+def lead_alerts(request: Request, caller: Caller, services: Services, lead_id: str) -> tuple[int, dict[str, Any]]:
     from ..models.desk import LeadAlertsQuery
     from ..models.requests import parse
 
@@ -82,7 +82,7 @@ def lead_alerts(request: Request, caller: Caller, services: Services, lead_id: s
     "queued to every webhook endpoint of the tenant. A lead the tenant holds nothing about (never known, another "
     "tenant's, or already erased) is a 404: repeating the call changes nothing more. Agents and managers: 403.",
 )
-def erase_lead(request: Request, caller: Caller, services: Services, lead_id: str) -> tuple[int, dict]:
+def erase_lead(request: Request, caller: Caller, services: Services, lead_id: str) -> tuple[int, dict[str, Any]]:
     """Erase everything the tenant holds about the lead, in one transaction; answers the erasure's proof."""
     tenant = caller.require_tenant()
     result = services.store.erase_lead(tenant, checked_lead_id(lead_id), caller.actor, caller.viewer)
@@ -98,7 +98,7 @@ def erase_lead(request: Request, caller: Caller, services: Services, lead_id: st
     description="GDPR articles 15 and 20: the directory row, state, activities, alerts with their history, "
     "and the Green-API dead letters from the lead's number.",
 )
-def export_lead(request: Request, caller: Caller, services: Services, lead_id: str) -> tuple[int, dict]:
+def export_lead(request: Request, caller: Caller, services: Services, lead_id: str) -> tuple[int, dict[str, Any]]:
     """Everything the tenant holds about the lead, as one JSON document."""
     tenant = caller.require_tenant()
     document = services.store.export_lead(tenant, checked_lead_id(lead_id), caller.viewer)
@@ -112,7 +112,7 @@ def export_lead(request: Request, caller: Caller, services: Services, lead_id: s
     "Erasures",
     query="ErasuresQuery",
 )
-def list_erasures(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def list_erasures(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     from ..models.requests import ErasuresQuery, parse
 
     tenant = caller.require_tenant()

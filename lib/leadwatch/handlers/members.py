@@ -3,7 +3,7 @@ when — and at which hour and in which time zone the tenant's morning digest is
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 @endpoint("GET", "/api/members", "The team directory (admins)", "Members")
-def list_members(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def list_members(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     tenant = caller.require_tenant()
     return 200, {"success": True, **services.store.list_members(tenant, caller.viewer)}
 
@@ -31,7 +31,7 @@ def list_members(request: Request, caller: Caller, services: Services) -> tuple[
     body="MemberIn",
     errors=BODY_ERRORS,
 )
-def upsert_member(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def upsert_member(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     from ..models.notify import MemberIn
     from ..models.requests import parse
 
@@ -46,7 +46,7 @@ def upsert_member(request: Request, caller: Caller, services: Services) -> tuple
     "When the tenant's morning digest is written: local hour and time zone (admins)",
     "DigestSettingsOne",
 )
-def get_digest_settings(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def get_digest_settings(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     tenant = caller.require_tenant()
     return 200, {"success": True, **services.store.get_digest_settings(tenant, caller.viewer)}
 
@@ -59,7 +59,7 @@ def get_digest_settings(request: Request, caller: Caller, services: Services) ->
     body="DigestSettingsIn",
     errors=BODY_ERRORS,
 )
-def put_digest_settings(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def put_digest_settings(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     from ..models.notify import DigestSettingsIn
     from ..models.requests import parse
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     security="scheduler",
     errors=SCHEDULED_ERRORS,
 )
-def deliver_notifications(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def deliver_notifications(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     """Write the morning digests come due, then send what is due (scheduler or service): one run,
     within the deliverer's time budget."""
     from ..jobs.notifications import run_notifications

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     security="scheduler",
     errors=SCHEDULED_ERRORS,
 )
-def run_retention(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def run_retention(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     """One bounded batch of retention (`more: true` when another call has work left)."""
     from ..jobs.retention import retain_once
     from ..models.desk import RetentionQuery

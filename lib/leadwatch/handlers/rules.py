@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 @endpoint("GET", "/api/rules", "The rules in force for the tenant (defaults merged)", "Rules")
-def list_rules(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def list_rules(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     tenant = caller.require_tenant()
     return 200, {"success": True, **services.store.list_rules(tenant, caller.viewer)}
 
@@ -31,7 +31,7 @@ def list_rules(request: Request, caller: Caller, services: Services) -> tuple[in
     body="RuleIn",
     errors=(*BODY_ERRORS, 404),
 )
-def put_rule(request: Request, caller: Caller, services: Services, rule_type: str) -> tuple[int, dict]:
+def put_rule(request: Request, caller: Caller, services: Services, rule_type: str) -> tuple[int, dict[str, Any]]:
     from ..models.desk import RuleIn, RuleType
     from ..models.requests import parse
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     security="scheduler",
     errors=(400, 401, 403, 503),
 )
-def sweep(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def sweep(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     started = time.perf_counter()
     result = services.store.sweep(caller.tenant)
     return 200, {"success": True, **result, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
@@ -27,7 +27,7 @@ def new_secret() -> str:
 
 
 @endpoint("GET", "/api/webhooks", "The tenant's webhook endpoints, without secrets (admins)", "Webhooks")
-def list_webhooks(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def list_webhooks(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     tenant = caller.require_tenant()
     return 200, {"success": True, **services.store.list_webhooks(tenant, caller.viewer)}
 
@@ -41,7 +41,7 @@ def list_webhooks(request: Request, caller: Caller, services: Services) -> tuple
     errors=BODY_ERRORS,
     status=201,
 )
-def create_webhook(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def create_webhook(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     from ..models.notify import WebhookIn
     from ..models.requests import parse
 
@@ -62,7 +62,7 @@ def create_webhook(request: Request, caller: Caller, services: Services) -> tupl
     "WebhookDeleted",
     errors=(*USER_ERRORS, 404),
 )
-def delete_webhook(request: Request, caller: Caller, services: Services, webhook_id: str) -> tuple[int, dict]:
+def delete_webhook(request: Request, caller: Caller, services: Services, webhook_id: str) -> tuple[int, dict[str, Any]]:
     tenant = caller.require_tenant()
     return 200, {"success": True, **services.store.delete_webhook(tenant, _uuid(webhook_id, "id"), caller.viewer)}
 
@@ -75,7 +75,7 @@ def delete_webhook(request: Request, caller: Caller, services: Services, webhook
     body="WebhookPatch",
     errors=(*BODY_ERRORS, 404),
 )
-def patch_webhook(request: Request, caller: Caller, services: Services, webhook_id: str) -> tuple[int, dict]:
+def patch_webhook(request: Request, caller: Caller, services: Services, webhook_id: str) -> tuple[int, dict[str, Any]]:
     from ..models.notify import WebhookPatch
     from ..models.requests import parse
 
@@ -92,7 +92,7 @@ def patch_webhook(request: Request, caller: Caller, services: Services, webhook_
     "WebhookOne",
     errors=(*USER_ERRORS, 404),
 )
-def rotate_webhook(request: Request, caller: Caller, services: Services, webhook_id: str) -> tuple[int, dict]:
+def rotate_webhook(request: Request, caller: Caller, services: Services, webhook_id: str) -> tuple[int, dict[str, Any]]:
     tenant = caller.require_tenant()
     result = services.store.rotate_webhook_secret(tenant, _uuid(webhook_id, "id"), new_secret(), caller.viewer)
     return 200, {"success": True, **result}
@@ -106,7 +106,9 @@ def rotate_webhook(request: Request, caller: Caller, services: Services, webhook
     query="DeliveriesQuery",
     errors=(*USER_ERRORS, 404),
 )
-def list_webhook_deliveries(request: Request, caller: Caller, services: Services, webhook_id: str) -> tuple[int, dict]:
+def list_webhook_deliveries(
+    request: Request, caller: Caller, services: Services, webhook_id: str
+) -> tuple[int, dict[str, Any]]:
     from ..models.notify import DeliveriesQuery
     from ..models.requests import parse
 
@@ -125,7 +127,7 @@ def list_webhook_deliveries(request: Request, caller: Caller, services: Services
 )
 def redeliver_webhook(
     request: Request, caller: Caller, services: Services, webhook_id: str, delivery_id: str
-) -> tuple[int, dict]:
+) -> tuple[int, dict[str, Any]]:
     tenant = caller.require_tenant()
     result = services.store.redeliver_webhook(
         tenant, _uuid(webhook_id, "id"), _uuid(delivery_id, "deliveryId"), caller.viewer

@@ -3,7 +3,7 @@ notifications that could not be read."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     body="SendIn",
     errors=SEND_ERRORS,
 )
-def send_whatsapp(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def send_whatsapp(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     from ..models.requests import SendIn, parse
 
     tenant = caller.require_tenant()
@@ -42,7 +42,7 @@ def send_whatsapp(request: Request, caller: Caller, services: Services) -> tuple
     "RejectedList",
     query="RejectedQuery",
 )
-def list_greenapi_rejected(request: Request, caller: Caller, services: Services) -> tuple[int, dict]:
+def list_greenapi_rejected(request: Request, caller: Caller, services: Services) -> tuple[int, dict[str, Any]]:
     """The tenant's Green-API notifications that could not be read (admins, managers, the service)."""
     from ..models.requests import RejectedQuery, parse
 
@@ -52,8 +52,8 @@ def list_greenapi_rejected(request: Request, caller: Caller, services: Services)
 
 
 def send_and_log(
-    services: Services, tenant: str, caller: Caller, lead: dict, text: str, alert_type: str | None = None
-) -> dict:
+    services: Services, tenant: str, caller: Caller, lead: dict[str, Any], text: str, alert_type: str | None = None
+) -> dict[str, Any]:
     """Send `text` to the lead on WhatsApp and log it: as sent (answering what it answers), or
     as a failed outbound that answers nothing, before reporting Green-API's refusal."""
     from ..models.requests import ActivityIn

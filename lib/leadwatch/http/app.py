@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Request, Response
 from werkzeug.exceptions import HTTPException
@@ -50,7 +50,7 @@ def url_map(group: str | None) -> Map:
     return Map([Rule(e.path, methods=[e.method], endpoint=e.name) for e in endpoints])
 
 
-def _respond(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+def _respond(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     text = json.dumps(body, ensure_ascii=False).encode("utf-8", "replace")  # "replace": never fail to answer
     response = Response(text, status=status, mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"

@@ -59,7 +59,7 @@ def neutralise(value: Any) -> str:
 
 def csv_chunks(
     columns: tuple[str, ...],
-    fetch: Callable[[dict | None], dict[str, Any]],
+    fetch: Callable[[dict[str, Any] | None], dict[str, Any]],
     first: dict[str, Any],
     *,
     semicolon: bool = False,

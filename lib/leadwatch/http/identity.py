@@ -18,10 +18,14 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..errors import BadRequest, ConfigError, Forbidden, Unauthorized, Unavailable
+
+if TYPE_CHECKING:
+    import jwt
+    from flask import Request
 
 ROLES = ("platform_admin", "admin", "manager", "agent")
 ANONYMOUS_ACTOR = "user_manual"  # the reference's `resolved_by` when nobody is signed in
@@ -56,7 +60,7 @@ class Caller:
         return self.tenant
 
 
-def _named_tenant(request) -> str | None:
+def _named_tenant(request: Request) -> str | None:
     tenant = (request.headers.get("X-Tenant") or "").strip() or None
     if tenant is not None and not _TENANT.match(tenant):
         raise BadRequest("X-Tenant must be 1 to 64 letters, digits, '.', '_' or '-'", {"header": "X-Tenant"})
@@ -68,7 +72,7 @@ class OpenAccess:
 
     open = True
 
-    def identify(self, request) -> Caller:
+    def identify(self, request: Request) -> Caller:
         return Caller(kind="open", tenant=_named_tenant(request))
 
 
@@ -77,11 +81,11 @@ class _Jwks:
 
     def __init__(self, url: str, ttl: float = 600.0, min_refresh: float = 30.0) -> None:
         self._url, self._ttl, self._min_refresh = url, ttl, min_refresh
-        self._keys: dict[str, Any] = {}
+        self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched = 0.0
         self._lock = threading.Lock()
 
-    def key(self, kid: str | None):
+    def key(self, kid: str | None) -> jwt.PyJWK:
         with self._lock:
             now = time.monotonic()
             stale = now - self._fetched > self._ttl
@@ -125,7 +129,7 @@ class VerifiedAccess:
         self._settings = settings
         self._jwks = _Jwks(f"{settings.supabase_url}/auth/v1/.well-known/jwks.json") if settings.supabase_url else None
 
-    def identify(self, request) -> Caller:
+    def identify(self, request: Request) -> Caller:
         scheduler_header = request.headers.get("X-Scheduler-Token")
         if scheduler_header and self._matches(scheduler_header, self._settings.scheduler_token):
             return Caller(kind="scheduler", tenant=_named_tenant(request))
@@ -170,7 +174,7 @@ class VerifiedAccess:
         return claims
 
 
-def _bearer(request) -> str:
+def _bearer(request: Request) -> str:
     header = request.headers.get("Authorization") or ""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

@@ -17,11 +17,15 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import GreenApiInstance
 from ..errors import BadRequest, LeadwatchError, Unauthorized
 from ..safejson import clean_text
+
+if TYPE_CHECKING:  # httpx is imported at first send, not at cold start
+    import httpx
+    from flask import Request
 
 MESSAGE_DIRECTIONS = {
     "incomingMessageReceived": "in",
@@ -200,7 +204,7 @@ class WhatsAppError(LeadwatchError):
 
 
 class _Retryable(Exception):
-    def __init__(self, response) -> None:
+    def __init__(self, response: httpx.Response) -> None:
         super().__init__(response.status_code)
         self.response = response
 
@@ -211,10 +215,10 @@ class GreenApi:
     def __init__(self, instances: tuple[GreenApiInstance, ...], *, attempts: int = 4, timeout: float = 20.0) -> None:
         self.instances = instances
         self._attempts, self._timeout = attempts, timeout
-        self._http: Any = None
+        self._http: httpx.Client | None = None
         self._lock = threading.Lock()
 
-    def verify_webhook(self, request) -> GreenApiInstance:
+    def verify_webhook(self, request: Request) -> GreenApiInstance:
         """The instance whose webhookUrlToken the request carries (compared in constant time), else 401."""
         header = request.headers.get("Authorization") or ""
         scheme, _, token = header.partition(" ")
@@ -240,7 +244,7 @@ class GreenApi:
         )
 
     @property
-    def http(self):
+    def http(self) -> httpx.Client:
         if self._http is None:
             with self._lock:
                 if self._http is None:
@@ -277,11 +281,11 @@ class GreenApi:
         return _sent_or_raise(response)
 
 
-def _sent_or_raise(response) -> str:
+def _sent_or_raise(response: httpx.Response) -> str:
     status = response.status_code
     detail = _reason(response)
     if status == 200:
-        id_message = (response.json() or {}).get("idMessage") if _is_json(response) else None
+        id_message: str | None = (response.json() or {}).get("idMessage") if _is_json(response) else None
         if not id_message:
             raise WhatsAppError("whatsapp_bad_answer", "Green-API answered without an idMessage")
         return id_message
@@ -311,7 +315,7 @@ def _sent_or_raise(response) -> str:
     )
 
 
-def _is_json(response) -> bool:
+def _is_json(response: httpx.Response) -> bool:
     try:
         response.json()
     except ValueError:
@@ -319,7 +323,7 @@ def _is_json(response) -> bool:
     return True
 
 
-def _reason(response) -> str | None:
+def _reason(response: httpx.Response) -> str | None:
     if not _is_json(response):
         return (response.text or "")[:200] or None
     body = response.json()

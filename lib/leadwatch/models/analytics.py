@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,10 +44,8 @@ class AnalyticsQuery(StorableModel):
         if not data.get("to"):
             data["to"] = datetime.now(zone).date()
         if not data.get("from"):
-            try:
+            with contextlib.suppress(ValueError):  # `to` is invalid: reported as such, and `from` as missing
                 data["from"] = date.fromisoformat(str(data["to"])) - timedelta(days=DEFAULT_DAYS - 1)
-            except ValueError:
-                pass  # `to` is invalid: reported as such, and `from` as missing
         return data
 
     @field_validator("tz")

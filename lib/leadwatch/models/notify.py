@@ -7,7 +7,7 @@ OpenAPI description can be generated from them like the others.
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -127,7 +127,7 @@ class MemberIn(InputModel):
             raise ValueError("whatsapp needs a phone")
         return self
 
-    def to_row(self) -> dict:
+    def to_row(self) -> dict[str, Any]:
         return {
             "user_id": self.userId,
             "name": self.name,

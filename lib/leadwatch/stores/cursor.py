@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..errors import ValidationFailed
 
@@ -18,7 +18,7 @@ MAX_CURSOR_LENGTH = 200
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
-def is_uuid(value: Any) -> bool:
+def is_uuid(value: Any) -> TypeGuard[str]:
     """Is `value` a UUID in its canonical 8-4-4-4-12 form (no braces, no `urn:uuid:`)?"""
     return isinstance(value, str) and _UUID.match(value) is not None
 

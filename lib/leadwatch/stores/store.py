@@ -11,7 +11,7 @@ import functools
 import json
 import threading
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..config import Settings, require_backend
 from ..errors import Conflict, Forbidden, LeadwatchError, NotFound, Unauthorized, Unavailable, ValidationFailed
@@ -24,6 +24,14 @@ if TYPE_CHECKING:  # pydantic models: imported by the handlers at first use, not
     from ..models.desk import LeadAlertsQuery, RuleIn
     from ..models.exports import ActivityExportQuery, AlertExportQuery
     from ..models.requests import ActivityIn, AlertQuery, ErasuresQuery, LeadIn, RejectedQuery, TimelineQuery
+
+if TYPE_CHECKING:  # the database clients: imported at the first call, by the store the configuration chose
+    from contextlib import AbstractContextManager
+
+    import psycopg
+    from postgrest import SyncPostgrestClient
+    from psycopg_pool import ConnectionPool
+    from supabase import Client
 
 _ERRORS: dict[str, type[LeadwatchError]] = {
     "LW404": NotFound,
@@ -134,7 +142,13 @@ class Store:
         )
 
     def reject_greenapi(
-        self, tenant: str, instance_id: str, reason: str, *, payload: dict | None = None, raw: bytes | None = None
+        self,
+        tenant: str,
+        instance_id: str,
+        reason: str,
+        *,
+        payload: dict[str, Any] | None = None,
+        raw: bytes | None = None,
     ) -> dict[str, Any]:
         """Keep a Green-API notification that could not be read: its JSON, else its bytes (service only)."""
         return self._call(
@@ -168,7 +182,7 @@ class Store:
         return self._call("alert_analytics", viewer, p_tenant=tenant, p_from=query.start, p_to=query.end, p_tz=query.tz)
 
     def export_alerts(
-        self, tenant: str, query: AlertExportQuery, cursor: dict | None, viewer: Viewer | None = None
+        self, tenant: str, query: AlertExportQuery, cursor: dict[str, Any] | None, viewer: Viewer | None = None
     ) -> dict[str, Any]:
         """One page of the alerts export ({rows, next_cursor}); `cursor` is the previous page's."""
         return self._call(
@@ -186,7 +200,7 @@ class Store:
         )
 
     def export_activities(
-        self, tenant: str, query: ActivityExportQuery, cursor: dict | None, viewer: Viewer | None = None
+        self, tenant: str, query: ActivityExportQuery, cursor: dict[str, Any] | None, viewer: Viewer | None = None
     ) -> dict[str, Any]:
         """One page of the activities export ({rows, next_cursor}); `cursor` is the previous page's."""
         return self._call(
@@ -252,7 +266,8 @@ class Store:
 
     def summarise_recent_alert_days(self, tenant: str | None = None) -> int:
         """Summarise the days closed since the analytics' last summaries, for every zone asked before (service only)."""
-        return int(self._call("summarise_recent_alert_days", None, p_tenant=tenant))
+        summarised = cast("int", self._call("summarise_recent_alert_days", None, p_tenant=tenant))  # a JSON number
+        return int(summarised)
 
     # Outgoing webhooks ---------------------------------------------------------------------------
 
@@ -305,7 +320,8 @@ class Store:
         self, now: datetime | None = None, limit: int = 100, lease_seconds: int = 120
     ) -> list[dict[str, Any]]:
         """Claim due deliveries under a lease (service only): [{tenant_id, id, attempt, url, secret, payload}]."""
-        return self._call("claim_webhook_deliveries", None, p_now=now, p_limit=limit, p_lease_seconds=lease_seconds)
+        claimed = self._call("claim_webhook_deliveries", None, p_now=now, p_limit=limit, p_lease_seconds=lease_seconds)
+        return cast("list[dict[str, Any]]", claimed)  # this function answers a JSON array
 
     def record_webhook_attempts(self, outcomes: list[dict[str, Any]], now: datetime | None = None) -> dict[str, Any]:
         """Record claimed attempts' outcomes (service only): {delivered, retrying, failed, disabled}."""
@@ -315,7 +331,8 @@ class Store:
         self, now: datetime | None = None, limit: int = 100, lease_seconds: int = 120
     ) -> list[dict[str, Any]]:
         """Claim due WhatsApp pushes under a lease (service only): [{id, attempt, tenant_id, phone, text}]."""
-        return self._call("claim_member_pushes", None, p_now=now, p_limit=limit, p_lease_seconds=lease_seconds)
+        claimed = self._call("claim_member_pushes", None, p_now=now, p_limit=limit, p_lease_seconds=lease_seconds)
+        return cast("list[dict[str, Any]]", claimed)  # this function answers a JSON array
 
     def record_member_pushes(self, outcomes: list[dict[str, Any]], now: datetime | None = None) -> dict[str, Any]:
         """Record claimed pushes' outcomes (service only): {sent, retrying, failed}."""
@@ -373,8 +390,9 @@ class Store:
         )
         return {**result, "next_cursor": encode_cursor(result["next_cursor"])}
 
-    def _call(self, function: str, viewer: Viewer | None, **params: Any) -> Any:
+    def _call(self, function: str, viewer: Viewer | None, **params: Any) -> dict[str, Any]:
         """Call a SQL function by name with named arguments; arguments left as None take their defaults.
+        Its answer is the function's JSON: an object, save where a method says otherwise.
 
         With a `viewer`, the call runs as that signed-in user (role `authenticated`, their claims in
         `request.jwt.claims`), so row-level security decides what they see; without, as the service.
@@ -417,10 +435,10 @@ class PostgresStore(Store):
         self._url = database_url
         self._timeout = timeout
         self._pool_size = pool_size
-        self._pool: Any = None
+        self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
 
-    def _connection(self):
+    def _connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
@@ -447,9 +465,11 @@ class PostgresStore(Store):
 
         args = {name: value for name, value in params.items() if value is not None}
         values = {name: Jsonb(v) if isinstance(v, (dict, list)) else _json_ready(v) for name, v in args.items()}
-        return self._execute(_statement(function, tuple(args)), values, viewer)[0]
+        row = self._execute(_statement(function, tuple(args)), values, viewer)
+        assert row is not None  # `select function(...)` answers one row
+        return row[0]
 
-    def _execute(self, statement: Any, values: dict[str, Any], viewer: Viewer | None) -> tuple:
+    def _execute(self, statement: Any, values: dict[str, Any], viewer: Viewer | None) -> tuple[Any, ...] | None:
         import psycopg
         from psycopg_pool import PoolTimeout
 
@@ -489,11 +509,11 @@ class SupabaseStore(Store):
         self._url = url
         self._key = service_key
         self._timeout = timeout
-        self._client: Any = None
+        self._client: Client | None = None
         self._lock = threading.Lock()
 
     @property
-    def client(self):
+    def client(self) -> Client:
         if self._client is None:
             with self._lock:
                 if self._client is None:
@@ -505,7 +525,7 @@ class SupabaseStore(Store):
                     self._client = create_client(self._url, self._key, options)
         return self._client
 
-    def _rest(self, viewer: Viewer | None):
+    def _rest(self, viewer: Viewer | None) -> SyncPostgrestClient:
         """The service's client, or a client of its own for a user (never shared: it carries their token)."""
         if viewer is None:
             return self.client.postgrest
