@@ -3,9 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-FUNCTIONS=(activities alerts leads rules whatsapp health greenapi_webhook webhooks members sweep retention notifications)
+FUNCTIONS=(activities alerts leads rules whatsapp health greenapi_webhook email email_webhook webhooks members sweep retention
+  notifications)
 PRIVATE=(sweep retention notifications)  # called by Cloud Scheduler only (IAM), each on its own schedule below
 SECRETS=(SUPABASE_URL SUPABASE_SERVICE_KEY SUPABASE_JWT_SECRET LEADWATCH_SCHEDULER_TOKEN LEADWATCH_GREENAPI_INSTANCES)
+# Email (docs/email.md): each given to the functions when the project has it; without them, email is off.
+OPTIONAL_SECRETS=(LEADWATCH_SMTP_URL LEADWATCH_EMAIL_FROM LEADWATCH_EMAIL_WEBHOOK_TOKENS)
 RUNTIME=python311
 
 usage() {
@@ -13,7 +16,8 @@ usage() {
 Usage: ./deploy.sh [--dry-run] [--rollback] [--help]
 
 Deploys one Cloud Run function (gen2) per route group: activities, alerts, leads, rules, whatsapp,
-health, greenapi_webhook, webhooks, members (public: each verifies its callers), sweep, retention and
+health, greenapi_webhook, email, email_webhook, webhooks, members (public: each verifies its callers),
+sweep, retention and
 notifications (private), grants the scheduler's service account roles/run.invoker on the private ones,
 and creates or updates their Cloud Scheduler jobs: leadwatch-daily-sweep (daily at 09:00
 Europe/Paris), leadwatch-nightly-retention (every 10 minutes from 00:00 to 05:50 Europe/Paris, one
@@ -30,6 +34,8 @@ Variables:
 
 Secrets, in the project's Secret Manager (checked before anything is deployed):
   SUPABASE_URL SUPABASE_SERVICE_KEY SUPABASE_JWT_SECRET LEADWATCH_SCHEDULER_TOKEN LEADWATCH_GREENAPI_INSTANCES
+Optional secrets (email, see docs/email.md), given to the functions when the project has them:
+  LEADWATCH_SMTP_URL LEADWATCH_EMAIL_FROM LEADWATCH_EMAIL_WEBHOOK_TOKENS
 
 Options:
   --dry-run   print every gcloud command instead of running it (runs none)
@@ -117,6 +123,17 @@ if ((${#missing[@]})); then
   done
   exit 2
 fi
+present=("${SECRETS[@]}")
+for secret in "${OPTIONAL_SECRETS[@]}"; do
+  if $dry_run; then
+    show gcloud secrets describe "$secret" --project "$PROJECT" --format 'value(name)'
+    present+=("$secret")
+  elif gcloud secrets describe "$secret" --project "$PROJECT" --format 'value(name)' >/dev/null 2>&1; then
+    present+=("$secret")
+  else
+    echo "deploy.sh: no secret $secret in project $PROJECT: deployed without it (email off, see docs/email.md)" >&2
+  fi
+done
 
 # The upload: functions/main.py, the package, and requirements.txt generated from pyproject.toml.
 build=$(mktemp -d)
@@ -124,7 +141,7 @@ trap 'rm -rf "$build"' EXIT
 "$PYTHON" functions/build.py "$build/src" >/dev/null
 
 secrets=""
-for secret in "${SECRETS[@]}"; do secrets+="${secrets:+,}$secret=$secret:latest"; done
+for secret in "${present[@]}"; do secrets+="${secrets:+,}$secret=$secret:latest"; done
 
 private() { [[ " ${PRIVATE[*]} " == *" $1 "* ]]; }
 

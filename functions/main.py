@@ -77,3 +77,13 @@ def notifications(request):
 @functions_framework.http
 def members(request):
     return _api.handle(request, "members")
+
+
+@functions_framework.http
+def email(request):
+    return _api.handle(request, "email")
+
+
+@functions_framework.http
+def email_webhook(request):
+    return _api.handle(request, "email_webhook")

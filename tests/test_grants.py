@@ -55,6 +55,7 @@ FUNCTIONS = {
             "lead_json(leads)",
             "upsert_leads(text,jsonb)",
             "prepare_whatsapp(text,uuid,text)",
+            "prepare_action(text,uuid)",
         ],
         USERS,
     ),

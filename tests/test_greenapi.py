@@ -623,14 +623,17 @@ def test_transient_errors_are_retried_until_the_send_succeeds(whatsapp):
     assert [r[4] for r in activities(db)] == ["sent"]
 
 
-def test_action_that_is_not_a_whatsapp_send_is_422(whatsapp):
-    client, store, db, _http = whatsapp
+def test_call_action_is_not_sent_on_whatsapp(whatsapp):
+    """A call is made by a person: the action route says so (409 action_is_a_call) and sends nothing."""
+    client, store, db, http = whatsapp
+    route = send_route(http, httpx.Response(200, json={"idMessage": "NEVER"}))
     add_leads(store, BIG={"value": 50000, "phone": "+33611111111"})
     log(store, lead="BIG", direction="in", occurredAt=ago(days=4))
     store.sweep()
     alert_id = db.execute("select id::text from max_alerts where type = 'HighValueRisk'").fetchone()[0]
     response = client.post(f"/api/alerts/{alert_id}/action", headers={"X-Tenant": "acme"})
-    assert response.status_code == 422 and response.get_json()["error"]["details"][0]["field"] == "action"
+    assert response.status_code == 409 and response.get_json()["error"]["code"] == "action_is_a_call"
+    assert route.call_count == 0 and active(db) == {("BIG", "HighValueRisk"): "high"}
 
 
 def test_lead_without_phone_is_422_and_unconfigured_tenant_is_409(whatsapp):

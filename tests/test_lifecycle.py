@@ -156,7 +156,7 @@ def test_sweep_judges_again_when_an_alert_appears_while_it_waits(postgres_store,
         other.execute("select 1 from lead_state where tenant_id = 'acme' and lead_id = 'L1' for update")
         with ThreadPoolExecutor(1) as pool:
             sweep = pool.submit(postgres_store.sweep)  # ...the sweep takes its snapshot and waits for it
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60  # a safety net: the wait is the event checked
             while not db.execute(
                 "select exists (select from pg_stat_activity where wait_event_type = 'Lock' "
                 "and query like '%sweep_alerts%')"

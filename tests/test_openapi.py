@@ -126,6 +126,8 @@ class _CurrentDevApp:
 
 
 _DEV_APP = _CurrentDevApp()
+# The email webhook takes one raw message (message/rfc822): generated strings are sent as its bytes.
+schemathesis.serializer.alias("message/rfc822", "text/plain")
 schema = schemathesis.openapi.from_dict(openapi_spec(ENDPOINTS))
 schema.app = _DEV_APP
 # No NUL bytes: Postgres text cannot hold them (the hostile-input work answers those on its own).

@@ -24,6 +24,7 @@ def _dev(args: argparse.Namespace) -> int:
     from .devtools.demo import DEMO_TENANT, load_demo
     from .devtools.dev import THREADS, create_app, serve
     from .devtools.embedded import start_embedded
+    from .devtools.outbox import DevOutbox
     from .http.app import Api
     from .http.identity import OpenAccess, VerifiedAccess
     from .migrate import migrate
@@ -81,10 +82,13 @@ leadwatch dev — serving every function on {base} over {where}.
   curl {base}/health
   curl {base}/api/alerts/active -H 'X-Tenant: {DEMO_TENANT}'
   curl -X POST {base}/api/alerts/sweep
+  curl {base}/dev/outbox    (what a channel with no provider would have sent)
 """,
         flush=True,
     )
     api = Api.from_settings(settings, store, access, settings.cors_origins or DEV_CORS_ORIGINS)
+    if not args.auth:  # open mode, loopback only: a channel with no provider sends here (GET /dev/outbox)
+        api.outbox = DevOutbox()
     logs.setup()  # one JSON line per request, as the deployed functions log
     # Stopped by a supervisor (SIGTERM) as by Ctrl-C, the process exits and the embedded database stops too.
     serve(create_app(api), args.host, args.port)

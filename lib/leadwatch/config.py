@@ -40,6 +40,9 @@ class Settings:
     db_pool_size: int = 5  # LEADWATCH_DB_POOL_SIZE
     # LEADWATCH_WEBHOOK_ALLOWED_NETWORKS, comma-separated CIDRs: non-public networks webhooks may be sent to
     webhook_allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    smtp_url: str | None = None  # LEADWATCH_SMTP_URL: the server emails leave through (see email_out)
+    email_from: str | None = None  # LEADWATCH_EMAIL_FROM: their From, unless the tenant has its own
+    email_webhook_tokens: tuple[tuple[str, str], ...] = ()  # LEADWATCH_EMAIL_WEBHOOK_TOKENS: (tenant, token)
 
     @property
     def backend(self) -> str:
@@ -107,7 +110,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_timeout=float(_number(env, "LEADWATCH_DB_TIMEOUT", 5.0, float)),
         db_pool_size=int(_number(env, "LEADWATCH_DB_POOL_SIZE", 5, int)),
         webhook_allowed_networks=_networks(env, "LEADWATCH_WEBHOOK_ALLOWED_NETWORKS"),
+        smtp_url=get("LEADWATCH_SMTP_URL"),
+        email_from=get("LEADWATCH_EMAIL_FROM"),
+        email_webhook_tokens=_email_webhook_tokens(get("LEADWATCH_EMAIL_WEBHOOK_TOKENS")),
     )
+    _check_email(settings)
     if settings.supabase_url and not settings.supabase_service_key and not settings.database_url:
         raise ConfigError("SUPABASE_URL is set but SUPABASE_SERVICE_KEY is missing")
     if bool(settings.espo_url) != bool(settings.espo_api_key):
@@ -115,6 +122,32 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if settings.supabase_url and not settings.supabase_url.startswith(("https://", "http://")):
         raise ConfigError(f"SUPABASE_URL must start with https://, got {settings.supabase_url!r}")
     return settings
+
+
+def _check_email(settings: Settings) -> None:
+    """The SMTP URL and From address parse (ConfigError naming the variable), and go together."""
+    from .integrations.email_out import parse_from_address, parse_smtp_url
+
+    if settings.smtp_url:
+        parse_smtp_url(settings.smtp_url)
+        if not settings.email_from:
+            raise ConfigError("LEADWATCH_SMTP_URL is set but LEADWATCH_EMAIL_FROM is missing (the From of the emails)")
+    if settings.email_from:
+        parse_from_address(settings.email_from)
+
+
+def _email_webhook_tokens(raw: str | None) -> tuple[tuple[str, str], ...]:
+    """`tenant:token,...` → ((tenant, token), ...); ConfigError naming LEADWATCH_EMAIL_WEBHOOK_TOKENS."""
+    name = "LEADWATCH_EMAIL_WEBHOOK_TOKENS"
+    pairs = []
+    for n, item in enumerate(part.strip() for part in (raw or "").split(",") if part.strip()):
+        tenant, _, token = item.partition(":")
+        if not tenant.strip() or len(token.strip()) < 16:
+            raise ConfigError(f"{name}[{n}] must be tenant:token with a token of at least 16 characters")
+        pairs.append((tenant.strip(), token.strip()))
+    if len({token for _, token in pairs}) != len(pairs):
+        raise ConfigError(f"{name} gives one token to two tenants: each tenant needs its own")
+    return tuple(pairs)
 
 
 def require_backend(settings: Settings) -> Settings:

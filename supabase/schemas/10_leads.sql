@@ -58,6 +58,9 @@ create index idx_lead_state_next_due on public.lead_state (next_due_at) where ne
 -- An agent's own leads, found without reading the tenant's directory.
 create index idx_leads_tenant_owner on public.leads (tenant_id, owner_id);
 
+-- Inbound email → lead, by address, case-insensitively.
+create index idx_leads_tenant_email on public.leads (tenant_id, lower(email)) where email is not null;
+
 -- Grants and row-level security -------------------------------------------------------------------
 
 grant select on table public.leads to authenticated;
@@ -214,8 +217,9 @@ grant execute on function public.lead_json(public.leads) to authenticated, servi
  * preferred_channel}). A field left out or null keeps its stored value. A new lead starts its
  * silence clock now; a lead whose value crosses the tenant's HighValueRisk threshold starts (or
  * stops) being watched for it. A lead given the phone of a provisional lead (an unknown WhatsApp
- * number) takes it over, with its activities and alerts; the phone of another real lead is a
- * conflict. Users: admins and managers of the tenant only.
+ * number) or its email address (an unknown sender of an email, compared case-insensitively) takes
+ * it over, with its activities and alerts; the phone of another real lead is a conflict. Users:
+ * admins and managers of the tenant only.
  */
 create or replace function public.upsert_leads(p_tenant text, p_leads jsonb) returns jsonb
 language plpgsql
@@ -228,14 +232,16 @@ declare
   v_stale      interval;
   v_result     jsonb;
   v_merge      record;
-  v_merged     text[] := '{}'::text[];
+  v_merged     text[] := '{}';
 begin
   perform public.assert_acts_in(p_tenant, array['admin', 'manager']);
 
   for v_merge in
     select i.lead_id as into_id, l.lead_id as from_id
-    from jsonb_to_recordset(p_leads) as i (lead_id text, phone text)
-    join public.leads l on l.tenant_id = p_tenant and l.phone = i.phone and l.provisional and l.lead_id <> i.lead_id
+    from jsonb_to_recordset(p_leads) as i (lead_id text, phone text, email text)
+    join public.leads l
+      on l.tenant_id = p_tenant and l.provisional and l.lead_id <> i.lead_id
+         and (l.phone = i.phone or (l.email is not null and lower(l.email) = lower(i.email)))
   loop
     perform public.merge_lead(p_tenant, v_merge.from_id, v_merge.into_id);
     v_merged := v_merged || v_merge.into_id;
@@ -307,9 +313,8 @@ begin
   end loop;
   return v_result;
 exception
-  when unique_violation then  -- raise_error's error, raised here so that the block visibly ends
-    raise exception using errcode = 'LW409', message = 'phone is already used by another lead of this tenant',
-                          detail = 'phone';
+  when unique_violation then
+    perform public.raise_error('LW409', 'phone is already used by another lead of this tenant', 'phone');
 end
 $$;
 grant execute on function public.upsert_leads(text, jsonb) to authenticated, service_role;

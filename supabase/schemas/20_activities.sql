@@ -82,11 +82,16 @@ create policy "Activities are visible to whoever may see the lead" on public.lea
 
 -- Functions ---------------------------------------------------------------------------------------
 
-/** Does an activity with this status count as contact? A send that failed reached nobody. */
+/**
+ * Does an activity with this status count as contact? A send that failed reached nobody, an
+ * automatic reply (out of office, RFC 3834) is nobody answering, and an unanswered call
+ * (`no_answer`) reached nobody: all are stored and shown in the timeline, but they move no
+ * silence, answer no alert and start no cycle.
+ */
 create or replace function public.counts_as_contact(p_status text) returns boolean
 language sql immutable
 as $$
-  select p_status is null or lower(p_status) not in ('failed', 'noaccount', 'notingroup')
+  select p_status is null or lower(p_status) not in ('failed', 'noaccount', 'notingroup', 'auto_reply', 'no_answer')
 $$;
 grant execute on function public.counts_as_contact(text) to authenticated, service_role;
 

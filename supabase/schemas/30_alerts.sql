@@ -313,7 +313,9 @@ grant execute on function public.alert_json(public.max_alerts, text, text) to au
  * One page of a tenant's active (or, with `p_state` 'snoozed', snoozed) alerts in the dashboard's
  * order (high, med, low, then newest), with the stats of all its active alerts and how many are
  * snoozed, in one call. `p_cursor` is the `next_cursor` of the previous page. Runs as the caller:
- * a user sees (and counts) only what row-level security shows them.
+ * a user sees (and counts) only what row-level security shows them. Each alert carries its lead's
+ * phone and preferred channel (`lead_phone`, `lead_preferred_channel`): whether its action can run,
+ * on which channel, and the number a call dials.
  */
 create or replace function public.list_active_alerts(
   p_tenant   text,
@@ -334,7 +336,7 @@ begin
   perform public.check_page(p_limit, p_cursor, array['r', 'c', 'i']);
   -- The active_alerts view's order, read from idx_max_alerts_active_order and stopped after one page.
   with page as (
-    select x.alert, l.name, l.email,
+    select x.alert, l.name, l.email, l.phone, l.preferred_channel,
            row_number() over (order by (x.alert).severity_rank, (x.alert).created_at desc, (x.alert).id desc) as n
     from (
       select a as alert
@@ -393,7 +395,10 @@ begin
                   'PreferredChannel', coalesce(sum(c.n) filter (where c.type = 'PreferredChannel'), 0)),
                 'snoozed', (select coalesce(sum(s.n), 0) from snoozed s))
               from active c),
-    'alerts', coalesce((select jsonb_agg(public.alert_json(p.alert, p.name, p.email) order by p.n)
+    'alerts', coalesce((select jsonb_agg(public.alert_json(p.alert, p.name, p.email)
+                                  || jsonb_build_object('lead_phone', p.phone,
+                                                        'lead_preferred_channel', p.preferred_channel)
+                                  order by p.n)
                         from page p where p.n <= p_limit), '[]'),
     'next_cursor', (select jsonb_build_object('r', (p.alert).severity_rank, 'c', (p.alert).created_at, 'i', (p.alert).id)
                     from page p

@@ -16,21 +16,24 @@ values
    '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
      "action": "send_whatsapp", "params": {"template": "relance_froide"},
      "text": {"fr": "Bonjour {name}, je reviens vers vous : avez-vous pu avancer sur votre projet ? Je reste disponible pour en parler.",
-              "en": "Hello {name}, just following up: have you been able to move forward with your project? Happy to talk whenever suits you."}}'),
+              "en": "Hello {name}, just following up: have you been able to move forward with your project? Happy to talk whenever suits you."},
+     "subject": {"fr": "Des nouvelles de votre projet ?", "en": "Any news on your project?"}}'),
   ('NoReply3d', '3 days', 'med', '7 days', 'high', null, null, null,
    '{"fr": "Pas de réponse depuis {days} jours à notre dernier message.",
      "en": "No reply for {days} days to our last message."}',
    '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
      "action": "send_whatsapp", "params": {"template": "relance_sans_reponse"},
      "text": {"fr": "Bonjour {name}, avez-vous bien reçu mon dernier message ? N''hésitez pas si vous avez des questions.",
-              "en": "Hello {name}, did you get my last message? Let me know if you have any questions."}}'),
+              "en": "Hello {name}, did you get my last message? Let me know if you have any questions."},
+     "subject": {"fr": "Avez-vous reçu mon message ?", "en": "Did you get my message?"}}'),
   ('StaleLead30d', '30 days', 'low', null, null, null, null, 'NoContact7d',
    '{"fr": "Aucune activité depuis {days} jours. Lead à requalifier.",
      "en": "No activity for {days} days. Lead needs requalifying."}',
    '{"label": {"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"},
      "action": "send_whatsapp", "params": {"template": "reactivation"},
      "text": {"fr": "Bonjour {name}, cela fait un moment ! Votre projet est-il toujours d''actualité ?",
-              "en": "Hello {name}, it has been a while! Is your project still on?"}}'),
+              "en": "Hello {name}, it has been a while! Is your project still on?"},
+     "subject": {"fr": "Votre projet est-il toujours d''actualité ?", "en": "Is your project still on?"}}'),
   ('HighValueRisk', '3 days', 'high', null, null, 10000, 'EUR', null,
    '{"fr": "Lead à forte valeur sans contact depuis {days} jours.",
      "en": "High-value lead without contact for {days} days."}',
@@ -45,12 +48,15 @@ values
    '{"label": {"fr": "Répondre maintenant", "en": "Reply now"},
      "action": "send_whatsapp", "params": {"template": "reponse_rapide"},
      "text": {"fr": "Bonjour {name}, merci pour vos messages ! Je reviens vers vous tout de suite.",
-              "en": "Hello {name}, thank you for your messages! I will get back to you right away."}}'),
+              "en": "Hello {name}, thank you for your messages! I will get back to you right away."},
+     "subject": {"fr": "Merci pour vos messages", "en": "Thank you for your messages"}}'),
   ('PreferredChannel', null, 'low', 3,
    '{"fr": "Le lead préfère le canal {channel}, mais nos 2 derniers messages sont passés par un autre canal.",
      "en": "The lead prefers {channel}, but our last 2 messages went through another channel."}',
    '{"label": {"fr": "Recontacter sur son canal préféré", "en": "Reach out on their preferred channel"},
-     "action": "switch_channel", "params": {}}');
+     "action": "switch_channel", "params": {},
+     "text": {"fr": "Bonjour {name}, je vous recontacte par ici, puisque c''est le canal que vous préférez. Où en est votre projet ?",
+              "en": "Hello {name}, reaching out here since this is the channel you prefer. How is your project going?"}}');
 
 -- Functions ---------------------------------------------------------------------------------------
 
@@ -240,11 +246,14 @@ grant execute on function public.recompute_due_times(text, text) to service_role
 /**
  * Change the tenant's rule of one type: the fields present in `p_changes` (enabled, threshold,
  * severity, escalate_after, escalated_severity, min_count, min_value, currency, locale, messages
- * and action_text per locale — merged into what is in force —, overdue_after) replace those of the
- * rule in force, into the tenant's own row. Validated: a threshold is positive, a ladder rises
- * (later and higher), the messages include the rule's locale. Takes effect at once for every lead
- * of the tenant: stored due times are recomputed, and a disabled rule's active alerts resolved
- * (`rule`). Admins of the tenant and platform staff only.
+ * and action_text per locale — merged into what is in force —, overdue_after, and the suggested
+ * action: `action` (send_whatsapp, send_email, switch_channel, call_lead; its label becomes the
+ * action's default), `action_label` and `action_subject` (an email's subject) per locale, merged)
+ * replace those of the rule in force, into the tenant's own row. Validated: a threshold is
+ * positive, a ladder rises (later and higher), the messages include the rule's locale, a WhatsApp
+ * or email follow-up has a text in it. Takes effect at once for every lead of the tenant: stored due times
+ * are recomputed, and a disabled rule's active alerts resolved (`rule`). Admins of the tenant and
+ * platform staff only.
  */
 create or replace function public.set_rule(p_tenant text, p_type text, p_changes jsonb) returns jsonb
 language plpgsql
@@ -275,8 +284,35 @@ begin
   if p_changes ? 'locale' then v_rule.locale := p_changes ->> 'locale'; end if;
   if p_changes ? 'overdue_after' then v_rule.overdue_after := (p_changes ->> 'overdue_after')::interval; end if;
   if p_changes ? 'messages' then v_rule.messages := v_rule.messages || (p_changes -> 'messages'); end if;
+  if p_changes ? 'action' then
+    if p_changes ->> 'action' is null
+       or p_changes ->> 'action' not in ('send_whatsapp', 'send_email', 'switch_channel', 'call_lead') then
+      perform public.raise_error('LW422', 'action must be send_whatsapp, send_email, switch_channel or call_lead',
+                                 'action');
+    end if;
+    v_rule.action := v_rule.action || jsonb_build_object(
+      'action', p_changes ->> 'action',
+      'label', case p_changes ->> 'action'
+                 when 'send_email' then '{"fr": "Relancer par email", "en": "Follow up by email"}'::jsonb
+                 when 'send_whatsapp' then '{"fr": "Relancer par WhatsApp", "en": "Follow up on WhatsApp"}'::jsonb
+                 when 'switch_channel' then
+                   '{"fr": "Recontacter sur son canal préféré", "en": "Reach out on their preferred channel"}'::jsonb
+                 else '{"fr": "Appeler le lead", "en": "Call the lead"}'::jsonb end);
+  end if;
+  if p_changes ? 'action_label' then
+    v_rule.action := jsonb_set(v_rule.action, '{label}', coalesce(v_rule.action -> 'label', '{}') || (p_changes -> 'action_label'));
+  end if;
   if p_changes ? 'action_text' then
     v_rule.action := jsonb_set(v_rule.action, '{text}', coalesce(v_rule.action -> 'text', '{}') || (p_changes -> 'action_text'));
+  end if;
+  if p_changes ? 'action_subject' then
+    v_rule.action := jsonb_set(v_rule.action, '{subject}',
+                               coalesce(v_rule.action -> 'subject', '{}') || (p_changes -> 'action_subject'));
+  end if;
+  if v_rule.action ->> 'action' in ('send_whatsapp', 'send_email')
+     and v_rule.action -> 'text' ->> v_rule.locale is null then
+    perform public.raise_error('LW422', format('actionText must include the rule''s locale (%s) for a message to send',
+                                               v_rule.locale), 'actionText');
   end if;
 
   if v_rule.threshold is null and p_type <> 'PreferredChannel' then

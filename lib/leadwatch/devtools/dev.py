@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, Response, request, send_from_directory
 from werkzeug.exceptions import HTTPException
@@ -21,6 +22,15 @@ def create_app(api: Api) -> Flask:
 
     app = Flask("leadwatch")
     app.register_blueprint(pages)
+    outbox = api.outbox
+
+    if outbox is not None:
+
+        @app.get("/dev/outbox")
+        def dev_outbox() -> tuple[dict[str, Any], int, dict[str, str]]:
+            """What the dev outbox kept instead of sending (newest first): the dev page's panel."""
+            messages = [m.to_json() for m in outbox.messages()]
+            return {"success": True, "messages": messages}, 200, {"Cache-Control": "no-store"}
 
     @app.route("/", defaults={"path": ""}, methods=[m for m in _METHODS if m not in ("GET", "HEAD")])
     @app.route("/<path:path>", methods=_METHODS)

@@ -5,6 +5,8 @@ from ..http.routes import Endpoint, declared_in
 from . import (
     activities,
     alerts,
+    email,
+    email_webhook,
     greenapi_webhook,
     health,
     leads,
@@ -28,6 +30,8 @@ ENDPOINTS: tuple[Endpoint, ...] = declared_in(
         retention,
         whatsapp,
         greenapi_webhook,
+        email,
+        email_webhook,
         health,
         webhooks,
         notifications,

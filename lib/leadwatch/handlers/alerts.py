@@ -10,7 +10,8 @@ from flask import Request
 from ..http.attachments import ALERT_COLUMNS, attachment, csv_chunks, export_filename
 from ..http.inputs import check_alert_id, json_object
 from ..http.routes import BODY_ERRORS, SEND_ERRORS, USER_ERRORS, endpoint
-from .whatsapp import send_and_log
+from .actions import describe_alerts
+from .actions import run_action as run
 
 if TYPE_CHECKING:
     from flask import Response
@@ -33,7 +34,8 @@ def list_alerts(request: Request, caller: Caller, services: Services) -> tuple[i
 
     tenant = caller.require_tenant()
     query = parse(AlertQuery, request.args.to_dict())
-    return 200, {"success": True, **services.store.list_active_alerts(tenant, query, caller.viewer)}
+    result = services.store.list_active_alerts(tenant, query, caller.viewer)
+    return 200, {"success": True, **result, "alerts": describe_alerts(result["alerts"], services, tenant)}
 
 
 @endpoint(
@@ -92,17 +94,21 @@ def resolve_alert(request: Request, caller: Caller, services: Services, alert_id
 @endpoint(
     "POST",
     "/api/alerts/<alert_id>/action",
-    "Run the alert's suggested action (send its WhatsApp message)",
-    "WhatsAppSent",
+    "Run the alert's suggested action (send its follow-up on its channel, and log it)",
+    "ActionSent",
     errors=SEND_ERRORS,
+    description="Sends the rule's follow-up on the action's channel (WhatsApp, email; switch_channel: the "
+    "lead's preferred one) and logs it as an outbound activity. 409 when the action cannot run, the error's "
+    "code saying why (the `reason` the active alerts list gives before any click): no_phone, no_email, "
+    "whatsapp_not_configured, email_not_configured, no_preferred_channel, unknown_action, no_message, and "
+    "action_is_a_call (a call is made by a person, then logged with POST /api/activities/log). An alert already "
+    "resolved answers 409, and a request retried with the same `Idempotency-Key` header answers the first run's "
+    "answer (`replayed: true`) and sends nothing more.",
 )
 def run_action(request: Request, caller: Caller, services: Services, alert_id: str) -> tuple[int, dict[str, Any]]:
-    """Run the alert's suggested action: today, `send_whatsapp` sends its rule's message."""
+    """Run the alert's suggested action on its channel (see `actions`): a send, logged."""
     tenant = caller.require_tenant()
-    prepared = services.store.prepare_whatsapp(tenant, alert_id=check_alert_id(alert_id), viewer=caller.viewer)
-    return 200, send_and_log(
-        services, tenant, caller, prepared["lead"], prepared["text"], alert_type=prepared["alert_type"]
-    )
+    return 200, run(request, services, tenant, caller, check_alert_id(alert_id))
 
 
 @endpoint(

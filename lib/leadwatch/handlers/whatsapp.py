@@ -12,8 +12,11 @@ from ..http.routes import SEND_ERRORS, endpoint
 from ..integrations.greenapi import WhatsAppError, external_id
 
 if TYPE_CHECKING:
+    from ..config import GreenApiInstance
+    from ..devtools.outbox import DevOutbox
     from ..http.identity import Caller
     from ..http.routes import Services
+    from ..integrations.greenapi import GreenApi
 
 # Request models (pydantic) are imported at first use, not at the cold start of every function.
 
@@ -58,13 +61,14 @@ def send_and_log(
     as a failed outbound that answers nothing, before reporting Green-API's refusal."""
     from ..models.requests import ActivityIn
 
-    greenapi, store = services.greenapi, services.store
-    instance = greenapi.instance_for(tenant)
+    store = services.store
+    sender, instance = whatsapp_sender(services, tenant)
     chat_id = lead["phone"].lstrip("+") + "@c.us"
-    meta = {"provider": "green-api", "instanceId": instance.id, "alertType": alert_type}
+    provider = "green-api" if sender is services.greenapi else "dev-outbox"
+    meta = {"provider": provider, "instanceId": instance.id, "alertType": alert_type}
     outbound = {"leadId": lead["lead_id"], "channel": "whatsapp", "direction": "out", "messageSnippet": text}
     try:
-        id_message = greenapi.send_message(instance, chat_id, text)
+        id_message = sender.send_message(instance, chat_id, text)
     except WhatsAppError as exc:
         failed = ActivityIn(**outbound, status="failed", meta={**meta, "error": exc.code})
         store.log_activity(tenant, failed, caller.viewer)
@@ -77,3 +81,13 @@ def send_and_log(
         "activity": logged["activity"],
         "alerts": logged["alerts"],
     }
+
+
+def whatsapp_sender(services: Services, tenant: str) -> tuple[GreenApi | DevOutbox, GreenApiInstance]:
+    """Green-API and the tenant's instance; without one, the dev outbox when there is one (`leadwatch dev`)."""
+    try:
+        return services.greenapi, services.greenapi.instance_for(tenant)
+    except WhatsAppError:
+        if services.outbox is None:
+            raise
+        return services.outbox, services.outbox.instance

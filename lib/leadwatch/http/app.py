@@ -24,6 +24,7 @@ from werkzeug.routing import Map, Rule
 from ..egress import Egress
 from ..errors import Forbidden, LeadwatchError, MethodNotAllowed, NotFound, Unauthorized
 from ..handlers import ENDPOINTS
+from ..integrations.email_out import EmailChannel, SmtpSender, parse_smtp_url
 from ..integrations.espo import EspoCrm
 from ..integrations.greenapi import GreenApi
 from ..stores.store import Store
@@ -33,6 +34,7 @@ from .inputs import body_finished, check_text
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..devtools.outbox import DevOutbox
     from .routes import Services
 
 log = logging.getLogger("leadwatch.http")
@@ -76,7 +78,9 @@ def _error(exc: LeadwatchError) -> Response:
 class Api:
     """Serves the handlers over one store (created lazily, once per instance), for callers that
     `access` identifies, to browsers of the `cors_origins`, sending WhatsApp through `greenapi` and
-    tenants' webhooks where `egress` allows."""
+    email through `email`. `outbox` (a DevOutbox) is set by `leadwatch dev` only: it stands in for a
+    channel with no provider. `espo_url` (ESPO_URL) links each listed alert to its lead in EspoCRM.
+    Tenants' webhooks go where `egress` allows."""
 
     def __init__(
         self,
@@ -86,6 +90,9 @@ class Api:
         greenapi: GreenApi | None = None,
         espo: EspoCrm | None = None,
         egress: Egress | None = None,
+        *,
+        espo_url: str | None = None,
+        email: EmailChannel | None = None,
     ) -> None:
         self._access = access
         self._egress = egress or Egress()  # the operator's rule (LEADWATCH_WEBHOOK_ALLOWED_NETWORKS)
@@ -94,6 +101,9 @@ class Api:
         self._make_store = store if not isinstance(store, Store) else None
         self.greenapi = greenapi or GreenApi(())
         self.espo = espo
+        self.espo_url = espo_url
+        self.email = email or EmailChannel()
+        self.outbox: DevOutbox | None = None
         self.endpoints = ENDPOINTS
         self._by_name = {e.name: e for e in ENDPOINTS}
 
@@ -105,7 +115,8 @@ class Api:
         access: OpenAccess | VerifiedAccess,
         cors_origins: tuple[str, ...] | None = None,
     ) -> Api:
-        """The Api a deployment's settings describe (Green-API instances, EspoCRM, CORS, webhook egress)."""
+        """The Api a deployment's settings describe (Green-API instances, EspoCRM, CORS, email: an SMTP
+        sender when LEADWATCH_SMTP_URL is set, webhook egress)."""
         espo = (
             EspoCrm(settings.espo_url, settings.espo_api_key) if settings.espo_url and settings.espo_api_key else None
         )
@@ -116,6 +127,12 @@ class Api:
             GreenApi(settings.greenapi_instances),
             espo,
             Egress.from_settings(settings),
+            espo_url=settings.espo_url,
+            email=EmailChannel(
+                SmtpSender(parse_smtp_url(settings.smtp_url)) if settings.smtp_url else None,
+                settings.email_from,
+                settings.email_webhook_tokens,
+            ),
         )
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Request, Response
 
-ALLOWED_HEADERS = "Authorization, Content-Type, X-Tenant, X-Request-Id"
+ALLOWED_HEADERS = "Authorization, Content-Type, X-Tenant, X-Request-Id, Idempotency-Key"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
 
 

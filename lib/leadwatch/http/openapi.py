@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, RootModel
 from pydantic.json_schema import models_json_schema
 
-from ..models import analytics, desk, exports, notify, requests, responses
+from ..models import analytics, desk, email, exports, notify, requests, responses
 from ..models.analytics import AnalyticsQuery
 from ..models.requests import ActivityIn, LeadIn, LeadsIn
 from ..models.responses import ActivitiesLogged, ActivityLogged, Error
@@ -44,7 +44,7 @@ class GreenApiNotification(BaseModel):
 
 def model(name: str) -> type[BaseModel]:
     """The request or response model an endpoint names (declared by name: handlers import pydantic lazily)."""
-    for module in (requests, desk, notify, analytics, exports, responses):
+    for module in (requests, desk, notify, analytics, exports, email, responses):
         found = getattr(module, name, None)
         if isinstance(found, type) and issubclass(found, BaseModel):
             return found
@@ -160,6 +160,8 @@ def openapi_spec(endpoints: tuple[Endpoint, ...]) -> dict[str, Any]:
             entry["description"] = endpoint.description
         if parameters:
             entry["parameters"] = parameters
+        if endpoint.raw_body is not None:
+            entry["requestBody"] = {"required": True, "content": {endpoint.raw_body: {"schema": {"type": "string"}}}}
         if endpoint.body is not None:
             entry["requestBody"] = {
                 "required": True,

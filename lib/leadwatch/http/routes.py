@@ -17,7 +17,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from ..devtools.outbox import DevOutbox
     from ..egress import Egress
+    from ..integrations.email_out import EmailChannel
     from ..integrations.espo import EspoCrm
     from ..integrations.greenapi import GreenApi
     from ..stores.store import Store
@@ -57,6 +59,21 @@ class Services(Protocol):
         ...
 
     @property
+    def espo_url(self) -> str | None:
+        """EspoCRM's address (ESPO_URL): each listed alert links to its lead there."""
+        ...
+
+    @property
+    def email(self) -> EmailChannel:
+        """The email sender (None: not configured), the default From, the inbound webhook's tokens."""
+        ...
+
+    @property
+    def outbox(self) -> DevOutbox | None:
+        """Under `leadwatch dev` only: stands in for a channel with no provider (GET /dev/outbox)."""
+        ...
+
+    @property
     def open(self) -> bool:
         """Does the API run in the dev server's open mode (no credentials, X-Tenant trusted)?"""
         ...
@@ -82,6 +99,7 @@ class Endpoint:
     security: Security = "user"
     description: str = ""
     status: int = 200  # the success status (201 where the route creates)
+    raw_body: str | None = None  # a body that is not JSON: its media type (the email webhook's message/rfc822)
 
     @property
     def name(self) -> str:
@@ -110,6 +128,7 @@ def endpoint(
     description: str = "",
     status: int = 200,
     tag: str | None = None,
+    raw_body: str | None = None,
 ) -> Callable[[F], F]:
     """Declare the decorated handler as the endpoint `method path` of its module's function group."""
 
@@ -129,6 +148,7 @@ def endpoint(
             security=security,
             description=description,
             status=status,
+            raw_body=raw_body,
         )
         handler.__dict__["endpoint"] = declared
         return handler

@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
+from ..errors import ValidationFailed
 from .requests import AlertType, InputModel, QueryModel, Severity
 
 MAX_SNOOZE = timedelta(days=30)
@@ -99,24 +100,53 @@ class BulkIn(_Until):
 _NOT_NULL = ("enabled", "severity", "minCount", "minValue", "currency", "locale", "messages")
 
 
+# GET /api/rules's names of RuleIn's fields, and what it gives that a PUT does not change.
+_SNAKE = {
+    "escalateAfter": "escalate_after",
+    "escalatedSeverity": "escalated_severity",
+    "minCount": "min_count",
+    "minValue": "min_value",
+    "actionText": "action_text",
+    "actionLabel": "action_label",
+    "actionSubject": "action_subject",
+    "overdueAfter": "overdue_after",
+}
+# The parts of a rule's `action` (as GET gives it) that a PUT may change, and RuleIn's field for each.
+_ACTION_PARTS = {"action": "action", "label": "actionLabel", "text": "actionText", "subject": "actionSubject"}
+_DURATIONS = {"threshold": "threshold", "escalateAfter": "escalate_after", "overdueAfter": "overdue_after"}
+_READ_ONLY = ("type", "source", "supersedes")
+
+
+def _also(name: str) -> AliasChoices:
+    """A field read under its camelCase name or the snake_case one GET /api/rules answers."""
+    return AliasChoices(name, _SNAKE[name])
+
+
 class RuleIn(InputModel):
     """Body of PUT /api/rules/{type}: the fields to change (the others keep the values in force).
-    `escalateAfter` and `escalatedSeverity` null remove the ladder."""
+    `escalateAfter` and `escalatedSeverity` null remove the ladder. Each field may also be named as
+    GET /api/rules names it (`escalate_after`, ...), so that a rule read can be written back."""
 
     enabled: bool | None = None
     threshold: Duration | None = None
     severity: Severity | None = None
-    escalateAfter: Duration | None = None
-    escalatedSeverity: Severity | None = None
-    minCount: int | None = Field(default=None, ge=1, le=100)
-    minValue: float | None = Field(default=None, ge=0, le=1e12)
+    escalateAfter: Duration | None = Field(default=None, validation_alias=_also("escalateAfter"))
+    escalatedSeverity: Severity | None = Field(default=None, validation_alias=_also("escalatedSeverity"))
+    minCount: int | None = Field(default=None, ge=1, le=100, validation_alias=_also("minCount"))
+    minValue: float | None = Field(default=None, ge=0, le=1e12, validation_alias=_also("minValue"))
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     locale: Locale | None = None
     messages: dict[Locale, Annotated[str, Field(min_length=1, max_length=500)]] | None = None
     actionText: dict[Locale, Annotated[str, Field(min_length=1, max_length=1000)]] | None = None
-    overdueAfter: Duration | None = None
+    action: Literal["send_whatsapp", "send_email", "switch_channel", "call_lead"] | None = None
+    actionLabel: dict[Locale, Annotated[str, Field(min_length=1, max_length=100)]] | None = None
+    # An email's subject ({name} filled in): see docs/email.md.
+    actionSubject: dict[Locale, Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\r\n]*$")]] | None = (
+        None
+    )
+    overdueAfter: Duration | None = Field(default=None, validation_alias=_also("overdueAfter"))
 
-    @field_validator(*_NOT_NULL, "actionText", "overdueAfter")
+    @field_validator(*_NOT_NULL, "actionText", "action", "actionLabel", "actionSubject", "overdueAfter")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
@@ -131,21 +161,60 @@ class RuleIn(InputModel):
 
     def to_changes(self) -> dict[str, Any]:
         """The changes as set_rule reads them: snake_case keys, durations in seconds."""
-        names = {
-            "escalateAfter": "escalate_after",
-            "escalatedSeverity": "escalated_severity",
-            "minCount": "min_count",
-            "minValue": "min_value",
-            "actionText": "action_text",
-            "overdueAfter": "overdue_after",
-        }
         changes: dict[str, Any] = {}
         for field in self.model_fields_set:
             value = getattr(self, field)
-            if field in ("threshold", "escalateAfter", "overdueAfter") and value is not None:
+            if field in _DURATIONS and value is not None:
                 value = f"{int(duration(value).total_seconds())} seconds"
-            changes[names.get(field, field)] = value
+            changes[_SNAKE.get(field, field)] = value
         return changes
+
+    def changes_nothing(self, rule: dict[str, Any]) -> bool:
+        """Whether every field given holds the value of `rule` (a rule as GET /api/rules gives it)."""
+        in_action = {_SNAKE.get(name, name): part for part, name in _ACTION_PARTS.items()}
+        for key, value in self.to_changes().items():
+            now = (rule.get("action") or {}).get(in_action[key]) if key in in_action else rule.get(key)
+            if key in _DURATIONS.values() and now is not None:
+                now = f"{int(duration(now).total_seconds())} seconds"
+            if isinstance(value, dict):  # messages and action texts are merged: the locales given
+                if not isinstance(now, dict) or any(now.get(locale) != text for locale, text in value.items()):
+                    return False
+            elif value != now:
+                return False
+        return True
+
+
+def rule_body(body: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
+    """A PUT body that may be a rule as GET /api/rules gives it, made into RuleIn's input: `type`,
+    `source` and `supersedes` are read-only, accepted when they hold the values of `rule` (the rule in
+    force) and left out; an `action` object (GET's form) gives its `action`, `label`, `text` and
+    `subject` where they differ from the rule in force (its other parts are read-only), while a string
+    `action` is RuleIn's own; a null where the rule in force has none either changes nothing and is
+    left out."""
+    errors: list[dict[str, str]] = []
+    changes: dict[str, Any] = {}
+    for key, value in body.items():
+        if key in _READ_ONLY:
+            if value != rule.get(key):
+                errors.append({"field": key, "message": f"is read-only: give {rule.get(key)!r} or leave it out"})
+        elif key == "action" and isinstance(value, dict):
+            current = rule.get("action") or {}
+            if {k: v for k, v in value.items() if k not in _ACTION_PARTS} != {
+                k: v for k, v in current.items() if k not in _ACTION_PARTS
+            }:
+                errors.append({"field": "action", "message": "only its action, label, text and subject may change"})
+            for part, name in _ACTION_PARTS.items():
+                if part in value and name in body and name != "action":
+                    errors.append({"field": f"action.{part}", "message": f"give {name} or action.{part}, not both"})
+                elif part in value and value[part] != current.get(part):
+                    changes[name] = value[part]
+        elif value is None and rule.get(_SNAKE.get(key, key), ...) is None:
+            continue  # null already
+        else:
+            changes[key] = value
+    if errors:
+        raise ValidationFailed("the request has invalid fields", errors)
+    return changes
 
 
 class RuleType(InputModel):

@@ -33,8 +33,21 @@ class Error(_Out):
 
 class SuggestedAction(_Out):
     label: dict[str, str] | str | None = None
-    action: str
+    action: str = Field(description="send_whatsapp, send_email, switch_channel or call_lead (docs/actions.md)")
     params: dict[str, Any] | None = None
+    channel: Channel | None = Field(
+        default=None,
+        description="where the action runs (active alerts list): switch_channel's is the lead's preferred channel; "
+        "null when leadwatch runs no such action or the lead's channel is not known",
+    )
+    available: bool | None = Field(
+        default=None, description="whether the action can run for this lead now (active alerts list)"
+    )
+    reason: str | None = Field(
+        default=None,
+        description="why it cannot, when `available` is false: no_phone, no_email, whatsapp_not_configured, "
+        "email_not_configured, no_preferred_channel, unknown_action — the error code running it would answer",
+    )
 
 
 class Alert(_Out):
@@ -50,6 +63,13 @@ class Alert(_Out):
     resolved_at: datetime | None
     lead_name: str | None
     lead_email: str | None
+    lead_phone: str | None = Field(default=None, description="the lead's phone, E.164 (active alerts list)")
+    lead_preferred_channel: Channel | None = Field(
+        default=None, description="the lead's preferred channel in the directory (active alerts list)"
+    )
+    lead_url: str | None = Field(
+        default=None, description="the lead's page in EspoCRM, when ESPO_URL is configured (active alerts list)"
+    )
     snoozed_until: datetime | None = None
     overdue: bool = False
     overdue_at: datetime | None = None
@@ -133,6 +153,27 @@ class WhatsAppSent(_Out):
     sent: SentMessage
     activity: Activity
     alerts: AlertChanges
+
+
+class ActionMessage(_Out):
+    channel: Literal["whatsapp", "email"]
+    to: str = Field(description="the lead's phone (WhatsApp) or email address")
+    message: str
+    chatId: str | None = Field(default=None, description="WhatsApp: the chat written to")
+    idMessage: str | None = Field(default=None, description="WhatsApp: the provider's message id")
+    subject: str | None = Field(default=None, description="email: the subject sent")
+    messageId: str | None = Field(default=None, description="email: the Message-ID sent")
+
+
+class ActionSent(_Out):
+    success: Literal[True]
+    sent: ActionMessage
+    activity: Activity
+    alerts: AlertChanges
+    replayed: bool = Field(
+        default=False,
+        description="true when this answer is the one a former request with the same Idempotency-Key made",
+    )
 
 
 class SweepResult(_Out):

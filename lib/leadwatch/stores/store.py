@@ -19,6 +19,7 @@ from .cursor import encode_cursor
 
 if TYPE_CHECKING:  # pydantic models: imported by the handlers at first use, not at cold start
     from ..http.identity import Viewer
+    from ..integrations.email_in import InboundEmail
     from ..integrations.greenapi import WhatsAppActivity
     from ..models.analytics import AnalyticsQuery
     from ..models.desk import LeadAlertsQuery, RuleIn
@@ -177,6 +178,51 @@ class Store:
     ) -> dict[str, Any]:
         """The lead to write to (and, for an alert, the message its rule sends)."""
         return self._call("prepare_whatsapp", viewer, p_tenant=tenant, p_alert_id=alert_id, p_lead_id=lead_id)
+
+    def prepare_action(self, tenant: str, alert_id: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        """What running the alert's suggested action needs: the action, its lead, the rule's text."""
+        return self._call("prepare_action", viewer, p_tenant=tenant, p_alert_id=alert_id)
+
+    # Email ---------------------------------------------------------------------------------------
+
+    def log_email(self, tenant: str, email: InboundEmail, *, create_lead: bool = True) -> dict[str, Any]:
+        """Log an inbound email for the lead with the sender's address (service only). Without
+        `create_lead`, an unknown address writes nothing and answers {unknown_email: true}."""
+        return self._call(
+            "log_activity_by_email",
+            None,
+            p_tenant=tenant,
+            p_email=email.sender,
+            p_sender_name=email.sender_name,
+            p_status=email.status,
+            p_message_snippet=email.snippet,
+            p_meta=email.meta,
+            p_occurred_at=email.occurred_at,
+            p_external_id=email.external_id,
+            p_create=create_lead,
+        )
+
+    def prepare_email(self, tenant: str, *, lead_id: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        """The lead to write to (with its address) and the tenant's From (null: the default)."""
+        return self._call("prepare_email", viewer, p_tenant=tenant, p_lead_id=lead_id)
+
+    def claim_email_send(self, tenant: str, key: str, request_hash: str) -> dict[str, Any]:
+        """Claim an Idempotency-Key: {claimed: true}, or {claimed: false, answer} of the send it made (service only)."""
+        return self._call("claim_email_send", None, p_tenant=tenant, p_key=key, p_request_hash=request_hash)
+
+    def settle_email_send(self, tenant: str, key: str, answer: dict[str, Any] | None) -> dict[str, Any]:
+        """Keep the answer of a claimed send, or release the key when nothing was sent (service only)."""
+        return self._call("settle_email_send", None, p_tenant=tenant, p_key=key, p_answer=answer)
+
+    def reject_email(self, tenant: str, reason: str, raw: bytes) -> dict[str, Any]:
+        """Keep an inbound email that could not be read, as received (service only)."""
+        return self._call("reject_email", None, p_tenant=tenant, p_reason=reason, p_raw="\\x" + raw.hex())
+
+    def list_email_rejected(self, tenant: str, query: RejectedQuery, viewer: Viewer | None = None) -> dict[str, Any]:
+        result = self._call(
+            "list_email_rejected", viewer, p_tenant=tenant, p_limit=query.limit, p_cursor=query.decoded_cursor()
+        )
+        return {**result, "next_cursor": encode_cursor(result["next_cursor"])}
 
     def alert_analytics(self, tenant: str, query: AnalyticsQuery, viewer: Viewer | None = None) -> dict[str, Any]:
         return self._call("alert_analytics", viewer, p_tenant=tenant, p_from=query.start, p_to=query.end, p_tz=query.tz)
