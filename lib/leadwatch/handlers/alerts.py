@@ -119,7 +119,8 @@ def run_action(request: Request, caller: Caller, services: Services, alert_id: s
     body="SnoozeIn",
     errors=(*BODY_ERRORS, 404, 409),
     description="A snoozed alert leaves the active list; the sweep brings it back at `until` if its condition "
-    "still holds (else resolves it). An activity that answers it resolves it meanwhile.",
+    "still holds (else resolves it). An activity that answers it resolves it meanwhile. `until` may be "
+    '"next_working_morning": the tenant\'s next working morning on its calendar (GET /api/calendar).',
 )
 def snooze_alert(request: Request, caller: Caller, services: Services, alert_id: str) -> tuple[int, dict[str, Any]]:
     from ..models.desk import SnoozeIn
