@@ -596,3 +596,53 @@ def test_an_admin_exports_through_row_level_security(verified):
     document = response.json["export"]
     assert document["tenant_id"] == "acme" and document["lead"]["name"] == NAME
     assert [a["tenant_id"] for a in document["activities"]] == ["acme"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "erased"),
+    [
+        (f"Reply-To: {NAME} <{EMAIL}>\r\n\r\nbody".encode(), True),
+        (f"Sender: {EMAIL.upper()}\r\n\r\nbody".encode(), True),
+        (f"X-Original-To: <{EMAIL}>\r\n\r\n\xff\xfe binary".encode("latin-1"), True),
+        (f"\r\n\r\nwrite to {EMAIL}.".encode(), True),  # the end of a sentence
+        (f"Reply-To: x{EMAIL}\r\n\r\nbody".encode(), False),  # a longer address that holds it
+        (f"Reply-To: {EMAIL}.uk\r\n\r\nbody".encode(), False),
+        (f"Reply-To: {EMAIL.replace('.', '-')}\r\n\r\nbody".encode(), False),  # a dot is a dot
+        (b"Reply-To: someone@example.org\r\n\r\nbody", False),
+    ],
+    ids=["reply-to", "upper-case", "binary", "sentence-end", "longer-before", "longer-after", "dot", "other"],
+)
+def test_rejected_emails_go_when_they_carry_the_leads_address_and_only_then(client, store, db, raw, erased):
+    add_leads(store, **{TARGET: {"name": NAME, "email": EMAIL}})
+    store.reject_email("acme", "the message has no From header", raw)
+
+    counts = client.delete(f"/api/leads/{TARGET}", headers=HEADERS).json["erasure"]["counts"]
+
+    assert counts["email_rejected"] == int(erased)
+    assert db.execute("select count(*) from email_rejected").fetchone()[0] == int(not erased)
+
+
+def test_a_lead_made_from_an_unknown_sender_takes_its_emails_and_sends_with_it(store, db, smtp):  # noqa: F811
+    """The lead the webhook made from an unknown address (`email:<address>`): its reply, its unreadable email and
+    the send to it go; another tenant's send to the same address stays."""
+    mailer = _mailer(store, smtp)
+    stranger = "New.Person@Example.net"
+    first = hook(mailer, reply("Bonjour", sender=f"New Person <{stranger}>", message_id="<np-1@x.net>").as_bytes())
+    lead_id = first.get_json()["lead"]["lead_id"]
+    hook(mailer, _unreadable_email(stranger))
+    sent = mailer.post(
+        "/api/email/send",
+        headers={"X-Tenant": "acme", "Idempotency-Key": "np-1"},
+        json={"leadId": lead_id, "subject": "Bienvenue", "message": "Bonjour, merci de votre message."},
+    )
+    assert sent.status_code == 200, sent.get_json()
+    db.execute(
+        "insert into email_sends (tenant_id, idempotency_key, request_hash, answer) values ('other', 'np-1', 'h', %s)",
+        [json.dumps({"sent": {"to": stranger.lower()}})],
+    )
+
+    counts = mailer.delete(f"/api/leads/{lead_id}", headers=HEADERS).get_json()["erasure"]["counts"]
+
+    assert (counts["leads"], counts["email_rejected"], counts["email_sends"]) == (1, 1, 1)
+    assert db.execute("select tenant_id from email_sends").fetchall() == [("other",)]
+    assert _mentions(db, stranger, lead_id) == {("email_sends", "answer"): 1}  # the other tenant's
