@@ -646,3 +646,34 @@ def test_a_lead_made_from_an_unknown_sender_takes_its_emails_and_sends_with_it(s
     assert (counts["leads"], counts["email_rejected"], counts["email_sends"]) == (1, 1, 1)
     assert db.execute("select tenant_id from email_sends").fetchall() == [("other",)]
     assert _mentions(db, stranger, lead_id) == {("email_sends", "answer"): 1}  # the other tenant's
+
+
+@pytest.mark.parametrize(
+    ("role", "sees"), [("admin", True), ("manager", False), ("agent", False)], ids=["admin", "manager", "agent"]
+)
+def test_only_admins_read_a_leads_sends_and_only_through_the_export(postgres_store, db, role, sees):
+    """email_sends is the service's: a user's JWT reads a lead's sends only through list_lead_email_sends (what the
+    export calls), and only as an admin of the tenant."""
+    add_leads(postgres_store, **{TARGET: {"name": NAME, "email": EMAIL, "ownerId": AGENT}})
+    answer = {"sent": {"to": EMAIL, "subject": "Devis", "message": "Votre devis"}}
+    db.execute(
+        "insert into email_sends (tenant_id, idempotency_key, request_hash, answer) values ('acme', 'k-1', 'h', %s)",
+        [json.dumps(answer)],
+    )
+    claims = {"sub": AGENT, "role": "authenticated", "app_metadata": {"tenant_id": "acme", "role": role}}
+    with db.transaction():
+        db.execute("set local role authenticated")
+        db.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), db.transaction():
+            db.execute("select * from email_sends")
+        if sees:
+            (sends,) = db.execute("select list_lead_email_sends('acme', %s)", [TARGET]).fetchone()
+        else:
+            with pytest.raises(psycopg.Error) as caught, db.transaction():
+                db.execute("select list_lead_email_sends('acme', %s)", [TARGET])
+            sends = caught.value.sqlstate
+
+    if sees:
+        assert sends == [{"idempotency_key": "k-1", "claimed_at": sends[0]["claimed_at"], "answer": answer}]
+    else:
+        assert sends == "LW403"
