@@ -2,13 +2,15 @@
 
 The world below fills every table that can hold a lead through the real paths (activities on every
 channel, alerts raised by ingest and the sweep, a snooze, an overdue mark, webhook deliveries, WhatsApp
-pushes, morning digests, Green-API dead letters, analytics summaries). After the erasure a scan driven
+pushes, morning digests, Green-API dead letters, an email reply and an unreadable email kept aside, an
+email sent with an Idempotency-Key, analytics summaries). After the erasure a scan driven
 by the catalog reads every text, varchar, jsonb (and bytea) column of every table in `public`, so a
 table added later is covered too, and finds the lead nowhere.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
@@ -19,15 +21,17 @@ import pytest
 from helpers import add_leads, ago, assert_counts_exact, later, log
 from leadwatch import Api
 from leadwatch.devtools.dev import create_app
-from leadwatch.http.identity import VerifiedAccess
+from leadwatch.http.identity import OpenAccess, VerifiedAccess
+from leadwatch.integrations.email_out import EmailChannel, SmtpSender, SmtpTarget
 from postgrest_fake import SERVICE_KEY
 from test_access import SETTINGS, bearer, token
 from test_analytics_rollup import live, summarised
+from test_email import FROM, HOOK, TOKEN, hook, reply, smtp  # noqa: F401  (smtp: the email test's SMTP server)
 
 TARGET = "erase-me-7Qx"
 KEEP = "keep-me-4Rw"
 NAME, EMAIL, PHONE = "Zoé Effacée-Targetname", "zoe.targetname@example.org", "+33612345678"
-KEEP_NAME, KEEP_PHONE = "Kept Person", "+33699887766"
+KEEP_NAME, KEEP_PHONE, KEEP_EMAIL = "Kept Person", "+33699887766", "kept@example.org"
 AGENT, OTHER_AGENT, MANAGER, ADMIN = "u-agent-1", "u-agent-2", "u-manager-1", "u-admin-1"
 CHAT = PHONE.lstrip("+") + "@c.us"
 HEADERS = {"X-Tenant": "acme"}
@@ -72,15 +76,27 @@ def _insert_past_history(db, lead: str, days_ago: int) -> None:
         db.execute("set session_replication_role = origin")
 
 
+def _mailer(store, smtp):  # noqa: F811
+    """The dev app with email: sends through the loopback SMTP server, inbound on the tenant's webhook token."""
+    _inbox, port = smtp
+    channel = EmailChannel(SmtpSender(SmtpTarget("127.0.0.1", port, "plain"), timeout=5), FROM, (("acme", TOKEN),))
+    return create_app(Api(store, OpenAccess(), email=channel)).test_client()
+
+
+def _unreadable_email(address: str) -> bytes:
+    """A message with no From header (kept in email_rejected), the sender's address in its Reply-To."""
+    return f"Subject: Re: Votre devis\r\nReply-To: {address.upper()}\r\n\r\nMerci, je reviens vers vous.\r\n".encode()
+
+
 @pytest.fixture
-def world(store, db):
+def world(store, db, smtp):  # noqa: F811
     """Tenant acme: TARGET (owned by AGENT, high value) and KEEP (OTHER_AGENT's), each present in every
     table that can hold a lead. Answers the analytics the tenant showed before the erasure."""
     add_leads(
         store,
         **{
             TARGET: {"name": NAME, "email": EMAIL, "phone": PHONE, "ownerId": AGENT, "value": 50000},
-            KEEP: {"name": KEEP_NAME, "email": "kept@example.org", "phone": KEEP_PHONE, "ownerId": OTHER_AGENT},
+            KEEP: {"name": KEEP_NAME, "email": KEEP_EMAIL, "phone": KEEP_PHONE, "ownerId": OTHER_AGENT},
         },
     )
     for member in (
@@ -142,6 +158,26 @@ def world(store, db):
     # Recent inbound on three channels: resolves the silences, raises HotLead24h (high) by ingest.
     for hours, channel in ((5, "whatsapp"), (4, "email"), (3, "call")):
         log(store, lead=TARGET, channel=channel, direction="in", occurredAt=ago(hours=hours))
+
+    # Email: a send to TARGET kept for its Idempotency-Key (it answers the burst), TARGET's reply, an
+    # unreadable message carrying TARGET's address (kept whole), and one carrying KEEP's.
+    mailer = _mailer(store, smtp)
+    sent = mailer.post(
+        "/api/email/send",
+        headers={"X-Tenant": "acme", "Idempotency-Key": "devis-erase-1"},
+        json={"leadId": TARGET, "subject": "Votre devis", "message": f"Bonjour {NAME}, votre devis est prêt."},
+    )
+    assert sent.status_code == 200, sent.get_json()
+    answered = reply(
+        "Merci, je regarde.", sender=f"{NAME} <{EMAIL}>", message_id="<zoe-1@example.org>",
+        when=datetime.now(UTC) + timedelta(hours=1),  # a date in the future: when it arrived, after the send
+    )  # fmt: skip
+    assert "activity" in hook(mailer, answered.as_bytes()).get_json()
+    assert "rejected" in hook(mailer, _unreadable_email(EMAIL)).get_json()
+    assert "rejected" in hook(mailer, _unreadable_email(KEEP_EMAIL)).get_json()
+    # Two more messages: a burst again after the send (HotLead24h active when the lead is erased).
+    for channel in ("whatsapp", "call"):
+        log(store, lead=TARGET, channel=channel, direction="in")
     return alerts
 
 
@@ -189,6 +225,12 @@ def _letters_from(db, phone: str) -> int:
     ).fetchone()[0]
 
 
+def _emails_from(db, address: str) -> int:
+    return db.execute(
+        "select count(*) from email_rejected where encode(raw, 'escape') ilike %s", [f"%{address}%"]
+    ).fetchone()[0]
+
+
 def _alert_deliveries_of(db, lead: str) -> int:
     return db.execute(
         "select count(*) from webhook_deliveries where payload -> 'data' -> 'alert' ->> 'lead_id' = %s", [lead]
@@ -215,6 +257,8 @@ def test_an_erased_lead_is_found_in_no_table_while_the_rest_of_the_tenant_is_unt
         ("member_digests", "digest"),
         ("greenapi_rejected", "payload"),
         ("greenapi_rejected", "raw"),
+        ("email_rejected", "raw"),
+        ("email_sends", "answer"),
         ("lead_state", "lead_id"),
     }
     assert expected_places <= set(before), "the world holds the lead everywhere the erasure must reach"
@@ -224,6 +268,7 @@ def test_an_erased_lead_is_found_in_no_table_while_the_rest_of_the_tenant_is_unt
     live_before = live(db, "UTC")
     kept_export = _export(client, KEEP)
     kept_letters = _letters_from(db, KEEP_PHONE)
+    kept_emails = _emails_from(db, KEEP_EMAIL)
     kept_deliveries = _alert_deliveries_of(db, KEEP)
     assert kept_deliveries > 0
 
@@ -233,18 +278,20 @@ def test_an_erased_lead_is_found_in_no_table_while_the_rest_of_the_tenant_is_unt
     erasure = response.json["erasure"]
     counts = erasure["counts"]
     assert counts["leads"] == 1 and counts["lead_state"] == 1
-    assert counts["lead_activities"] == 6
+    assert counts["lead_activities"] == 10
     assert counts["max_alerts"] >= 5 and counts["alert_events"] > counts["max_alerts"]
     assert counts["alert_counts"] >= 1  # the active HotLead24h (and the snoozed NoReply3d) left the counts
     for kind in ("webhook_deliveries", "member_pushes", "member_digests", "alert_day_rollups"):
         assert counts[kind] > 0, kind
     assert counts["greenapi_rejected"] == 2
+    assert counts["email_rejected"] == 1 and counts["email_sends"] == 1
     assert erasure["lead_hash"] == hashlib.sha256(f"acme:{TARGET}".encode()).hexdigest()
 
     assert _mentions(db, *NEEDLES) == {}
     # KEEP: its export whole, its dead letter kept, its line still in the manager's digest.
     assert _export(client, KEEP) == kept_export
     assert _letters_from(db, KEEP_PHONE) == kept_letters == 1
+    assert _emails_from(db, KEEP_EMAIL) == kept_emails == 1
     assert _alert_deliveries_of(db, KEEP) == kept_deliveries
     (manager_digest,) = db.execute("select digest from member_digests where user_id = %s", [MANAGER]).fetchone()
     assert [a["lead_id"] for a in manager_digest["first"]] == [KEEP]
@@ -309,7 +356,7 @@ def test_a_later_activity_starts_a_new_lead_with_no_past(client, db, world, stor
     assert client.get(f"/api/leads/{TARGET}/alerts", headers=HEADERS).json["alerts"] == []
     document = _export(client, TARGET)
     assert document["lead"] is None and len(document["activities"]) == 1 and document["alerts"] == []
-    assert document["greenapi_rejected"] == []
+    assert document["greenapi_rejected"] == [] and document["email_rejected"] == [] and document["email_sends"] == []
     assert datetime.fromisoformat(document["state"]["entered_at"]) > ago(minutes=5)
     store.sweep(now=later(days=8))  # a silence counted from the new lead's first activity only
     types = {a["type"] for a in client.get(f"/api/leads/{TARGET}/alerts", headers=HEADERS).json["alerts"]}
@@ -325,7 +372,7 @@ def test_the_export_holds_everything_about_the_lead(client, world):
     )
     assert document["state"]["lead_id"] == TARGET and document["state"]["last_inbound_at"] is not None
     assert sorted({a["channel"] for a in document["activities"]}) == ["call", "email", "other", "whatsapp"]
-    assert len(document["activities"]) == 6
+    assert len(document["activities"]) == 10
     occurred = [a["occurred_at"] for a in document["activities"]]
     assert occurred == sorted(occurred), "oldest first"
     by_type = {a["type"]: a for a in document["alerts"]}
@@ -338,6 +385,12 @@ def test_the_export_holds_everything_about_the_lead(client, world):
         "the body is not valid JSON",
         "unknown typeMessage",
     ]
+    [rejected] = document["email_rejected"]
+    assert base64.b64decode(rejected["raw_base64"]) == _unreadable_email(EMAIL) and "From" in rejected["reason"]
+    [send] = document["email_sends"]
+    assert send["idempotency_key"] == "devis-erase-1"
+    assert send["answer"]["sent"]["to"] == EMAIL
+    assert send["answer"]["sent"]["message"] == f"Bonjour {NAME}, votre devis est prêt."
 
 
 @pytest.mark.parametrize(
@@ -543,3 +596,84 @@ def test_an_admin_exports_through_row_level_security(verified):
     document = response.json["export"]
     assert document["tenant_id"] == "acme" and document["lead"]["name"] == NAME
     assert [a["tenant_id"] for a in document["activities"]] == ["acme"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "erased"),
+    [
+        (f"Reply-To: {NAME} <{EMAIL}>\r\n\r\nbody".encode(), True),
+        (f"Sender: {EMAIL.upper()}\r\n\r\nbody".encode(), True),
+        (f"X-Original-To: <{EMAIL}>\r\n\r\n\xff\xfe binary".encode("latin-1"), True),
+        (f"\r\n\r\nwrite to {EMAIL}.".encode(), True),  # the end of a sentence
+        (f"Reply-To: x{EMAIL}\r\n\r\nbody".encode(), False),  # a longer address that holds it
+        (f"Reply-To: {EMAIL}.uk\r\n\r\nbody".encode(), False),
+        (f"Reply-To: {EMAIL.replace('.', '-')}\r\n\r\nbody".encode(), False),  # a dot is a dot
+        (b"Reply-To: someone@example.org\r\n\r\nbody", False),
+    ],
+    ids=["reply-to", "upper-case", "binary", "sentence-end", "longer-before", "longer-after", "dot", "other"],
+)
+def test_rejected_emails_go_when_they_carry_the_leads_address_and_only_then(client, store, db, raw, erased):
+    add_leads(store, **{TARGET: {"name": NAME, "email": EMAIL}})
+    store.reject_email("acme", "the message has no From header", raw)
+
+    counts = client.delete(f"/api/leads/{TARGET}", headers=HEADERS).json["erasure"]["counts"]
+
+    assert counts["email_rejected"] == int(erased)
+    assert db.execute("select count(*) from email_rejected").fetchone()[0] == int(not erased)
+
+
+def test_a_lead_made_from_an_unknown_sender_takes_its_emails_and_sends_with_it(store, db, smtp):  # noqa: F811
+    """The lead the webhook made from an unknown address (`email:<address>`): its reply, its unreadable email and
+    the send to it go; another tenant's send to the same address stays."""
+    mailer = _mailer(store, smtp)
+    stranger = "New.Person@Example.net"
+    first = hook(mailer, reply("Bonjour", sender=f"New Person <{stranger}>", message_id="<np-1@x.net>").as_bytes())
+    lead_id = first.get_json()["lead"]["lead_id"]
+    hook(mailer, _unreadable_email(stranger))
+    sent = mailer.post(
+        "/api/email/send",
+        headers={"X-Tenant": "acme", "Idempotency-Key": "np-1"},
+        json={"leadId": lead_id, "subject": "Bienvenue", "message": "Bonjour, merci de votre message."},
+    )
+    assert sent.status_code == 200, sent.get_json()
+    db.execute(
+        "insert into email_sends (tenant_id, idempotency_key, request_hash, answer) values ('other', 'np-1', 'h', %s)",
+        [json.dumps({"sent": {"to": stranger.lower()}})],
+    )
+
+    counts = mailer.delete(f"/api/leads/{lead_id}", headers=HEADERS).get_json()["erasure"]["counts"]
+
+    assert (counts["leads"], counts["email_rejected"], counts["email_sends"]) == (1, 1, 1)
+    assert db.execute("select tenant_id from email_sends").fetchall() == [("other",)]
+    assert _mentions(db, stranger, lead_id) == {("email_sends", "answer"): 1}  # the other tenant's
+
+
+@pytest.mark.parametrize(
+    ("role", "sees"), [("admin", True), ("manager", False), ("agent", False)], ids=["admin", "manager", "agent"]
+)
+def test_only_admins_read_a_leads_sends_and_only_through_the_export(postgres_store, db, role, sees):
+    """email_sends is the service's: a user's JWT reads a lead's sends only through list_lead_email_sends (what the
+    export calls), and only as an admin of the tenant."""
+    add_leads(postgres_store, **{TARGET: {"name": NAME, "email": EMAIL, "ownerId": AGENT}})
+    answer = {"sent": {"to": EMAIL, "subject": "Devis", "message": "Votre devis"}}
+    db.execute(
+        "insert into email_sends (tenant_id, idempotency_key, request_hash, answer) values ('acme', 'k-1', 'h', %s)",
+        [json.dumps(answer)],
+    )
+    claims = {"sub": AGENT, "role": "authenticated", "app_metadata": {"tenant_id": "acme", "role": role}}
+    with db.transaction():
+        db.execute("set local role authenticated")
+        db.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), db.transaction():
+            db.execute("select * from email_sends")
+        if sees:
+            (sends,) = db.execute("select list_lead_email_sends('acme', %s)", [TARGET]).fetchone()
+        else:
+            with pytest.raises(psycopg.Error) as caught, db.transaction():
+                db.execute("select list_lead_email_sends('acme', %s)", [TARGET])
+            sends = caught.value.sqlstate
+
+    if sees:
+        assert sends == [{"idempotency_key": "k-1", "claimed_at": sends[0]["claimed_at"], "answer": answer}]
+    else:
+        assert sends == "LW403"

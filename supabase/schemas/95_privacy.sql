@@ -99,6 +99,78 @@ $$;
 grant execute on function public.names_phone(jsonb, bytea, text[]) to authenticated, service_role;
 
 /**
+ * The email addresses, lowercased, under which a lead may have written to the tenant or been
+ * written to: its directory address and, for a lead made from an unknown sender, the address in
+ * its id (`email:<address>`). What finds its rejected emails and its sends.
+ */
+create or replace function public.lead_email_addresses(p_tenant text, p_lead_id text) returns text[]
+language sql stable
+set search_path = ''
+as $$
+  select coalesce(array_agg(distinct a.address) filter (where a.address ~ '^[^@\s]+@[^@\s]+$'), '{}')
+  from (select lower(l.email) as address
+        from public.leads l where l.tenant_id = p_tenant and l.lead_id = p_lead_id
+        union all
+        select lower(substring(p_lead_id from '^email:(.+)$'))) a
+$$;
+grant execute on function public.lead_email_addresses(text, text) to authenticated, service_role;
+
+/**
+ * Does this raw message carry one of these addresses (case-insensitive, as a whole address: not
+ * inside a longer one, e.g. `xzoe@…` or `…@example.org.uk`)? What finds a lead's rejected emails.
+ */
+create or replace function public.names_email(p_raw bytea, p_addresses text[]) returns boolean
+language sql immutable
+set search_path = ''
+as $$
+  select exists (select from unnest(p_addresses) a
+                 where encode(p_raw, 'escape')
+                       ~* ('(^|[^a-z0-9.!#$%&''*+/=?^_`{|}~-])'
+                           || regexp_replace(a, '([.+*?^$()\[\]{}|\\-])', '\\\1', 'g')
+                           || '($|[^a-z0-9.-]|\.($|[^a-z0-9-]))'))
+$$;
+grant execute on function public.names_email(bytea, text[]) to authenticated, service_role;
+
+/**
+ * Does this kept send's answer concern the lead: sent to one of its addresses, or naming it (its
+ * activity, its alerts)? What finds a lead's sends among the Idempotency-Key records.
+ */
+create or replace function public.is_send_to(p_answer jsonb, p_lead_id text, p_addresses text[]) returns boolean
+language sql immutable
+set search_path = ''
+as $$
+  select p_answer is not null
+         and (lower(p_answer #>> '{sent,to}') = any (p_addresses) or public.names_lead(p_answer, p_lead_id))
+$$;
+grant execute on function public.is_send_to(jsonb, text, text[]) to authenticated, service_role;
+
+/**
+ * The lead's sends kept for their Idempotency-Key (key, when, the answer replayed to a retry: the
+ * address, subject and message sent), oldest first: for its export. Admins of the tenant, platform
+ * staff and the service; no API role reads email_sends itself.
+ */
+create or replace function public.list_lead_email_sends(p_tenant text, p_lead_id text) returns jsonb
+language plpgsql stable
+security definer  -- email_sends is the service's alone
+set search_path = ''
+as $$
+declare
+  v_addresses text[];
+begin
+  perform public.assert_acts_in(p_tenant, array['admin']);
+  v_addresses := public.lead_email_addresses(p_tenant, p_lead_id);
+  return coalesce(
+    (select jsonb_agg(jsonb_build_object('idempotency_key', s.idempotency_key, 'claimed_at', s.claimed_at,
+                                         'answer', s.answer) order by s.claimed_at, s.idempotency_key)
+     from public.email_sends s
+     where s.tenant_id = p_tenant and public.is_send_to(s.answer, p_lead_id, v_addresses)),
+    '[]');
+end
+$$;
+revoke all on function public.list_lead_email_sends(text, text) from public, anon, authenticated, service_role;
+grant execute on function public.list_lead_email_sends(text, text) to authenticated, service_role;
+
+/**
  * Does a webhook payload or digest name this lead (an object anywhere in it whose `lead_id` is
  * this id)? Alert events carry the alert (`data.alert.lead_id`), digests their first alerts.
  */
@@ -116,7 +188,8 @@ grant execute on function public.names_lead(jsonb, text) to authenticated, servi
  * directory row, state, activities, alerts and their history (the counts follow the alerts, the
  * analytics' summaries of the days it touched are dropped and made again from what remains on the
  * next read), the webhook deliveries and WhatsApp pushes that name it (pending or past), its
- * entries in the morning digests kept, and the Green-API dead letters from its phone. Records the
+ * entries in the morning digests kept, the Green-API dead letters from its phone, the rejected
+ * emails that carry its address and the sends to it kept for their Idempotency-Key. Records the
  * erasure (the lead's hash, who, when, how many rows of each kind) and queues a `lead.erased`
  * delivery, carrying only that hash, to every webhook endpoint of the tenant: each may have
  * received the lead's data. A later activity for the same id starts a new lead with no past.
@@ -133,6 +206,7 @@ declare
                            else (select auth.jwt()) ->> 'sub' end;
   v_lead      public.leads;
   v_digits    text[];
+  v_addresses text[];
   v_label     text;
   v_alerts    uuid[];
   v_events    bigint[];
@@ -155,6 +229,7 @@ begin
   end if;
 
   v_digits := public.lead_phone_digits(p_tenant, p_lead_id);
+  v_addresses := public.lead_email_addresses(p_tenant, p_lead_id);
   v_label := coalesce(v_lead.name, p_lead_id);  -- how pushes name the lead
   select coalesce(array_agg(a.id), '{}'),
          coalesce(array_agg(a.created_at) || array_agg(a.resolved_at) filter (where a.resolved_at is not null), '{}')
@@ -198,6 +273,16 @@ begin
   where r.tenant_id = p_tenant and cardinality(v_digits) > 0 and public.names_phone(r.payload, r.raw, v_digits);
   get diagnostics v_n = row_count;
   v_counts := v_counts || jsonb_build_object('greenapi_rejected', v_n);
+
+  delete from public.email_rejected r
+  where r.tenant_id = p_tenant and cardinality(v_addresses) > 0 and public.names_email(r.raw, v_addresses);
+  get diagnostics v_n = row_count;
+  v_counts := v_counts || jsonb_build_object('email_rejected', v_n);
+
+  delete from public.email_sends s
+  where s.tenant_id = p_tenant and public.is_send_to(s.answer, p_lead_id, v_addresses);
+  get diagnostics v_n = row_count;
+  v_counts := v_counts || jsonb_build_object('email_sends', v_n);
 
   -- History and alerts. Deleting events drops the summaries of their days (a trigger); the days
   -- the alerts were created or resolved on are dropped here. The counts follow the alerts (a trigger).
@@ -286,17 +371,20 @@ grant execute on function public.list_lead_erasures(text, integer, jsonb) to aut
 /**
  * Everything leadwatch holds about a lead, as one JSON document (admins, platform staff, the
  * service): its directory row, state, activities (oldest first), alerts (oldest first) each with
- * its history, and the Green-API dead letters from its phone. Reads as the caller (row-level
- * security applies). A lead the tenant holds nothing about is a 404.
+ * its history, the Green-API dead letters from its phone, the rejected emails that carry its
+ * address, and the sends to it kept for their Idempotency-Key. Reads as the caller (row-level
+ * security applies; the sends through list_lead_email_sends). A lead the tenant holds nothing
+ * about is a 404.
  */
 create or replace function public.export_lead(p_tenant text, p_lead_id text) returns jsonb
 language plpgsql stable
 set search_path = ''
 as $$
 declare
-  v_lead   public.leads;
-  v_state  public.lead_state;
-  v_digits text[];
+  v_lead      public.leads;
+  v_state     public.lead_state;
+  v_digits    text[];
+  v_addresses text[];
 begin
   perform public.assert_acts_in(p_tenant, array['admin']);
   perform public.check_lead_id(p_lead_id);
@@ -308,6 +396,7 @@ begin
     perform public.raise_error('LW404', 'lead not found', 'leadId');
   end if;
   v_digits := public.lead_phone_digits(p_tenant, p_lead_id);
+  v_addresses := public.lead_email_addresses(p_tenant, p_lead_id);
   return jsonb_build_object(
     'tenant_id', p_tenant,
     'lead_id', p_lead_id,
@@ -333,7 +422,14 @@ begin
                                            'raw_base64', encode(r.raw, 'base64')) order by r.received_at, r.id)
        from public.greenapi_rejected r
        where r.tenant_id = p_tenant and cardinality(v_digits) > 0 and public.names_phone(r.payload, r.raw, v_digits)),
-      '[]'));
+      '[]'),
+    'email_rejected', coalesce(
+      (select jsonb_agg(jsonb_build_object('id', r.id, 'reason', r.reason, 'received_at', r.received_at,
+                                           'raw_base64', encode(r.raw, 'base64')) order by r.received_at, r.id)
+       from public.email_rejected r
+       where r.tenant_id = p_tenant and cardinality(v_addresses) > 0 and public.names_email(r.raw, v_addresses)),
+      '[]'),
+    'email_sends', public.list_lead_email_sends(p_tenant, p_lead_id));
 end
 $$;
 grant execute on function public.export_lead(text, text) to authenticated, service_role;

@@ -553,6 +553,19 @@ class LeadState(_Out):
     last_outbound_at: datetime | None
 
 
+class ExportedRejectedEmail(_Out):
+    id: str
+    reason: str
+    received_at: datetime
+    raw_base64: str = Field(description="the message as received, base64-encoded")
+
+
+class ExportedEmailSend(_Out):
+    idempotency_key: str
+    claimed_at: datetime
+    answer: dict[str, Any] | None = Field(description="the answer replayed to a retry: the address, subject, message")
+
+
 class LeadDocument(_Out):
     tenant_id: str
     lead_id: str
@@ -562,6 +575,8 @@ class LeadDocument(_Out):
     activities: list[Activity] = Field(description="oldest first")
     alerts: list[ExportedAlert] = Field(description="oldest first, each with its history")
     greenapi_rejected: list[RejectedNotification] = Field(description="dead letters from the lead's WhatsApp number")
+    email_rejected: list[ExportedRejectedEmail] = Field(description="rejected emails carrying the lead's address")
+    email_sends: list[ExportedEmailSend] = Field(description="sends to the lead kept for their Idempotency-Key")
 
 
 class LeadExport(_Out):
