@@ -28,8 +28,13 @@ from leadwatch.models import AlertQuery
 from leadwatch.store import PostgresStore
 
 from . import run
-from .dataset import _chunks, load
+from .dataset import _LEAD, _chunks, load
 from .run import percentile, record, timed
+
+# The leads of bench.dataset, the due ones (20 %) spread over every tenant: lead i is due when (i div
+# tenants) mod 5 = 0 rather than i mod 5 = 0 (with 5 tenants, all in one).
+_SPREAD = _LEAD.replace("case when i %% 5 = 0", "case when (i / %(tenants)s) %% 5 = 0")
+assert _SPREAD != _LEAD
 
 # Lead i (of tenant t{i % tenants}): 7 resolved alerts, 8 for odd i, the k-th created 365 * k / 8.5
 # days ago (types in turn), resolved 2 to 98 hours later; every 4th alert was escalated on the way.
@@ -46,7 +51,8 @@ with alerts as (
          'system', case when (i + k) %% 3 = 0 then 'rule' else 'activity' end
   from generate_series(%(low)s::int, %(high)s::int) i,
        generate_series(1, 7 + i %% 2) k,
-       lateral (select %(now)s::timestamptz - make_interval(days => 365 * k / 9, hours => ((i::bigint * 7919) %% 24)::int) as c,
+       lateral (select %(now)s::timestamptz
+                       - make_interval(days => 365 * k / 9, hours => ((i::bigint * 7919) %% 24)::int) as c,
                        make_interval(hours => (2 + (i::bigint * 104729 + k) %% 96)::int) as h) t
   returning id, tenant_id, lead_id, type, severity, created_at, escalated_at, resolved_at
 )
@@ -160,7 +166,7 @@ def bench_lists(url: str, leads: int, lists: int, size: int = 1000, rounds: int 
         store = PostgresStore(url, pool_size=1)
         chunks = run._batches(lists + 1, size, leads, seed=410 + round_)
         store.log_activities(*chunks[0])  # warm-up: plans made
-        elapsed, _ = timed(lambda chunks=chunks: [store.log_activities(t, chunk) for t, chunk in chunks[1:]])
+        elapsed, _ = timed(lambda store=store, chunks=chunks: [store.log_activities(t, c) for t, c in chunks[1:]])
         ours.append(sum(len(chunk) for _, chunk in chunks[1:]) / elapsed)
         store.close()
         with psycopg.connect(url, autocommit=True) as conn:
@@ -277,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 def _load(conn: psycopg.Connection, *, leads: int, tenants: int, activities: int, now: datetime) -> None:
     """The leads, their activities and state (`bench.dataset.load`), a year of alerts, then the
     VACUUM ANALYZE everything is planned with from then on (no alert active when it ran)."""
-    load(conn, leads=leads, activities=activities, tenants=tenants, now=now, listing_alerts=0)
+    load(conn, leads=leads, activities=activities, tenants=tenants, now=now, listing_alerts=0, lead=_SPREAD)
     load_history(conn, leads=leads, tenants=tenants, now=now)
     sys.stderr.write("  vacuum analyze max_alerts, alert_events ...\n")
     conn.execute("vacuum analyze max_alerts, alert_events")
