@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -85,20 +86,22 @@ def _stats(conn: psycopg.Connection) -> str:
     return f"{alerts:,} alerts ({active:,} active), {events:,} alert_events; max_alerts last analysed {analysed}"
 
 
-def bench_morning_sweep(conn: psycopg.Connection, store: PostgresStore, now: datetime) -> None:
-    """The morning's sweep over every tenant, against the floor of the writes it must make."""
+def bench_morning_sweep(conn: psycopg.Connection, now: datetime) -> None:
+    """The morning's sweep over every tenant as Supabase Cron runs it (`call public.scheduled_sweep()`:
+    the sweep, committed, then its prune), against the floor of the writes it must make."""
     print("morning sweep", file=sys.stderr)
     run._copy_state(conn, "true")
     conn.execute("checkpoint")
-    # As Supabase Cron runs it: the SQL function alone, in its own transaction (no prune afterwards).
-    sweep_s, result = timed(conn.execute, "select public.sweep_alerts(p_now => %s)", [now])
-    result = result.fetchone()[0]
-    created = sum(result["created"].values())
+    before = conn.execute("select count(*) from max_alerts where resolved_at is null").fetchone()[0]
+    sweep_s, _ = timed(conn.execute, "call public.scheduled_sweep()")
+    created = conn.execute("select count(*) from max_alerts where resolved_at is null").fetchone()[0] - before
+    due = conn.execute("select count(*) from floor_state where next_due_at <= %s", [now]).fetchone()[0]
     where = "resolved_at is null"
     floor_s = run._floor(conn, where)
     writes_s = run._floor_with_history(conn, where, now=now)
     record(
-        f"mature: the morning sweep, {result['leads_checked']:,} leads due, {created:,} alerts created",
+        f"mature: the morning sweep as Supabase Cron runs it (the sweep, then its prune), {due:,} leads due, "
+        f"{created:,} alerts created",
         f"{sweep_s:.2f} s",
         f"floor of its writes {writes_s:.2f} s (bare insert of its alerts {floor_s:.2f} s)",
         f"{sweep_s / writes_s:.2f}x the floor of its writes",
@@ -107,27 +110,38 @@ def bench_morning_sweep(conn: psycopg.Connection, store: PostgresStore, now: dat
     )
 
 
-def bench_nothing_due(url: str, store: PostgresStore, now: datetime) -> None:
-    """The sweep right after the morning's, nothing newly due: as Supabase Cron runs it (the SQL
-    function, on a connection of its own), then through the store (HTTP and CLI)."""
+def bench_nothing_due(url: str, now: datetime) -> None:
+    """The sweep right after the morning's, nothing newly due: as Supabase Cron runs it (a connection
+    of its own each time, so its first call also loads the backend's caches), then on a connection
+    already used, then through the store (HTTP and CLI: the sweep, then its prune)."""
     print("nothing-due sweep", file=sys.stderr)
     later = now + timedelta(minutes=5)
+    cold = []
+    for _ in range(3):
+        with psycopg.connect(url, autocommit=True) as conn:
+            cold.append(timed(conn.execute, "call public.scheduled_sweep()")[0] * 1000)
     with psycopg.connect(url, autocommit=True) as conn:
-        cron = [timed(conn.execute, "select public.sweep_alerts(p_now => %s)", [later])[0] * 1000 for _ in range(3)]
-    http = [timed(store.sweep, now=later)[0] * 1000 for _ in range(3)]
+        conn.execute("call public.scheduled_sweep()")
+        warm = [timed(conn.execute, "call public.scheduled_sweep()")[0] * 1000 for _ in range(5)]
+        trip = timed(conn.execute, "select 1")[0] * 1000
+    store = PostgresStore(url, pool_size=1)
+    store.sweep(now=later)
+    http = [timed(store.sweep, now=later)[0] * 1000 for _ in range(5)]
+    store.close()
     record(
-        "mature: the sweep right after the morning's, nothing due, as Supabase Cron runs it (the SQL function; "
-        "first run, then the next two)",
-        f"{cron[0]:.1f} ms",
-        f"next runs {cron[1]:.1f} / {cron[2]:.1f} ms",
+        "mature: the sweep right after the morning's, nothing due, as Supabase Cron runs it (call "
+        "public.scheduled_sweep(), a new connection each: the first after the morning's, then two more)",
+        f"{cold[0]:.1f} ms",
+        f"next runs {cold[1]:.1f} / {cold[2]:.1f} ms (on a connection already used: median "
+        f"{statistics.median(warm):.1f} ms)",
         "-",
         "<= 20 ms",
-        max(cron) <= 20,
+        max(cold) <= 20,
     )
     record(
-        "mature: the same through the store (HTTP, CLI: the sweep, then its prune)",
-        f"{http[0]:.1f} ms",
-        f"next runs {http[1]:.1f} / {http[2]:.1f} ms",
+        "mature: the same through the store (HTTP, CLI: the sweep, then its prune), pooled connection",
+        f"median {statistics.median(http):.1f} ms",
+        f"slowest of 5 {max(http):.1f} ms (a bare round trip {trip:.2f} ms)",
         "-",
         "<= 20 ms",
         max(http) <= 20,
@@ -221,6 +235,27 @@ def bench_reads(url: str, tenants: int, now: datetime, calls: int) -> None:
     )
 
 
+def bench_statistics_refresh(conn: psycopg.Connection, loaded_at: datetime) -> None:
+    """For information, once everything else is measured: what the sweep's refresh of max_alerts'
+    statistics costs (the same ANALYZE again), and whether the morning sweep ran it."""
+    refreshed = conn.execute(
+        "select last_analyze > %s from pg_stat_user_tables where relname = 'max_alerts'", [loaded_at]
+    ).fetchone()[0]
+    conn.execute("set default_statistics_target = 30")
+    seconds, _ = timed(conn.execute, "analyze max_alerts (resolved_at)")
+    conn.execute("reset default_statistics_target")
+    rows = conn.execute("select count(*) from max_alerts").fetchone()[0]
+    record(
+        f"mature: the sweep's refresh of max_alerts' statistics (ANALYZE of resolved_at, 9,000 sampled of "
+        f"{rows:,} rows), run again",
+        f"{seconds * 1000:.0f} ms",
+        f"the morning sweep ran it: {'yes' if refreshed else 'NO'}",
+        "-",
+        "- (for information)",
+        None,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mature", description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=200_000)
@@ -233,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny run that only proves the bench works")
     args = parser.parse_args(argv)
     if args.quick:
-        args.leads, args.tenants, args.activities_per_lead = 3000, 2, 3
+        args.leads, args.tenants, args.activities_per_lead = 4000, 2, 3
         args.ingest_calls, args.lists, args.read_calls = 400, 2, 20
     run.TENANTS = args.tenants  # the ingest helpers of bench.run pick lead i in tenant t{i % TENANTS}
 
@@ -254,16 +289,16 @@ def main(argv: list[str] | None = None) -> int:
             now=now,
         )
         print(f"  loaded in {load_s:.0f} s: {_stats(conn)}", file=sys.stderr)
-        store = PostgresStore(url, pool_size=1)
-        bench_morning_sweep(conn, store, now)
+        loaded_at = conn.execute("select now()").fetchone()[0]
+        bench_morning_sweep(conn, now)
         print(f"  after the sweep: {_stats(conn)}", file=sys.stderr)
-    bench_nothing_due(url, store, now)
-    store.close()
+    bench_nothing_due(url, now)
     bench_ingest(url, args.leads, args.ingest_calls)
     bench_lists(url, args.leads, args.lists)
     bench_reads(url, args.tenants, now, args.read_calls)
     with psycopg.connect(url, autocommit=True) as conn:
         after = _stats(conn)
+        bench_statistics_refresh(conn, loaded_at)
 
     header = ("measure", "leadwatch", "baseline (same run)", "ratio", "target", "holds")
     print(

@@ -318,6 +318,31 @@ def test_the_sweep_right_after_a_big_sweep_does_not_visit_the_due_times_it_moved
     assert _due_index_blocks(plans) < 100, "one visit per index page, not one per dead row version"
 
 
+def test_the_sweep_after_a_scheduled_big_sweep_does_not_visit_the_due_times_it_moved(db, postgres_store):
+    """The same when the database's scheduler runs the big sweep (`call public.scheduled_sweep()`, as
+    Supabase Cron does): the next sweep, run as the scheduler runs it, visits none of the 3,000 row
+    versions the big sweep left behind."""
+    db.execute("""
+        insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, no_contact_due_at, stale_due_at)
+        select 'acme', 'L' || i, now() - interval '60 days', now() - interval '1 hour',
+               now() + interval '7 days', now() + interval '30 days'
+        from generate_series(1, 20000) i""")
+    db.execute("analyze lead_state")
+    db.execute("""
+        insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, no_contact_due_at, stale_due_at)
+        select 'acme', 'N' || i, now() - interval '60 days', now() - interval '8 days',
+               now() - interval '1 day' - make_interval(mins => (i * 7919) % 1440), now() + interval '22 days'
+        from generate_series(1, 3000) i""")
+    db.execute("call public.scheduled_sweep()")
+    assert db.execute("select count(*) from max_alerts where resolved_at is null").fetchone() == (3000,)
+    db.execute("set auto_explain.log_buffers = on")
+
+    plans = json_plans_of(db, "select public.sweep_alerts()")
+
+    assert any(n.get("Index Name") == "idx_lead_state_next_due" for p in plans for n in nodes(p["Plan"]))
+    assert _due_index_blocks(plans) < 100, "one visit per index page, not one per dead row version"
+
+
 def test_ingest_rules_read_the_leads_newest_activities_from_the_index_alone(scaled, db):
     """The direction, status and channel the ingest-time rules read are in idx_lead_activities_tenant_lead
     itself: an index-only scan, not a heap page per activity (20261125000400_ingest_reads_less.sql)."""
