@@ -3,14 +3,14 @@
 -- has statistics that say no alert is active: every partial index `where resolved_at is null`
 -- looks empty, so the lead's own unique index (tenant_id, lead_id, type) and the dashboard's
 -- order index (tenant_id, severity_rank, ...) cost the same for "this lead's active alerts", and
--- which one a cached plan uses is a tie broken by the indexes' sizes. Measured at 40,000 leads
+-- which one a cached plan uses is a tie broken by hair-thin cost differences. Measured at 40,000 leads
 -- (a year of history, 12,400 alerts raised by the morning sweep): the generic plan of the lookup
 -- costs 8.22 through either index; with the order index, the lookup reads every active alert of
 -- the tenant (Index Cond tenant_id only, Filter lead_id), twice a call. The morning's alerts are a
 -- few percent of max_alerts, far below autovacuum's analyze trigger (10 %), so it lasts for days.
 --
--- The sweep now refreshes max_alerts' statistics before it commits when they know fewer than half
--- of the active alerts (and there are at least 1,000): ANALYZE in the sweep's transaction counts
+-- The sweep now refreshes max_alerts' statistics once it has raised its alerts, when they know fewer
+-- than half of the active alerts (and there are at least 1,000): ANALYZE in the sweep's transaction counts
 -- the alerts it has just raised, and every cached plan that reads max_alerts is made again under
 -- the new statistics (ANALYZE invalidates them). The lead's active alerts are then estimated at
 -- one row through its unique index and at the tenant's thousands through any other, whatever the
@@ -23,6 +23,9 @@
 -- whose plans were made the evening before, while each lead's lookup read them all too: 200,000
 -- rows for a list of 100). "Still active" is now written in a form no partial index's predicate is
 -- proved from: only the primary key serves the statement, whatever the statistics.
+--
+-- Supabase Cron runs `call public.scheduled_sweep()`: the sweep, committed, then its prune, as
+-- Store.sweep does, so the next sweep with nothing due visits none of the due times it moved.
 -- tests/test_plans.py (the mature state: they fail without this migration); bench/mature.py.
 
 -- Functions ---------------------------------------------------------------------------------------
@@ -69,8 +72,9 @@ grant execute on function public.refresh_alert_statistics(bigint) to service_rol
  * The scheduled sweep, for every tenant or one: raise, escalate and supersede the time-based
  * alerts of the leads that fell due by `p_now`, wake the snoozed alerts whose time has come, and
  * mark the overdue ones. One transaction. With 1,000 due leads or more, the raising statement
- * joins by hashing only (20261124000100_sweep_hash_joins.sql). Before it commits, max_alerts'
- * statistics are refreshed when they know fewer than half of the active alerts (see above).
+ * joins by hashing only (20261124000100_sweep_hash_joins.sql). Once the alerts are raised,
+ * max_alerts' statistics are refreshed when they know fewer than half of the active alerts (see
+ * above), before waking the snoozed alerts and marking the overdue ones reads them.
  */
 create or replace function public.sweep_alerts(p_tenant text default null, p_now timestamptz default now())
 returns jsonb
@@ -91,9 +95,10 @@ begin
   end if;
   v_raised := public.raise_due_alerts(p_tenant, p_now);
   perform set_config('enable_nestloop', v_nestloop, true);
+  -- Before the next steps read the active alerts: they are planned again under the new statistics.
+  perform public.refresh_alert_statistics();
   v_woken := public.wake_snoozed_alerts(p_tenant, p_now);
   v_overdue := public.mark_overdue_alerts(p_tenant, p_now);
-  perform public.refresh_alert_statistics();
   return v_raised || jsonb_build_object(
     'resolved', (v_raised ->> 'resolved')::integer + (v_woken ->> 'resolved')::integer,
     'reopened', v_woken -> 'reopened',
