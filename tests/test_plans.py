@@ -547,6 +547,17 @@ def test_after_the_morning_sweep_a_list_reads_its_leads_active_alerts_through_th
     assert db.execute("select count(*) from max_alerts where resolved_at is null").fetchone() == (1900,)
 
 
+def test_after_the_morning_sweep_resolving_an_alert_reads_it_by_its_key(mature, db):
+    """Resolving one alert by hand in the same state reads and updates that alert through the
+    primary key, one row, not a scan of the active alerts."""
+    [(alert,)] = db.execute(
+        "select id from max_alerts where lead_id = %s and resolved_at is null", [mature[5]]
+    ).fetchall()
+    reads = reads_of_alerts(json_plans_of(db, "select public.resolve_alert('acme', %s)", [alert]))
+    assert reads and all(index == "max_alerts_pkey" and rows <= 1 for index, rows, _ in reads), reads
+    assert db.execute("select resolution from max_alerts where id = %s", [alert]).fetchone() == ("manual",)
+
+
 def test_the_morning_sweep_leaves_statistics_that_know_its_alerts(mature, db):
     """What the plans above rest on: the sweep refreshed max_alerts' statistics before it committed
     (they knew no active alert), so the active alerts are estimated near their number."""
