@@ -256,6 +256,9 @@ def bench_statistics_refresh(conn: psycopg.Connection, loaded_at: datetime) -> N
     )
 
 
+SERVER_DATABASE = "leadwatch_mature_bench"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mature", description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=200_000)
@@ -265,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lists", type=int, default=5, help="lists of 1,000 activities ingested in each round")
     parser.add_argument("--read-calls", type=int, default=200)
     parser.add_argument("--data-dir", default=".bench-mature", help="the benchmark's own database (recreated)")
+    parser.add_argument(
+        "--server-url",
+        help="measure on this PostgreSQL server instead (e.g. the version in production): a database "
+        f"{SERVER_DATABASE!r} is created there, and dropped at the end",
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny run that only proves the bench works")
     args = parser.parse_args(argv)
     if args.quick:
@@ -273,9 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     run.TENANTS = args.tenants  # the ingest helpers of bench.run pick lead i in tenant t{i % TENANTS}
 
     data = Path(args.data_dir).resolve()
-    shutil.rmtree(data, ignore_errors=True)
     started = time.perf_counter()
-    url = start_embedded(data / "pg", database="bench")
+    if args.server_url:
+        with psycopg.connect(args.server_url, autocommit=True) as conn:
+            conn.execute(f"drop database if exists {SERVER_DATABASE} with (force)")
+            conn.execute(f"create database {SERVER_DATABASE}")
+        url = psycopg.conninfo.make_conninfo(args.server_url, dbname=SERVER_DATABASE)
+    else:
+        shutil.rmtree(data, ignore_errors=True)
+        url = start_embedded(data / "pg", database="bench")
     migrate(url)
     now = datetime.now(UTC)
     print(f"mature dataset: {args.leads:,} leads over {args.tenants} tenants, a year of history", file=sys.stderr)
@@ -298,20 +312,25 @@ def main(argv: list[str] | None = None) -> int:
     bench_reads(url, args.tenants, now, args.read_calls)
     with psycopg.connect(url, autocommit=True) as conn:
         after = _stats(conn)
+        version = "PostgreSQL " + conn.execute("show server_version").fetchone()[0].split()[0]
         bench_statistics_refresh(conn, loaded_at)
 
     header = ("measure", "leadwatch", "baseline (same run)", "ratio", "target", "holds")
     print(
         f"\nleadwatch bench, mature deployment — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
-        f"{args.leads:,} leads over {args.tenants} tenants, load {load_s:.0f} s, "
+        f"{version}, {args.leads:,} leads over {args.tenants} tenants, load {load_s:.0f} s, "
         f"total {time.perf_counter() - started:.0f} s; at the end: {after}\n"
     )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in run.rows:
         print("| " + " | ".join(row) + " |")
-    stop_embedded(data / "pg")
-    shutil.rmtree(data, ignore_errors=True)
+    if args.server_url:
+        with psycopg.connect(args.server_url, autocommit=True) as conn:
+            conn.execute(f"drop database {SERVER_DATABASE} with (force)")
+    else:
+        stop_embedded(data / "pg")
+        shutil.rmtree(data, ignore_errors=True)
     return 0
 
 
