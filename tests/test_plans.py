@@ -558,6 +558,22 @@ def test_after_the_morning_sweep_resolving_an_alert_reads_it_by_its_key(mature, 
     assert db.execute("select resolution from max_alerts where id = %s", [alert]).fetchone() == ("manual",)
 
 
+def test_the_sweep_is_never_jit_compiled_whatever_its_estimated_cost(mature, db):
+    """Whether PostgreSQL JIT-compiles a statement follows its estimated cost, which a mature table
+    raises: the sweep (and what it calls) runs with JIT off, so a morning sweep is not spent compiling."""
+    db.execute("set jit = on")
+    db.execute("set jit_above_cost = 0")
+    db.execute("set jit_optimize_above_cost = 0")
+    db.execute("set jit_inline_above_cost = 0")
+    [(config,)] = db.execute(
+        "select proconfig from pg_proc where oid = 'public.sweep_alerts(text, timestamptz)'::regprocedure"
+    ).fetchall()
+    assert "jit=off" in config
+    plans = json_plans_of(db, "select public.sweep_alerts()")
+    inside = [p for p in plans if p["Query Text"] != "select public.sweep_alerts()"]  # the call itself: the caller's
+    assert inside and not [p["Query Text"][:60] for p in inside if "JIT" in p], "a statement of the sweep was compiled"
+
+
 def test_the_morning_sweep_leaves_statistics_that_know_its_alerts(mature, db):
     """What the plans above rest on: the sweep refreshed max_alerts' statistics before it committed
     (they knew no active alert), so the active alerts are estimated near their number."""
