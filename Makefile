@@ -1,4 +1,5 @@
-# Two commands on a fresh clone: `make dev` serves, `make test` tests. Each creates .venv when missing.
+# Two commands on a fresh clone: `make dev` serves, `make test` tests. Each creates .venv when missing,
+# and makes it again when it has no working pip (a first run interrupted while making it).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "leadwatch needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,test]'
 	touch $(STAMP)

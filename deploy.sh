@@ -3,9 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-FUNCTIONS=(activities alerts leads rules whatsapp health greenapi_webhook webhooks members sweep retention notifications)
+FUNCTIONS=(activities alerts leads rules whatsapp health greenapi_webhook email email_webhook webhooks members sweep retention
+  notifications)
 PRIVATE=(sweep retention notifications)  # called by Cloud Scheduler only (IAM), each on its own schedule below
 SECRETS=(SUPABASE_URL SUPABASE_SERVICE_KEY SUPABASE_JWT_SECRET LEADWATCH_SCHEDULER_TOKEN LEADWATCH_GREENAPI_INSTANCES)
+# Email (docs/email.md): each given to the functions when the project has it; without them, email is off.
+OPTIONAL_SECRETS=(LEADWATCH_SMTP_URL LEADWATCH_EMAIL_FROM LEADWATCH_EMAIL_WEBHOOK_TOKENS)
 RUNTIME=python311
 
 usage() {
@@ -13,7 +16,8 @@ usage() {
 Usage: ./deploy.sh [--dry-run] [--rollback] [--help]
 
 Deploys one Cloud Run function (gen2) per route group: activities, alerts, leads, rules, whatsapp,
-health, greenapi_webhook, webhooks, members (public: each verifies its callers), sweep, retention and
+health, greenapi_webhook, email, email_webhook, webhooks, members (public: each verifies its callers),
+sweep, retention and
 notifications (private), grants the scheduler's service account roles/run.invoker on the private ones,
 and creates or updates their Cloud Scheduler jobs: leadwatch-daily-sweep (daily at 09:00
 Europe/Paris), leadwatch-nightly-retention (every 10 minutes from 00:00 to 05:50 Europe/Paris, one
@@ -24,10 +28,14 @@ Variables:
   REGION         region (default: europe-west1)
   CORS_ORIGINS   browser origins allowed to call the functions, comma-separated (required)
   SCHEDULER_SA   the service account Cloud Scheduler signs its calls with (required)
+  WEBHOOK_ALLOWED_NETWORKS  non-public networks webhooks may be sent to, CIDRs comma-separated
+                 (default: none; see docs/security.md)
   PYTHON         the Python that builds the upload (default: python3)
 
 Secrets, in the project's Secret Manager (checked before anything is deployed):
   SUPABASE_URL SUPABASE_SERVICE_KEY SUPABASE_JWT_SECRET LEADWATCH_SCHEDULER_TOKEN LEADWATCH_GREENAPI_INSTANCES
+Optional secrets (email, see docs/email.md), given to the functions when the project has them:
+  LEADWATCH_SMTP_URL LEADWATCH_EMAIL_FROM LEADWATCH_EMAIL_WEBHOOK_TOKENS
 
 Options:
   --dry-run   print every gcloud command instead of running it (runs none)
@@ -115,6 +123,17 @@ if ((${#missing[@]})); then
   done
   exit 2
 fi
+present=("${SECRETS[@]}")
+for secret in "${OPTIONAL_SECRETS[@]}"; do
+  if $dry_run; then
+    show gcloud secrets describe "$secret" --project "$PROJECT" --format 'value(name)'
+    present+=("$secret")
+  elif gcloud secrets describe "$secret" --project "$PROJECT" --format 'value(name)' >/dev/null 2>&1; then
+    present+=("$secret")
+  else
+    echo "deploy.sh: no secret $secret in project $PROJECT: deployed without it (email off, see docs/email.md)" >&2
+  fi
+done
 
 # The upload: functions/main.py, the package, and requirements.txt generated from pyproject.toml.
 build=$(mktemp -d)
@@ -122,9 +141,14 @@ trap 'rm -rf "$build"' EXIT
 "$PYTHON" functions/build.py "$build/src" >/dev/null
 
 secrets=""
-for secret in "${SECRETS[@]}"; do secrets+="${secrets:+,}$secret=$secret:latest"; done
+for secret in "${present[@]}"; do secrets+="${secrets:+,}$secret=$secret:latest"; done
 
 private() { [[ " ${PRIVATE[*]} " == *" $1 "* ]]; }
+
+env_vars="^;^LEADWATCH_CORS_ORIGINS=$CORS_ORIGINS"
+if [[ -n ${WEBHOOK_ALLOWED_NETWORKS:-} ]]; then
+  env_vars+=";LEADWATCH_WEBHOOK_ALLOWED_NETWORKS=$WEBHOOK_ALLOWED_NETWORKS"
+fi
 
 for fn in "${FUNCTIONS[@]}"; do
   access=--allow-unauthenticated  # each public function verifies its callers itself
@@ -132,7 +156,7 @@ for fn in "${FUNCTIONS[@]}"; do
   if private "$fn"; then access=--no-allow-unauthenticated timeout=540s; fi  # IAM: the scheduler only
   run gcloud functions deploy "$(service_name "$fn")" --gen2 --project "$PROJECT" --region "$REGION" \
     --runtime "$RUNTIME" --source "$build/src" --entry-point "$fn" --trigger-http "$access" \
-    --set-secrets "$secrets" --set-env-vars "^;^LEADWATCH_CORS_ORIGINS=$CORS_ORIGINS" \
+    --set-secrets "$secrets" --set-env-vars "$env_vars" \
     --memory 256Mi --timeout "$timeout"
 done
 

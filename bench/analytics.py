@@ -21,11 +21,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg
-from leadwatch.analytics import AnalyticsQuery
-from leadwatch.embedded import start_embedded
-from leadwatch.identity import Viewer
+from leadwatch.devtools.embedded import start_embedded
+from leadwatch.http.identity import Viewer
 from leadwatch.migrate import migrate
-from leadwatch.store import PostgresStore
+from leadwatch.models.analytics import AnalyticsQuery
+from leadwatch.stores.store import PostgresStore
 
 from .run import percentile, timed
 

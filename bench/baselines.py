@@ -14,7 +14,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import psycopg
-from leadwatch.models import ActivityIn
+from leadwatch.models.requests import ActivityIn
 from psycopg.types.json import Jsonb
 
 
@@ -82,7 +82,7 @@ class NaiveIngest:
                 "where tenant_id = %s and lead_id = %s for update",
                 (tenant, activity.leadId),
             ).fetchone()
-            last, last_out = state if state else (None, None)
+            last, last_out = state or (None, None)
             column = "last_inbound_at" if activity.direction == "in" else "last_outbound_at"
             conn.execute(
                 f"""insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, {column},

@@ -22,11 +22,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from leadwatch.analytics import AnalyticsQuery
-from leadwatch.embedded import start_embedded, stop_embedded
+from leadwatch.devtools.embedded import start_embedded, stop_embedded
 from leadwatch.migrate import migrate
-from leadwatch.models import AlertQuery
-from leadwatch.store import PostgresStore
+from leadwatch.models.analytics import AnalyticsQuery
+from leadwatch.models.requests import AlertQuery
+from leadwatch.stores.store import PostgresStore
 
 from . import run
 from .dataset import _LEAD, _chunks, load

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from leadwatch.api import Api
-from leadwatch.dev import THREADS, create_app, serve
-from leadwatch.embedded import start_embedded, stop_embedded
-from leadwatch.identity import OpenAccess
+from leadwatch.devtools.dev import THREADS, create_app, serve
+from leadwatch.devtools.embedded import start_embedded, stop_embedded
+from leadwatch.http.app import Api
+from leadwatch.http.identity import OpenAccess
 from leadwatch.migrate import migrate
-from leadwatch.models import ActivityIn, AlertQuery
-from leadwatch.store import PostgresStore
+from leadwatch.models.requests import ActivityIn, AlertQuery
+from leadwatch.stores.store import PostgresStore
 from psycopg_pool import ConnectionPool
 
 from .baselines import NaiveIngest, naive_listing, naive_sweep
@@ -52,7 +52,7 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 # Sweep --------------------------------------------------------------------------------------------
@@ -762,7 +762,7 @@ def _receiver() -> tuple[str, object]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             self.send_response(204)
             self.send_header("Content-Length", "0")
@@ -796,7 +796,7 @@ def _pending_deliveries(conn, url: str, count: int) -> None:
 
 def _one_at_a_time(url: str, limit: int) -> int:
     """The naive deliverer: per delivery, one transaction that locks it, sends it and marks it sent."""
-    from leadwatch.notify import send_delivery
+    from leadwatch.jobs.notifications import send_delivery
 
     sent = 0
     with psycopg.connect(url) as conn, httpx.Client(timeout=10) as http:
@@ -823,7 +823,7 @@ def _one_at_a_time(url: str, limit: int) -> int:
 def bench_deliveries(url: str, count: int, baseline_count: int) -> None:
     """Drain `count` pending deliveries against a local receiver with the deliverer (claimed in
     batches, sent by 8 workers, signed); the baseline drains a sample one delivery per transaction."""
-    from leadwatch.notify import deliver
+    from leadwatch.jobs.notifications import deliver
 
     print("webhook deliveries", file=sys.stderr)
     receiver_url, server = _receiver()
@@ -853,7 +853,7 @@ SCENARIOS = ("sweep", "ingest", "http", "listing", "cold", "deliveries")
 
 
 def main(argv: list[str] | None = None) -> int:
-    global TENANTS
+    global TENANTS  # noqa: PLW0603 - the command line sets how many tenants the whole run uses
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--activities", type=int, default=10_000_000)

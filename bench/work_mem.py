@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from leadwatch.embedded import start_embedded, stop_embedded
+from leadwatch.devtools.embedded import start_embedded, stop_embedded
 from leadwatch.migrate import migrate
 
 from .dataset import load

@@ -7,10 +7,10 @@ request of an instance and reused by the next ones.
 
 import functions_framework
 from leadwatch import logs
-from leadwatch.api import Api
 from leadwatch.config import load_settings, require_backend
-from leadwatch.identity import VerifiedAccess
-from leadwatch.store import make_store
+from leadwatch.http.app import Api
+from leadwatch.http.identity import VerifiedAccess
+from leadwatch.stores.store import make_store
 
 logs.setup()  # one JSON line per request, with Cloud Logging's severity; errors with their traceback inside
 
@@ -77,3 +77,13 @@ def notifications(request):
 @functions_framework.http
 def members(request):
     return _api.handle(request, "members")
+
+
+@functions_framework.http
+def email(request):
+    return _api.handle(request, "email")
+
+
+@functions_framework.http
+def email_webhook(request):
+    return _api.handle(request, "email_webhook")

@@ -24,7 +24,11 @@ from (values
   ('demo-emma',         'call',     'out', 16, 'Appel de découverte.'),                         -- NoContact7d + NoReply3d, high
   ('demo-hugo',         'email',    'in',  35, 'Je reviens vers vous le mois prochain.'),       -- StaleLead30d, low
   ('demo-chloe',        'whatsapp', 'in',  4,  'Le budget est validé.'),                        -- HighValueRisk, high
-  ('demo-lea',          'whatsapp', 'in',  1,  'Parfait, à demain !')                           -- nothing to say
+  ('demo-lea',          'email',    'out', 5,  'Voici notre proposition.'),
+  ('demo-lea',          'email',    'out', 4,  'Avez-vous pu lire la proposition ?'),
+  ('demo-lea',          'whatsapp', 'in',  3,  'Je préfère WhatsApp.'),
+  ('demo-lea',          'whatsapp', 'in',  2,  'Des questions sur le devis.'),
+  ('demo-lea',          'whatsapp', 'in',  1,  'Parfait, à demain !')                           -- PreferredChannel, low
 ) as demo (lead_id, channel, direction, days_ago, snippet)
 order by days_ago desc;
 

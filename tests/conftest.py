@@ -9,18 +9,18 @@ import psycopg
 import pytest
 import respx
 import stamina
-from leadwatch.api import Api
-from leadwatch.dev import create_app
-from leadwatch.embedded import start_embedded
-from leadwatch.identity import OpenAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.devtools.embedded import start_embedded
+from leadwatch.http.app import Api
+from leadwatch.http.identity import OpenAccess
 from leadwatch.migrate import migrate
-from leadwatch.store import PostgresStore, SupabaseStore
+from leadwatch.stores.store import PostgresStore, SupabaseStore
 from postgrest_fake import SERVICE_KEY, SUPABASE_URL, PostgrestFake
 
 TABLES = (
     "lead_activities, max_alerts, alert_events, alert_counts, leads, lead_state, greenapi_rejected, retention_policies,"
     " webhook_endpoints, webhook_deliveries, team_members, member_pushes, digest_settings, member_digests,"
-    " alert_day_rollups, alert_rollup_marks"
+    " alert_day_rollups, alert_rollup_marks, email_senders, email_rejected, email_sends"
 )
 
 

@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from leadwatch.models import ActivityIn, LeadIn
+from leadwatch.models.requests import ActivityIn, LeadIn
 
 
 def ago(**delta) -> datetime:

@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from helpers import add_leads, ago, log
 from leadwatch import Api, Settings
-from leadwatch.dev import create_app
-from leadwatch.identity import VerifiedAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import VerifiedAccess
 from postgrest_fake import JWT_SECRET, PUBLIC_KEYS, SERVICE_KEY, SUPABASE_URL
 
 SCHEDULER_TOKEN = "scheduler-token-for-tests"
@@ -100,7 +100,7 @@ def _statuses(client, ids, headers) -> dict[str, int]:
 ALL = ("list", "log", "leads", "sweep", "timeline", "resolve")
 USER = {"list": 200, "log": 200, "leads": 200, "sweep": 403, "timeline": 200, "resolve": 200}
 CALLERS = {
-    "anonymous": (lambda: {}, dict.fromkeys(ALL, 401)),
+    "anonymous": (dict, dict.fromkeys(ALL, 401)),
     "not-a-jwt": (lambda: bearer("hello"), dict.fromkeys(ALL, 401)),
     "forged-signature": (lambda: bearer(token(key="another-secret-another-secret-12345")), dict.fromkeys(ALL, 401)),
     "expired": (lambda: bearer(token(expires_in=-60)), dict.fromkeys(ALL, 401)),
@@ -207,7 +207,7 @@ def test_other_tenants_alert_is_404_for_a_user(world, db):
 
 
 def test_platform_admin_acts_in_the_tenant_named_by_x_tenant(world):
-    client, ids = world
+    client, _ids = world
     staff = bearer(token(role="platform_admin", tenant=None))
     listed = client.get("/api/alerts/active", headers={**staff, "X-Tenant": "other"}).get_json()
     assert [a["lead_id"] for a in listed["alerts"]] == ["FOREIGN"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from leadwatch import Api
-from leadwatch.dev import create_app
-from leadwatch.identity import VerifiedAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import VerifiedAccess
 from test_access import SETTINGS, bearer, token
 
 AGENT, OTHER = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
@@ -182,12 +182,10 @@ def test_analytics_accepts_a_full_leap_year(client, history):
 
 def test_analytics_sql_refuses_a_zone_postgres_does_not_know(store, history):
     """The database checks the zone too (a name Python's zoneinfo knows but Postgres would not)."""
-    from leadwatch.analytics import AnalyticsQuery
     from leadwatch.errors import ValidationFailed
+    from leadwatch.models.analytics import AnalyticsQuery
 
-    query = AnalyticsQuery.model_construct(
-        start=datetime(2026, 11, 1).date(), end=datetime(2026, 11, 2).date(), tz="X/Y"
-    )
+    query = AnalyticsQuery.model_construct(start=date(2026, 11, 1), end=date(2026, 11, 2), tz="X/Y")
     with pytest.raises(ValidationFailed) as caught:
         store.alert_analytics("acme", query)
     assert caught.value.details == [{"field": "tz", "message": "unknown time zone"}]

@@ -9,8 +9,8 @@ import pytest
 import respx
 from helpers import ago, later, log
 from leadwatch import Api, PostgresStore, SupabaseStore
-from leadwatch.dev import create_app
-from leadwatch.identity import OpenAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import OpenAccess
 from postgrest_fake import SERVICE_KEY, SUPABASE_URL
 
 H = {"X-Tenant": "macrea"}

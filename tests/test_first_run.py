@@ -65,7 +65,7 @@ def test_non_empty_data_dir_is_refused(tmp_path):
         timeout=60,
     )
     _fails_in_one_line(result, str(tmp_path / "data"), "not empty", "new or empty folder")
-    assert os.listdir(tmp_path / "data") == ["notes.txt"]
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["notes.txt"]
 
 
 def test_unwritable_data_dir_is_refused(tmp_path):

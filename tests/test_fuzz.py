@@ -1,5 +1,5 @@
 """The suite fuzzes itself: generated paths, query strings, cursors, headers and bodies against every
-route of `leadwatch.api.GROUPS` (so routes added later are fuzzed too), on both stores.
+route of `leadwatch.handlers.ENDPOINTS` (so routes added later are fuzzed too), on both stores.
 
 For every request: no 5xx, every error is our JSON with `success: false`, and a refused request
 changed nothing (the row count of every table is unchanged). Derandomised and bounded in
@@ -21,22 +21,17 @@ from helpers import add_leads, ago, log, row_counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from leadwatch import Api
-from leadwatch.api import GROUPS
-from leadwatch.dev import create_app
-from leadwatch.greenapi import GreenApi
-from leadwatch.identity import OpenAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.handlers import ENDPOINTS
+from leadwatch.http.identity import OpenAccess
+from leadwatch.integrations.greenapi import GreenApi
 from test_greenapi import ACME, HOOK, SOPHIE, message, status
 
 EXAMPLES = int(os.environ.get("LEADWATCH_FUZZ_EXAMPLES", "150"))
 TENANT = ACME.tenant
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
-ROUTES = [
-    (rule.rule, method)
-    for rules in GROUPS.values()
-    for rule in rules
-    for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
-]
+ROUTES = [(endpoint.path, endpoint.method) for endpoint in ENDPOINTS]
 
 # Values ---------------------------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ FUNCTIONS = {
             "lead_json(leads)",
             "upsert_leads(text,jsonb)",
             "prepare_whatsapp(text,uuid,text)",
+            "prepare_action(text,uuid)",
         ],
         USERS,
     ),
@@ -65,8 +66,10 @@ FUNCTIONS = {
             "refresh_alert_statistics(bigint)",
             "scheduled_sweep(text)",
             "refresh_lead_state(text,text)",
-            "log_activity_by_phone(text,text,text,text,text,text,text,text,jsonb,"
-            "timestamp with time zone,text,boolean)",
+            (
+                "log_activity_by_phone(text,text,text,text,text,text,text,text,jsonb,"
+                "timestamp with time zone,text,boolean)"
+            ),
             "status_rank(text)",
             "set_activity_status(text,text,text,text)",
         ],

@@ -14,10 +14,10 @@ import pytest
 from helpers import active, add_leads, ago, assert_counts_exact, later, log
 from leadwatch import Api, ConfigError, Unavailable, load_settings
 from leadwatch.config import GreenApiInstance
-from leadwatch.dev import create_app
-from leadwatch.espo import EspoCrm
-from leadwatch.greenapi import GreenApi
-from leadwatch.identity import OpenAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import OpenAccess
+from leadwatch.integrations.espo import EspoCrm
+from leadwatch.integrations.greenapi import GreenApi
 
 API_URL = "https://7103.api.greenapi.com"
 ESPO_URL = "https://crm.example.com"
@@ -94,7 +94,7 @@ def activities(db):
 
 
 def test_incoming_message_is_an_inbound_activity_of_the_lead_with_that_phone(whatsapp):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     response = hook(client, message())
     assert response.status_code == 200 and response.get_json()["success"] is True
     [row] = activities(db)
@@ -105,7 +105,7 @@ def test_incoming_message_is_an_inbound_activity_of_the_lead_with_that_phone(wha
 
 @pytest.mark.parametrize("kind", ["outgoingMessageReceived", "outgoingAPIMessageReceived"])
 def test_outgoing_messages_are_outbound_activities(whatsapp, kind):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     assert hook(client, message(kind)).status_code == 200
     assert activities(db)[0][3] == "out"
 
@@ -252,20 +252,20 @@ def test_outgoing_messages_are_outbound_activities(whatsapp, kind):
     ],
 )
 def test_text_is_read_from_the_field_of_each_message_type(whatsapp, data, text):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     assert hook(client, message(data=data)).status_code == 200
     assert activities(db)[0][5] == text
 
 
 def test_long_message_is_stored_cut_to_100_characters(whatsapp):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     data = {"typeMessage": "textMessage", "textMessageData": {"textMessage": "a" * 500}}
     assert hook(client, message(data=data)).status_code == 200
     assert activities(db)[0][5] == "a" * 100
 
 
 def test_redelivered_notification_is_stored_once(whatsapp):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     first, again = hook(client, message()), hook(client, message())
     assert first.status_code == again.status_code == 200
     assert again.get_json()["duplicate"] is True
@@ -273,7 +273,7 @@ def test_redelivered_notification_is_stored_once(whatsapp):
 
 
 def test_same_id_message_in_another_chat_is_another_message(whatsapp):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     hook(client, message())
     hook(client, message(chat="33699999999@c.us", sender_name="Paul"))
     assert len(activities(db)) == 2
@@ -285,21 +285,21 @@ def test_same_id_message_in_another_chat_is_another_message(whatsapp):
     ids=["missing", "wrong", "no-bearer-scheme"],
 )
 def test_wrong_or_missing_token_is_401_and_stores_nothing(whatsapp, headers):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     response = hook(client, message(), headers=headers)
     assert response.status_code == 401 and response.get_json()["error"]["code"] == "unauthorized"
     assert activities(db) == []
 
 
 def test_two_instances_store_for_two_tenants(whatsapp):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     hook(client, message())
     hook(client, message(instance=OTHER, id_message="OTHER1"), headers={"Authorization": "Bearer hook-other"})
     assert sorted(r[0] for r in activities(db)) == ["acme", "other"]
 
 
 def test_delivery_statuses_update_the_outbound_and_only_move_forward(whatsapp):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     hook(client, message("outgoingAPIMessageReceived", id_message="OUT1"))
     for value in ("delivered", "read", "delivered"):
         assert hook(client, status(value, "OUT1")).status_code == 200
@@ -307,7 +307,7 @@ def test_delivery_statuses_update_the_outbound_and_only_move_forward(whatsapp):
 
 
 def test_status_of_a_message_never_logged_is_acknowledged(whatsapp):
-    client, store, db, _ = whatsapp
+    client, _store, _db, _ = whatsapp
     response = hook(client, status("read", "UNKNOWN"))
     assert response.status_code == 200 and response.get_json()["found"] is False
 
@@ -343,7 +343,7 @@ def test_a_failed_send_stays_failed_when_a_later_status_says_yellow_card(whatsap
 
 
 def test_incoming_call_is_one_inbound_call_activity_per_call(whatsapp):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     for call_status in ("offer", "hangUp"):
         payload = {
             "typeWebhook": "incomingCall",
@@ -368,7 +368,7 @@ def test_incoming_call_is_one_inbound_call_activity_per_call(whatsapp):
     ids=["state", "quota", "unknown-type"],
 )
 def test_instance_notifications_are_acknowledged_not_stored(whatsapp, payload):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     payload = {
         **payload,
         "instanceData": {"idInstance": int(ACME.id), "wid": "33700000000@c.us", "typeInstance": "whatsapp"},
@@ -380,19 +380,19 @@ def test_instance_notifications_are_acknowledged_not_stored(whatsapp, payload):
 
 
 def test_group_chats_are_ignored(whatsapp):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     response = hook(client, message(chat="120363043968066561@g.us", sender="33612345678@c.us"))
     assert response.get_json()["ignored"] == "group chat" and activities(db) == []
 
 
 def test_lid_chat_uses_sender_phone_number(whatsapp):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     hook(client, message(chat="123456789012345@lid", senderPhoneNumber="33612345678"))
     assert activities(db)[0][1] == "SOPHIE_ID"
 
 
 def test_device_suffix_is_ignored_when_matching_the_phone(whatsapp):
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     hook(client, message(chat="33612345678:3@c.us"))
     assert activities(db)[0][1] == "SOPHIE_ID"
 
@@ -411,7 +411,7 @@ def test_device_suffix_is_ignored_when_matching_the_phone(whatsapp):
 )
 def test_malformed_notification_is_acknowledged_and_kept_whole_as_rejected(whatsapp, body, reason):
     """Never 400: Green-API would resend it for a day, holding every later notification behind it."""
-    client, store, db, _ = whatsapp
+    client, _store, db, _ = whatsapp
     response = client.post("/webhooks/greenapi", headers=HOOK, data=body, content_type="application/json")
     assert response.status_code == 200 and reason in response.get_json()["rejected"]["reason"]
     assert activities(db) == []
@@ -468,7 +468,7 @@ def test_unknown_number_becomes_a_provisional_lead_then_merges_into_the_real_one
 
 
 def test_real_lead_cannot_take_another_real_leads_phone(whatsapp):
-    client, store, db, _ = whatsapp
+    client, _store, _db, _ = whatsapp
     response = client.post("/api/leads", headers={"X-Tenant": "acme"}, json={"leadId": "X", "phone": SOPHIE})
     assert response.status_code == 409
 
@@ -568,7 +568,7 @@ def test_tenant_template_override_is_sent_in_english(whatsapp):
 
 
 def test_chat_assistant_send_logs_the_message(whatsapp):
-    client, store, db, http = whatsapp
+    client, _store, db, http = whatsapp
     route = send_route(http, httpx.Response(200, json={"idMessage": "CHAT1"}))
     response = client.post(
         "/api/whatsapp/send",
@@ -614,7 +614,7 @@ def test_green_api_errors_name_the_cause_log_a_failed_send_and_resolve_nothing(
 
 
 def test_transient_errors_are_retried_until_the_send_succeeds(whatsapp):
-    client, store, db, http = whatsapp
+    client, _store, db, http = whatsapp
     route = send_route(http, httpx.Response(429), httpx.Response(503), httpx.Response(200, json={"idMessage": "OK3"}))
     response = client.post(
         "/api/whatsapp/send", headers={"X-Tenant": "acme"}, json={"leadId": "SOPHIE_ID", "message": "Bonjour"}
@@ -623,18 +623,21 @@ def test_transient_errors_are_retried_until_the_send_succeeds(whatsapp):
     assert [r[4] for r in activities(db)] == ["sent"]
 
 
-def test_action_that_is_not_a_whatsapp_send_is_422(whatsapp):
+def test_call_action_is_not_sent_on_whatsapp(whatsapp):
+    """A call is made by a person: the action route says so (409 action_is_a_call) and sends nothing."""
     client, store, db, http = whatsapp
+    route = send_route(http, httpx.Response(200, json={"idMessage": "NEVER"}))
     add_leads(store, BIG={"value": 50000, "phone": "+33611111111"})
     log(store, lead="BIG", direction="in", occurredAt=ago(days=4))
     store.sweep()
     alert_id = db.execute("select id::text from max_alerts where type = 'HighValueRisk'").fetchone()[0]
     response = client.post(f"/api/alerts/{alert_id}/action", headers={"X-Tenant": "acme"})
-    assert response.status_code == 422 and response.get_json()["error"]["details"][0]["field"] == "action"
+    assert response.status_code == 409 and response.get_json()["error"]["code"] == "action_is_a_call"
+    assert route.call_count == 0 and active(db) == {("BIG", "HighValueRisk"): "high"}
 
 
 def test_lead_without_phone_is_422_and_unconfigured_tenant_is_409(whatsapp):
-    client, store, db, http = whatsapp
+    client, store, _db, _http = whatsapp
     add_leads(store, NOPHONE={"name": "Sans téléphone"})
     response = client.post(
         "/api/whatsapp/send", headers={"X-Tenant": "acme"}, json={"leadId": "NOPHONE", "message": "x"}
@@ -646,7 +649,7 @@ def test_lead_without_phone_is_422_and_unconfigured_tenant_is_409(whatsapp):
 
 
 def test_send_to_unknown_lead_is_404_and_empty_message_is_422(whatsapp):
-    client, store, db, http = whatsapp
+    client, _store, _db, _http = whatsapp
     assert (
         client.post(
             "/api/whatsapp/send", headers={"X-Tenant": "acme"}, json={"leadId": "NOBODY", "message": "x"}

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 import pytest
 from helpers import add_leads, row_counts
 from leadwatch import Api
-from leadwatch.api import GROUPS
-from leadwatch.dev import create_app
+from leadwatch.devtools.dev import create_app
 from leadwatch.errors import ValidationFailed
-from leadwatch.greenapi import GreenApi
-from leadwatch.identity import OpenAccess
+from leadwatch.handlers import ENDPOINTS
+from leadwatch.http.identity import OpenAccess
+from leadwatch.integrations.greenapi import GreenApi
 from test_greenapi import ACME, HOOK, SOPHIE, message
 
 T1 = {"X-Tenant": "t1"}
@@ -159,8 +159,8 @@ def test_nul_in_a_query_parameter_is_422_naming_it(client):
 
 
 def test_model_fields_refuse_unstorable_text_whoever_builds_them():
-    """The shared input base (models._Input) checks every field, so models added later do too."""
-    from leadwatch.models import ActivityIn, SendIn, parse
+    """The shared input base (models.requests.InputModel) checks every field, so models added later do too."""
+    from leadwatch.models.requests import ActivityIn, SendIn, parse
 
     with pytest.raises(ValidationFailed) as raised:
         parse(SendIn, {"leadId": "L1", "message": "hi\x00"})
@@ -173,7 +173,7 @@ def test_model_fields_refuse_unstorable_text_whoever_builds_them():
 # Deep nesting, many members, huge numbers ------------------------------------------------------------
 
 
-POST_ROUTES = sorted({rule.rule for rules in GROUPS.values() for rule in rules if "POST" in (rule.methods or ())})
+POST_ROUTES = sorted({endpoint.path for endpoint in ENDPOINTS if endpoint.method == "POST"})
 BODY_ROUTES = {"/api/activities/log", "/api/leads", "/api/whatsapp/send"}  # the routes that read a JSON body
 
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 from helpers import active, add_leads, ago
-from leadwatch.models import ActivityIn
+from leadwatch.models.requests import ActivityIn
 from test_access import AGENT, bearer, token, world  # noqa: F401  (world: the access test's fixture)
 
 LOG = "/api/activities/log"
@@ -125,20 +125,18 @@ def test_an_agent_logs_a_list_only_for_their_own_leads(world, db):  # noqa: F811
 
 def _random_activities(rng: random.Random, count: int, leads=("L1", "L2", "L3", "L4")) -> list[ActivityIn]:
     """A mix that exercises every rule: bursts, replies, backfill, failed sends, replays, channels."""
-    activities = []
-    for _ in range(count):
-        activities.append(
-            ActivityIn(
-                leadId=rng.choice(leads),
-                channel=rng.choice(["whatsapp", "whatsapp", "email", "call"]),
-                direction=rng.choice(["in", "in", "out"]),
-                status=rng.choice(["sent"] * 6 + ["failed"]),
-                # within HotLead24h's window, or days before (never near its edge: both sides judge at their now)
-                occurredAt=rng.choice([ago(minutes=rng.randint(1, 1380))] * 3 + [ago(days=rng.randint(2, 40))]),
-                externalId=rng.choice([None, None, f"ext-{rng.randint(0, count // 3)}"]),
-            )
+    return [
+        ActivityIn(
+            leadId=rng.choice(leads),
+            channel=rng.choice(["whatsapp", "whatsapp", "email", "call"]),
+            direction=rng.choice(["in", "in", "out"]),
+            status=rng.choice(["sent"] * 6 + ["failed"]),
+            # within HotLead24h's window, or days before (never near its edge: both sides judge at their now)
+            occurredAt=rng.choice([ago(minutes=rng.randint(1, 1380))] * 3 + [ago(days=rng.randint(2, 40))]),
+            externalId=rng.choice([None, None, f"ext-{rng.randint(0, count // 3)}"]),
         )
-    return activities
+        for _ in range(count)
+    ]
 
 
 def _comparable(result: dict) -> tuple:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from helpers import active, add_leads, ago, assert_counts_exact, log
-from leadwatch.desk_models import RuleIn
-from leadwatch.greenapi import WhatsAppActivity
+from leadwatch.integrations.greenapi import WhatsAppActivity
+from leadwatch.models.desk import RuleIn
 
 
 def inbound(store, **fields):
@@ -166,7 +166,7 @@ def test_log_response_lists_what_the_activity_raised(client, db):
 
 
 # HotLead24h reads the lead's activities only when its state says an earlier inbound is in the window
-# (20261125000400_ingest_reads_less.sql): the burst must come out the same whatever wrote that state.
+# (supabase/schemas/20_activities.sql): the burst must come out the same whatever wrote that state.
 
 
 def test_a_burst_whose_messages_arrived_out_of_order_raises_hot_lead(store, db):

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from helpers import active, add_leads, ago, assert_counts_exact, later, log
 from leadwatch import NotFound, PostgresStore, ValidationFailed
-from leadwatch.models import AlertQuery
+from leadwatch.models.requests import AlertQuery
 
 
 def test_reference_scenario_outbound_no_reply_then_reply_resolves(store, db):
@@ -156,7 +156,7 @@ def test_sweep_judges_again_when_an_alert_appears_while_it_waits(postgres_store,
         other.execute("select 1 from lead_state where tenant_id = 'acme' and lead_id = 'L1' for update")
         with ThreadPoolExecutor(1) as pool:
             sweep = pool.submit(postgres_store.sweep)  # ...the sweep takes its snapshot and waits for it
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60  # a safety net: the wait is the event checked
             while not db.execute(
                 "select exists (select from pg_stat_activity where wait_event_type = 'Lock' "
                 "and query like '%sweep_alerts%')"
@@ -369,7 +369,7 @@ def test_list_filters(store, db, query, expected):
 def test_timeline_is_newest_first_and_paginated(store, db):
     for days in (5, 1, 3):
         log(store, direction="in", occurredAt=ago(days=days), externalId=f"m{days}")
-    from leadwatch.models import TimelineQuery
+    from leadwatch.models.requests import TimelineQuery
 
     first = store.list_lead_activities("acme", "L1", TimelineQuery(limit=2))
     second = store.list_lead_activities("acme", "L1", TimelineQuery(limit=2, cursor=first["next_cursor"]))
@@ -378,7 +378,7 @@ def test_timeline_is_newest_first_and_paginated(store, db):
 
 
 def test_timeline_of_unknown_lead_is_not_found(store, db):
-    from leadwatch.models import TimelineQuery
+    from leadwatch.models.requests import TimelineQuery
 
     with pytest.raises(NotFound):
         store.list_lead_activities("acme", "nobody", TimelineQuery())
@@ -386,7 +386,7 @@ def test_timeline_of_unknown_lead_is_not_found(store, db):
 
 def test_database_refuses_an_occurred_at_in_the_future(store, db):
     """The SQL function guards its own rule, whoever calls it."""
-    from leadwatch.models import ActivityIn
+    from leadwatch.models.requests import ActivityIn
 
     activity = ActivityIn.model_construct(
         leadId="L1",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from leadwatch import Api
-from leadwatch.dev import create_app
-from leadwatch.identity import VerifiedAccess
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import VerifiedAccess
 from test_access import ADMIN, AGENT, SETTINGS, bearer, token
 
 ACME = {"X-Tenant": "acme"}

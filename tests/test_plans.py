@@ -12,7 +12,7 @@ import re
 
 import pytest
 from helpers import add_leads, ago
-from leadwatch.desk_models import RuleIn
+from leadwatch.models.desk import RuleIn
 
 
 @pytest.fixture
@@ -345,7 +345,7 @@ def test_the_sweep_after_a_scheduled_big_sweep_does_not_visit_the_due_times_it_m
 
 def test_ingest_rules_read_the_leads_newest_activities_from_the_index_alone(scaled, db):
     """The direction, status and channel the ingest-time rules read are in idx_lead_activities_tenant_lead
-    itself: an index-only scan, not a heap page per activity (20261125000400_ingest_reads_less.sql)."""
+    itself: an index-only scan, not a heap page per activity (supabase/schemas/20_activities.sql)."""
     db.execute("""
         insert into lead_activities (tenant_id, lead_id, channel, direction, occurred_at)
         select 'acme', 'L77', 'email', (array['in', 'out'])[1 + i % 2], now() - make_interval(mins => 30 + i)
@@ -387,7 +387,7 @@ def test_a_lists_answers_are_built_inline_not_by_a_call_per_activity(db, postgre
 def test_a_list_visits_each_leads_state_twice_the_lock_and_the_update(scaled, db):
     """50 activities of 50 known leads as one list: lead_state is read by the lock (which returns the
     state it locked, judged from then on) and by the update, and no row is offered for creation
-    (20261126000100_lists_read_state_once.sql; it was four visits: create, lock, read, update)."""
+    (log_activities in supabase/schemas/20_activities.sql; it was four visits: create, lock, read, update)."""
     activities = [{"lead_id": f"L{n}", "channel": "email", "direction": ("in", "out")[n % 2]} for n in range(100, 150)]
     text = "\n".join(plans_of(db, "select public.log_activities('acme', %s::jsonb)", [json.dumps(activities)]))
     visits = [line for line in text.splitlines() if "Scan" in line and "on lead_state" in line and ran(line, "Scan")]
@@ -397,7 +397,7 @@ def test_a_list_visits_each_leads_state_twice_the_lock_and_the_update(scaled, db
 
 def test_preferred_channel_reads_no_page_of_the_directory(scaled, db, postgres_store):
     """A lead we wrote to twice whose inbound name no channel: PreferredChannel falls back on the
-    directory's channel, which the lead's state carries (20261126000050): neither a list nor a
+    directory's channel, which the lead's state carries (lead_state.preferred_channel): neither a list nor a
     single call reads a page of leads, and the alert names the directory's channel."""
     add_leads(postgres_store, D1={"preferredChannel": "whatsapp"}, D2={"preferredChannel": "call"})
     for lead in ("D1", "D2"):

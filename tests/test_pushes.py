@@ -10,10 +10,10 @@ import pytest
 from helpers import add_leads, ago, later, log
 from leadwatch import Api
 from leadwatch.config import GreenApiInstance
-from leadwatch.dev import create_app
-from leadwatch.greenapi import GreenApi
-from leadwatch.identity import OpenAccess
-from leadwatch.notify import push_whatsapp
+from leadwatch.devtools.dev import create_app
+from leadwatch.http.identity import OpenAccess
+from leadwatch.integrations.greenapi import GreenApi
+from leadwatch.jobs.notifications import push_whatsapp
 
 API_URL = "https://7103.api.greenapi.com"
 ACME = GreenApiInstance(id="7103000001", token="token-acme", api_url=API_URL, webhook_token="hook-acme", tenant="acme")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from leadwatch.demo import DEMO_TENANT, load_demo
+from leadwatch.devtools.demo import DEMO_TENANT, load_demo
 from leadwatch.migrate import SEED, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,9 +58,12 @@ def test_seed_raises_alerts_of_every_severity_once(fresh_database):
             "select type from max_alerts where lead_id = '694d0bed15df5b9e1' and resolved_at is null"
         ).fetchall()
         activities = conn.execute("select count(*) from lead_activities").fetchone()[0]
+        types = {r[0] for r in conn.execute("select type from max_alerts where resolved_at is null").fetchall()}
     assert set(severities) == {"high", "med", "low"} and sum(severities.values()) == first
     assert sophie == [("NoReply3d",)]
-    assert activities == 7
+    assert activities == 11
+    # a follow-up on WhatsApp, a call and a switch to the lead's channel: every kind of action
+    assert types == {"NoReply3d", "NoContact7d", "StaleLead30d", "HighValueRisk", "PreferredChannel"}
 
 
 def _cron_server(server_url: str) -> str | None:

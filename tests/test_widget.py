@@ -15,6 +15,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -56,9 +57,9 @@ def _chromium() -> str | None:
 
 
 class _GreenApi(BaseHTTPRequestHandler):
-    sent: list[dict] = []
+    sent: ClassVar[list[dict]] = []
 
-    def do_POST(self):  # noqa: N802 - http.server's naming
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _GreenApi.sent.append({"path": self.path, **body})
         answer = json.dumps({"idMessage": f"BAE5{len(_GreenApi.sent):08d}"}).encode()
@@ -373,12 +374,15 @@ def test_failing_resolve_rolls_back_with_a_visible_error(page, dev_server):
            }).observe(el.shadowRoot, {childList: true, subtree: true})""",
         alert_id,
     )
-    unavailable = {"success": False, "error": {"code": "database_unavailable", "message": "base injoignable"}}
+    unavailable = {"success": False, "error": {"code": "database_unavailable", "message": "database unreachable"}}
     page.route("**/api/alerts/*/resolve", lambda route: fulfill_json(route, 503, unavailable))
     page.get_by_role("button", name="Résoudre – Anna Roy").click()
     error = page.locator("leadwatch-alerts .notice[data-kind='error']")
     error.wait_for()
-    assert "Impossible de résoudre l'alerte de Anna Roy : base injoignable" in error.inner_text()
+    assert (
+        "Impossible de résoudre l'alerte de Anna Roy : la base de données est indisponible, réessayez dans un instant"
+        in error.inner_text()
+    )
     assert page.evaluate("() => window.removedOnce") is True, "the alert was not removed at once (optimistic)"
     assert [a[0] for a in shown(page)] == [alert_id] and badges(page) == (1, {"high": 0, "med": 1, "low": 0})
     assert [a["id"] for a in active_alerts(dev_server, "t-rollback")["alerts"]] == [alert_id]
@@ -454,7 +458,8 @@ def test_empty_state_says_the_reference_text(page, dev_server, lang, lines):
 
 def test_loading_state_while_the_list_is_on_its_way(page, dev_server):
     held = []
-    page.route("**/api/alerts/active*", lambda route: held.append(route))  # the request waits until the test lets it go
+    # the request waits until the test lets it go (a lambda: Playwright cannot wrap a builtin such as list.append)
+    page.route("**/api/alerts/active*", lambda route: held.append(route))  # noqa: PLW0108
     page.goto(f"{dev_server}/?tenant=macrea")
     loading = page.locator("leadwatch-alerts [data-state='loading']")
     loading.wait_for()
@@ -498,14 +503,160 @@ def test_action_shows_what_was_sent_or_why_not(page, dev_server, greenapi):
     page.locator("leadwatch-alerts li.alert", has_text="Anna Roy").wait_for(state="detached")
     shoot(page, "action-sent")
 
-    page.get_by_role("button", name="Action : Appeler le lead – Bruno Roy").click()
-    refused = page.locator("leadwatch-alerts .notice[data-kind='error']")
-    refused.wait_for()
-    status, body = call(dev_server, "POST", f"/api/alerts/{shown(page)[0][0]}/action", WHATSAPP_TENANT)
-    assert status == 422
-    assert refused.inner_text().startswith(f"Action non exécutée pour Bruno Roy : {body['error']['message']}")
+    # HighValueRisk's action is a call: a tel: link, then the outcome; no answer logs it and keeps the alert
+    dial = page.get_by_role("link", name="Appeler le +33622222222 – Bruno Roy")
+    assert dial.get_attribute("href") == "tel:+33622222222"
+    assert page.get_by_role("button", name="Action : Appeler le lead – Bruno Roy").count() == 0
+    page.locator("leadwatch-alerts summary", has_text="Résultat de l'appel").click()
+    page.get_by_role("button", name="Pas de réponse").click()
+    logged = page.locator("leadwatch-alerts .notice[data-kind='ok']", has_text="Appel de Bruno Roy enregistré")
+    logged.wait_for()
+    assert logged.inner_text().startswith("Appel de Bruno Roy enregistré : Pas de réponse.")
+    [latest, *_] = call(dev_server, "GET", "/api/leads/B/activities", WHATSAPP_TENANT)[1]["activities"]
+    assert (latest["channel"], latest["direction"], latest["status"]) == ("call", "out", "no_answer")
+    assert [a["lead_id"] for a in active_alerts(dev_server, WHATSAPP_TENANT)["alerts"]] == ["B"]
+    page.locator("leadwatch-alerts li.alert", has_text="Bruno Roy").wait_for()
     assert len(_GreenApi.sent) == 1
-    shoot(page, "action-refused")
+    shoot(page, "action-call")
+
+
+@pytest.fixture(scope="module")
+def newcomer_server(tmp_path_factory):
+    """`leadwatch dev` as a newcomer runs it: the demo data, no Green-API and no email provider (the
+    dev outbox takes the sends), with EspoCRM configured so that leads link to it."""
+    env = leadwatch_env(ESPO_URL="https://crm.example.com", ESPO_API_KEY="espo-key")
+    env = {k: v for k, v in env.items() if not k.startswith("GREENAPI_")}
+    data_dir = tmp_path_factory.mktemp("newcomer") / "data"
+    process, base = start_dev("--data-dir", str(data_dir), env=env, cwd=tmp_path_factory.getbasetemp())
+    yield base
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def outbox(base):
+    response = httpx.get(f"{base}/dev/outbox", timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["messages"]
+
+
+def test_every_demo_alerts_action_runs_and_the_alert_clears(page, newcomer_server):
+    """On the demo, with no provider configured: each alert's Action sends its follow-up to the dev
+    outbox (the panel shows it), HighValueRisk's call is logged from its outcome, and every alert clears."""
+    base = newcomer_server
+    demo = active_alerts(base, "macrea")["alerts"]
+    assert {a["type"] for a in demo} == {
+        "NoReply3d",
+        "NoContact7d",
+        "StaleLead30d",
+        "HighValueRisk",
+        "PreferredChannel",
+    }
+    assert all(a["suggested_action"]["available"] for a in demo)
+    phones = {a["lead_name"]: a["lead_phone"] for a in demo}
+    open_widget(page, base, "macrea")
+    page.locator("leadwatch-dev-outbox [data-state='empty']").wait_for()
+    sends, calls = [], []
+    while shown(page):
+        alert_id, lead, _ = shown(page)[0]
+        item = page.locator(f"leadwatch-alerts li.alert[data-id='{alert_id}']")
+        if item.locator("a.call").count():
+            assert item.locator("a.call").get_attribute("href") == f"tel:{phones[lead]}"
+            item.locator("summary", has_text="Résultat de l'appel").click()
+            item.get_by_role("button", name="Joint").click()
+            notice = page.locator("leadwatch-alerts .notice[data-kind='ok']", has_text=f"Appel de {lead} enregistré")
+            notice.wait_for()
+            assert notice.inner_text().startswith(f"Appel de {lead} enregistré : Joint.")
+            calls.append(lead)
+        else:
+            item.locator("button[data-do='action']").click()
+            notice = page.locator("leadwatch-alerts .notice[data-kind='ok']", has_text=f"Envoyé à {lead}")
+            notice.wait_for()
+            sends.append((lead, notice.inner_text()))
+            # the panel shows the message kept instead of sent
+            page.locator("leadwatch-dev-outbox li.message").nth(len(sends) - 1).wait_for()
+        item.wait_for(state="detached")
+    page.locator("leadwatch-alerts [data-state='empty']").wait_for()
+    assert active_alerts(base, "macrea")["alerts"] == []
+    assert calls == ["Chloé Dubois"]
+    kept = outbox(base)
+    assert len(kept) == len(sends) >= 5 and {m["channel"] for m in kept} == {"whatsapp"}
+    for (lead, text), message in zip(sends, reversed(kept), strict=True):
+        assert message["to"] == phones[lead].lstrip("+") + "@c.us"
+        assert text.startswith(f"Envoyé à {lead} sur WhatsApp : « {message['text']} »")
+    assert page.locator("leadwatch-dev-outbox li.message").count() == len(kept)
+    [call_logged, *_] = call(base, "GET", "/api/leads/demo-chloe/activities", "macrea")[1]["activities"]
+    assert (call_logged["channel"], call_logged["direction"], call_logged["status"]) == ("call", "out", "answered")
+    shoot(page, "demo-actions-done")
+
+
+def test_lead_name_links_to_the_lead_in_espocrm(page, newcomer_server):
+    seed(newcomer_server, "t-espo", **{"694d0bed15df5b9e1": {"name": "Sophie Martin", "history": [("in", 9)]}})
+    open_widget(page, newcomer_server, "t-espo")
+    link = page.locator("leadwatch-alerts li.alert .lead a.crm")
+    assert link.inner_text() == "Sophie Martin"
+    assert link.get_attribute("href") == "https://crm.example.com/#Lead/view/694d0bed15df5b9e1"
+    assert link.get_attribute("target") == "_blank"
+
+
+def test_lead_name_is_plain_text_without_espocrm(page, dev_server):
+    seed(dev_server, "t-noespo", A={"name": "Anna Roy", "history": [("in", 9)]})
+    open_widget(page, dev_server, "t-noespo")
+    assert page.locator("leadwatch-alerts li.alert .lead").inner_text() == "Anna Roy"
+    assert page.locator("leadwatch-alerts li.alert .lead a").count() == 0
+
+
+def test_an_action_that_cannot_run_is_shown_so_before_any_click(page, dev_server):
+    seed(dev_server, "t-nophone", A={"name": "Anna Roy", "history": [("in", 9)]})
+    posted = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    open_widget(page, dev_server, "t-nophone")
+    button = page.get_by_role("button", name="Action : Relancer par WhatsApp – Anna Roy")
+    assert button.is_disabled()
+    why = page.locator("leadwatch-alerts li.alert .unavailable")
+    assert why.get_attribute("data-reason") == "no_phone"
+    assert why.inner_text() == "Action indisponible : le lead n'a pas de numéro de téléphone."
+    assert button.get_attribute("aria-describedby") == why.get_attribute("id")
+    button.click(force=True)  # even a click that gets through runs nothing
+    page.wait_for_timeout(300)
+    assert posted == [] and page.locator("leadwatch-alerts .notice").count() == 0
+    shoot(page, "action-unavailable")
+
+
+@pytest.mark.parametrize(
+    ("lang", "expected", "english"),
+    [
+        (
+            "fr",
+            "Action non exécutée pour Anna Roy : WhatsApp limite les envois, réessayez plus tard",
+            "Green-API is rate limiting",
+        ),
+        ("en", "Action not run for Anna Roy: WhatsApp is rate limiting sends, try again later", "Green-API is"),
+    ],
+)
+def test_the_widget_says_an_api_error_from_its_code_in_its_language(page, dev_server, lang, expected, english):
+    seed(dev_server, "t-errors", A={"name": "Anna Roy", "phone": "+33699999999", "history": [("in", 9)]})
+    refused = {
+        "success": False,
+        "error": {"code": "whatsapp_rate_limited", "message": "Green-API is rate limiting this instance, retry later"},
+    }
+    page.route("**/api/alerts/*/action", lambda route: fulfill_json(route, 503, refused))
+    open_widget(page, dev_server, "t-errors", lang=lang)
+    page.locator("leadwatch-alerts button[data-do='action']").click()
+    error = page.locator("leadwatch-alerts .notice[data-kind='error']")
+    error.wait_for()
+    assert error.inner_text().startswith(expected) and english not in error.inner_text()
+
+
+def test_an_unknown_error_code_is_said_generically_in_french(page, dev_server):
+    seed(dev_server, "t-errors2", A={"name": "Anna Roy", "history": [("in", 9)]})
+    odd = {"success": False, "error": {"code": "something_new", "message": "Something went wrong in English"}}
+    page.route("**/api/alerts/*/resolve", lambda route: fulfill_json(route, 409, odd))
+    open_widget(page, dev_server, "t-errors2")
+    page.get_by_role("button", name="Résoudre – Anna Roy").click()
+    error = page.locator("leadwatch-alerts .notice[data-kind='error']")
+    error.wait_for()
+    assert "erreur inattendue (something_new, HTTP 409)" in error.inner_text()
+    assert "English" not in error.inner_text()
 
 
 # Snooze and bulk selection: shown only where the API describes them (the alert-desk contract) --------
@@ -540,8 +691,9 @@ def test_snooze_and_bulk_follow_the_alert_desk_contract(page, dev_server):
         body = json.loads(route.request.post_data)
         posted.append((route.request.url.removeprefix(dev_server), body))
         if body.get("action") == "resolve":
-            return fulfill_json(route, 503, {"success": False, "error": {"code": "x", "message": "panne"}})
-        fulfill_json(route, 200, {"success": True, "results": [], "done": len(body.get("ids", [1]))})
+            failing = {"success": False, "error": {"code": "database_unavailable", "message": "down"}}
+            return fulfill_json(route, 503, failing)
+        return fulfill_json(route, 200, {"success": True, "results": [], "done": len(body.get("ids", [1]))})
 
     page.route("**/openapi.json", lambda route: fulfill_json(route, 200, DESK_OPENAPI))
     page.route("**/api/alerts/*/snooze", desk)
@@ -562,7 +714,7 @@ def test_snooze_and_bulk_follow_the_alert_desk_contract(page, dev_server):
     page.get_by_role("checkbox", name="Sélectionner l'alerte de Bruno Roy").check()
     page.get_by_role("checkbox", name="Sélectionner l'alerte de Chloé Roy").check()
     page.get_by_role("button", name="Résoudre la sélection").click()
-    page.locator("leadwatch-alerts .notice[data-kind='error']", has_text="panne").wait_for()
+    page.locator("leadwatch-alerts .notice[data-kind='error']", has_text="base de données est indisponible").wait_for()
     assert [a[1] for a in shown(page)] == ["Bruno Roy", "Chloé Roy"], "a failed bulk resolve is rolled back"
     assert posted[-1][1] == {"action": "resolve", "ids": [alerts[0]["id"], alerts[2]["id"]]}
 
@@ -574,7 +726,8 @@ def test_snooze_and_bulk_follow_the_alert_desk_contract(page, dev_server):
     path, body = posted[-1]
     until = datetime.fromisoformat(body.pop("until"))
     assert (path, body) == ("/api/alerts/bulk", {"action": "snooze", "ids": [alerts[0]["id"], alerts[2]["id"]]})
-    tomorrow_nine = datetime.combine(date.today() + timedelta(days=1), datetime.min.time()).replace(hour=9)
+    today = datetime.now().astimezone().date()  # the browser's local date (= ours)
+    tomorrow_nine = datetime.combine(today + timedelta(days=1), datetime.min.time()).replace(hour=9)
     assert until.astimezone().replace(tzinfo=None) == tomorrow_nine  # 09:00 tomorrow, browser time (= ours)
 
 
@@ -629,7 +782,8 @@ def test_analytics_panel_draws_the_documented_shape(page, dev_server):
     rows = page.locator("leadwatch-analytics table[data-table='owner'] tbody tr").all_inner_texts()
     assert [r.split("\t") for r in rows] == [["u-1", "9", "4.0", "20.0"], ["Sans commercial", "3", "48.0", "96.0"]]
     query = httpx.URL(asked[0]).params
-    assert query["to"] == date.today().isoformat() and query["from"] == (date.today() - timedelta(days=29)).isoformat()
+    today = datetime.now().astimezone().date()
+    assert query["to"] == today.isoformat() and query["from"] == (today - timedelta(days=29)).isoformat()
     assert query["tz"]
     page.locator("leadwatch-alerts [data-state]").first.wait_for()
     page.locator("leadwatch-analytics").scroll_into_view_if_needed()
@@ -728,7 +882,7 @@ def test_deployed_mode_sends_the_users_token_from_get_token(db, database_url, pa
         sent = []
         page.on("request", lambda r: sent.append(r.headers.get("authorization")) if "/api/" in r.url else None)
         open_widget(page, base, "macrea", state="error")
-        assert "sign in" in page.locator("leadwatch-alerts [data-state='error']").inner_text()
+        assert "vous devez vous reconnecter" in page.locator("leadwatch-alerts [data-state='error']").inner_text()
         page.evaluate("token => { document.getElementById('alerts').getToken = async () => token }", token)
         page.locator("leadwatch-alerts [data-state='list']").wait_for()
         assert len(shown(page)) == active_alerts_with(base, token)["stats"]["total"] > 0

@@ -1,6 +1,5 @@
 """leadwatch: living alerts for sales leads, over Postgres."""
 
-from .api import Api
 from .config import Settings, load_settings
 from .errors import (
     BadRequest,
@@ -14,24 +13,25 @@ from .errors import (
     Unavailable,
     ValidationFailed,
 )
-from .store import PostgresStore, Store, SupabaseStore, make_store
+from .http.app import Api
+from .stores.store import PostgresStore, Store, SupabaseStore, make_store
 
 __all__ = [
     "Api",
-    "Settings",
-    "load_settings",
-    "Store",
-    "PostgresStore",
-    "SupabaseStore",
-    "make_store",
-    "LeadwatchError",
     "BadRequest",
-    "Unauthorized",
-    "Forbidden",
-    "NotFound",
-    "Conflict",
-    "PayloadTooLarge",
-    "ValidationFailed",
-    "Unavailable",
     "ConfigError",
+    "Conflict",
+    "Forbidden",
+    "LeadwatchError",
+    "NotFound",
+    "PayloadTooLarge",
+    "PostgresStore",
+    "Settings",
+    "Store",
+    "SupabaseStore",
+    "Unauthorized",
+    "Unavailable",
+    "ValidationFailed",
+    "load_settings",
+    "make_store",
 ]

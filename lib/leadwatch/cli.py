@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,13 +21,14 @@ DEV_CORS_ORIGINS = ("http://localhost:5173", "http://127.0.0.1:5173")
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from .api import Api
-    from .demo import DEMO_TENANT, load_demo
-    from .dev import THREADS, create_app, serve
-    from .embedded import start_embedded
-    from .identity import OpenAccess, VerifiedAccess
+    from .devtools.demo import DEMO_TENANT, load_demo
+    from .devtools.dev import THREADS, create_app, serve
+    from .devtools.embedded import start_embedded
+    from .devtools.outbox import DevOutbox
+    from .http.app import Api
+    from .http.identity import OpenAccess, VerifiedAccess
     from .migrate import migrate
-    from .store import PostgresStore
+    from .stores.store import PostgresStore
 
     settings = load_settings()
     access: OpenAccess | VerifiedAccess
@@ -51,7 +53,7 @@ def _dev(args: argparse.Namespace) -> int:
         print(f"Starting the embedded PostgreSQL in {args.data_dir} ...", flush=True)
         try:
             database_url = start_embedded(args.data_dir)
-        except Exception as exc:  # its own log says why; the user needs one line and where to look
+        except Exception as exc:  # noqa: BLE001 - its own log says why; the user needs one line and where to look
             raise ConfigError(
                 f"the embedded PostgreSQL did not start ({type(exc).__name__}): see {Path(args.data_dir) / 'log'}, "
                 "or remove the folder to start afresh"
@@ -80,10 +82,13 @@ leadwatch dev — serving every function on {base} over {where}.
   curl {base}/health
   curl {base}/api/alerts/active -H 'X-Tenant: {DEMO_TENANT}'
   curl -X POST {base}/api/alerts/sweep
+  curl {base}/dev/outbox    (what a channel with no provider would have sent)
 """,
         flush=True,
     )
     api = Api.from_settings(settings, store, access, settings.cors_origins or DEV_CORS_ORIGINS)
+    if not args.auth:  # open mode, loopback only: a channel with no provider sends here (GET /dev/outbox)
+        api.outbox = DevOutbox()
     logs.setup()  # one JSON line per request, as the deployed functions log
     # Stopped by a supervisor (SIGTERM) as by Ctrl-C, the process exits and the embedded database stops too.
     serve(create_app(api), args.host, args.port)
@@ -162,7 +167,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .store import make_store
+    from .stores.store import make_store
 
     settings = load_settings()
     if args.database_url:
@@ -178,7 +183,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    from .schedule import COMMAND, schedule, unschedule
+    from .jobs.schedule import COMMAND, schedule, unschedule
 
     database_url = args.database_url or load_settings().database_url
     if not database_url:
@@ -195,7 +200,7 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _smoke(args: argparse.Namespace) -> int:
-    from .smoke import Smoke
+    from .devtools.smoke import Smoke
 
     smoke = Smoke(
         args.url, args.token, args.tenant, scheduler_token=args.scheduler_token, identity_token=args.identity_token
@@ -205,8 +210,8 @@ def _smoke(args: argparse.Namespace) -> int:
 
 def _retain(args: argparse.Namespace) -> int:
     """Apply the retention policies batch after batch until nothing past its age is left."""
-    from .desk import retain_once
-    from .store import make_store
+    from .jobs.retention import retain_once
+    from .stores.store import make_store
 
     settings = load_settings()
     if args.database_url:
@@ -228,9 +233,10 @@ def _retain(args: argparse.Namespace) -> int:
 
 def _deliver(args: argparse.Namespace) -> int:
     """Send the outgoing webhooks that are due, batch after batch, until none is."""
-    from .greenapi import GreenApi
-    from .notify import run_notifications
-    from .store import make_store
+    from .egress import Egress
+    from .integrations.greenapi import GreenApi
+    from .jobs.notifications import run_notifications
+    from .stores.store import make_store
 
     settings = load_settings()
     if args.database_url:
@@ -238,7 +244,11 @@ def _deliver(args: argparse.Namespace) -> int:
     store = make_store(settings)
     try:
         result = run_notifications(
-            store, GreenApi(settings.greenapi_instances), batch=args.batch, budget_seconds=args.budget
+            store,
+            GreenApi(settings.greenapi_instances),
+            batch=args.batch,
+            budget_seconds=args.budget,
+            egress=Egress.from_settings(settings),
         )
         print(json.dumps(result, indent=2))
     finally:
@@ -268,8 +278,8 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--database-url")
     sweep.set_defaults(run=_sweep)
 
-    from .schedule import DEFAULT_SCHEDULE
-    from .smoke import DEFAULT_TENANT
+    from .devtools.smoke import DEFAULT_TENANT
+    from .jobs.schedule import DEFAULT_SCHEDULE
 
     cron = commands.add_parser("schedule", help="schedule the daily sweep inside the database (pg_cron)")
     cron.add_argument("--pg-cron", action="store_true", help="with pg_cron (Supabase Cron)")
@@ -310,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"leadwatch: {exc}", file=sys.stderr)
             return 2
     try:
-        return args.run(args)
+        run: Callable[[argparse.Namespace], int] = args.run
+        return run(args)
     except ConfigError as exc:
         print(f"leadwatch: configuration error: {exc}", file=sys.stderr)
         return 2

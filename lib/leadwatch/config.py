@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -37,6 +38,11 @@ class Settings:
     port: int = 8080
     db_timeout: float = 5.0  # LEADWATCH_DB_TIMEOUT: seconds to wait for a database connection
     db_pool_size: int = 5  # LEADWATCH_DB_POOL_SIZE
+    # LEADWATCH_WEBHOOK_ALLOWED_NETWORKS, comma-separated CIDRs: non-public networks webhooks may be sent to
+    webhook_allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    smtp_url: str | None = None  # LEADWATCH_SMTP_URL: the server emails leave through (see email_out)
+    email_from: str | None = None  # LEADWATCH_EMAIL_FROM: their From, unless the tenant has its own
+    email_webhook_tokens: tuple[tuple[str, str], ...] = ()  # LEADWATCH_EMAIL_WEBHOOK_TOKENS: (tenant, token)
 
     @property
     def backend(self) -> str:
@@ -48,7 +54,7 @@ class Settings:
         return "none"
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, kind: type[int] | type[float]) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -59,6 +65,22 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> fl
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {raw!r}")
     return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A comma-separated list of networks in CIDR notation ("10.20.0.0/16, fd00::/8"; an address alone is /32
+    or /128); a malformed one, or one with host bits set, fails naming the variable."""
+    networks = []
+    for item in (env.get(name) or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item.strip()))
+        except ValueError as exc:
+            raise ConfigError(
+                f"{name} must list networks in CIDR notation (10.20.0.0/16), got {item.strip()!r}: {exc}"
+            ) from None
+    return tuple(networks)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -87,7 +109,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         port=int(_number(env, "PORT", 8080, int)),
         db_timeout=float(_number(env, "LEADWATCH_DB_TIMEOUT", 5.0, float)),
         db_pool_size=int(_number(env, "LEADWATCH_DB_POOL_SIZE", 5, int)),
+        webhook_allowed_networks=_networks(env, "LEADWATCH_WEBHOOK_ALLOWED_NETWORKS"),
+        smtp_url=get("LEADWATCH_SMTP_URL"),
+        email_from=get("LEADWATCH_EMAIL_FROM"),
+        email_webhook_tokens=_email_webhook_tokens(get("LEADWATCH_EMAIL_WEBHOOK_TOKENS")),
     )
+    _check_email(settings)
     if settings.supabase_url and not settings.supabase_service_key and not settings.database_url:
         raise ConfigError("SUPABASE_URL is set but SUPABASE_SERVICE_KEY is missing")
     if bool(settings.espo_url) != bool(settings.espo_api_key):
@@ -95,6 +122,32 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if settings.supabase_url and not settings.supabase_url.startswith(("https://", "http://")):
         raise ConfigError(f"SUPABASE_URL must start with https://, got {settings.supabase_url!r}")
     return settings
+
+
+def _check_email(settings: Settings) -> None:
+    """The SMTP URL and From address parse (ConfigError naming the variable), and go together."""
+    from .integrations.email_out import parse_from_address, parse_smtp_url
+
+    if settings.smtp_url:
+        parse_smtp_url(settings.smtp_url)
+        if not settings.email_from:
+            raise ConfigError("LEADWATCH_SMTP_URL is set but LEADWATCH_EMAIL_FROM is missing (the From of the emails)")
+    if settings.email_from:
+        parse_from_address(settings.email_from)
+
+
+def _email_webhook_tokens(raw: str | None) -> tuple[tuple[str, str], ...]:
+    """`tenant:token,...` → ((tenant, token), ...); ConfigError naming LEADWATCH_EMAIL_WEBHOOK_TOKENS."""
+    name = "LEADWATCH_EMAIL_WEBHOOK_TOKENS"
+    pairs = []
+    for n, item in enumerate(part.strip() for part in (raw or "").split(",") if part.strip()):
+        tenant, _, token = item.partition(":")
+        if not tenant.strip() or len(token.strip()) < 16:
+            raise ConfigError(f"{name}[{n}] must be tenant:token with a token of at least 16 characters")
+        pairs.append((tenant.strip(), token.strip()))
+    if len({token for _, token in pairs}) != len(pairs):
+        raise ConfigError(f"{name} gives one token to two tenants: each tenant needs its own")
+    return tuple(pairs)
 
 
 def require_backend(settings: Settings) -> Settings:
@@ -116,7 +169,7 @@ _INSTANCE_FIELDS = {
 }
 
 
-def _greenapi_instances(get) -> tuple[GreenApiInstance, ...]:
+def _greenapi_instances(get: Callable[[str], str | None]) -> tuple[GreenApiInstance, ...]:
     """The instances of LEADWATCH_GREENAPI_INSTANCES (a JSON list), or the one of the GREENAPI_* variables."""
     raw = get("LEADWATCH_GREENAPI_INSTANCES")
     if raw:
@@ -145,7 +198,7 @@ def _greenapi_instances(get) -> tuple[GreenApiInstance, ...]:
         return tuple(instances)
     if not get("GREENAPI_INSTANCE_ID"):
         return ()
-    fields = {
+    variables = {
         "id": get("GREENAPI_INSTANCE_ID"),
         "token": get("GREENAPI_TOKEN"),
         "api_url": get("GREENAPI_API_URL"),
@@ -154,7 +207,7 @@ def _greenapi_instances(get) -> tuple[GreenApiInstance, ...]:
     }
     return (
         _instance(
-            {k: v for k, v in fields.items() if v},
+            {k: v for k, v in variables.items() if v},
             "",
             {
                 "id": "GREENAPI_INSTANCE_ID",

@@ -1,6 +1,6 @@
 """Log lines as Cloud Logging reads them: one JSON object per line with `severity` and `message`.
 
-A request's line (api.py logs its fields as a JSON object) keeps those fields at the top level, so
+A request's line (http/app.py logs its fields as a JSON object) keeps those fields at the top level, so
 they become searchable `jsonPayload` fields; an error's traceback stays inside its one line, where
 Error Reporting finds it.
 """
@@ -12,7 +12,7 @@ import logging
 import sys
 import traceback
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is worth keeping.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -50,15 +50,15 @@ def _summary(fields: dict[str, Any]) -> str:
     return str(fields.get("message", ""))
 
 
-class _Stderr(logging.StreamHandler):
+class _Stderr(logging.StreamHandler[TextIO]):
     """Writes to whatever sys.stderr is when a line is logged (a test, a server, may replace it)."""
 
-    @property  # type: ignore[override]
-    def stream(self):
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:
+    def stream(self, value: TextIO) -> None:
         pass
 
 

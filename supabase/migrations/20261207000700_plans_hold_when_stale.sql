@@ -16,7 +16,7 @@
 -- one row through its unique index and at the tenant's thousands through any other, whatever the
 -- indexes' sizes. Run as Supabase Cron runs the sweep or through the store alike.
 --
--- A list resolves the alerts it answers by their primary keys (20261127000100), but the statement
+-- A list resolves the alerts it answers by their primary keys (since the baseline), but the statement
 -- also said "still active" (`resolved_at is null`), so every partial index of the active alerts
 -- could serve it with the tenant alone as its key; under the statistics above it read the tenant's
 -- active alerts to keep the list's (2,000 for 100 alerts in tests/test_plans.py, on a connection
@@ -30,6 +30,8 @@
 -- Supabase Cron runs `call public.scheduled_sweep()`: the sweep, committed, then its prune, as
 -- Store.sweep does, so the next sweep with nothing due visits none of the due times it moved.
 -- tests/test_plans.py (the mature state: they fail without this migration); bench/mature.py.
+-- The functions as supabase/schemas/50_sweep.sql and 20_activities.sql have them (the baseline's but
+-- for the above).
 
 -- Functions ---------------------------------------------------------------------------------------
 
@@ -68,22 +70,21 @@ begin
   return true;
 end
 $$;
-revoke all on function public.refresh_alert_statistics(bigint) from public, anon, authenticated;
 grant execute on function public.refresh_alert_statistics(bigint) to service_role;
 
 /**
  * The scheduled sweep, for every tenant or one: raise, escalate and supersede the time-based
  * alerts of the leads that fell due by `p_now`, wake the snoozed alerts whose time has come, and
  * mark the overdue ones. One transaction. With 1,000 due leads or more, the raising statement
- * joins by hashing only (20261124000100_sweep_hash_joins.sql). Once the alerts are raised,
- * max_alerts' statistics are refreshed when they know fewer than half of the active alerts (see
- * above), before waking the snoozed alerts and marking the overdue ones reads them.
+ * joins by hashing only (supabase/schemas/50_sweep.sql says why). Once the alerts are raised, max_alerts'
+ * statistics are refreshed when they know fewer than half of the active alerts
+ * (refresh_alert_statistics), before waking the snoozed alerts and marking the overdue ones reads them.
  */
 create or replace function public.sweep_alerts(p_tenant text default null, p_now timestamptz default now())
 returns jsonb
 language plpgsql
 set search_path = ''
-set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts (20261123000100_grants)
+set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts
 -- Never compiled to machine code: whether a statement is JIT-compiled follows its estimated cost,
 -- which a mature max_alerts raises past jit_optimize_above_cost. On PostgreSQL 15 with JIT, the
 -- raising statement of a sweep of 6,200 alerts at 20,000 leads (a year of history) took 5.3 s, of
@@ -113,6 +114,7 @@ begin
     'overdue', v_overdue);
 end
 $$;
+grant execute on function public.sweep_alerts(text, timestamptz) to service_role;
 
 /**
  * The sweep as the database's own scheduler runs it (Supabase Cron: `call public.scheduled_sweep()`):
@@ -134,7 +136,6 @@ begin
   perform public.prune_due_index();
 end
 $$;
-revoke all on procedure public.scheduled_sweep(text) from public, anon, authenticated;
 grant execute on procedure public.scheduled_sweep(text) to service_role;
 
 /**
@@ -340,7 +341,7 @@ begin
     -- partial index of the active alerts can serve the statement (they all imply `resolved_at is
     -- null`, which this form does not prove): only the primary key, whatever the statistics. Under
     -- those of a mature table analysed with no alert active, the tenant's active alerts looked
-    -- empty and the plan read them all, keeping the list's (20261207000700).
+    -- empty and the plan read them all, keeping the list's.
     with resolved as (
       update public.max_alerts a
       set resolved_at = now(), resolved_by = 'system', resolution = 'activity',
@@ -403,6 +404,4 @@ begin
   return v_results;
 end
 $$;
-revoke all on function public.ingest_activities(text, public.activity_in[]) from public, anon, authenticated;
 grant execute on function public.ingest_activities(text, public.activity_in[]) to service_role;
-

@@ -3,21 +3,28 @@
 // The reference's dashboard widget (alertes-vivantes, phases C and D) as a standard custom element:
 // loading, error (with retry), the "living" empty state and the list (total, severity badges,
 // high → med → low then newest); Résoudre (optimistic, rolled back on failure), Action (what was
-// sent, or why not); snooze and bulk selection where the API describes them; refresh every 60 s
+// sent, or why not; an action that cannot run is shown so before any click; a call is a tel: link and
+// the outcome the user picks, logged as a call); snooze and bulk selection where the API describes them; refresh every 60 s
 // while the page is visible, and on demand. It talks only to the public HTTP API (leadwatch-client.js).
 //
 // Auth: open dev mode needs only `tenant` (sent as X-Tenant). Deployed, the host page sets
 // `element.getToken = async () => session.access_token` and the user's token goes as the bearer.
 //
+// Errors are said from the API's error code, in the element's language (leadwatch-errors.js). The lead's
+// name links to its page in EspoCRM when the API gives `lead_url`.
+//
 // Events (bubbling, composed): leadwatch:resolved {id, alert}, leadwatch:action {id, sent},
-// leadwatch:snoozed {ids, until}.
+// leadwatch:call-logged {id, outcome, activity}, leadwatch:snoozed {ids, until}.
 
 import { callApi, describedPaths, escapeHtml as h, languageOf } from './leadwatch-client.js'
+import { errorText } from './leadwatch-errors.js'
 
 const REFRESH_MS = 60_000
 const PAGE_SIZE = 50
 const SEVERITIES = ['high', 'med', 'low']
 const SNOOZES = ['4h', 'tomorrow', 'nextweek']
+// A call's outcome → the status of the call activity logged (docs/actions.md): no answer is not contact.
+const CALL_STATUSES = { reached: 'answered', no_answer: 'no_answer', voicemail: 'voicemail' }
 
 const TEXTS = {
   fr: {
@@ -42,8 +49,17 @@ const TEXTS = {
     resolved: (lead) => `Alerte résolue : ${lead}.`,
     resolveFailed: (lead, why) => `Impossible de résoudre l'alerte de ${lead} : ${why}. Elle est de retour dans la liste.`,
     sending: 'Envoi…',
-    sent: (lead, message) => `Envoyé à ${lead} sur WhatsApp : « ${message} »`,
+    sent: (lead, channel, message) => `Envoyé à ${lead} ${channel === 'email' ? 'par e-mail' : 'sur WhatsApp'} : « ${message} »`,
     notSent: (lead, why) => `Action non exécutée pour ${lead} : ${why}`,
+    unavailable: (why) => `Action indisponible : ${why}.`,
+    call: (phone) => `Appeler le ${phone}`,
+    outcome: "Résultat de l'appel",
+    outcomeFor: (lead) => `Résultat de l'appel – ${lead}`,
+    outcomes: { reached: 'Joint', no_answer: 'Pas de réponse', voicemail: 'Messagerie vocale' },
+    outcomeSnippets: { reached: 'Appel : lead joint', no_answer: 'Appel : pas de réponse', voicemail: 'Appel : message laissé sur la messagerie' },
+    callLogged: (lead, outcome) => `Appel de ${lead} enregistré : ${outcome}.`,
+    callNotLogged: (lead, why) => `Appel de ${lead} non enregistré : ${why}`,
+    openLead: (lead) => `Ouvrir ${lead} dans EspoCRM`,
     snooze: 'Reporter',
     snoozeTo: { '4h': '4 h', tomorrow: 'Demain', nextweek: 'Semaine prochaine' },
     snoozed: (n) => `${n} alerte${n > 1 ? 's' : ''} reportée${n > 1 ? 's' : ''}.`,
@@ -82,8 +98,17 @@ const TEXTS = {
     resolved: (lead) => `Alert resolved: ${lead}.`,
     resolveFailed: (lead, why) => `Could not resolve the alert for ${lead}: ${why}. It is back in the list.`,
     sending: 'Sending…',
-    sent: (lead, message) => `Sent to ${lead} on WhatsApp: “${message}”`,
+    sent: (lead, channel, message) => `Sent to ${lead} ${channel === 'email' ? 'by email' : 'on WhatsApp'}: “${message}”`,
     notSent: (lead, why) => `Action not run for ${lead}: ${why}`,
+    unavailable: (why) => `Action unavailable: ${why}.`,
+    call: (phone) => `Call ${phone}`,
+    outcome: 'Call outcome',
+    outcomeFor: (lead) => `Call outcome – ${lead}`,
+    outcomes: { reached: 'Reached', no_answer: 'No answer', voicemail: 'Voicemail' },
+    outcomeSnippets: { reached: 'Call: lead reached', no_answer: 'Call: no answer', voicemail: 'Call: left a voicemail' },
+    callLogged: (lead, outcome) => `Call with ${lead} logged: ${outcome}.`,
+    callNotLogged: (lead, why) => `Call with ${lead} not logged: ${why}`,
+    openLead: (lead) => `Open ${lead} in EspoCRM`,
     snooze: 'Snooze',
     snoozeTo: { '4h': '4 h', tomorrow: 'Tomorrow', nextweek: 'Next week' },
     snoozed: (n) => `${n} alert${n === 1 ? '' : 's'} snoozed.`,
@@ -118,6 +143,7 @@ h2 { font-size: 1.15rem; margin: 0; }
 button, summary { font: inherit; cursor: pointer; border-radius: 6px; border: 1px solid #9ca3af; background: #fff; color: #1f2937; padding: 3px 10px; }
 button.primary { background: #1d4ed8; border-color: #1d4ed8; color: #fff; }
 button[disabled], button[aria-disabled="true"], button[aria-busy="true"] { opacity: 0.6; cursor: progress; }
+button[disabled].unrunnable { cursor: not-allowed; }
 button:focus-visible, summary:focus-visible, input:focus-visible, a:focus-visible { outline: 3px solid #2563eb; outline-offset: 2px; }
 summary { display: inline-block; list-style: none; }
 summary::-webkit-details-marker { display: none; }
@@ -145,6 +171,8 @@ li.alert > .select { padding-top: 2px; }
 .meta { color: #4b5563; font-size: 0.85rem; display: flex; gap: 8px; align-items: center; flex-wrap: wrap; margin-top: 2px; }
 .message { margin: 6px 0 2px; }
 .suggested { margin: 0 0 8px; color: #374151; font-size: 0.9rem; }
+.unavailable { margin: 0 0 8px; color: #7f1d1d; font-size: 0.9rem; }
+a.call { display: inline-block; text-decoration: none; border-radius: 6px; border: 1px solid #1d4ed8; color: #1d4ed8; padding: 3px 10px; }
 .buttons { display: flex; gap: 6px; flex-wrap: wrap; }
 .more { margin-top: 10px; }
 footer { margin-top: 10px; color: #4b5563; font-size: 0.8rem; }
@@ -284,7 +312,7 @@ export class LeadwatchAlertsElement extends HTMLElement {
     } catch (error) {
       if (seq !== this.#seq) return
       if (this.#state.status === 'ready') {
-        this.#set({ refreshing: false, notice: { kind: 'error', text: this.#t.refreshFailed(error.message) } })
+        this.#set({ refreshing: false, notice: { kind: 'error', text: this.#t.refreshFailed(this.#why(error)) } })
       } else {
         this.#set({ status: 'error', error, refreshing: false })
       }
@@ -300,7 +328,7 @@ export class LeadwatchAlertsElement extends HTMLElement {
       const more = body.alerts.filter((a) => !known.has(a.id) && !this.#state.pending.has(a.id))
       this.#set({ alerts: [...this.#state.alerts, ...more].sort(byDashboardOrder), nextCursor: body.next_cursor || null })
     } catch (error) {
-      this.#set({ notice: { kind: 'error', text: this.#t.refreshFailed(error.message) } })
+      this.#set({ notice: { kind: 'error', text: this.#t.refreshFailed(this.#why(error)) } })
     }
   }
 
@@ -315,7 +343,7 @@ export class LeadwatchAlertsElement extends HTMLElement {
       this.#set({ notice: { kind: 'ok', text: this.#t.resolved(this.#leadName(alert)) } })
       this.#emit('leadwatch:resolved', { id, alert: body.alert })
     } catch (error) {
-      this.#rollBack(removed, this.#t.resolveFailed(this.#leadName(alert), error.message))
+      this.#rollBack(removed, this.#t.resolveFailed(this.#leadName(alert), this.#why(error)))
     }
   }
 
@@ -328,12 +356,38 @@ export class LeadwatchAlertsElement extends HTMLElement {
     try {
       const body = await callApi(this, 'POST', `/api/alerts/${encodeURIComponent(id)}/action`)
       this.#state.acting.delete(id)
-      this.#set({ notice: { kind: 'ok', text: this.#t.sent(this.#leadName(alert), body.sent?.message ?? '') } })
+      this.#set({ notice: { kind: 'ok', text: this.#t.sent(this.#leadName(alert), body.sent?.channel, body.sent?.message ?? '') } })
       this.#emit('leadwatch:action', { id, sent: body.sent })
       this.refresh() // the send is an activity: it may have resolved this alert
     } catch (error) {
       this.#state.acting.delete(id)
-      this.#set({ notice: { kind: 'error', text: this.#t.notSent(this.#leadName(alert), error.message) } })
+      this.#set({ notice: { kind: 'error', text: this.#t.notSent(this.#leadName(alert), this.#why(error)) } })
+    }
+  }
+
+  /** A call's outcome (reached, no_answer, voicemail), logged as an outbound call of the lead. */
+  async logCall(id, outcome) {
+    const alert = this.#find(id)
+    if (!alert || !Object.hasOwn(CALL_STATUSES, outcome) || this.#state.acting.has(id)) return
+    this.#state.acting.add(id)
+    this.#set({ notice: null })
+    const body = {
+      leadId: alert.lead_id,
+      channel: 'call',
+      direction: 'out',
+      status: CALL_STATUSES[outcome],
+      messageSnippet: this.#t.outcomeSnippets[outcome],
+      meta: { source: 'leadwatch-alerts', outcome, alertId: alert.id, alertType: alert.type },
+    }
+    try {
+      const logged = await callApi(this, 'POST', '/api/activities/log', { body })
+      this.#state.acting.delete(id)
+      this.#set({ notice: { kind: 'ok', text: this.#t.callLogged(this.#leadName(alert), this.#t.outcomes[outcome]) } })
+      this.#emit('leadwatch:call-logged', { id, outcome, activity: logged.activity })
+      this.refresh() // a call that reached the lead answers its alert
+    } catch (error) {
+      this.#state.acting.delete(id)
+      this.#set({ notice: { kind: 'error', text: this.#t.callNotLogged(this.#leadName(alert), this.#why(error)) } })
     }
   }
 
@@ -353,7 +407,7 @@ export class LeadwatchAlertsElement extends HTMLElement {
       this.#set({ notice: { kind: 'ok', text: this.#t.snoozed(alerts.length) } })
       this.#emit('leadwatch:snoozed', { ids: alerts.map((a) => a.id), ...target })
     } catch (error) {
-      this.#rollBack(removed, this.#t.snoozeFailed(error.message))
+      this.#rollBack(removed, this.#t.snoozeFailed(this.#why(error)))
     }
   }
 
@@ -367,7 +421,7 @@ export class LeadwatchAlertsElement extends HTMLElement {
       this.#set({ notice: { kind: 'ok', text: this.#t.bulkResolved(body.done ?? alerts.length) } })
       for (const alert of alerts) this.#emit('leadwatch:resolved', { id: alert.id, alert })
     } catch (error) {
-      this.#rollBack(removed, this.#t.bulkFailed(error.message))
+      this.#rollBack(removed, this.#t.bulkFailed(this.#why(error)))
     }
   }
 
@@ -380,6 +434,11 @@ export class LeadwatchAlertsElement extends HTMLElement {
   #set(changes) {
     Object.assign(this.#state, changes)
     this.#render()
+  }
+
+  /** Why a call failed, in the element's language, from its error code. */
+  #why(error) {
+    return errorText(error, this.lang)
   }
 
   #find(id) {
@@ -483,6 +542,10 @@ export class LeadwatchAlertsElement extends HTMLElement {
     else if (act === 'more') this.loadMore()
     else if (act === 'resolve') this.resolve(id)
     else if (act === 'action') this.runAction(id)
+    else if (act === 'call-outcome') {
+      button.closest('details')?.removeAttribute('open')
+      this.logCall(id, button.dataset.outcome)
+    }
     else if (act === 'snooze') this.snooze(id ? [id] : [...this.#state.selected], button.dataset.until)
     else if (act === 'resolve-selected') this.resolveSelected()
     else if (act === 'dismiss') this.#set({ notice: null })
@@ -542,7 +605,7 @@ export class LeadwatchAlertsElement extends HTMLElement {
     if (s.status === 'loading') return `<div class="state loading" data-state="loading"><p>${h(t.loading)}</p></div>`
     if (s.status === 'error') {
       return `<div class="state error" data-state="error" role="alert">
-        <p><strong>${h(t.loadFailed)}</strong></p><p class="detail">${h(s.error?.message || '')}</p>
+        <p><strong>${h(t.loadFailed)}</strong></p><p class="detail">${h(s.error ? this.#why(s.error) : '')}</p>
         <button type="button" class="primary" data-do="retry" data-focus="retry">${h(t.retry)}</button></div>`
     }
     if (!s.alerts.length && !s.nextCursor) {
@@ -566,21 +629,43 @@ export class LeadwatchAlertsElement extends HTMLElement {
     const lead = this.#leadName(a)
     const label = a.suggested_action?.label
     const acting = s.acting.has(a.id)
+    const name = a.lead_url
+      ? `<a class="crm" href="${h(a.lead_url)}" target="_blank" rel="noopener noreferrer" title="${h(t.openLead(lead))}">${h(lead)}</a>`
+      : h(lead)
     const select = s.features.bulk
       ? `<span class="select"><input type="checkbox" data-do="select" data-focus="select:${h(a.id)}" aria-label="${h(t.select(lead))}" ${s.selected.has(a.id) ? 'checked' : ''}></span>`
       : ''
     return `<li class="alert sev-${h(a.severity)}" data-id="${h(a.id)}" data-severity="${h(a.severity)}">
       ${select}<div class="content">
-      <div class="who"><strong class="lead">${h(lead)}</strong>${a.lead_email ? `<a class="email" href="mailto:${h(a.lead_email)}">${h(a.lead_email)}</a>` : ''}</div>
+      <div class="who"><strong class="lead">${name}</strong>${a.lead_email ? `<a class="email" href="mailto:${h(a.lead_email)}">${h(a.lead_email)}</a>` : ''}</div>
       <div class="meta"><span class="badge ${h(a.severity)}">${h(t.severity[a.severity] || a.severity)}</span>
         <span class="type">${h(a.type)}</span><time datetime="${h(a.created_at)}">${h(this.#ago(a.created_at))}</time></div>
       <p class="message">${h(a.message)}</p>
       ${label ? `<p class="suggested">${h(t.suggested)}<span class="colon">${h(t.colon)}</span><span class="action-label">${h(label)}</span></p>` : ''}
+      ${label && a.suggested_action.available === false ? `<p class="unavailable" id="why-${h(a.id)}" data-reason="${h(a.suggested_action.reason)}">${h(t.unavailable(this.#why(a.suggested_action.reason || 'unknown_action')))}</p>` : ''}
       <div class="buttons">
         <button type="button" class="primary" data-do="resolve" data-focus="resolve:${h(a.id)}" aria-label="${h(t.forLead(t.resolve, lead))}">${h(t.resolve)}</button>
-        ${label ? `<button type="button" data-do="action" data-focus="action:${h(a.id)}" aria-label="${h(t.actionName(label, lead))}" aria-disabled="${acting}">${h(acting ? t.sending : t.action)}</button>` : ''}
+        ${label ? this.#actionControl(t, a, label, lead, acting) : ''}
         ${s.features.snooze ? this.#snoozeMenu(t, t.snooze, `snooze:${a.id}`, false, lead) : ''}
       </div></div></li>`
+  }
+
+  /** The Action button; disabled, saying why, when the action cannot run; for a call, the tel: link
+   * and the outcome to log. (An API that does not say `available` is taken as able to run it.) */
+  #actionControl(t, a, label, lead, acting) {
+    const action = a.suggested_action
+    const name = t.actionName(label, lead)
+    if (action.available === false) {
+      return `<button type="button" class="unrunnable" data-do="action" disabled aria-label="${h(name)}" aria-describedby="why-${h(a.id)}">${h(t.action)}</button>`
+    }
+    if (action.channel === 'call' && a.lead_phone) {
+      const outcomes = Object.keys(CALL_STATUSES)
+        .map((o) => `<button type="button" data-do="call-outcome" data-outcome="${o}" data-focus="outcome:${h(a.id)}:${o}">${h(t.outcomes[o])}</button>`)
+        .join('')
+      return `<a class="call" href="tel:${h(a.lead_phone)}" data-focus="call:${h(a.id)}" aria-label="${h(t.forLead(t.call(a.lead_phone), lead))}">${h(t.call(a.lead_phone))}</a>
+        <details class="outcome"><summary data-focus="outcome:${h(a.id)}" aria-label="${h(t.outcomeFor(lead))}" aria-busy="${acting}">${h(t.outcome)}</summary><div class="menu">${outcomes}</div></details>`
+    }
+    return `<button type="button" data-do="action" data-focus="action:${h(a.id)}" aria-label="${h(name)}" aria-disabled="${acting}">${h(acting ? t.sending : t.action)}</button>`
   }
 
   #snoozeMenu(t, label, key, disabled, lead) {

@@ -5,6 +5,7 @@
 // from beside this file on first use. Same API client and auth as <leadwatch-alerts>.
 
 import { callApi, escapeHtml as h, languageOf } from './leadwatch-client.js'
+import { errorText } from './leadwatch-errors.js'
 
 const CHART_URL = new URL('./vendor/chart.js/chart.umd.min.js', import.meta.url).href
 const COLORS = { created: '#1d4ed8', resolved: '#15803d', escalated: '#b91c1c', open: '#6d28d9' }
@@ -233,7 +234,7 @@ export class LeadwatchAnalyticsElement extends HTMLElement {
     if (status === 'loading') return `<p class="state">${h(t.loading)}</p>`
     if (status === 'unavailable') return `<p class="state">${h(t.unavailable)}</p>`
     if (status === 'error') {
-      return `<div class="state" role="alert"><p><strong>${h(t.loadFailed)}</strong></p><p>${h(error?.message || '')}</p>
+      return `<div class="state" role="alert"><p><strong>${h(t.loadFailed)}</strong></p><p>${h(error ? errorText(error, this.lang) : '')}</p>
         <button type="button" data-do="refresh">${h(t.retry)}</button></div>`
     }
     const r24 = data.resolved_within_24h || {}

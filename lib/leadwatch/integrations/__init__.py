@@ -1,0 +1,1 @@
+"""Outside services leadwatch talks to: Green-API (WhatsApp) and EspoCRM."""

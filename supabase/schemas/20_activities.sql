@@ -1,0 +1,740 @@
+-- Activities: the timeline of every interaction with a lead, and logging them (one or many at a
+-- time), which keeps the lead state and the ingest rules in step.
+
+-- Function bodies are checked once every file has run (their tables may live in a later file).
+set check_function_bodies = off;
+
+-- Types -------------------------------------------------------------------------------------------
+
+/** One activity to log, as a row: `ord` is its place in the caller's list. */
+create type public.activity_in as (
+  ord             integer,
+  lead_id         text,
+  channel         public.channel,
+  direction       text,
+  status          text,
+  message_snippet text,
+  meta            jsonb,
+  occurred_at     timestamptz,
+  external_id     text
+);
+
+/**
+ * What logging an activity does to its lead's alerts, judged before any alert is written: the
+ * alerts to raise. (What resolving reads is the alerts' keys and the answering activity by lead,
+ * kept beside the verdicts.)
+ */
+create type public.ingest_verdict as (
+  lead_id      text,
+  hot_count    integer,      -- HotLead24h to raise: the burst's size and start
+  hot_since    timestamptz,
+  raise_hot    boolean,
+  pref_channel text,         -- PreferredChannel to raise: the lead's channel, since our streak began
+  pref_since   timestamptz,
+  raise_pref   boolean
+);
+
+-- Tables ------------------------------------------------------------------------------------------
+
+create table public.lead_activities (
+  id              uuid not null default public.uuid_v7(),  -- time-ordered: inserts append to the key index
+  tenant_id       text not null,
+  lead_id         text not null,
+  channel         public.channel not null,
+  direction       text not null,
+  status          text default 'sent',
+  message_snippet text,                                   -- at most 100 characters
+  meta            jsonb,
+  created_at      timestamptz default now(),              -- when leadwatch recorded it
+  occurred_at     timestamptz not null default now(),     -- when it happened: what the rules judge by
+  external_id     text,                                   -- provider message id; unique per tenant and channel
+  constraint lead_activities_pkey primary key (tenant_id, id),  -- tenant first: every key leads with it
+  constraint lead_activities_direction_known check (direction in ('in', 'out')),
+  constraint lead_activities_snippet_short check (char_length(message_snippet) <= 100)
+);
+
+create index idx_lead_activities_created on public.lead_activities (created_at desc);
+
+-- A replayed webhook or a retried call is stored once.
+create unique index idx_lead_activities_external_id
+  on public.lead_activities (tenant_id, channel, external_id) where external_id is not null;
+
+-- A tenant's activities in the order they happened, page after page.
+create index idx_lead_activities_tenant_occurred on public.lead_activities (tenant_id, occurred_at, id);
+
+create index idx_lead_activities_tenant_lead
+  on public.lead_activities (tenant_id, lead_id, occurred_at desc, id desc) include (direction, status, channel);
+
+-- Grants and row-level security -------------------------------------------------------------------
+
+grant select on table public.lead_activities to authenticated;
+grant select, insert, update, delete on table public.lead_activities to service_role;
+
+alter table public.lead_activities enable row level security;
+
+-- Policies ----------------------------------------------------------------------------------------
+
+create policy "Activities are visible to whoever may see the lead" on public.lead_activities
+  for select to authenticated
+  using ((select public.sees_all_tenants())
+         or (tenant_id = (select public.current_tenant())
+             and ((select public.sees_whole_tenant()) or lead_id in (select public.owned_leads()))));
+
+-- Functions ---------------------------------------------------------------------------------------
+
+/**
+ * Does an activity with this status count as contact? A send that failed reached nobody, an
+ * automatic reply (out of office, RFC 3834) is nobody answering, and an unanswered call
+ * (`no_answer`) reached nobody: all are stored and shown in the timeline, but they move no
+ * silence, answer no alert and start no cycle.
+ */
+create or replace function public.counts_as_contact(p_status text) returns boolean
+language sql immutable
+as $$
+  select p_status is null or lower(p_status) not in ('failed', 'noaccount', 'notingroup', 'auto_reply', 'no_answer')
+$$;
+grant execute on function public.counts_as_contact(text) to authenticated, service_role;
+
+/**
+ * An activity as the API shows it. Stable, as what it does is (timestamps print in the session's
+ * time zone): an immutable function whose body is only stable is never inlined, so each answer
+ * would cost a function call of its own.
+ */
+create or replace function public.activity_json(p_activity public.lead_activities) returns jsonb
+language sql stable
+as $$
+  select jsonb_build_object(
+    'id', p_activity.id, 'tenant_id', p_activity.tenant_id, 'lead_id', p_activity.lead_id,
+    'channel', p_activity.channel, 'direction', p_activity.direction, 'status', p_activity.status,
+    'message_snippet', p_activity.message_snippet, 'meta', p_activity.meta,
+    'occurred_at', p_activity.occurred_at, 'created_at', p_activity.created_at,
+    'external_id', p_activity.external_id)
+$$;
+grant execute on function public.activity_json(public.lead_activities) to authenticated, service_role;
+
+/**
+ * Log one activity of a lead and apply the rules it triggers.
+ *
+ * Idempotent on (tenant, channel, external id): a replay returns the stored activity with
+ * `duplicate: true` and changes nothing. Judged by `occurred_at`: an event older than what we
+ * already know never moves "last activity" back, and an inbound that occurred before our last
+ * outbound does not answer it. A send that failed is stored but is not contact. Users log only
+ * in their tenant, and agents only for the leads they own.
+ *
+ * The ingest-time rules are judged here, reading only the lead's most recent activities:
+ * - HotLead24h: the lead's last `min_count` inbound all occurred within the rule's window (24 h)
+ *   before now, after our last outbound. Answered by an outbound that occurred after the first of them.
+ *   Read only when an earlier inbound may be in the window: the lead's `last_inbound_at` is never
+ *   older than its newest stored inbound (ingest moves it forward, `refresh_lead_state` sets it to
+ *   the newest), so when it is not after the cutoff this inbound is the only one there.
+ * - PreferredChannel: `min_count` of the lead's last 5 inbound came on one channel (else: the
+ *   directory's `preferred_channel`, which the lead's state carries), and neither of our last 2
+ *   outbound used it. Answered by an
+ *   outbound on that channel that occurred after the first of those two.
+ */
+create or replace function public.log_activity(
+  p_tenant          text,
+  p_lead_id         text,
+  p_channel         text,
+  p_direction       text,
+  p_status          text default 'sent',
+  p_message_snippet text default null,
+  p_meta            jsonb default null,
+  p_occurred_at     timestamptz default null,
+  p_external_id     text default null
+) returns jsonb
+language plpgsql
+security definer  -- moves lead_state and alerts, which users cannot write themselves
+set search_path = ''
+-- Every statement here reads one lead by key: one plan each, made once per connection, never
+-- replanned per call (the rules' statement would otherwise cost more to plan than to run).
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_at       timestamptz := coalesce(p_occurred_at, now());
+  v_activity public.lead_activities;
+  v_old      public.lead_state;
+  v_new      public.lead_state;
+  v_rules    record;
+  v_types    text[] := '{}'::text[];
+  v_open     text[];            -- the lead's active alert types
+  v_created  text[] := '{}'::text[];
+  v_resolved jsonb := '[]'::jsonb;
+  v_cutoff    timestamptz;      -- HotLead24h counts the inbound after this (the window, our last outbound)
+  v_hot       boolean;          -- may this activity raise HotLead24h?
+  v_preferred boolean;          -- ... PreferredChannel?
+  v_count     integer;          -- the burst: how many inbound, since when
+  v_since     timestamptz;
+  v_channel   text;             -- the lead's channel: most of their last 5 inbound, else the directory's
+  v_ours      text[];           -- the channels of our last 2 outbound, since when
+  v_streak    timestamptz;
+begin
+  if not public.is_trusted_caller() then  -- a user: in their tenant, and (agents) for their own leads
+    perform public.assert_acts_in(p_tenant);
+    if not public.can_see_lead(p_tenant, p_lead_id) then
+      perform public.raise_error('LW404', 'lead not found', 'leadId');
+    end if;
+  end if;
+  if v_at > now() + interval '5 minutes' then
+    perform public.raise_error('LW422', 'occurredAt is more than 5 minutes in the future', 'occurredAt');
+  end if;
+
+  insert into public.lead_activities
+    (tenant_id, lead_id, channel, direction, status, message_snippet, meta, occurred_at, external_id)
+  values
+    (p_tenant, p_lead_id, p_channel, p_direction, coalesce(p_status, 'sent'), left(p_message_snippet, 100),
+     p_meta, v_at, p_external_id)
+  on conflict (tenant_id, channel, external_id) where external_id is not null do nothing
+  returning * into v_activity;
+
+  if v_activity.id is null then  -- a replay: answer with what was stored the first time
+    select * into v_activity from public.lead_activities a
+    where a.tenant_id = p_tenant and a.channel = p_channel and a.external_id = p_external_id;
+    return jsonb_build_object('activity', public.activity_json(v_activity),
+                              'alerts', jsonb_build_object('created', '[]'::jsonb, 'resolved', '[]'::jsonb),
+                              'duplicate', true);
+  end if;
+
+  if public.counts_as_contact(v_activity.status) then
+    select * into v_rules from public.rules_at_ingest(p_tenant);
+
+    -- One writer per lead at a time: the state row is the lock.
+    select * into v_old from public.lead_state s
+    where s.tenant_id = p_tenant and s.lead_id = p_lead_id for update;
+    if not found then
+      insert into public.lead_state (tenant_id, lead_id, entered_at) values (p_tenant, p_lead_id, v_at)
+      on conflict do nothing;
+      select * into v_old from public.lead_state s
+      where s.tenant_id = p_tenant and s.lead_id = p_lead_id for update;
+    end if;
+
+    v_new := v_old;
+    v_new.last_activity_at := greatest(v_old.last_activity_at, v_at);
+    if p_direction = 'in' then
+      v_new.last_inbound_at := greatest(v_old.last_inbound_at, v_at);
+    else
+      v_new.last_outbound_at := greatest(v_old.last_outbound_at, v_at);
+    end if;
+
+    -- Any later activity breaks the silence: NoContact7d, StaleLead30d and HighValueRisk start over.
+    if v_new.last_activity_at is distinct from v_old.last_activity_at then
+      v_types := v_types || array['NoContact7d', 'StaleLead30d', 'HighValueRisk'];
+      v_new.no_contact_due_at := v_new.last_activity_at + v_rules.no_contact;
+      v_new.stale_due_at := v_new.last_activity_at + v_rules.stale;
+      v_new.high_value_due_at := case when v_new.high_value then v_new.last_activity_at + v_rules.high_value end;
+    end if;
+
+    -- Anything after our last outbound answers NoReply3d: a reply ends it, a new message restarts it.
+    if v_at > coalesce(v_old.last_outbound_at, '-infinity') then
+      v_types := v_types || array['NoReply3d'];
+      v_new.no_reply_due_at := case
+        when v_new.last_outbound_at > coalesce(v_new.last_inbound_at, '-infinity')
+        then v_new.last_outbound_at + v_rules.no_reply
+      end;
+    end if;
+
+    update public.lead_state s set
+      last_activity_at  = v_new.last_activity_at,
+      last_inbound_at   = v_new.last_inbound_at,
+      last_outbound_at  = v_new.last_outbound_at,
+      no_contact_due_at = v_new.no_contact_due_at,
+      no_reply_due_at   = v_new.no_reply_due_at,
+      stale_due_at      = v_new.stale_due_at,
+      high_value_due_at = v_new.high_value_due_at
+    where s.tenant_id = p_tenant and s.lead_id = p_lead_id;
+
+    select coalesce(array_agg(a.type), '{}') into v_open
+    from public.max_alerts a
+    where a.tenant_id = p_tenant and a.lead_id = p_lead_id and a.resolved_at is null;
+
+    -- Most activities find nothing to answer: look before writing (and firing the history trigger).
+    -- An outbound answers HotLead24h, and PreferredChannel when it uses the lead's channel.
+    if cardinality(v_open) > 0 and (cardinality(v_types) > 0 or p_direction = 'out') then
+      with resolved as (
+        update public.max_alerts a
+        set resolved_at = now(), resolved_by = 'system', resolution = 'activity', resolved_by_activity = v_activity.id
+        where a.tenant_id = p_tenant and a.lead_id = p_lead_id and a.resolved_at is null
+          and (a.type = any (v_types)
+               or (p_direction = 'out' and v_at > a.cycle_started_at
+                   and (a.type = 'HotLead24h' or (a.type = 'PreferredChannel' and a.channel = p_channel))))
+        returning a.type
+      )
+      select coalesce(jsonb_agg(r.type order by r.type), '[]') into v_resolved from resolved r;
+      v_open := array(select unnest(v_open) except select jsonb_array_elements_text(v_resolved));
+    end if;
+
+    -- What the ingest-time rules need, read in one statement from the lead's newest activities (the
+    -- index's order): the newest inbound (HotLead24h's burst, PreferredChannel's last 5) and our
+    -- last 2 outbound. Only when a rule can fire: enabled, not already active, and (HotLead24h) an
+    -- inbound within the window after our last outbound, (PreferredChannel) once we have written.
+    v_cutoff := greatest(now() - v_rules.hot_window, coalesce(v_new.last_outbound_at, '-infinity'));
+    v_hot := p_direction = 'in' and v_rules.hot_count is not null and not 'HotLead24h' = any (v_open)
+             and v_at > v_cutoff and (v_rules.hot_count <= 1 or v_old.last_inbound_at > v_cutoff);
+    v_preferred := v_rules.preferred_count is not null and not 'PreferredChannel' = any (v_open)
+                   and v_new.last_outbound_at is not null;
+    if v_hot or v_preferred then
+      with inbound as (
+        select a.channel, a.occurred_at, row_number() over (order by a.occurred_at desc, a.id desc) as k
+        from public.lead_activities a
+        where a.tenant_id = p_tenant and a.lead_id = p_lead_id
+          and a.direction = 'in' and public.counts_as_contact(a.status)
+        order by a.occurred_at desc, a.id desc
+        limit greatest(5, v_rules.hot_count)
+      ),
+      outbound as (
+        select a.channel, a.occurred_at
+        from public.lead_activities a
+        where a.tenant_id = p_tenant and a.lead_id = p_lead_id
+          and a.direction = 'out' and public.counts_as_contact(a.status)
+        order by a.occurred_at desc, a.id desc
+        limit 2
+      ),
+      -- The channel at least `min_count` of the last 5 inbound came on (within the rule's window, if any).
+      heard as (
+        select i.channel
+        from inbound i
+        where i.k <= 5 and (v_rules.preferred_window is null or i.occurred_at > now() - v_rules.preferred_window)
+        group by i.channel
+        having count(*) >= v_rules.preferred_count
+        order by count(*) desc, max(i.occurred_at) desc
+        limit 1
+      )
+      select count(*) filter (where v_hot and i.k <= v_rules.hot_count and i.occurred_at > v_cutoff),
+             min(i.occurred_at) filter (where v_hot and i.k <= v_rules.hot_count and i.occurred_at > v_cutoff),
+             case when v_preferred then coalesce((select h.channel from heard h),
+                                                 v_old.preferred_channel) end,
+             case when v_preferred then (select array_agg(o.channel::text) from outbound o) end,
+             case when v_preferred then (select min(o.occurred_at) from outbound o) end
+      into v_count, v_since, v_channel, v_ours, v_streak
+      from inbound i;
+
+      if v_hot and v_count >= v_rules.hot_count then
+        perform public.raise_ingest_alert(p_tenant, p_lead_id, 'HotLead24h', v_since, v_count);
+        v_created := v_created || 'HotLead24h'::text;
+      end if;
+      if v_preferred and v_channel is not null and cardinality(v_ours) = 2 and not v_channel = any (v_ours) then
+        perform public.raise_ingest_alert(p_tenant, p_lead_id, 'PreferredChannel', v_streak, p_channel => v_channel);
+        v_created := v_created || 'PreferredChannel'::text;
+      end if;
+    end if;
+  end if;
+
+  return jsonb_build_object('activity', public.activity_json(v_activity),
+                            'alerts', jsonb_build_object('created', to_jsonb(v_created), 'resolved', v_resolved),
+                            'duplicate', false);
+end
+$$;
+grant execute on function public.log_activity(text, text, text, text, text, text, jsonb, timestamptz, text) to authenticated, service_role;
+
+/** A lead's timeline, newest first (by when it happened), one page at a time. */
+create or replace function public.list_lead_activities(
+  p_tenant  text,
+  p_lead_id text,
+  p_limit   integer default 50,
+  p_cursor  jsonb default null
+) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_result jsonb;
+begin
+  perform public.check_page(p_limit, p_cursor, array['o', 'i']);
+  if not exists (select from public.lead_state s where s.tenant_id = p_tenant and s.lead_id = p_lead_id)
+     and not exists (select from public.leads l where l.tenant_id = p_tenant and l.lead_id = p_lead_id) then
+    perform public.raise_error('LW404', 'lead not found', 'leadId');
+  end if;
+
+  with page as (
+    select a, row_number() over (order by a.occurred_at desc, a.id desc) as n
+    from public.lead_activities a
+    where a.tenant_id = p_tenant and a.lead_id = p_lead_id
+      and (p_cursor is null
+           or (a.occurred_at, a.id) < ((p_cursor ->> 'o')::timestamptz, (p_cursor ->> 'i')::uuid))
+    order by a.occurred_at desc, a.id desc
+    limit p_limit + 1
+  )
+  select jsonb_build_object(
+    'activities', coalesce((select jsonb_agg(public.activity_json(p.a) order by p.n) from page p where p.n <= p_limit), '[]'),
+    'next_cursor', (select jsonb_build_object('o', (p.a).occurred_at, 'i', (p.a).id)
+                    from page p where p.n = p_limit and exists (select from page q where q.n > p_limit)))
+  into v_result;
+  return v_result;
+end
+$$;
+grant execute on function public.list_lead_activities(text, text, integer, jsonb) to authenticated, service_role;
+
+/**
+ * Log activities of distinct leads (no two with the same lead, no two with the same channel and
+ * external id) and apply the rules they trigger, exactly as `log_activity` describes; answer one
+ * result per activity, keyed by its `ord`: the rules of `log_activity`, set-based. The core of
+ * `log_activities`, which checks the caller and the input first; nobody calls it directly.
+ *
+ * 1. Store the activities (a replay of a stored external id is not stored again), lock the state
+ *    rows of the leads they concern and read them (one writer per lead at a time); create those
+ *    missing, then lock and read them too.
+ * 2. Move each lead's state forward and judge, from the state read, the lead's active alerts and
+ *    its newest activities (read only when an ingest-time rule can fire), what the activity
+ *    answers and raises. One statement: a fresh snapshot taken once the leads are locked.
+ * 3. Resolve (by the alerts' primary keys), then raise, only when there is something to resolve
+ *    or raise (an alert write fires the history triggers even when it writes nothing).
+ */
+create or replace function public.ingest_activities(p_tenant text, p_items public.activity_in[])
+returns jsonb
+language plpgsql
+set search_path = ''
+-- Each statement reads a few leads by key: one plan, made once per connection, never replanned per call.
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_rows     public.lead_activities[];
+  v_contacts bigint;                  -- how many of them count as contact
+  v_state    public.lead_state[];     -- the state of their leads before them, locked
+  v_verdicts public.ingest_verdict[];
+  v_answered uuid[];                  -- the active alerts the activities answer, to resolve
+  v_resolver jsonb;                   -- the activity answering them, by lead
+  v_resolved jsonb;
+  v_created  jsonb;
+  v_results  jsonb;
+begin
+  with stored as (
+    insert into public.lead_activities as a
+      (tenant_id, lead_id, channel, direction, status, message_snippet, meta, occurred_at, external_id)
+    select p_tenant, i.lead_id, i.channel, i.direction, coalesce(i.status, 'sent'), left(i.message_snippet, 100),
+           i.meta, coalesce(i.occurred_at, now()), i.external_id
+    from unnest(p_items) i
+    order by i.ord
+    on conflict (tenant_id, channel, external_id) where external_id is not null do nothing
+    returning a.tenant_id, a.lead_id, a.status, a.occurred_at, a as activity
+  ),
+  -- The leads' state, locked in key order: its latest version (the lock waits for another writer).
+  locked as (
+    select s from public.lead_state s
+    where s.tenant_id = p_tenant
+      and s.lead_id in (select a.lead_id from stored a where public.counts_as_contact(a.status))
+    order by s.lead_id
+    for update
+  ),
+  entered as (  -- a lead first heard of now: its silence starts with this activity
+    insert into public.lead_state (tenant_id, lead_id, entered_at)
+    select a.tenant_id, a.lead_id, a.occurred_at from stored a
+    where public.counts_as_contact(a.status) and a.lead_id not in (select (l.s).lead_id from locked l)
+    on conflict do nothing
+  )
+  select array_agg(s.activity), count(*) filter (where public.counts_as_contact(s.status)),
+         (select array_agg(l.s) from locked l)
+  into v_rows, v_contacts, v_state
+  from stored s;
+
+  if coalesce(cardinality(v_state), 0) < v_contacts then
+    -- Leads first heard of now (their rows, created above, were invisible to the lock): lock and
+    -- read them all again.
+    select array_agg(l.s) into v_state
+    from (select s from public.lead_state s
+          where s.tenant_id = p_tenant
+            and s.lead_id in (select a.lead_id from unnest(v_rows) a where public.counts_as_contact(a.status))
+          order by s.lead_id
+          for update) l;
+  end if;
+
+  with rules as materialized (
+    select r.no_contact as t_no_contact, r.no_reply as t_no_reply, r.stale as t_stale,
+           r.high_value as t_high_value, r.hot_window, r.hot_count, r.preferred_window, r.preferred_count
+    from public.rules_at_ingest(p_tenant) r
+  ),
+  moved as (  -- the lead's state before (s) and after (last_*) the activity
+    select s.*, a.id as activity_id, a.direction as dir, a.channel as chan, a.occurred_at as at,
+           greatest(s.last_activity_at, a.occurred_at) as last_at,
+           case when a.direction = 'in' then greatest(s.last_inbound_at, a.occurred_at)
+                else s.last_inbound_at end as last_in,
+           case when a.direction = 'out' then greatest(s.last_outbound_at, a.occurred_at)
+                else s.last_outbound_at end as last_out,
+           r.*
+    from unnest(v_state) s
+    join unnest(v_rows) a on a.lead_id = s.lead_id
+    cross join rules r
+  ),
+  judged as (
+    select m.*,
+           -- Any later activity breaks the silence: NoContact7d, StaleLead30d and HighValueRisk start over.
+           m.last_at is distinct from m.last_activity_at as silence_broken,
+           -- Anything after our last outbound answers NoReply3d: a reply ends it, a new message restarts it.
+           m.at > coalesce(m.last_outbound_at, '-infinity') as after_ours,
+           -- HotLead24h counts the inbound after this: the window, our last outbound.
+           greatest(now() - m.hot_window, coalesce(m.last_out, '-infinity')) as cutoff
+    from moved m
+  ),
+  answered as (
+    select j.*,
+           case when j.silence_broken then array['NoContact7d', 'StaleLead30d', 'HighValueRisk'] else '{}' end
+           || case when j.after_ours then array['NoReply3d'] else '{}' end as answers
+    from judged j
+  ),
+  moved_state as (
+    update public.lead_state s set
+      last_activity_at  = j.last_at,
+      last_inbound_at   = j.last_in,
+      last_outbound_at  = j.last_out,
+      no_contact_due_at = case when j.silence_broken then j.last_at + j.t_no_contact else s.no_contact_due_at end,
+      stale_due_at      = case when j.silence_broken then j.last_at + j.t_stale else s.stale_due_at end,
+      high_value_due_at = case when j.silence_broken then case when s.high_value then j.last_at + j.t_high_value end
+                               else s.high_value_due_at end,
+      no_reply_due_at   = case when j.after_ours
+                               then case when j.last_out > coalesce(j.last_in, '-infinity') then j.last_out + j.t_no_reply end
+                               else s.no_reply_due_at end
+    from answered j
+    where s.tenant_id = p_tenant and s.lead_id = j.lead_id
+  ),
+  -- Only when a rule can fire: enabled, not already active, and (HotLead24h) an inbound within the
+  -- window after our last outbound, (PreferredChannel) once we have written. HotLead24h reads the
+  -- burst only when an earlier inbound may be in the window: the lead's `last_inbound_at` is never
+  -- older than its newest stored inbound, so when it is not after the cutoff this inbound is alone.
+  ruled as (
+    select j.*, o.answered_ids,
+           j.dir = 'in' and j.hot_count is not null and not 'HotLead24h' = any (coalesce(o.still_open, '{}'))
+             and j.at > j.cutoff and (j.hot_count <= 1 or j.last_inbound_at > j.cutoff) as hot,
+           j.preferred_count is not null and not 'PreferredChannel' = any (coalesce(o.still_open, '{}'))
+             and j.last_out is not null as preferred
+    from answered j
+    -- The lead's active alerts: those the activity answers (an outbound also answers HotLead24h, and
+    -- PreferredChannel when it uses the lead's channel), and those still active after it.
+    cross join lateral (
+      select array_agg(x.type) filter (where not x.answered) as still_open,
+             array_agg(a.id) filter (where x.answered) as answered_ids
+      from public.max_alerts a
+      cross join lateral (
+        select a.type::text as type,
+               a.type::text = any (j.answers)
+               or (j.dir = 'out' and j.at > a.cycle_started_at
+                   and (a.type = 'HotLead24h' or (a.type = 'PreferredChannel' and a.channel = j.chan))) as answered
+      ) x
+      where a.tenant_id = p_tenant and a.lead_id = j.lead_id and a.resolved_at is null
+    ) o
+  )
+  select array_agg(row(r.lead_id, b.n, b.since, r.hot and coalesce(b.n, 0) >= r.hot_count,
+                       p.channel, o.since,
+                       r.preferred and p.channel is not null and cardinality(o.channels) = 2
+                         and not p.channel = any (o.channels))::public.ingest_verdict),
+         (select array_agg(x.id) from ruled x2 cross join unnest(x2.answered_ids) x(id)),
+         jsonb_object_agg(r.lead_id, r.activity_id) filter (where r.answered_ids is not null)
+  into v_verdicts, v_answered, v_resolver
+  from ruled r
+  -- Our last 2 outbound, read in the index's order: PreferredChannel needs both.
+  left join lateral (
+    select array_agg(x.channel::text) as channels, min(x.occurred_at) as since
+    from (select a.channel, a.occurred_at
+          from public.lead_activities a
+          where a.tenant_id = p_tenant and a.lead_id = r.lead_id
+            and a.direction = 'out' and public.counts_as_contact(a.status)
+          order by a.occurred_at desc, a.id desc
+          limit 2) x
+  ) o on r.preferred
+  -- The lead's newest inbound (HotLead24h's burst, PreferredChannel's last 5); this activity is
+  -- among them (it is stored).
+  left join lateral (
+    select array_agg(x.channel::text order by x.occurred_at desc, x.id desc) as channels,
+           array_agg(x.occurred_at order by x.occurred_at desc, x.id desc) as times
+    from (select a.channel, a.occurred_at, a.id
+          from public.lead_activities a
+          where a.tenant_id = p_tenant and a.lead_id = r.lead_id
+            and a.direction = 'in' and public.counts_as_contact(a.status)
+          order by a.occurred_at desc, a.id desc
+          limit greatest(5, r.hot_count)) x
+  ) i on r.hot or (r.preferred and cardinality(o.channels) = 2)
+  -- The burst: the last `min_count` inbound that occurred after the cutoff.
+  left join lateral (
+    select count(*)::integer as n, min(u.at) as since
+    from unnest(i.channels, i.times) with ordinality u(channel, at, k)
+    where u.k <= r.hot_count and u.at > r.cutoff
+  ) b on r.hot
+  -- The lead's channel: the one at least `min_count` of the last 5 inbound came on (within the
+  -- rule's window, if any), else the directory's (which the lead's state carries).
+  left join lateral (
+    select coalesce(
+             (select u.channel
+              from unnest(i.channels, i.times) with ordinality u(channel, at, k)
+              where u.k <= 5 and (r.preferred_window is null or u.at > now() - r.preferred_window)
+              group by u.channel
+              having count(*) >= r.preferred_count
+              order by count(*) desc, max(u.at) desc
+              limit 1),
+             r.preferred_channel::text) as channel
+  ) p on r.preferred and cardinality(o.channels) = 2;
+
+  if v_answered is not null then
+    -- The alerts judging found answered, by their keys (no join whose method the statistics would
+    -- choose); a concurrent resolution is seen and left alone. "Still active" is written so that no
+    -- partial index of the active alerts can serve the statement (they all imply `resolved_at is
+    -- null`, which this form does not prove): only the primary key, whatever the statistics. Under
+    -- those of a mature table analysed with no alert active, the tenant's active alerts looked
+    -- empty and the plan read them all, keeping the list's.
+    with resolved as (
+      update public.max_alerts a
+      set resolved_at = now(), resolved_by = 'system', resolution = 'activity',
+          resolved_by_activity = (v_resolver ->> a.lead_id)::uuid
+      where a.tenant_id = p_tenant and a.id = any (v_answered) and (a.resolved_at is null) is true
+      returning a.lead_id, a.type
+    )
+    select jsonb_object_agg(r.lead_id, r.types) into v_resolved
+    from (select r.lead_id, jsonb_agg(r.type order by r.type) as types from resolved r group by r.lead_id) r;
+  end if;
+
+  if exists (select from unnest(v_verdicts) v where v.raise_hot or v.raise_pref) then
+    -- The rule's message and action in the tenant's language: `{count}`, `{hours}` and `{channel}` filled in.
+    with raised as (
+      insert into public.max_alerts
+        (tenant_id, lead_id, type, severity, message, suggested_action, cycle_started_at, channel)
+      select p_tenant, v.lead_id, r.type, r.severity,
+             replace(replace(replace(coalesce(r.messages ->> r.locale, r.messages ->> 'fr'),
+                                     '{count}', coalesce(e.n::text, '')),
+                             '{hours}', coalesce((extract(epoch from r.threshold) / 3600)::integer::text, '')),
+                     '{channel}', coalesce(e.channel, '')),
+             jsonb_build_object(
+               'label', coalesce(r.action -> 'label' ->> r.locale, r.action -> 'label' ->> 'fr'),
+               'action', r.action ->> 'action',
+               'params', coalesce(r.action -> 'params', '{}'::jsonb) || jsonb_build_object('leadId', v.lead_id)
+                         || case when e.channel is null then '{}'::jsonb
+                                 else jsonb_build_object('channel', e.channel) end),
+             e.since, e.channel::public.channel
+      from unnest(v_verdicts) v
+      cross join lateral (values ('HotLead24h', v.raise_hot, v.hot_since, v.hot_count, null::text),
+                                 ('PreferredChannel', v.raise_pref, v.pref_since, null, v.pref_channel))
+        e(type, raise, since, n, channel)
+      join public.rules_for(p_tenant) r on r.type = e.type
+      where e.raise
+      order by v.lead_id, e.type
+      returning lead_id, type
+    )
+    select jsonb_object_agg(c.lead_id, c.types) into v_created
+    from (select c.lead_id, jsonb_agg(c.type order by c.type) as types from raised c group by c.lead_id) c;
+  end if;
+
+  -- One answer per activity, by its place; a replay answers with what was stored the first time (read
+  -- now, in a fresh snapshot: it may have been stored by a transaction that committed meanwhile).
+  select jsonb_object_agg(i.ord,
+           case when a.id is not null then
+             jsonb_build_object('activity', public.activity_json(a),
+                                'alerts', jsonb_build_object('created', coalesce(v_created -> a.lead_id, '[]'),
+                                                             'resolved', coalesce(v_resolved -> a.lead_id, '[]')),
+                                'duplicate', false)
+           else
+             jsonb_build_object('activity', (select public.activity_json(d) from public.lead_activities d
+                                             where d.tenant_id = p_tenant and d.channel = i.channel
+                                               and d.external_id = i.external_id),
+                                'alerts', jsonb_build_object('created', '[]'::jsonb, 'resolved', '[]'::jsonb),
+                                'duplicate', true)
+           end)
+  into v_results
+  from unnest(p_items) i
+  left join unnest(v_rows) a on a.lead_id = i.lead_id;
+  return v_results;
+end
+$$;
+grant execute on function public.ingest_activities(text, public.activity_in[]) to service_role;
+
+/**
+ * Log a list of activities (at most 1,000; each as `POST /api/activities/log` takes one, its
+ * fields in snake case) in one transaction, and answer `{results: [...]}`: for each activity, in
+ * order, what `log_activity` would answer had they been logged one after another. Nothing is
+ * stored unless every activity is valid and allowed: the first that is not stops the call, its
+ * place named (`[3].leadId`). An activity whose external id is stored, or appears earlier in the
+ * list, is a replay (`duplicate: true`): retrying a batch stores each activity once.
+ *
+ * Activities of distinct leads are logged together, set-based: the list goes through
+ * `ingest_activities` in rounds, the k-th activity of every lead in round k.
+ */
+create or replace function public.log_activities(p_tenant text, p_activities jsonb)
+returns jsonb
+language plpgsql
+security definer  -- moves lead_state and alerts, which users cannot write themselves
+set search_path = ''
+as $$
+declare
+  v_items   public.activity_in[];
+  v_bad     record;
+  v_round   public.activity_in[];
+  v_answers jsonb := '{}'::jsonb;   -- the rounds' answers, by their activities' places in the list
+  v_results jsonb;
+begin
+  if not public.is_trusted_caller() then
+    perform public.assert_acts_in(p_tenant);
+  end if;
+  if jsonb_typeof(p_activities) is distinct from 'array' then
+    perform public.raise_error('LW422', 'activities must be a list', 'activities');
+  end if;
+  if jsonb_array_length(p_activities) > 1000 then
+    perform public.raise_error('LW422', 'at most 1,000 activities per call', 'activities');
+  end if;
+
+  -- Each activity's own checks, the first failure named by its place in the list.
+  select i.ord - 1 as place, case
+           when jsonb_typeof(i.item) is distinct from 'object' then 'must be an object'
+           when coalesce(i.item ->> 'lead_id', '') = '' then 'leadId'
+           when (i.item ->> 'channel') is null
+                or (i.item ->> 'channel') not in ('whatsapp', 'email', 'call', 'other') then 'channel'
+           when (i.item ->> 'direction') is null or (i.item ->> 'direction') not in ('in', 'out') then 'direction'
+         end as field
+  into v_bad
+  from jsonb_array_elements(p_activities) with ordinality i(item, ord)
+  where jsonb_typeof(i.item) is distinct from 'object'
+     or coalesce(i.item ->> 'lead_id', '') = ''
+     or (i.item ->> 'channel') is null or (i.item ->> 'channel') not in ('whatsapp', 'email', 'call', 'other')
+     or (i.item ->> 'direction') is null or (i.item ->> 'direction') not in ('in', 'out')
+  order by i.ord
+  limit 1;
+  if found then
+    perform public.raise_error('LW422', format('activity %s: %s is missing or invalid', v_bad.place, v_bad.field),
+                               format('[%s].%s', v_bad.place, v_bad.field));
+  end if;
+
+  select array_agg(row(i.ord::integer, x.lead_id, x.channel, x.direction, x.status, x.message_snippet, x.meta,
+                       x.occurred_at, x.external_id)::public.activity_in order by i.ord)
+  into v_items
+  from jsonb_array_elements(p_activities) with ordinality i(item, ord)
+  cross join lateral jsonb_populate_record(null::public.activity_in, i.item) x;
+
+  select i.ord - 1 as place into v_bad from unnest(v_items) i
+  where i.occurred_at > now() + interval '5 minutes' order by i.ord limit 1;
+  if found then
+    perform public.raise_error('LW422', 'occurredAt is more than 5 minutes in the future',
+                               format('[%s].occurredAt', v_bad.place));
+  end if;
+  if not public.is_trusted_caller() then  -- agents log only for the leads they own
+    select i.ord - 1 as place into v_bad from unnest(v_items) i
+    where not public.can_see_lead(p_tenant, i.lead_id) order by i.ord limit 1;
+    if found then
+      perform public.raise_error('LW404', 'lead not found', format('[%s].leadId', v_bad.place));
+    end if;
+  end if;
+
+  -- The k-th activity of every lead, in round k; an activity repeating an earlier one's channel and
+  -- external id waits for the end, and answers as the replay it is.
+  for v_round in
+    select array_agg(r.item order by (r.item).ord)
+    from (select i as item,
+                 row_number() over (partition by i.lead_id order by i.ord) as k,
+                 i.external_id is not null
+                 and i.ord > min(i.ord) over (partition by i.channel, i.external_id) as repeated
+          from unnest(v_items) i) r
+    where not r.repeated
+    group by r.k
+    order by r.k
+  loop
+    v_answers := v_answers || public.ingest_activities(p_tenant, v_round);
+  end loop;
+
+  -- In the list's order; the repeats answer with the activity stored under their external id.
+  select coalesce(jsonb_agg(
+           coalesce(v_answers -> i.ord::text,
+                    jsonb_build_object('activity', (select public.activity_json(d) from public.lead_activities d
+                                                    where d.tenant_id = p_tenant and d.channel = i.channel
+                                                      and d.external_id = i.external_id),
+                                       'alerts', jsonb_build_object('created', '[]'::jsonb, 'resolved', '[]'::jsonb),
+                                       'duplicate', true))
+           order by i.ord), '[]')
+  into v_results
+  from unnest(v_items) i;
+  return jsonb_build_object('results', v_results);
+end
+$$;
+grant execute on function public.log_activities(text, jsonb) to authenticated, service_role;
