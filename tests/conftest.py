@@ -20,7 +20,7 @@ from postgrest_fake import SERVICE_KEY, SUPABASE_URL, PostgrestFake
 TABLES = (
     "lead_activities, max_alerts, alert_events, alert_counts, leads, lead_state, greenapi_rejected, retention_policies,"
     " webhook_endpoints, webhook_deliveries, team_members, member_pushes, digest_settings, member_digests,"
-    " alert_day_rollups, alert_rollup_marks, email_senders, email_rejected, email_sends"
+    " alert_day_rollups, alert_rollup_marks, email_senders, email_rejected, email_sends, lead_erasures"
 )
 
 

@@ -459,7 +459,7 @@ def test_a_rule_read_and_changed_is_written_back_with_its_changes(client, db):
         ({"type": "NoReply3d"}, "type"),
         ({"source": "tenant"}, "source"),
         ({"supersedes": "NoReply3d"}, "supersedes"),
-        ({"action": "call_lead"}, "action"),
+        ({"params": {"template": "autre"}}, "action"),  # an action's params are read-only
         ({"escalate_after": "5d"}, "escalateAfter"),  # the ladder's check (in set_rule) names it so
         ({"min_count": 0}, "min_count"),
         ({"currency": "euro"}, "currency"),

@@ -195,6 +195,12 @@ class TimelineQuery(QueryModel):
     cursor_kind = "timeline"
 
 
+class ErasuresQuery(QueryModel):
+    """Query of GET /api/erasures (its cursor, as the timeline's, is a time and an id)."""
+
+    cursor_kind = "timeline"
+
+
 def parse(model: type[BaseModel], data: Any) -> Any:
     """Validate `data` into `model`, or raise ValidationFailed naming every offending field."""
     try:

@@ -495,3 +495,55 @@ class DigestSettings(_Out):
 class DigestSettingsOne(_Out):
     success: Literal[True]
     digest: DigestSettings
+
+
+# Erasure and export of a lead (GDPR articles 15, 17 and 20) -----------------------------------------
+
+
+class Erasure(_Out):
+    """The proof an erasure leaves: no personal data, only a one-way hash of the lead's id."""
+
+    id: str
+    lead_hash: str = Field(description="sha256 of `<tenant>:<leadId>` (UTF-8), lowercase hex")
+    requested_by: str = Field(description="the admin's user id, or 'service'")
+    erased_at: datetime
+    counts: dict[str, int] = Field(description="rows removed (member_digests: digests rewritten) per table")
+
+
+class LeadErased(_Out):
+    success: Literal[True]
+    erasure: Erasure
+
+
+class Erasures(_Out):
+    success: Literal[True]
+    erasures: list[Erasure]
+    next_cursor: str | None
+
+
+class ExportedAlert(Alert):
+    events: list[AlertEvent]
+
+
+class LeadState(_Out):
+    lead_id: str
+    entered_at: datetime
+    last_activity_at: datetime | None
+    last_inbound_at: datetime | None
+    last_outbound_at: datetime | None
+
+
+class LeadDocument(_Out):
+    tenant_id: str
+    lead_id: str
+    exported_at: datetime
+    lead: Lead | None = Field(description="the directory row (null: the lead was never entered in the directory)")
+    state: LeadState | None
+    activities: list[Activity] = Field(description="oldest first")
+    alerts: list[ExportedAlert] = Field(description="oldest first, each with its history")
+    greenapi_rejected: list[RejectedNotification] = Field(description="dead letters from the lead's WhatsApp number")
+
+
+class LeadExport(_Out):
+    success: Literal[True]
+    export: LeadDocument

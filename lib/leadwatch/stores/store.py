@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pydantic models: imported by the handlers at first use, not
     from ..models.analytics import AnalyticsQuery
     from ..models.desk import LeadAlertsQuery, RuleIn
     from ..models.exports import ActivityExportQuery, AlertExportQuery
-    from ..models.requests import ActivityIn, AlertQuery, LeadIn, RejectedQuery, TimelineQuery
+    from ..models.requests import ActivityIn, AlertQuery, ErasuresQuery, LeadIn, RejectedQuery, TimelineQuery
 
 if TYPE_CHECKING:  # the database clients: imported at the first call, by the store the configuration chose
     from contextlib import AbstractContextManager
@@ -419,6 +419,22 @@ class Store:
         self, tenant: str, hour: int, time_zone: str, viewer: Viewer | None = None
     ) -> dict[str, Any]:
         return self._call("set_digest_settings", viewer, p_tenant=tenant, p_hour=hour, p_time_zone=time_zone)
+
+    # A lead's personal data (GDPR) ------------------------------------------------------------------
+
+    def erase_lead(self, tenant: str, lead_id: str, actor: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        """Erase everything the tenant holds about a lead, in one transaction (admins): {erasure}."""
+        return self._call("erase_lead", viewer, p_tenant=tenant, p_lead_id=lead_id, p_actor=actor)
+
+    def export_lead(self, tenant: str, lead_id: str, viewer: Viewer | None = None) -> dict[str, Any]:
+        """Everything the tenant holds about a lead, as one document (admins)."""
+        return self._call("export_lead", viewer, p_tenant=tenant, p_lead_id=lead_id)
+
+    def list_lead_erasures(self, tenant: str, query: ErasuresQuery, viewer: Viewer | None = None) -> dict[str, Any]:
+        result = self._call(
+            "list_lead_erasures", viewer, p_tenant=tenant, p_limit=query.limit, p_cursor=query.decoded_cursor()
+        )
+        return {**result, "next_cursor": encode_cursor(result["next_cursor"])}
 
     def _call(self, function: str, viewer: Viewer | None, **params: Any) -> dict[str, Any]:
         """Call a SQL function by name with named arguments; arguments left as None take their defaults.
