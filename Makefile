@@ -27,8 +27,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # Benchmarks (bench/): the full run is 1,000,000 leads and 10,000,000 activities; ARGS="--quick" for a tiny one.
+# Then a mature deployment right after its morning sweep (bench/mature.py: 200,000 leads, a year of history).
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
+	$(BIN)/python -m bench.mature $(filter --quick,$(ARGS))
 
 migrate: $(STAMP)
 	$(BIN)/leadwatch migrate

@@ -44,8 +44,16 @@ _LEAD = """
 
 
 def load(
-    conn: psycopg.Connection, *, leads: int, activities: int, tenants: int, now: datetime, listing_alerts: int
+    conn: psycopg.Connection,
+    *,
+    leads: int,
+    activities: int,
+    tenants: int,
+    now: datetime,
+    listing_alerts: int,
+    lead: str = _LEAD,
 ) -> None:
+    """`lead`: the per-lead columns (SQL over `i`), `_LEAD` unless a scenario spreads them differently."""
     per_lead = max(1, activities // leads)
     params = {"tenants": tenants, "now": now, "per_lead": per_lead}
     conn.execute("alter table lead_activities set (autovacuum_enabled = off)")
@@ -58,7 +66,7 @@ def load(
         select tenant_id, lead_id, 'Lead ' || i, 'lead' || i || '@example.com',
                '+336' || lpad(i::text, 8, '0'), 'owner-' || (i %% 50),
                case when i %% 20 = 0 then 25000 else 900 + i %% 5000 end, last_at - interval '90 days'
-        from (select i, {_LEAD} from generate_series(%(low)s::int, %(high)s::int) i) l""",
+        from (select i, {lead} from generate_series(%(low)s::int, %(high)s::int) i) l""",
         params,
     )
     _chunks(
@@ -72,7 +80,7 @@ def load(
                case when (k + d) %% 2 = 1 then 'out' else 'in' end, 'sent', 'Message ' || k,
                last_at - make_interval(days => 2 * (k - 1)), last_at - make_interval(days => 2 * (k - 1)),
                'wamid.' || i || '.' || k
-        from (select i, {_LEAD} from generate_series(%(low)s::int, %(high)s::int) i) l,
+        from (select i, {lead} from generate_series(%(low)s::int, %(high)s::int) i) l,
              generate_series(1, %(per_lead)s) k""",
         params,
     )
@@ -90,7 +98,7 @@ def load(
                case when d = 0 then last_at + interval '3 days' end,
                last_at + interval '30 days',
                case when i %% 20 = 0 then last_at + interval '3 days' end
-        from (select i, {_LEAD} from generate_series(%(low)s::int, %(high)s::int) i) l""",
+        from (select i, {lead} from generate_series(%(low)s::int, %(high)s::int) i) l""",
         params,
     )
     if listing_alerts:

@@ -824,6 +824,7 @@ def _one_at_a_time(url: str, limit: int) -> int:
 def bench_deliveries(url: str, count: int, baseline_count: int) -> None:
     """Drain `count` pending deliveries against a local receiver with the deliverer (claimed in
     batches, sent by 8 workers, signed); the baseline drains a sample one delivery per transaction."""
+    from leadwatch.egress import Egress
     from leadwatch.jobs.notifications import deliver
 
     print("webhook deliveries", file=sys.stderr)
@@ -831,7 +832,8 @@ def bench_deliveries(url: str, count: int, baseline_count: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         _pending_deliveries(conn, receiver_url, count)
         store = PostgresStore(url, pool_size=1)
-        seconds, result = timed(deliver, store, batch=200, budget_seconds=3600)
+        # The receiver is on loopback, which the deployment's egress rule refuses: opened here, as the dev server does.
+        seconds, result = timed(deliver, store, batch=200, budget_seconds=3600, egress=Egress().with_loopback())
         store.close()
         assert isinstance(result, dict) and result["delivered"] == count, result
         ours = count / seconds

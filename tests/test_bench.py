@@ -73,3 +73,35 @@ def test_analytics_bench_quick_run_prints_its_row_with_the_baseline(tmp_path):
     [row] = [line for line in result.stdout.splitlines() if line.startswith("| analytics, 30 days")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[1].startswith("p50 ") and cells[2].startswith("live query p50 "), row
+
+
+MATURE = (
+    "mature: the morning sweep as Supabase Cron runs it",
+    "mature: the sweep right after the morning's, nothing due, as Supabase Cron runs it",
+    "mature: the same through the store",
+    "mature: ingest right after the morning sweep",
+    "mature: lists of 1,000 activities right after the morning sweep",
+    "mature: first page + stats right after the morning sweep",
+    "mature: analytics, 30 days",
+    "mature: the sweep's refresh of max_alerts' statistics",
+)
+
+
+def test_mature_bench_quick_run_prints_every_measure_with_its_floor(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.mature", "--quick", "--data-dir", str(tmp_path / "bench")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _postgres_serving(tmp_path / "bench") == [], "the mature bench left its PostgreSQL running"
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| measure | leadwatch | baseline (same run) | ratio | target | holds |")
+    for measure in MATURE:
+        [row] = [line for line in table if measure in line]
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert len(cells) == 6 and all(cells[:3]), row
+    [refresh] = [line for line in table if "refresh of max_alerts' statistics" in line]
+    assert "the morning sweep ran it: yes" in refresh, refresh

@@ -63,6 +63,8 @@ FUNCTIONS = {
         [
             "ping()",
             "sweep_alerts(text,timestamp with time zone)",
+            "refresh_alert_statistics(bigint)",
+            "scheduled_sweep(text)",
             "refresh_lead_state(text,text)",
             (
                 "log_activity_by_phone(text,text,text,text,text,text,text,text,jsonb,"

@@ -151,7 +151,7 @@ def test_ingest_rules_read_only_the_leads_newest_activities_through_its_index(sc
         assert rows <= 6, line
 
 
-def json_plans_of(db, statement: str) -> list[dict]:
+def json_plans_of(db, statement: str, params=()) -> list[dict]:
     """EXPLAIN (ANALYZE, FORMAT JSON) of every statement `statement` runs, nested ones included."""
     notices: list[str] = []
     db.add_notice_handler(lambda d: notices.append(d.message_primary))
@@ -166,7 +166,7 @@ def json_plans_of(db, statement: str) -> list[dict]:
     ):
         db.execute(f"set {setting}")
     try:
-        db.execute(statement)
+        db.execute(statement, params)
     finally:
         db.execute("set auto_explain.log_min_duration = -1")
     return [json.loads(n[n.index("{") :]) for n in notices if '"Query Text"' in n]
@@ -318,6 +318,31 @@ def test_the_sweep_right_after_a_big_sweep_does_not_visit_the_due_times_it_moved
     assert _due_index_blocks(plans) < 100, "one visit per index page, not one per dead row version"
 
 
+def test_the_sweep_after_a_scheduled_big_sweep_does_not_visit_the_due_times_it_moved(db, postgres_store):
+    """The same when the database's scheduler runs the big sweep (`call public.scheduled_sweep()`, as
+    Supabase Cron does): the next sweep, run as the scheduler runs it, visits none of the 3,000 row
+    versions the big sweep left behind."""
+    db.execute("""
+        insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, no_contact_due_at, stale_due_at)
+        select 'acme', 'L' || i, now() - interval '60 days', now() - interval '1 hour',
+               now() + interval '7 days', now() + interval '30 days'
+        from generate_series(1, 20000) i""")
+    db.execute("analyze lead_state")
+    db.execute("""
+        insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, no_contact_due_at, stale_due_at)
+        select 'acme', 'N' || i, now() - interval '60 days', now() - interval '8 days',
+               now() - interval '1 day' - make_interval(mins => (i * 7919) % 1440), now() + interval '22 days'
+        from generate_series(1, 3000) i""")
+    db.execute("call public.scheduled_sweep()")
+    assert db.execute("select count(*) from max_alerts where resolved_at is null").fetchone() == (3000,)
+    db.execute("set auto_explain.log_buffers = on")
+
+    plans = json_plans_of(db, "select public.sweep_alerts()")
+
+    assert any(n.get("Index Name") == "idx_lead_state_next_due" for p in plans for n in nodes(p["Plan"]))
+    assert _due_index_blocks(plans) < 100, "one visit per index page, not one per dead row version"
+
+
 def test_ingest_rules_read_the_leads_newest_activities_from_the_index_alone(scaled, db):
     """The direction, status and channel the ingest-time rules read are in idx_lead_activities_tenant_lead
     itself: an index-only scan, not a heap page per activity (supabase/schemas/20_activities.sql)."""
@@ -426,3 +451,149 @@ def test_a_list_resolves_the_alerts_it_answers_by_their_keys_without_a_join(db):
     read = [int(m) for m in re.findall(r"Scan .* on max_alerts .*actual rows=(\d+)", resolve)]
     assert read == [300], resolve
     assert db.execute("select count(*) from max_alerts where resolved_at is null").fetchone()[0] == 19700
+
+
+# A mature deployment right after its morning sweep ---------------------------------------------------
+
+
+@pytest.fixture
+def mature(db, postgres_store):
+    """A tenant on day 365, right after its morning sweep: 3,000 leads (ids as long as a CRM's) with a
+    year of resolved alerts behind them (8 each) and their history, analysed while no alert was active;
+    then 2,000 of them fell due and the sweep (as Supabase Cron runs it) raised 2,000 alerts, with no
+    ANALYZE since. Answers the leads' ids, the due ones first."""
+    leads = [f"lead-{n:04d}-8d0f4c2e9b7a41d3a6e5c1f0b2d4e6a8" for n in range(1, 3001)]
+    db.execute(
+        "insert into leads (tenant_id, lead_id, name) select 'acme', l, 'Lead ' || l from unnest(%s::text[]) l",
+        [leads],
+    )
+    db.execute(
+        """
+        insert into lead_state (tenant_id, lead_id, entered_at, last_activity_at, last_inbound_at, no_contact_due_at,
+                                stale_due_at)
+        select 'acme', l, now() - interval '400 days', now() - interval '8 days', now() - interval '8 days',
+               case when n <= 2000 then now() - interval '1 day' else now() + interval '5 days' end,
+               now() + interval '22 days'
+        from unnest(%s::text[]) with ordinality u(l, n)""",
+        [leads],
+    )
+    with db.transaction():  # the year's alerts and their history, as the triggers wrote them
+        db.execute("set local session_replication_role = replica")
+        db.execute(
+            """
+            with alerts as (
+              insert into max_alerts (tenant_id, lead_id, type, severity, message, created_at, resolved_at,
+                                      resolved_by, resolution)
+              select 'acme', l,
+                     (array['NoContact7d', 'NoReply3d', 'StaleLead30d', 'HotLead24h'])[1 + k %% 4]::alert_type,
+                     'med', 'history', now() - make_interval(days => 45 * k), now() - make_interval(days => 45 * k - 2),
+                     'system', 'activity'
+              from unnest(%s::text[]) l, generate_series(1, 8) k
+              returning id, tenant_id, lead_id, type, severity, created_at, resolved_at)
+            insert into alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor, at)
+            select a.tenant_id, a.id, a.lead_id, a.type, e.event, a.severity, 'system', e.at
+            from alerts a
+            cross join lateral (values ('created', a.created_at), ('resolved', a.resolved_at)) e (event, at)""",
+            [leads],
+        )
+    db.execute("vacuum analyze")
+    # The connection served the evening before (its plans made then, no alert active), then the sweep.
+    db.execute("select public.log_activity('acme', %s, 'email', 'out')", [leads[-1]])
+    db.execute(
+        "select public.log_activities('acme', %s::jsonb)",
+        [json.dumps([{"lead_id": leads[-2], "channel": "email", "direction": "in"}])],
+    )
+    db.execute("select public.list_active_alerts('acme', 50)")
+    db.execute("select public.list_lead_alerts('acme', %s, 20)", [leads[-1]])
+    db.execute("select public.sweep_alerts()")
+    assert db.execute("select count(*) from max_alerts where resolved_at is null").fetchone() == (2000,)
+    return leads
+
+
+def reads_of_alerts(plans: list[dict]) -> list[tuple[str, float, float]]:
+    """Every scan of max_alerts these statements ran: (index, rows it read a loop, kept or filtered out, loops)."""
+    return [
+        (
+            node.get("Index Name", node["Node Type"]),
+            node["Actual Rows"] + node.get("Rows Removed by Filter", 0),
+            node["Actual Loops"],
+        )
+        for plan in plans
+        for node in nodes(plan["Plan"])
+        if node.get("Relation Name") == "max_alerts" and "Scan" in node["Node Type"] and node["Actual Loops"]
+    ]
+
+
+def test_after_the_morning_sweep_logging_reads_the_leads_active_alerts_through_its_own_index(mature, db):
+    """Right after a sweep that the statistics know nothing of, logging an activity of a lead with an
+    active alert reads (to know what is open) and resolves that lead's alerts through its unique
+    index, one row each time, not the tenant's 2,000 active alerts in the dashboard's order."""
+    plans = json_plans_of(db, "select public.log_activity('acme', %s, 'email', 'out')", [mature[0]])
+    reads = reads_of_alerts(plans)
+    assert [index for index, _, _ in reads] == ["idx_max_alerts_unique_active"] * 2, reads
+    assert all(rows <= 1 for _, rows, _ in reads), reads
+    assert db.execute("select count(*) from max_alerts where resolved_at is null").fetchone() == (1999,)
+
+
+def test_after_the_morning_sweep_a_list_reads_its_leads_active_alerts_through_their_own_index(mature, db):
+    """The same for a list of 100 activities of leads with an active alert, on a connection whose plans
+    were made the evening before: each lead's alerts through its unique index (one row each), then the
+    100 it answers resolved by their primary keys; the tenant's 2,000 active alerts are not read."""
+    activities = [{"lead_id": lead, "channel": "email", "direction": "in"} for lead in mature[:100]]
+    plans = json_plans_of(db, "select public.log_activities('acme', %s::jsonb)", [json.dumps(activities)])
+    reads = reads_of_alerts(plans)
+    assert sorted(index for index, _, _ in reads) == ["idx_max_alerts_unique_active", "max_alerts_pkey"], reads
+    assert all(rows * loops <= 100 for _, rows, loops in reads), reads
+    assert db.execute("select count(*) from max_alerts where resolved_at is null").fetchone() == (1900,)
+
+
+def test_after_the_morning_sweep_resolving_an_alert_reads_it_by_its_key(mature, db):
+    """Resolving one alert by hand in the same state reads and updates that alert through the
+    primary key, one row, not a scan of the active alerts."""
+    [(alert,)] = db.execute(
+        "select id from max_alerts where lead_id = %s and resolved_at is null", [mature[5]]
+    ).fetchall()
+    reads = reads_of_alerts(json_plans_of(db, "select public.resolve_alert('acme', %s)", [alert]))
+    assert reads and all(index == "max_alerts_pkey" and rows <= 1 for index, rows, _ in reads), reads
+    assert db.execute("select resolution from max_alerts where id = %s", [alert]).fetchone() == ("manual",)
+
+
+def test_the_sweep_is_never_jit_compiled_whatever_its_estimated_cost(mature, db):
+    """Whether PostgreSQL JIT-compiles a statement follows its estimated cost, which a mature table
+    raises: the sweep (and what it calls) runs with JIT off, so a morning sweep is not spent compiling."""
+    db.execute("set jit = on")
+    db.execute("set jit_above_cost = 0")
+    db.execute("set jit_optimize_above_cost = 0")
+    db.execute("set jit_inline_above_cost = 0")
+    [(config,)] = db.execute(
+        "select proconfig from pg_proc where oid = 'public.sweep_alerts(text, timestamptz)'::regprocedure"
+    ).fetchall()
+    assert "jit=off" in config
+    plans = json_plans_of(db, "select public.sweep_alerts()")
+    inside = [p for p in plans if p["Query Text"] != "select public.sweep_alerts()"]  # the call itself: the caller's
+    assert inside and not [p["Query Text"][:60] for p in inside if "JIT" in p], "a statement of the sweep was compiled"
+
+
+def test_the_morning_sweep_leaves_statistics_that_know_its_alerts(mature, db):
+    """What the plans above rest on: the sweep refreshed max_alerts' statistics before it committed
+    (they knew no active alert), so the active alerts are estimated near their number."""
+    plan = "\n".join(row[0] for row in db.execute("explain select * from max_alerts where resolved_at is null"))
+    estimated = int(re.search(r"rows=(\d+)", plan)[1])
+    assert 1000 <= estimated <= 4000, plan
+
+
+def test_after_the_morning_sweep_the_reads_keep_their_indexes(mature, db):
+    """The active list in the dashboard's order, a lead's alerts and an alert's history, in the same
+    state: each through its own index, none scans max_alerts."""
+    page = the_plan(plans_of(db, "select public.list_active_alerts('acme', 50)"), "with page as")
+    assert ran(page, "Index Scan using idx_max_alerts_active_order on max_alerts"), page
+    lead = "\n".join(plans_of(db, "select public.list_lead_alerts('acme', %s, 20)", [mature[0]]))
+    assert ran(lead, "idx_max_alerts_tenant_lead on max_alerts"), lead
+    [(alert,)] = db.execute(
+        "select id from max_alerts where lead_id = %s and resolved_at is null", [mature[0]]
+    ).fetchall()
+    history = "\n".join(plans_of(db, "select public.alert_history('acme', %s)", [alert]))
+    assert ran(history, "max_alerts_pkey on max_alerts"), history
+    assert ran(history, "alert_events_tenant_lead on alert_events"), history
+    for text in (page, lead, history):
+        assert not ran(text, "Seq Scan on max_alerts") and not ran(text, "Seq Scan on alert_events"), text

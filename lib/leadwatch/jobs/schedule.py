@@ -7,7 +7,8 @@ import psycopg
 from ..errors import ConfigError
 
 JOB = "leadwatch-daily-sweep"
-COMMAND = "select public.sweep_alerts()"
+# The sweep, committed, then the due-time index read past what it left behind (as Store.sweep does).
+COMMAND = "call public.scheduled_sweep()"
 DEFAULT_SCHEDULE = "0 8 * * *"  # pg_cron reads it in UTC: 09:00 in Paris in winter, 10:00 in summer
 
 
@@ -40,7 +41,7 @@ def _cron_connection(database_url: str, cron_database: str) -> psycopg.Connectio
 
 
 def schedule(database_url: str, at: str = DEFAULT_SCHEDULE) -> int:
-    """Create or update the job that runs `select public.sweep_alerts()` at `at` (cron syntax, UTC)
+    """Create or update the job that runs `call public.scheduled_sweep()` at `at` (cron syntax, UTC)
     in the database of `database_url`; return its job id."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         database, cron_database = _cron_database(conn)
