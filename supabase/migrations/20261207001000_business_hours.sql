@@ -970,8 +970,8 @@ $$;
  * 2. Move each lead's state forward and judge, from the state read, the lead's active alerts and
  *    its newest activities (read only when an ingest-time rule can fire), what the activity
  *    answers and raises. One statement: a fresh snapshot taken once the leads are locked.
- * 3. Resolve, then raise, only when there is something to resolve or raise (an alert write fires
- *    the history triggers even when it writes nothing).
+ * 3. Resolve (by the alerts' primary keys), then raise, only when there is something to resolve
+ *    or raise (an alert write fires the history triggers even when it writes nothing).
  */
 create or replace function public.ingest_activities(p_tenant text, p_items public.activity_in[])
 returns jsonb
@@ -1161,12 +1161,16 @@ begin
 
   if v_answered is not null then
     -- The alerts judging found answered, by their keys (no join whose method the statistics would
-    -- choose); a concurrent resolution is seen and left alone.
+    -- choose); a concurrent resolution is seen and left alone. "Still active" is written so that no
+    -- partial index of the active alerts can serve the statement (they all imply `resolved_at is
+    -- null`, which this form does not prove): only the primary key, whatever the statistics. Under
+    -- those of a mature table analysed with no alert active, the tenant's active alerts looked
+    -- empty and the plan read them all, keeping the list's.
     with resolved as (
       update public.max_alerts a
       set resolved_at = now(), resolved_by = 'system', resolution = 'activity',
           resolved_by_activity = (v_resolver ->> a.lead_id)::uuid
-      where a.tenant_id = p_tenant and a.id = any (v_answered) and a.resolved_at is null
+      where a.tenant_id = p_tenant and a.id = any (v_answered) and (a.resolved_at is null) is true
       returning a.lead_id, a.type
     )
     select jsonb_object_agg(r.lead_id, r.types) into v_resolved
