@@ -63,7 +63,7 @@ grant execute on function public.calendar_for(text) to authenticated, service_ro
  * midnight) of one local date: none on a holiday.
  */
 create function public.working_seconds_in_day(
-  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_opens integer[], p_closes integer[], p_holidays date[],  -- what a day needs of a calendar
   p_day date, p_from numeric default 0, p_to numeric default 86400)
 returns numeric
 language plpgsql immutable
@@ -84,7 +84,7 @@ begin
   return v_sum;
 end
 $$;
-grant execute on function public.working_seconds_in_day(text, integer[], integer[], integer[], date[], date, numeric, numeric)
+grant execute on function public.working_seconds_in_day(integer[], integer[], date[], date, numeric, numeric)
   to authenticated, service_role;
 
 
@@ -94,7 +94,7 @@ grant execute on function public.working_seconds_in_day(text, integer[], integer
  * instant: a span that uses a range to its end ends at its closing.
  */
 create function public.end_of_working_span(
-  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_zone text, p_opens integer[], p_closes integer[], p_holidays date[],  -- what a day needs of a calendar
   p_day date, p_from numeric, p_seconds numeric)
 returns timestamptz
 language plpgsql immutable
@@ -124,7 +124,7 @@ begin
   return null;
 end
 $$;
-grant execute on function public.end_of_working_span(text, integer[], integer[], integer[], date[], date, numeric, numeric)
+grant execute on function public.end_of_working_span(text, integer[], integer[], date[], date, numeric, numeric)
   to authenticated, service_role;
 
 
@@ -168,6 +168,7 @@ begin
       end if;
     end loop;
   end loop;
+  return null;  -- not reached: the loop above returns
 end
 $$;
 grant execute on function public.next_opening(text, integer[], integer[], integer[], date[], timestamptz)
@@ -211,9 +212,9 @@ begin
     v_week := v_week + v_minutes * 60;
   end loop;
   -- The rest of the first day.
-  v_today := public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_day, v_secs);
+  v_today := public.working_seconds_in_day(p_opens, p_closes, p_holidays, v_day, v_secs);
   if v_left <= v_today then
-    return public.end_of_working_span(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_day, v_secs, v_left);
+    return public.end_of_working_span(p_zone, p_opens, p_closes, p_holidays, v_day, v_secs, v_left);
   end if;
   v_left := v_left - v_today;
   v_day := v_day + 1;
@@ -238,13 +239,14 @@ begin
     for i in 1 .. 7 loop
       v_today := case when v_holidays and v_day = any (p_holidays) then 0 else p_day_minutes[v_dow] * 60 end;
       if v_left <= v_today then
-        return public.end_of_working_span(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_day, 0, v_left);
+        return public.end_of_working_span(p_zone, p_opens, p_closes, p_holidays, v_day, 0, v_left);
       end if;
       v_left := v_left - v_today;
       v_day := v_day + 1;
       v_dow := v_dow % 7 + 1;
     end loop;
   end loop;
+  return null;  -- not reached: the loop above returns
 end
 $$;
 grant execute on function public.add_working_time(text, integer[], integer[], integer[], date[], timestamptz, interval)
@@ -317,6 +319,7 @@ begin
       v_dow := v_dow % 7 + 1;
     end loop;
   end loop;
+  return null;  -- not reached: the loop above returns
 end
 $$;
 grant execute on function public.add_working_days(text, integer[], integer[], integer[], date[], timestamptz, integer)
@@ -373,15 +376,15 @@ begin
     return 0;
   end if;
   if v_first = v_last then
-    return public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_first,
+    return public.working_seconds_in_day(p_opens, p_closes, p_holidays, v_first,
                                          extract(epoch from v_from - v_first), extract(epoch from v_to - v_last));
   end if;
   foreach v_minutes in array p_day_minutes loop
     v_week := v_week + v_minutes * 60;
   end loop;
-  v_total := public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_first,
+  v_total := public.working_seconds_in_day(p_opens, p_closes, p_holidays, v_first,
                                            extract(epoch from v_from - v_first))
-           + public.working_seconds_in_day(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, v_last, 0,
+           + public.working_seconds_in_day(p_opens, p_closes, p_holidays, v_last, 0,
                                            extract(epoch from v_to - v_last))
            + ((v_last - v_first - 1) / 7) * v_week;
   v_day := v_first + 1 + ((v_last - v_first - 1) / 7) * 7;
@@ -485,7 +488,7 @@ declare
   v_prev   integer;
   v_field  text;
   v_item   jsonb;
-  v_week   jsonb := '{}';
+  v_week   jsonb := '{}'::jsonb;
   v_sorted jsonb;
 begin
   if jsonb_typeof(p_body) is distinct from 'object' then
@@ -1250,7 +1253,7 @@ declare
   v_clocks     record;
   v_result     jsonb;
   v_merge      record;
-  v_merged     text[] := '{}';
+  v_merged     text[] := '{}'::text[];
 begin
   perform public.assert_acts_in(p_tenant, array['admin', 'manager']);
 
@@ -1336,8 +1339,9 @@ begin
   end loop;
   return v_result;
 exception
-  when unique_violation then
-    perform public.raise_error('LW409', 'phone is already used by another lead of this tenant', 'phone');
+  when unique_violation then  -- raise_error's error, raised here so that the block visibly ends
+    raise exception using errcode = 'LW409', message = 'phone is already used by another lead of this tenant',
+                          detail = 'phone';
 end
 $$;
 

@@ -239,7 +239,7 @@ declare
   v_clocks     record;
   v_result     jsonb;
   v_merge      record;
-  v_merged     text[] := '{}';
+  v_merged     text[] := '{}'::text[];
 begin
   perform public.assert_acts_in(p_tenant, array['admin', 'manager']);
 
@@ -325,8 +325,9 @@ begin
   end loop;
   return v_result;
 exception
-  when unique_violation then
-    perform public.raise_error('LW409', 'phone is already used by another lead of this tenant', 'phone');
+  when unique_violation then  -- raise_error's error, raised here so that the block visibly ends
+    raise exception using errcode = 'LW409', message = 'phone is already used by another lead of this tenant',
+                          detail = 'phone';
 end
 $$;
 grant execute on function public.upsert_leads(text, jsonb) to authenticated, service_role;

@@ -208,7 +208,6 @@ declare
   v_digits    text[];
   v_addresses text[];
   v_label     text;
-  v_alerts    uuid[];
   v_events    bigint[];
   v_moments   timestamptz[];
   v_summaries integer;
@@ -231,9 +230,8 @@ begin
   v_digits := public.lead_phone_digits(p_tenant, p_lead_id);
   v_addresses := public.lead_email_addresses(p_tenant, p_lead_id);
   v_label := coalesce(v_lead.name, p_lead_id);  -- how pushes name the lead
-  select coalesce(array_agg(a.id), '{}'),
-         coalesce(array_agg(a.created_at) || array_agg(a.resolved_at) filter (where a.resolved_at is not null), '{}')
-  into v_alerts, v_moments
+  select coalesce(array_agg(a.created_at) || array_agg(a.resolved_at) filter (where a.resolved_at is not null), '{}')
+  into v_moments
   from public.max_alerts a where a.tenant_id = p_tenant and a.lead_id = p_lead_id;
   select coalesce(array_agg(e.id), '{}') into v_events
   from public.alert_events e where e.tenant_id = p_tenant and e.lead_id = p_lead_id;
