@@ -313,7 +313,7 @@ def test_the_sweep_right_after_a_big_sweep_does_not_visit_the_due_times_it_moved
 
     plans = json_plans_of(db, "select public.sweep_alerts()")
 
-    assert any(p["Query Text"].lstrip().startswith("with due as") for p in plans)
+    assert not any(p["Query Text"].lstrip().startswith("with due as") for p in plans), "nothing due: not planned"
     assert any(n.get("Index Name") == "idx_lead_state_next_due" for p in plans for n in nodes(p["Plan"]))
     assert _due_index_blocks(plans) < 100, "one visit per index page, not one per dead row version"
 
@@ -597,3 +597,26 @@ def test_after_the_morning_sweep_the_reads_keep_their_indexes(mature, db):
     assert ran(history, "alert_events_tenant_lead on alert_events"), history
     for text in (page, lead, history):
         assert not ran(text, "Seq Scan on max_alerts") and not ran(text, "Seq Scan on alert_events"), text
+
+
+def test_after_the_morning_sweep_nothing_due_reads_only_the_due_index_and_plans_no_raise(mature, db):
+    """The next sweep, nothing due, under lead_state's statistics from before the morning sweep (two
+    thirds of the leads due): it reads lead_state only through the due-time index, a few pages, and
+    neither plans nor runs the raising statement."""
+    db.execute("select public.prune_due_index()")  # as the scheduled sweep does once the morning's committed
+    db.execute("set auto_explain.log_buffers = on")
+
+    plans = json_plans_of(db, "select public.sweep_alerts()")
+
+    assert not [p for p in plans if p["Query Text"].lstrip().startswith("with due as")]
+    reads = [
+        (
+            node["Node Type"],
+            node.get("Index Name"),
+            node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0),
+        )
+        for plan in plans
+        for node in nodes(plan["Plan"])
+        if node.get("Relation Name") == "lead_state" and node.get("Actual Loops")
+    ]
+    assert reads and all(index == "idx_lead_state_next_due" and blocks <= 10 for _, index, blocks in reads), reads

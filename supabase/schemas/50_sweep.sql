@@ -32,6 +32,10 @@ set check_function_bodies = off;
  * joins by hashing only (the note above says why). Once the alerts are raised, max_alerts'
  * statistics are refreshed when they know fewer than half of the active alerts
  * (refresh_alert_statistics), before waking the snoozed alerts and marking the overdue ones reads them.
+ * When no lead of any tenant is due, the raising statement is neither planned nor run: the due-time
+ * index's first entry says so, read from that index whatever the statistics (a probe of the due
+ * rows planned under statistics taken before the morning sweep, which still count its due leads,
+ * read the whole of lead_state: 5 ms at 60,000 leads, the raising statement's planning 8 ms more).
  */
 create or replace function public.sweep_alerts(p_tenant text default null, p_now timestamptz default now())
 returns jsonb
@@ -50,13 +54,19 @@ declare
   v_woken    jsonb;
   v_overdue  integer;
 begin
-  if (select count(*) from (select from public.lead_state s
-                            where s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)
-                            limit 1000) d) >= 1000 then
-    perform set_config('enable_nestloop', 'off', true);
+  -- min() of an indexed column is read from the index's first entry: no other plan is cheaper.
+  if (select min(s.next_due_at) from public.lead_state s) <= p_now then
+    if (select count(*) from (select from public.lead_state s
+                              where s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)
+                              limit 1000) d) >= 1000 then
+      perform set_config('enable_nestloop', 'off', true);
+    end if;
+    v_raised := public.raise_due_alerts(p_tenant, p_now);
+    perform set_config('enable_nestloop', v_nestloop, true);
+  else
+    v_raised := '{"created": {"NoContact7d": 0, "NoReply3d": 0, "StaleLead30d": 0, "HighValueRisk": 0},
+                  "escalated": 0, "resolved": 0, "leads_checked": 0}'::jsonb;
   end if;
-  v_raised := public.raise_due_alerts(p_tenant, p_now);
-  perform set_config('enable_nestloop', v_nestloop, true);
   -- Before the next steps read the active alerts: they are planned again under the new statistics.
   perform public.refresh_alert_statistics();
   v_woken := public.wake_snoozed_alerts(p_tenant, p_now);
