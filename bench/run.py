@@ -94,26 +94,44 @@ _DUE_MOVES = """
     where next_due_at <= %(now)s"""
 
 
-def _copy_state(conn, where: str) -> None:
-    """Before a sweep: its leads' state rows, due times included, in a copy of lead_state with the same
-    indexes, for `_floor_with_history(..., now)` to move on afterwards."""
+def _copy_table(conn, table: str, copy: str, where: str) -> None:
+    """A copy of `table` with the same indexes (no trigger), holding its rows that match `where`."""
     columns = conn.execute(
         """select string_agg(quote_ident(column_name), ', ' order by ordinal_position)
            from information_schema.columns
-           where table_schema = 'public' and table_name = 'lead_state' and is_generated = 'NEVER'"""
+           where table_schema = 'public' and table_name = %s and is_generated = 'NEVER'""",
+        [table],
     ).fetchone()[0]
-    conn.execute("create table floor_state (like lead_state including all)")
-    conn.execute(f"insert into floor_state ({columns}) select {columns} from lead_state where {where}")
+    conn.execute(f"create table {copy} (like {table} including all)")
+    conn.execute(f"insert into {copy} ({columns}) overriding system value select {columns} from {table} where {where}")
+    for (column,) in conn.execute(
+        "select attname from pg_attribute where attrelid = %s::regclass and attidentity <> ''", [copy]
+    ).fetchall():
+        conn.execute(f"select setval(pg_get_serial_sequence('{copy}', '{column}'), (select max({column}) from {copy}))")
+
+
+def _copy_state(conn, where: str) -> None:
+    """Before a sweep: its leads' state rows, due times included, in a copy of lead_state with the same
+    indexes, for `_floor_with_history(..., now)` to move on afterwards."""
+    _copy_table(conn, "lead_state", "floor_state", where)
     conn.execute("vacuum analyze floor_state")
 
 
-def _floor_with_history(conn, where: str, now: datetime | None = None) -> float:
+def _floor_with_history(conn, where: str, now: datetime | None = None, history_before: datetime | None = None) -> float:
     """For information, not the target: the same bare inserts plus one alert_events row per alert (the
     history the design requires), into empty copies with the same indexes, after a checkpoint, in one
     transaction. With `now`, the floor of every write the sweep must make: also the due times of the
-    leads due by `now` moved on, in the copy `_copy_state` made before the sweep (dropped here)."""
-    conn.execute("create table floor_alerts (like max_alerts including all)")
-    conn.execute("create table floor_events (like alert_events including all)")
+    leads due by `now` moved on, in the copy `_copy_state` made before the sweep (dropped here). With
+    `history_before`, the copies first hold every alert and event from before that moment, as the real
+    tables do (vacuumed, as they were): the inserts go into indexes of the same size."""
+    if history_before is None:
+        conn.execute("create table floor_alerts (like max_alerts including all)")
+        conn.execute("create table floor_events (like alert_events including all)")
+    else:
+        before = psycopg.sql.Literal(history_before).as_string(conn)
+        _copy_table(conn, "max_alerts", "floor_alerts", f"created_at < {before}")
+        _copy_table(conn, "alert_events", "floor_events", f"at < {before}")
+        conn.execute("vacuum floor_alerts, floor_events")
     conn.execute("checkpoint")
     started = time.perf_counter()
     with conn.transaction():
@@ -143,21 +161,21 @@ def bench_first_day(conn, store: PostgresStore, now: datetime, leads: int, per_l
         f"{sweep_s:.2f} s",
         f"floor (bare INSERT ... SELECT of the same rows) {floor_s:.2f} s",
         f"{sweep_s / floor_s:.2f}x the floor",
-        "<= 1.5x",
-        sweep_s / floor_s <= 1.5,
+        "- (for information: the target is the floor of its writes)",
+        None,
     )
-    _record_floor_of_writes("the first-day sweep", sweep_s, writes_s, floor_s)
+    _record_floor_of_writes("the first-day sweep", sweep_s, writes_s, floor_s, "empty copies, as its tables were")
 
 
-def _record_floor_of_writes(name: str, sweep_s: float, writes_s: float, floor_s: float) -> None:
+def _record_floor_of_writes(name: str, sweep_s: float, writes_s: float, floor_s: float, copies: str) -> None:
     record(
         f"{name} vs the floor of every write it must make: its alerts, their history rows and its due leads' "
-        "due times moved on (bare statements into copies with the same indexes, one transaction)",
+        f"due times moved on (bare statements into {copies} with the same indexes, one transaction)",
         f"{sweep_s:.2f} s",
         f"floor of its writes {writes_s:.2f} s ({writes_s / floor_s:.2f}x the bare floor)",
         f"{sweep_s / writes_s:.2f}x",
-        "- (for information)",
-        None,
+        "<= 1.3x",
+        sweep_s / writes_s <= 1.3,
     )
 
 
@@ -168,6 +186,7 @@ def bench_sweep(conn, store: PostgresStore, now: datetime, leads: int, sample: i
     swept = "tenant_id not in ('listing', 'firstday')"
     _copy_state(conn, swept)
     conn.execute("checkpoint")  # the sweep and its floor each start right after a checkpoint
+    started = conn.execute("select now()").fetchone()[0]
     first_s, first = timed(store.sweep, now=now)
     created = sum(first["created"].values())
 
@@ -176,7 +195,7 @@ def bench_sweep(conn, store: PostgresStore, now: datetime, leads: int, sample: i
     after_s, _ = timed(store.sweep, now=now)
     floor_s = _floor(conn, swept)
     history_s = _floor_with_history(conn, swept)
-    writes_s = _floor_with_history(conn, swept, now=now)
+    writes_s = _floor_with_history(conn, swept, now=now, history_before=started)
     conn.execute("vacuum lead_state")
     vacuumed_s = statistics.median(timed(store.sweep, now=now)[0] for _ in range(5))
     conn.execute("alter table lead_state reset (autovacuum_enabled)")
@@ -201,8 +220,8 @@ def bench_sweep(conn, store: PostgresStore, now: datetime, leads: int, sample: i
         f"{first_s:.2f} s",
         f"floor {floor_s:.2f} s",
         f"{first_s / floor_s:.2f}x the floor",
-        "<= 1.5x",
-        first_s / floor_s <= 1.5,
+        "- (for information: the target is the floor of its writes)",
+        None,
     )
     record(
         "sweep vs the floor plus its history rows (bare INSERT ... SELECT into max_alerts and alert_events)",
@@ -212,7 +231,9 @@ def bench_sweep(conn, store: PostgresStore, now: datetime, leads: int, sample: i
         "- (for information)",
         None,
     )
-    _record_floor_of_writes("the big sweep", first_s, writes_s, floor_s)
+    _record_floor_of_writes(
+        "the big sweep", first_s, writes_s, floor_s, "copies holding the alerts and history from before it"
+    )
     record(
         f"sweep right after that big sweep, nothing newly due, no VACUUM in between ({leads:,} leads)",
         f"{after_s * 1000:.1f} ms",

@@ -81,7 +81,9 @@ MATURE = (
     "mature: the same through the store",
     "mature: ingest right after the morning sweep",
     "mature: lists of 1,000 activities right after the morning sweep",
-    "mature: first page + stats right after the morning sweep",
+    "active alerts (raised after the sweep, no ANALYZE since)",
+    "active alerts (raised by the sweep)",
+    "mature: ingest vs the floor of what a call must write",
     "mature: analytics, 30 days",
     "mature: the sweep's refresh of max_alerts' statistics",
 )
