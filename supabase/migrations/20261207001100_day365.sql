@@ -1,7 +1,7 @@
 -- Nothing due stays cheap on day 365 (issue 24). Right after the morning sweep, lead_state's
 -- statistics are those of the last ANALYZE, taken while a fifth of the leads were due: the sweep's
 -- probe of the due rows was planned as a scan of the whole table expected to stop early, and read
--- every row when nothing was due (5 ms at 60,000 leads, ~17 ms at 200,000), then planned the raising
+-- every row when nothing was due (5 ms at 60,000 leads, 19-32 ms at 200,000), then planned the raising
 -- statement for nothing (8 ms on a new connection, as Supabase Cron opens one each run). The sweep
 -- now first reads the due-time index's first entry (min() of an indexed column: no plan is cheaper
 -- whatever the statistics) and, when no lead of any tenant is due, answers without planning the
