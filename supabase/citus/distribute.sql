@@ -104,6 +104,26 @@ begin
   end loop;
   perform set_config('search_path', 'public', true);
 
+  -- clock_add in its Citus form: IMMUTABLE, its calendar-clock step taken in UTC. Citus refuses a
+  -- STABLE function in `on conflict do update set` or in a CASE of a distributed write, and
+  -- `timestamptz + interval` is STABLE only because a day's length follows the session's time
+  -- zone, which for leadwatch is UTC (the stores connect with it, as Supabase does): the same value.
+  create or replace function public.clock_add(p_cal public.business_calendars, p_business boolean, p_at timestamptz,
+                                              p_span interval)
+  returns timestamptz
+  language sql immutable
+  as $clock$
+    select case
+      when not coalesce(p_business, false) or p_at is null or p_span is null
+        then ((p_at at time zone 'UTC') + p_span) at time zone 'UTC'
+      when extract(epoch from p_span) % 86400 = 0
+        then public.add_working_days(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                                     p_at, (extract(epoch from p_span) / 86400)::integer)
+      else public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                                   p_at, p_span)
+    end
+  $clock$;
+
   -- Every function reaches the workers (one that names a table's row type was created while that
   -- table was still local, so it stayed on the coordinator); the tenant-scoped ones are delegated.
   for v_function, v_delegated in
