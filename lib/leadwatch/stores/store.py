@@ -569,9 +569,13 @@ class PostgresStore(Store):
 
     # On a Citus coordinator (docs/citus.md) -----------------------------------------------------
 
-    def _is_citus(self, conn: psycopg.Connection[Any]) -> bool:
-        """Is the database a Citus coordinator? Asked once, on the first call."""
+    def _is_citus(self, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """Is the database a Citus coordinator? Asked once, on the first call (on `conn` when the caller
+        holds one: the pool may have no other)."""
         if self._citus is None:
+            if conn is None:
+                with self._connection() as own:
+                    return self._is_citus(own)
             row = conn.execute("select exists (select from pg_extension where extname = 'citus')").fetchone()
             self._citus = bool(row and row[0])
         return self._citus
@@ -589,10 +593,13 @@ class PostgresStore(Store):
     def sweep(self, tenant: str | None = None, now: datetime | None = None) -> dict[str, Any]:
         """On Citus, the all-tenant sweep is one call per tenant, each on the worker holding it (one
         statement locking the due rows of every shard is refused there), and the counts are added up."""
-        with self._connection() as conn:
-            if not self._is_citus(conn):
-                return super().sweep(tenant, now)
-            tenants = [tenant] if tenant else [row[0] for row in conn.execute(_TENANTS).fetchall()]
+        if not self._is_citus():
+            return super().sweep(tenant, now)
+        if tenant:
+            tenants = [tenant]
+        else:
+            with self._connection() as conn:
+                tenants = [row[0] for row in conn.execute(_TENANTS).fetchall()]
         total: dict[str, Any] = {}
         for one in tenants:
             total = _added(total, self._call("sweep_alerts", None, p_tenant=one, p_now=now))
