@@ -1,7 +1,8 @@
 """A local Citus cluster: a coordinator and two workers on 127.0.0.1, for the tests and for trying by hand.
 
-    python -m tests.citus_cluster        builds Citus when needed, starts the cluster, migrates a `leadwatch`
-                                         database on it, prints its URL and runs until Ctrl-C
+    python -m tests.citus_cluster          builds Citus when needed, starts the cluster, migrates a `leadwatch`
+                                           database on it, prints its URL and runs until Ctrl-C (or SIGTERM)
+    python -m tests.citus_cluster --build  only builds Citus (once per tarball) and prints the server tree
 
 Citus comes from the vendored source (`shared/vendor/citus/` beside the checkout, or LEADWATCH_CITUS_VENDOR):
 its build.sh installs it into a copy of the embedded PostgreSQL 18, cached in `.citus/build-<tarball hash>/`.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -49,7 +51,7 @@ def vendor_dir() -> Path | None:
     """The vendored Citus source: LEADWATCH_CITUS_VENDOR, else shared/vendor/citus/ in a folder above the checkout."""
     named = os.environ.get("LEADWATCH_CITUS_VENDOR")
     if named:
-        return Path(named)
+        return Path(named) if (Path(named) / "build.sh").is_file() else None
     for parent in ROOT.parents:
         candidate = parent / "shared" / "vendor" / "citus"
         if (candidate / "build.sh").is_file():
@@ -176,11 +178,12 @@ def main(argv: list[str]) -> int:
     from leadwatch.migrate import migrate
 
     cluster = Cluster(tree).start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the cluster too, as Ctrl-C does
     try:
         url = cluster.create_database("leadwatch")
         migrate(url)
         workers = ", ".join(cluster.url(port, "leadwatch") for port in cluster.worker_ports)
-        sys.stdout.write(f"Citus coordinator: {url}\nworkers: {workers}\nCtrl-C stops the cluster.\n")
+        sys.stdout.write(f"Citus coordinator: {url}\nworkers: {workers}\nCtrl-C (or SIGTERM) stops the cluster.\n")
         sys.stdout.flush()
         while True:
             time.sleep(3600)
