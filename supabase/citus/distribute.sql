@@ -6,8 +6,11 @@
 --   of every table live on one worker, so a tenant's statement never leaves that worker.
 -- * The tables whose `*` rows are defaults every tenant reads (alert_rules, retention_policies,
 --   business_calendars) are small configuration tables: reference tables, a copy on every node.
--- * Every function whose first argument is `p_tenant` is delegated to the worker holding that
---   tenant: the coordinator forwards the call, the body runs there against local shards.
+-- * Every PL/pgSQL function whose first argument is `p_tenant` is delegated to the worker holding
+--   that tenant: the coordinator forwards the call, the body runs there against local shards. Every
+--   other function is propagated to every node.
+-- * Where Citus cannot plan a form PostgreSQL inlines, a Citus form replaces it here only: the SQL
+--   functions that read tables become PL/pgSQL, clock_add becomes IMMUTABLE (in UTC).
 -- * Citus refuses subqueries in policies on distributed tables: the policies, written in the
 --   `(select f())` form Supabase recommends (evaluated once per statement), are re-created here in
 --   the plain `f()` form, and an agent's own leads are tested with can_see_lead(tenant_id, lead_id).
