@@ -19,6 +19,7 @@ do $distribute$
 declare
   v_table text;
   v_policy record;
+  v_trigger record;
   v_using text;
   v_function regprocedure;
   v_delegated boolean;
@@ -126,6 +127,75 @@ begin
                                    p_at, p_span)
     end
   $clock$;
+
+  -- A simple CASE over a domain (`case m.severity when 'high' …`) is printed back by PostgreSQL as
+  -- `case m.severity when m.severity = 'high'`, the form Citus sends to the shard, which fails there
+  -- ("operator does not exist: severity = boolean"): on Citus, the searched CASE, same result.
+  for v_sql in
+    select pg_get_functiondef(p.oid) from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and p.prokind = 'f' and p.prosrc ~ 'case [a-z_]+\.severity when'
+  loop
+    execute regexp_replace(v_sql, 'case ([a-z_]+)\.severity when ''high'' then 1 when ''med'' then 2 else 3 end',
+                           'case when \1.severity = ''high'' then 1 when \1.severity = ''med'' then 2 else 3 end', 'g');
+  end loop;
+
+  -- A function planned once per connection (`plan_cache_mode = force_generic_plan`: log_activity,
+  -- ingest_activities) runs its statements with their parameters unbound, which Citus cannot plan
+  -- ("could not create distributed plan"): on Citus each statement is planned with its values.
+  for v_function in
+    select p.oid::regprocedure from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and 'plan_cache_mode=force_generic_plan' = any (p.proconfig)
+  loop
+    execute format('alter function %s set plan_cache_mode = force_custom_plan', v_function);
+  end loop;
+
+  -- The sweep on Citus: one tenant a call, each statement naming it in a plain `tenant_id = p_tenant`
+  -- (a delegated function's statements must filter by its tenant: "queries must filter by the
+  -- distribution argument"). Without a tenant it refuses, naming the way: `PostgresStore.sweep()`
+  -- sweeps tenant by tenant on Citus.
+  for v_sql in
+    select pg_get_functiondef(p.oid) from pg_proc p
+    where p.pronamespace = 'public'::regnamespace
+      and p.proname in ('sweep_alerts', 'raise_due_alerts', 'wake_snoozed_alerts', 'mark_overdue_alerts')
+      and p.prosrc ~ 'p_tenant is null or'
+  loop
+    v_sql := regexp_replace(v_sql, '\(p_tenant is null or ([a-z_]+)\.tenant_id = p_tenant\)', '\1.tenant_id = p_tenant', 'g');
+    if v_sql ~ 'FUNCTION public\.(wake_snoozed|mark_overdue)_alerts' then  -- their joins too (every row is the tenant's)
+      v_sql := regexp_replace(v_sql, '\m([a-z])\.tenant_id = [a-z]\.tenant_id', '\1.tenant_id = p_tenant', 'g');
+      -- the shortest overdue delay read first (a reference table's subquery is no filter by tenant)
+      v_sql := regexp_replace(v_sql, E'\ndeclare\n',
+        E'\ndeclare\n  v_overdue_after interval := (select min(r.overdue_after) from public.alert_rules r);\n');
+      v_sql := replace(v_sql, '(select min(r.overdue_after) from public.alert_rules r)
+      and', 'v_overdue_after
+      and');
+      -- and `timestamptz - interval` (STABLE) in a CASE taken in UTC, as clock_add below
+      v_sql := replace(v_sql, 'else c.high_since <= p_now - r.overdue_after end',
+                       'else c.high_since <= ((p_now at time zone ''UTC'') - r.overdue_after) at time zone ''UTC'' end');
+    end if;
+    execute regexp_replace(v_sql, E'\nbegin\n',
+      E'\nbegin\n  if p_tenant is null then\n    raise exception ''on Citus the sweep runs one tenant a call'' using errcode = ''0A000'',\n      hint = ''call it once per tenant, as PostgresStore.sweep() does'';\n  end if;\n');
+  end loop;
+
+  -- The history and queue triggers on max_alerts and alert_events in their row-level form: on a
+  -- shard, Citus plans a trigger's insert as a distributed statement and loses a statement trigger's
+  -- transition table ("could not find named tuplestore"). Each becomes a row trigger doing the same
+  -- writes for its one row (`(select new.*)` for the transition table), its probes naming the row's
+  -- tenant and the alert passed as its columns (a shard's whole row has the shard's type). On
+  -- PostgreSQL they stay set-based, one statement per statement.
+  for v_trigger in
+    select t.tgname, t.tgrelid::regclass as tbl, t.tgfoid, pg_get_triggerdef(t.oid) as def
+    from pg_trigger t
+    where t.tgrelid in ('public.max_alerts'::regclass, 'public.alert_events'::regclass)
+      and not t.tgisinternal and (t.tgoldtable is not null or t.tgnewtable is not null)
+  loop
+    v_sql := regexp_replace(pg_get_functiondef(v_trigger.tgfoid), '\m(new|old)_(alerts|events)\M', '(select \1.*)', 'g');
+    v_sql := replace(v_sql, 'where w.enabled)', 'where w.tenant_id = new.tenant_id and w.enabled)');
+    v_sql := replace(v_sql, 'where m.whatsapp)', 'where m.tenant_id = new.tenant_id and m.whatsapp)');
+    v_sql := replace(v_sql, 'public.alert_json(a,', 'public.alert_json(row(a.*)::public.max_alerts,');
+    execute v_sql;
+    execute format('drop trigger %I on %s', v_trigger.tgname, v_trigger.tbl);
+    execute regexp_replace(v_trigger.def, 'REFERENCING .* FOR EACH STATEMENT', 'FOR EACH ROW');
+  end loop;
 
   -- Every function reaches the workers (one that names a table's row type was created while that
   -- table was still local, so it stayed on the coordinator); the tenant-scoped ones are delegated.

@@ -157,3 +157,77 @@ begin
   return null;
 end
 $$;
+
+-- Waking snoozed alerts: the escalation time is a variable holding now() (the same value), as Citus
+-- refuses a STABLE call in a CASE of a distributed write.
+create or replace function public.wake_snoozed_alerts(p_tenant text, p_now timestamp with time zone)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SET search_path TO ''
+AS $function$
+declare
+  v_result jsonb;
+  v_now    constant timestamptz := now();  -- a value, not a STABLE call, in the CASE below (Citus plans it)
+begin
+  with woken as (
+    select a.id, a.tenant_id, a.lead_id, a.type, a.severity
+    from public.max_alerts a
+    where a.resolved_at is null and a.snoozed_until <= p_now and (p_tenant is null or a.tenant_id = p_tenant)
+    for update skip locked
+  ),
+  -- The ingest-time alerts hold until an activity answers them; the others, while their silence lasts.
+  judged as (
+    select w.id, w.tenant_id, w.severity as was,
+      case
+        when r.enabled is not true then null
+        when w.type in ('HotLead24h', 'PreferredChannel') then w.severity
+        when c.since is null
+             or case when r.clock = 'business' then p_now < k.raise_at else p_now - c.since < r.threshold end then null
+        when case when r.clock = 'business' then p_now >= k.escalate_at else p_now - c.since >= r.escalate_after end
+          then r.escalated_severity
+        else r.severity
+      end::public.severity as severity
+    from woken w
+    left join public.lead_state s on s.tenant_id = w.tenant_id and s.lead_id = w.lead_id
+    cross join lateral (select case w.type
+      when 'NoReply3d' then case when s.last_outbound_at > coalesce(s.last_inbound_at, '-infinity') then s.last_outbound_at end
+      when 'HighValueRisk' then case when s.high_value then coalesce(s.last_activity_at, s.entered_at) end
+      else coalesce(s.last_activity_at, s.entered_at)
+    end as since) c
+    left join lateral (select * from public.rules_for(w.tenant_id) x where x.type = w.type) r on true
+    -- When the ladder's steps fall due on the rule's clock (read only for the business clock).
+    left join lateral (select public.clock_add(g, true, c.since, r.threshold) as raise_at,
+                              public.clock_add(g, true, c.since, r.escalate_after) as escalate_at
+                       from public.calendar_for(w.tenant_id) g) k on r.clock = 'business'
+  ),
+  reopened as (
+    update public.max_alerts a
+    set snoozed_until = null,
+        severity = case when j.severity = 'high' or (j.severity = 'med' and a.severity = 'low') then j.severity
+                        else a.severity end,
+        escalated_at = case when j.severity is distinct from a.severity
+                             and (j.severity = 'high' or (j.severity = 'med' and a.severity = 'low'))
+                            then v_now else a.escalated_at end
+    from judged j
+    where a.tenant_id = j.tenant_id and a.id = j.id and j.severity is not null
+    returning a.*
+  ),
+  reopen_events as (
+    insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)
+    select r.tenant_id, r.id, r.lead_id, r.type, 'reopened', r.severity, 'system'
+    from reopened r
+    returning 1
+  ),
+  resolved as (
+    update public.max_alerts a
+    set resolved_at = now(), resolved_by = 'system', resolution = 'rule'
+    from judged j
+    where a.tenant_id = j.tenant_id and a.id = j.id and j.severity is null
+    returning 1
+  )
+  select jsonb_build_object('reopened', (select count(*) from reopen_events), 'resolved', (select count(*) from resolved))
+  into v_result;
+  return v_result;
+end
+$function$
+;
