@@ -78,9 +78,9 @@ def db(database_url):
     with psycopg.connect(database_url, autocommit=True) as conn:
         with conn.transaction():  # alert_events refuses TRUNCATE outside history maintenance
             conn.execute("select set_config('leadwatch.history_maintenance', 'on', true)")
-            if os.environ.get("LEADWATCH_TEST_CITUS"):  # the shards' own triggers stay quiet, on the workers too
+            if os.environ.get("LEADWATCH_TEST_CITUS"):  # the maintenance setting reaches the shards' triggers
                 conn.execute("set local citus.propagate_set_commands = 'local'")
-                conn.execute("set local session_replication_role = replica")
+                conn.execute("set local leadwatch.history_maintenance = 'on'")
             conn.execute(f"truncate {TABLES}")
         conn.execute("delete from alert_rules where tenant_id <> '*'")
         yield conn

@@ -176,6 +176,13 @@ begin
       E'\nbegin\n  if p_tenant is null then\n    raise exception ''on Citus the sweep runs one tenant a call'' using errcode = ''0A000'',\n      hint = ''call it once per tenant, as PostgresStore.sweep() does'';\n  end if;\n');
   end loop;
 
+  -- A truncated history forgets every summary once, from the distributed table's trigger on the
+  -- coordinator: the same trigger fires on each shard, where deleting every shard's summaries would
+  -- wait for the coordinator's own truncate (a distributed deadlock).
+  execute replace(pg_get_functiondef('public.forget_all_alert_days()'::regprocedure),
+    E'  delete from public.alert_day_rollups;\n',
+    E'  if tg_table_name = ''alert_events'' then  -- not a shard of it\n    delete from public.alert_day_rollups;\n  end if;\n');
+
   -- The history and queue triggers on max_alerts and alert_events in their row-level form: on a
   -- shard, Citus plans a trigger's insert as a distributed statement and loses a statement trigger's
   -- transition table ("could not find named tuplestore"). Each becomes a row trigger doing the same

@@ -606,7 +606,7 @@ class PostgresStore(Store):
         return total or self._call("sweep_alerts", None, p_tenant="", p_now=now)  # no tenant: the zero counts
 
 
-_TENANTS = "select distinct tenant_id from public.leads order by 1"
+_TENANTS = "select distinct tenant_id from public.lead_state order by 1"  # every lead a sweep judges
 
 
 def _added(total: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:
