@@ -180,8 +180,8 @@ begin
   -- coordinator: the same trigger fires on each shard, where deleting every shard's summaries would
   -- wait for the coordinator's own truncate (a distributed deadlock).
   execute replace(pg_get_functiondef('public.forget_all_alert_days()'::regprocedure),
-    E'  delete from public.alert_day_rollups;\n',
-    E'  if tg_table_name = ''alert_events'' then  -- not a shard of it\n    delete from public.alert_day_rollups;\n  end if;\n');
+    E'\n  delete from public.alert_day_rollups;\n',
+    E'\n  if tg_table_name = ''alert_events'' then  -- not a shard of it\n    delete from public.alert_day_rollups;\n  end if;\n');
 
   -- The history and queue triggers on max_alerts and alert_events in their row-level form: on a
   -- shard, Citus plans a trigger's insert as a distributed statement and loses a statement trigger's
