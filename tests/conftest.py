@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 
+import citus_cluster as citus_cluster_module
 import psycopg
 import pytest
 import respx
@@ -34,9 +35,34 @@ def server_url(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url(server_url) -> str:
-    """A new database on that server, migrated, dropped at the end."""
+def citus_cluster():
+    """A local Citus cluster (tests/citus_cluster.py); skips without Citus unless LEADWATCH_REQUIRE_CITUS is set."""
+    tree = citus_cluster_module.server_tree()
+    if tree is None:
+        why = f"no Citus build: {citus_cluster_module.HOW_TO_GET_IT}"
+        if os.environ.get("LEADWATCH_REQUIRE_CITUS"):
+            pytest.fail(f"LEADWATCH_REQUIRE_CITUS is set but there is {why}")
+        pytest.skip(why)
+    cluster = citus_cluster_module.Cluster(tree).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(request) -> str:
+    """A new database on that server, migrated, dropped at the end.
+
+    With LEADWATCH_TEST_CITUS set, on a local Citus cluster instead: `leadwatch migrate` distributes it.
+    """
     name = f"leadwatch_test_{uuid.uuid4().hex[:8]}"
+    if os.environ.get("LEADWATCH_TEST_CITUS"):
+        cluster = request.getfixturevalue("citus_cluster")
+        url = cluster.create_database(name)
+        migrate(url)
+        yield url
+        cluster.drop_database(name)
+        return
+    server_url = request.getfixturevalue("server_url")
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'create database "{name}"')
     url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
@@ -52,6 +78,9 @@ def db(database_url):
     with psycopg.connect(database_url, autocommit=True) as conn:
         with conn.transaction():  # alert_events refuses TRUNCATE outside history maintenance
             conn.execute("select set_config('leadwatch.history_maintenance', 'on', true)")
+            if os.environ.get("LEADWATCH_TEST_CITUS"):  # the maintenance setting reaches the shards' triggers
+                conn.execute("set local citus.propagate_set_commands = 'local'")
+                conn.execute("set local leadwatch.history_maintenance = 'on'")
             conn.execute(f"truncate {TABLES}")
         conn.execute("delete from alert_rules where tenant_id <> '*'")
         yield conn

@@ -20,6 +20,8 @@ SCHEMA_DIR = _schema_dir()
 MIGRATIONS_DIR = SCHEMA_DIR / "migrations"
 BOOTSTRAP = SCHEMA_DIR / "bootstrap" / "plain_postgres.sql"
 SEED = SCHEMA_DIR / "seed.sql"
+# On a Citus coordinator only: distribute the tables by tenant and delegate the functions (docs/citus.md).
+DISTRIBUTE = SCHEMA_DIR / "citus" / "distribute.sql"
 
 # The Supabase CLI's own bookkeeping table, so `leadwatch migrate` and `supabase db push` agree.
 _HISTORY = """
@@ -39,6 +41,7 @@ def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply what is pending and return the names applied. Safe to run twice, or concurrently.
 
     No migration file in `directory` is an error (a broken install), never "up to date".
+    On a Citus coordinator, supabase/citus/distribute.sql follows (nothing else runs it).
     """
     if not sorted(Path(directory).glob("*.sql")):
         raise ConfigError(f"no migration files (*.sql) found in {directory}: is leadwatch installed with its SQL?")
@@ -61,6 +64,9 @@ def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                         (version, name),
                     )
                 applied_now.append(path.name)
+            if conn.execute("select 1 from pg_extension where extname = 'citus'").fetchone():
+                with conn.transaction():
+                    conn.execute(DISTRIBUTE.read_text())
         finally:
             conn.execute("select pg_advisory_unlock(hashtext('leadwatch.migrate'))")
     return applied_now

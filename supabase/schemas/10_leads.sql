@@ -240,6 +240,7 @@ declare
   v_result     jsonb;
   v_merge      record;
   v_merged     text[] := '{}'::text[];
+  v_now        constant timestamptz := now();
 begin
   perform public.assert_acts_in(p_tenant, array['admin', 'manager']);
 
@@ -279,7 +280,7 @@ begin
     on conflict (tenant_id, lead_id) do update set
       name = excluded.name, email = excluded.email, phone = excluded.phone, owner_id = excluded.owner_id,
       value = excluded.value, currency = excluded.currency, preferred_channel = excluded.preferred_channel,
-      provisional = false, updated_at = now()
+      provisional = false, updated_at = v_now  -- now(): Citus takes no STABLE function here
     returning l.*,
       coalesce(l.value >= v_high_value.min_value and l.currency = v_high_value.currency, false) as high_value
   ),

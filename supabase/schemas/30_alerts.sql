@@ -705,6 +705,7 @@ create or replace function public.wake_snoozed_alerts(p_tenant text, p_now times
 AS $function$
 declare
   v_result jsonb;
+  v_now    constant timestamptz := now();  -- a value, not a STABLE call, in the CASE below (Citus plans it)
 begin
   with woken as (
     select a.id, a.tenant_id, a.lead_id, a.type, a.severity
@@ -744,7 +745,7 @@ begin
                         else a.severity end,
         escalated_at = case when j.severity is distinct from a.severity
                              and (j.severity = 'high' or (j.severity = 'med' and a.severity = 'low'))
-                            then now() else a.escalated_at end
+                            then v_now else a.escalated_at end
     from judged j
     where a.tenant_id = j.tenant_id and a.id = j.id and j.severity is not null
     returning a.*

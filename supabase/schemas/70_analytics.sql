@@ -66,12 +66,10 @@ security definer
 set search_path = ''
 as $$
 declare
-  v_leads text[];
-  v_tenant record;
+  v_leads   text[];
+  v_tenant  text;
+  v_moments timestamptz[];
 begin
-  if not exists (select from public.alert_day_rollups) then
-    return null;
-  end if;
   if tg_op = 'INSERT' then
     select array_agg(n.tenant_id || E'\n' || n.lead_id) into v_leads from new_leads n where n.owner_id is not null;
   elsif tg_op = 'DELETE' then
@@ -81,13 +79,18 @@ begin
     from new_leads n join old_leads o on o.tenant_id = n.tenant_id and o.lead_id = n.lead_id
     where o.owner_id is distinct from n.owner_id;
   end if;
-  for v_tenant in
-    select e.tenant_id, array_agg(distinct e.at) as moments
+  -- Tenant by tenant (a statement writes one tenant's leads, seldom more), each read naming its
+  -- tenant: a tenant without summaries costs one probe of their key (and on Citus every read stays
+  -- on the shard of its tenant).
+  for v_tenant in select distinct split_part(k, E'\n', 1) from unnest(v_leads) k loop
+    continue when not exists (select from public.alert_day_rollups r where r.tenant_id = v_tenant);
+    select array_agg(distinct e.at) into v_moments
     from unnest(v_leads) k
-    join public.alert_events e on e.tenant_id = split_part(k, E'\n', 1) and e.lead_id = split_part(k, E'\n', 2)
-    group by e.tenant_id
-  loop
-    perform public.forget_alert_rollups(v_tenant.tenant_id, v_tenant.moments);
+    join public.alert_events e on e.tenant_id = v_tenant and e.lead_id = split_part(k, E'\n', 2)
+    where split_part(k, E'\n', 1) = v_tenant;
+    if v_moments is not null then
+      perform public.forget_alert_rollups(v_tenant, v_moments);
+    end if;
   end loop;
   return null;
 end

@@ -498,6 +498,7 @@ class PostgresStore(Store):
         self._pool_size = pool_size
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
+        self._citus: bool | None = None
 
     def _connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         if self._pool is None:
@@ -541,10 +542,14 @@ class PostgresStore(Store):
                 # As the user: their role and claims for this transaction only, sent with the call
                 # in one pipeline (one network round trip, not four).
                 with conn.pipeline(), conn.transaction():
-                    conn.execute(
-                        "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
-                        [json.dumps(dict(viewer.claims))],
-                    )
+                    if self._is_citus(conn):
+                        self._set_viewer_on_workers(conn, viewer)
+                    else:
+                        conn.execute(
+                            "select set_config('role', 'authenticated', true),"
+                            " set_config('request.jwt.claims', %s, true)",
+                            [json.dumps(dict(viewer.claims))],
+                        )
                     cursor = conn.execute(statement, values)
                 return cursor.fetchone()
         except PoolTimeout:
@@ -561,6 +566,55 @@ class PostgresStore(Store):
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+    # On a Citus coordinator (docs/citus.md) -----------------------------------------------------
+
+    def _is_citus(self, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """Is the database a Citus coordinator? Asked once, on the first call (on `conn` when the caller
+        holds one: the pool may have no other)."""
+        if self._citus is None:
+            if conn is None:
+                with self._connection() as own:
+                    return self._is_citus(own)
+            row = conn.execute("select exists (select from pg_extension where extname = 'citus')").fetchone()
+            self._citus = bool(row and row[0])
+        return self._citus
+
+    @staticmethod
+    def _set_viewer_on_workers(conn: psycopg.Connection[Any], viewer: Viewer) -> None:
+        """The user's role and claims as SET LOCAL, which Citus forwards to the worker a delegated call
+        runs on (set_config() stays on the coordinator, and the call would run there without them)."""
+        from psycopg import sql
+
+        conn.execute("set local citus.propagate_set_commands = 'local'")
+        conn.execute("set local role authenticated")
+        conn.execute(sql.SQL("set local request.jwt.claims = {}").format(sql.Literal(json.dumps(dict(viewer.claims)))))
+
+    def sweep(self, tenant: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+        """On Citus, the all-tenant sweep is one call per tenant, each on the worker holding it (one
+        statement locking the due rows of every shard is refused there), and the counts are added up."""
+        if not self._is_citus():
+            return super().sweep(tenant, now)
+        if tenant:
+            tenants = [tenant]
+        else:
+            with self._connection() as conn:
+                tenants = [row[0] for row in conn.execute(_TENANTS).fetchall()]
+        total: dict[str, Any] = {}
+        for one in tenants:
+            total = _added(total, self._call("sweep_alerts", None, p_tenant=one, p_now=now))
+        return total or self._call("sweep_alerts", None, p_tenant="", p_now=now)  # no tenant: the zero counts
+
+
+_TENANTS = "select distinct tenant_id from public.lead_state order by 1"  # every lead a sweep judges
+
+
+def _added(total: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:
+    """Two answers of sweep_alerts added up, key by key (their counts nest one level)."""
+    return {
+        key: _added(total.get(key, {}), value) if isinstance(value, dict) else total.get(key, 0) + value
+        for key, value in counts.items()
+    }
 
 
 class SupabaseStore(Store):

@@ -1,0 +1,225 @@
+-- On a Citus coordinator only (`leadwatch migrate` runs this file after the migrations when the
+-- `citus` extension is present; never on plain PostgreSQL or Supabase): leadwatch distributed by
+-- tenant. Safe to run again: what is already distributed is left as it is.
+--
+-- * Every tenant table is distributed by `tenant_id`, all colocated with `leads`: one tenant's rows
+--   of every table live on one worker, so a tenant's statement never leaves that worker.
+-- * The tables whose `*` rows are defaults every tenant reads (alert_rules, retention_policies,
+--   business_calendars) are small configuration tables: reference tables, a copy on every node.
+-- * Every PL/pgSQL function whose first argument is `p_tenant` is delegated to the worker holding
+--   that tenant: the coordinator forwards the call, the body runs there against local shards. Every
+--   other function is propagated to every node.
+-- * Where Citus cannot plan a form PostgreSQL inlines, a Citus form replaces it here only: the SQL
+--   functions that read tables become PL/pgSQL, clock_add becomes IMMUTABLE (in UTC).
+-- * Citus refuses subqueries in policies on distributed tables: the policies, written in the
+--   `(select f())` form Supabase recommends (evaluated once per statement), are re-created here in
+--   the plain `f()` form, and an agent's own leads are tested with can_see_lead(tenant_id, lead_id).
+
+do $distribute$
+declare
+  v_table text;
+  v_policy record;
+  v_trigger record;
+  v_using text;
+  v_function regprocedure;
+  v_delegated boolean;
+  v_sql text;
+  v_body text;
+  v_reference constant text[] := array['alert_rules', 'retention_policies', 'business_calendars'];
+  v_distributed constant text[] := array[
+    'leads', 'lead_state', 'lead_activities', 'max_alerts', 'alert_events', 'alert_counts', 'greenapi_rejected',
+    'alert_day_rollups', 'alert_rollup_marks', 'webhook_endpoints', 'webhook_deliveries', 'team_members',
+    'member_pushes', 'digest_settings', 'member_digests', 'email_senders', 'email_rejected', 'email_sends',
+    'lead_erasures'];
+begin
+  -- Triggers on shards: each trigger here reads and writes its own tenant's rows only.
+  perform set_config('citus.enable_unsafe_triggers', 'on', true);
+  -- One connection per worker: distributing functions after tables in one transaction requires it.
+  perform set_config('citus.multi_shard_modify_mode', 'sequential', true);
+  -- The functions reach the workers in no particular order, so their bodies are checked when they
+  -- run, not when they are created, there too (a SET LOCAL, run on its own, reaches the workers).
+  execute $$set local citus.propagate_set_commands = 'local'$$;
+  execute 'set local check_function_bodies = off';
+  -- The history and queue triggers fire on a shard and write the tenant's rows of colocated tables
+  -- (alert_events, the deliveries, the summaries to forget): a query from a query on a shard, which
+  -- Citus refuses unless allowed. Every such trigger stays in its tenant, on the worker it runs on.
+  execute format('alter database %I set citus.allow_nested_distributed_execution = on', current_database());
+  perform run_command_on_workers(
+    format('alter database %I set citus.allow_nested_distributed_execution = on', current_database()));
+
+  -- A delegated call runs on the worker as the caller's role (the coordinator connects as it):
+  -- the API's roles log in there. Give them no password: nodes authenticate each other (pg_hba,
+  -- pg_dist_authinfo), and only the service reaches the database directly.
+  alter role anon login;
+  alter role authenticated login;
+  alter role service_role login;
+
+  -- Policies first: a table with a subquery in a policy cannot be distributed.
+  for v_policy in
+    select p.schemaname, p.tablename, p.policyname, p.qual
+    from pg_policies p
+    where p.schemaname = 'public' and p.tablename = any (v_distributed || v_reference) and p.qual ~* '\(\s*select'
+  loop
+    v_using := regexp_replace(v_policy.qual,
+      'lead_id IN \( SELECT owned_leads\(\) AS owned_leads\)', 'can_see_lead(tenant_id, lead_id)', 'g');
+    v_using := regexp_replace(v_using, '\( SELECT ([a-z_.]+\(\)) AS [a-z_]+\)', '\1', 'g');
+    execute format('alter policy %I on %I.%I using (%s)',
+                   v_policy.policyname, v_policy.schemaname, v_policy.tablename, v_using);
+  end loop;
+
+  foreach v_table in array v_reference loop
+    if not exists (select from pg_dist_partition where logicalrelid = format('public.%I', v_table)::regclass) then
+      perform create_reference_table(format('public.%I', v_table));
+    end if;
+  end loop;
+
+  foreach v_table in array v_distributed loop
+    if not exists (select from pg_dist_partition where logicalrelid = format('public.%I', v_table)::regclass) then
+      perform create_distributed_table(format('public.%I', v_table), 'tenant_id',
+                                       colocate_with := case when v_table = 'leads' then 'default' else 'leads' end);
+    end if;
+  end loop;
+
+  -- SQL functions that read tables, in their PL/pgSQL form: Citus cannot plan the statement of a
+  -- SQL function that is given a PL/pgSQL variable ("parameterized queries for SQL functions
+  -- referencing distributed tables are not supported"), and PL/pgSQL statements it plans with their
+  -- values. Same arguments, result, volatility and settings; on PostgreSQL they stay SQL (inlined).
+  perform set_config('search_path', '', true);  -- the result types named in full
+  for v_function, v_sql in
+    select p.oid::regprocedure, pg_get_functiondef(p.oid)
+    from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and p.prokind = 'f'
+      and p.prolang = (select oid from pg_language where lanname = 'sql')
+      and p.prosrc ~ 'public\.[a-z_]+\M(?!\()'  -- names a table (not only functions)
+  loop
+    v_body := rtrim(btrim(substring(v_sql from '\$function\$(.*)\$function\$')), E'; \n');
+    v_body := case
+      when (select proretset from pg_proc where oid = v_function) then
+        E'#variable_conflict use_column\nbegin\n  return query ' || v_body || E';\nend\n'
+      when (select prorettype from pg_proc where oid = v_function) = 'void'::regtype then
+        E'begin\n  ' || regexp_replace(v_body, '^select', 'perform', 'i') || E';\nend\n'
+      else
+        format(E'#variable_conflict use_column\ndeclare\n  v_result %s;\nbegin\n  %s\n  into v_result;\n  return v_result;\nend\n',
+               pg_get_function_result(v_function), v_body)
+    end;
+    execute regexp_replace(
+      regexp_replace(v_sql, E'\n LANGUAGE sql\n', E'\n LANGUAGE plpgsql\n'),
+      '\$function\$.*\$function\$', '$function$' || replace(v_body, '\', '\\') || '$function$');
+  end loop;
+  perform set_config('search_path', 'public', true);
+
+  -- clock_add in its Citus form: IMMUTABLE, its calendar-clock step taken in UTC. Citus refuses a
+  -- STABLE function in `on conflict do update set` or in a CASE of a distributed write, and
+  -- `timestamptz + interval` is STABLE only because a day's length follows the session's time
+  -- zone, which for leadwatch is UTC (the stores connect with it, as Supabase does): the same value.
+  create or replace function public.clock_add(p_cal public.business_calendars, p_business boolean, p_at timestamptz,
+                                              p_span interval)
+  returns timestamptz
+  language sql immutable
+  as $clock$
+    select case
+      when not coalesce(p_business, false) or p_at is null or p_span is null
+        then ((p_at at time zone 'UTC') + p_span) at time zone 'UTC'
+      when extract(epoch from p_span) % 86400 = 0
+        then public.add_working_days(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                                     p_at, (extract(epoch from p_span) / 86400)::integer)
+      else public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
+                                   p_at, p_span)
+    end
+  $clock$;
+
+  -- A simple CASE over a domain (`case m.severity when 'high' …`) is printed back by PostgreSQL as
+  -- `case m.severity when m.severity = 'high'`, the form Citus sends to the shard, which fails there
+  -- ("operator does not exist: severity = boolean"): on Citus, the searched CASE, same result.
+  for v_sql in
+    select pg_get_functiondef(p.oid) from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and p.prokind = 'f' and p.prosrc ~ 'case [a-z_]+\.severity when'
+  loop
+    execute regexp_replace(v_sql, 'case ([a-z_]+)\.severity when ''high'' then 1 when ''med'' then 2 else 3 end',
+                           'case when \1.severity = ''high'' then 1 when \1.severity = ''med'' then 2 else 3 end', 'g');
+  end loop;
+
+  -- A function planned once per connection (`plan_cache_mode = force_generic_plan`: log_activity,
+  -- ingest_activities) runs its statements with their parameters unbound, which Citus cannot plan
+  -- ("could not create distributed plan"): on Citus each statement is planned with its values.
+  for v_function in
+    select p.oid::regprocedure from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and 'plan_cache_mode=force_generic_plan' = any (p.proconfig)
+  loop
+    execute format('alter function %s set plan_cache_mode = force_custom_plan', v_function);
+  end loop;
+
+  -- The sweep on Citus: one tenant a call, each statement naming it in a plain `tenant_id = p_tenant`
+  -- (a delegated function's statements must filter by its tenant: "queries must filter by the
+  -- distribution argument"). Without a tenant it refuses, naming the way: `PostgresStore.sweep()`
+  -- sweeps tenant by tenant on Citus.
+  for v_sql in
+    select pg_get_functiondef(p.oid) from pg_proc p
+    where p.pronamespace = 'public'::regnamespace
+      and p.proname in ('sweep_alerts', 'raise_due_alerts', 'wake_snoozed_alerts', 'mark_overdue_alerts')
+      and p.prosrc ~ 'p_tenant is null or'
+  loop
+    v_sql := regexp_replace(v_sql, '\(p_tenant is null or ([a-z_]+)\.tenant_id = p_tenant\)', '\1.tenant_id = p_tenant', 'g');
+    if v_sql ~ 'FUNCTION public\.(wake_snoozed|mark_overdue)_alerts' then  -- their joins too (every row is the tenant's)
+      v_sql := regexp_replace(v_sql, '\m([a-z])\.tenant_id = [a-z]\.tenant_id', '\1.tenant_id = p_tenant', 'g');
+      -- the shortest overdue delay read first (a reference table's subquery is no filter by tenant)
+      v_sql := regexp_replace(v_sql, E'\ndeclare\n',
+        E'\ndeclare\n  v_overdue_after interval := (select min(r.overdue_after) from public.alert_rules r);\n');
+      v_sql := replace(v_sql, '(select min(r.overdue_after) from public.alert_rules r)
+      and', 'v_overdue_after
+      and');
+      -- and `timestamptz - interval` (STABLE) in a CASE taken in UTC, as clock_add below
+      v_sql := replace(v_sql, 'else c.high_since <= p_now - r.overdue_after end',
+                       'else c.high_since <= ((p_now at time zone ''UTC'') - r.overdue_after) at time zone ''UTC'' end');
+    end if;
+    execute regexp_replace(v_sql, E'\nbegin\n',
+      E'\nbegin\n  if p_tenant is null then\n    raise exception ''on Citus the sweep runs one tenant a call'' using errcode = ''0A000'',\n      hint = ''call it once per tenant, as PostgresStore.sweep() does'';\n  end if;\n');
+  end loop;
+
+  -- A truncated history forgets every summary once, from the distributed table's trigger on the
+  -- coordinator: the same trigger fires on each shard, where deleting every shard's summaries would
+  -- wait for the coordinator's own truncate (a distributed deadlock).
+  execute replace(pg_get_functiondef('public.forget_all_alert_days()'::regprocedure),
+    E'\n  delete from public.alert_day_rollups;\n',
+    E'\n  if tg_table_name = ''alert_events'' then  -- not a shard of it\n    delete from public.alert_day_rollups;\n  end if;\n');
+
+  -- The history and queue triggers on max_alerts and alert_events in their row-level form: on a
+  -- shard, Citus plans a trigger's insert as a distributed statement and loses a statement trigger's
+  -- transition table ("could not find named tuplestore"). Each becomes a row trigger doing the same
+  -- writes for its one row (`(select new.*)` for the transition table), its probes naming the row's
+  -- tenant and the alert passed as its columns (a shard's whole row has the shard's type). On
+  -- PostgreSQL they stay set-based, one statement per statement.
+  for v_trigger in
+    select t.tgname, t.tgrelid::regclass as tbl, t.tgfoid, pg_get_triggerdef(t.oid) as def
+    from pg_trigger t
+    where t.tgrelid in ('public.max_alerts'::regclass, 'public.alert_events'::regclass)
+      and not t.tgisinternal and (t.tgoldtable is not null or t.tgnewtable is not null)
+  loop
+    v_sql := regexp_replace(pg_get_functiondef(v_trigger.tgfoid), '\m(new|old)_(alerts|events)\M', '(select \1.*)', 'g');
+    v_sql := replace(v_sql, 'where w.enabled)', 'where w.tenant_id = new.tenant_id and w.enabled)');
+    v_sql := replace(v_sql, 'where m.whatsapp)', 'where m.tenant_id = new.tenant_id and m.whatsapp)');
+    v_sql := replace(v_sql, 'public.alert_json(a,', 'public.alert_json(row(a.*)::public.max_alerts,');
+    execute v_sql;
+    execute format('drop trigger %I on %s', v_trigger.tgname, v_trigger.tbl);
+    execute regexp_replace(v_trigger.def, 'REFERENCING .* FOR EACH STATEMENT', 'FOR EACH ROW');
+  end loop;
+
+  -- Every function reaches the workers (one that names a table's row type was created while that
+  -- table was still local, so it stayed on the coordinator); the tenant-scoped ones are delegated.
+  for v_function, v_delegated in
+    select p.oid::regprocedure,
+           p.proargnames[1] = 'p_tenant' and p.proargtypes[0] = 'text'::regtype and p.prorettype <> 'trigger'::regtype
+           and p.prolang = (select oid from pg_language where lanname = 'plpgsql')
+    from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and p.prokind = 'f'
+      and not exists (select from pg_depend d where d.objid = p.oid and d.deptype = 'e')  -- extensions' own
+    order by 2
+  loop
+    if v_delegated then
+      perform create_distributed_function(v_function, '$1', colocate_with := 'leads', force_delegation := true);
+    else
+      perform create_distributed_function(v_function);
+    end if;
+  end loop;
+end
+$distribute$;

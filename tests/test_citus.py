@@ -1,0 +1,153 @@
+"""leadwatch on a Citus cluster (tests/citus_cluster.py): distributed by tenant, one worker per call.
+
+Skipped without a Citus build (the message says how to get one); CI builds it and sets
+LEADWATCH_REQUIRE_CITUS, so there these tests run or fail, never skip.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from leadwatch.errors import Forbidden
+from leadwatch.http.identity import Viewer
+from leadwatch.migrate import migrate
+from leadwatch.stores.store import PostgresStore
+
+TENANTS = [f"tenant-{n}" for n in range(8)]
+
+
+@pytest.fixture(scope="module")
+def cluster_url(citus_cluster):
+    """A database of its own on the cluster, migrated: `leadwatch migrate` distributes it."""
+    name = f"leadwatch_citus_{uuid.uuid4().hex[:8]}"
+    url = citus_cluster.create_database(name)
+    migrate(url)
+    yield url
+    citus_cluster.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def cluster_store(cluster_url):
+    """Two leads in each tenant, each with an alert, written straight into the tables (the seed, not
+    what is tested; the tables' own triggers stay quiet, on the workers too)."""
+    with psycopg.connect(cluster_url) as conn, conn.transaction():
+        conn.execute("set local citus.propagate_set_commands = 'local'")
+        conn.execute("set local session_replication_role = replica")
+        for tenant in TENANTS:
+            for lead, owner in (("L1", "agent-1"), ("L2", None)):
+                conn.execute(
+                    "insert into leads (tenant_id, lead_id, name, owner_id) values (%s, %s, %s, %s)",
+                    [tenant, lead, f"{lead} of {tenant}", owner],
+                )
+                conn.execute(
+                    "insert into max_alerts (tenant_id, lead_id, type, severity, message)"
+                    " values (%s, %s, 'NoContact7d', 'med', 'silent')",
+                    [tenant, lead],
+                )
+    store = PostgresStore(cluster_url)
+    yield store
+    store.close()
+
+
+def worker_of(conn: psycopg.Connection, tenant: str) -> int:
+    """The port of the worker that holds the tenant's shard of `leads`."""
+    row = conn.execute(
+        "select n.nodeport from pg_dist_placement p join pg_dist_node n using (groupid)"
+        " where p.shardid = get_shard_id_for_distribution_column('public.leads', %s::text)",
+        [tenant],
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def statements(citus_cluster, port: int, cluster_url: str, word: str) -> int:
+    """How many calls of statements naming `word` a node ran since its statistics were reset."""
+    url = citus_cluster.url(port, psycopg.conninfo.conninfo_to_dict(cluster_url)["dbname"])
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "select coalesce(sum(calls), 0) from pg_stat_statements where query ilike %s", [f"%{word}%"]
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def reset_statements(citus_cluster, cluster_url: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(cluster_url)["dbname"]
+    for port in citus_cluster.worker_ports:
+        with psycopg.connect(citus_cluster.url(port, name), autocommit=True) as conn:
+            conn.execute("select pg_stat_statements_reset()")
+
+
+def test_migrate_distributes_every_tenant_table_colocated_and_the_defaults_as_reference_tables(cluster_url):
+    with psycopg.connect(cluster_url) as conn:
+        kinds = dict(conn.execute("select table_name::text, citus_table_type from citus_tables").fetchall())
+        colocations = conn.execute(
+            "select count(distinct colocation_id) from citus_tables where citus_table_type = 'distributed'"
+        ).fetchone()
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "select c.relname from pg_class c join pg_attribute a on a.attrelid = c.oid"
+                " where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' and a.attname = 'tenant_id'"
+            ).fetchall()
+        }
+        delegated = conn.execute(
+            "select count(*) from pg_dist_object where distribution_argument_index = 0"
+            " and objid = 'public.log_activity'::regproc"
+        ).fetchone()
+    reference = {"alert_rules", "retention_policies", "business_calendars"}
+    assert {table for table, kind in kinds.items() if kind == "reference"} == reference
+    assert {table for table, kind in kinds.items() if kind == "distributed"} == tables - reference
+    assert colocations == (1,)
+    assert delegated == (1,)
+
+
+def test_migrate_again_changes_nothing(cluster_url):
+    with psycopg.connect(cluster_url) as conn:
+        before = conn.execute("select count(*) from pg_dist_shard").fetchone()
+    assert migrate(cluster_url) == []
+    with psycopg.connect(cluster_url) as conn:
+        assert conn.execute("select count(*) from pg_dist_shard").fetchone() == before
+
+
+def test_both_workers_hold_tenants(citus_cluster, cluster_url, cluster_store):
+    with psycopg.connect(cluster_url) as conn:
+        holders = {tenant: worker_of(conn, tenant) for tenant in TENANTS}
+        counts = dict(
+            conn.execute(
+                "select tenant_id, count(*) from leads where tenant_id = any(%s) group by 1", [TENANTS]
+            ).fetchall()
+        )
+    assert set(holders.values()) == set(citus_cluster.worker_ports)
+    assert counts == dict.fromkeys(TENANTS, 2)
+
+
+def test_a_call_runs_on_the_one_worker_holding_its_tenant(citus_cluster, cluster_url, cluster_store):
+    tenant = TENANTS[0]
+    with psycopg.connect(cluster_url) as conn:
+        home = worker_of(conn, tenant)
+    (other,) = set(citus_cluster.worker_ports) - {home}
+    reset_statements(citus_cluster, cluster_url)
+    assert cluster_store.get_calendar(tenant)["calendar"]["source"] == "default"
+    assert statements(citus_cluster, home, cluster_url, "get_calendar") == 1  # the call, delegated whole
+    assert statements(citus_cluster, other, cluster_url, "get_calendar") == 0
+    assert statements(citus_cluster, other, cluster_url, "calendar") == 0  # not one statement there
+
+
+def test_a_users_claims_reach_the_worker(cluster_store):
+    """The caller's role is checked on the worker the call runs on: only an admin changes the calendar."""
+    tenant = TENANTS[1]
+    calendar = cluster_store.get_calendar(tenant)["calendar"]
+    office = {key: calendar[key] for key in ("timeZone", "week", "holidays")}
+
+    def as_user(role: str) -> Viewer:
+        return Viewer(
+            {"role": "authenticated", "sub": f"{role}-1", "app_metadata": {"tenant_id": tenant, "role": role}}, ""
+        )
+
+    with pytest.raises(Forbidden):
+        cluster_store.set_calendar(tenant, office, as_user("agent"))
+    with pytest.raises(Forbidden):
+        cluster_store.set_calendar(TENANTS[2], office, as_user("admin"))  # another tenant's
+    assert cluster_store.set_calendar(tenant, office, as_user("admin"))["calendar"]["source"] == "tenant"
