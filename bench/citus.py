@@ -9,13 +9,15 @@ database. Each tenant gets `--leads` leads, each with an active alert and its hi
 PostgresStore, as the API makes it): median and 90th percentile in ms on both sides, and their ratio; then
 how the tenants, their rows and the calls spread over the workers.
 
-Ingest, lists of alerts and the sweep are not measured here: on Citus 14.0.1 their statements are refused
-(docs/citus.md says which and why); the calls measured are those that run there.
+The calls: one activity logged (an inbound that resolves its lead's alert, then activities on the next leads),
+a list of 1,000 activities (fewer repeats: `--calls` / 20), the active list's first page, one tenant's sweep
+with nothing newly due, and the reads (rules, calendar, a week of analytics).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -91,14 +93,26 @@ def main(argv: list[str] | None = None) -> int:
         week = (today - timedelta(days=7), today)
         print(f"{args.tenants} tenants x {args.leads:,} leads and active alerts; {args.calls} calls each", flush=True)
         print(f"{'call':<38} {'single ms (p50/p90)':>20} {'cluster ms (p50/p90)':>21} {'ratio p50':>10}")
-        for name, make in calls(tenants[0], week).items():
+        for name, (make, share) in calls(tenants[0], week, args.leads).items():
             figures = []
             for url in (single_url, cluster_url):
                 store = PostgresStore(url)
-                figures.append(ms(timed(lambda store=store, make=make: make(store), args.calls)))
-                store.close()
-            (s50, s90), (c50, c90) = figures
-            print(f"{name:<38} {s50:>10.2f} / {s90:<7.2f} {c50:>10.2f} / {c90:<8.2f} {c50 / s50:>9.2f}x", flush=True)
+                try:
+                    figures.append(ms(timed(lambda store=store, make=make: make(store), max(5, args.calls // share))))
+                except psycopg.Error as refused:  # a known gap on Citus (docs/citus.md): said, not hidden
+                    print(
+                        f"{name:<38} refused on {'the cluster' if url == cluster_url else 'the single node'}: "
+                        f"{str(refused).splitlines()[0]}",
+                        flush=True,
+                    )
+                    break
+                finally:
+                    store.close()
+            else:
+                (s50, s90), (c50, c90) = figures
+                print(
+                    f"{name:<38} {s50:>10.2f} / {s90:<7.2f} {c50:>10.2f} / {c90:<8.2f} {c50 / s50:>9.2f}x", flush=True
+                )
         spread(cluster, cluster_url, tenants, week)
     finally:
         cluster.stop()
@@ -106,15 +120,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def calls(tenant: str, week: tuple[date, date]) -> dict[str, Callable[[PostgresStore], Any]]:
-    """The tenant-scoped calls measured, each as the API makes it."""
+def calls(tenant: str, week: tuple[date, date], leads: int) -> dict[str, tuple[Callable[[PostgresStore], Any], int]]:
+    """The tenant-scoped calls measured, each as the API makes it, with the share of --calls each repeats."""
     from leadwatch.models.analytics import AnalyticsQuery
+    from leadwatch.models.requests import ActivityIn, AlertQuery
 
     query = AnalyticsQuery.model_validate({"from": week[0].isoformat(), "to": week[1].isoformat()})
+    page = AlertQuery.model_validate({})
+    lead = itertools.count()
+
+    def activity() -> ActivityIn:
+        n = next(lead) % leads + 1
+        return ActivityIn.model_validate({"leadId": f"L{n}", "channel": "whatsapp", "direction": "in"})
+
     return {
-        "get_calendar (a reference table)": lambda store: store.get_calendar(tenant),
-        "list_rules (a reference table)": lambda store: store.list_rules(tenant),
-        "alert_analytics (a week, 1,000 alerts)": lambda store: store.alert_analytics(tenant, query),
+        "log_activity (one inbound)": (lambda store: store.log_activity(tenant, activity()), 1),
+        "log_activities (a list of 1,000)": (
+            lambda store: store.log_activities(tenant, [activity() for _ in range(1000)]),
+            20,
+        ),
+        "list_active_alerts (first page + stats)": (lambda store: store.list_active_alerts(tenant, page), 1),
+        "sweep (one tenant, nothing newly due)": (lambda store: store.sweep(tenant), 1),
+        "get_calendar (a reference table)": (lambda store: store.get_calendar(tenant), 1),
+        "list_rules (a reference table)": (lambda store: store.list_rules(tenant), 1),
+        "alert_analytics (a week, 1,000 alerts)": (lambda store: store.alert_analytics(tenant, query), 1),
     }
 
 
