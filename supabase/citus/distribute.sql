@@ -176,6 +176,26 @@ begin
       E'\nbegin\n  if p_tenant is null then\n    raise exception ''on Citus the sweep runs one tenant a call'' using errcode = ''0A000'',\n      hint = ''call it once per tenant, as PostgresStore.sweep() does'';\n  end if;\n');
   end loop;
 
+  -- A whole row of a shard has the shard's type (`lead_activities_102077`), which no function taking
+  -- the table's row type accepts ("cannot cast type lead_activities_… to lead_activities"): on Citus
+  -- a row read from a table is passed, kept or returned as its columns cast to the table's type
+  -- (`row(a.*)::public.lead_activities`), the same value. A function's own variables already have it.
+  for v_sql in
+    select pg_get_functiondef(p.oid) from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and p.prokind = 'f'
+      and p.prosrc ~ '(activity|member|lead_erasure)_json\((\w|p\.\w)\)|alert_json\(a,|\ma as activity\M|select s from public\.lead_state s'
+      and p.prorettype <> 'trigger'::regtype
+  loop
+    v_sql := regexp_replace(v_sql, 'public\.activity_json\(([a-z])\)', 'public.activity_json(row(\1.*)::public.lead_activities)', 'g');
+    v_sql := regexp_replace(v_sql, 'public\.activity_json\(p\.a\)', 'public.activity_json(row((p.a).*)::public.lead_activities)', 'g');
+    v_sql := regexp_replace(v_sql, 'public\.member_json\(([a-z])\)', 'public.member_json(row(\1.*)::public.team_members)', 'g');
+    v_sql := regexp_replace(v_sql, 'public\.lead_erasure_json\(p\.r\)', 'public.lead_erasure_json(row((p.r).*)::public.lead_erasures)', 'g');
+    v_sql := replace(v_sql, 'public.alert_json(a,', 'public.alert_json(row(a.*)::public.max_alerts,');
+    v_sql := replace(v_sql, ' a as activity', ' row(a.*)::public.lead_activities as activity');
+    v_sql := replace(v_sql, 'select s from public.lead_state s', 'select row(s.*)::public.lead_state as s from public.lead_state s');
+    execute v_sql;
+  end loop;
+
   -- A truncated history forgets every summary once, from the distributed table's trigger on the
   -- coordinator: the same trigger fires on each shard, where deleting every shard's summaries would
   -- wait for the coordinator's own truncate (a distributed deadlock).
