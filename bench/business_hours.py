@@ -30,8 +30,7 @@ def _sweep_rolled_back(conn: psycopg.Connection, now: datetime, business: bool) 
         if business:
             conn.execute(
                 """insert into business_calendars
-                     (tenant_id, time_zone, week, holidays, opens, closes, day_minutes)
-                   select t.tenant_id, c.time_zone, c.week, c.holidays, c.opens, c.closes, c.day_minutes
+                   select c.*
                    from (select distinct tenant_id from lead_state) t
                    cross join lateral public.parse_calendar(t.tenant_id, %s::jsonb) c""",
                 [json.dumps(ROUND_THE_CLOCK)],

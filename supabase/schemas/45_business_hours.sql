@@ -19,6 +19,13 @@ create table public.business_calendars (
   closes      integer[] not null,             -- is 0), ascending, each ending (exclusive) by its day's 24:00
   day_minutes integer[] not null,             -- working minutes of each day of the week, Monday first
   updated_at  timestamptz not null default now(),
+  -- The week and the holidays laid out for the arithmetic (lay_out_calendar, below):
+  working_weekdays integer[] not null,        -- the days of the week with working hours (0 is Monday), in order
+  days_through     integer[] not null,        -- how many of them each day of the week closes, Monday first
+  worked_by_close  integer[] not null,        -- working minutes of the week up to each range's closing
+  closed_days      date[] not null,           -- the holidays that fall on a working day, ascending
+  closed_day_ranks integer[] not null,        -- each one's rank among working days since Julian day 0, less the holidays before it
+  closed_minutes   integer[] not null,        -- the working minutes it and the holidays before it take away
   constraint business_calendars_pkey primary key (tenant_id),
   constraint business_calendars_ranges_paired check (cardinality(opens) = cardinality(closes)),
   constraint business_calendars_week_not_empty check (cardinality(opens) > 0),
@@ -52,9 +59,267 @@ as $$
 $$;
 grant execute on function public.calendar_for(text) to authenticated, service_role;
 
--- The arithmetic takes a calendar's fields one by one: reading a field of a row passed to PL/pgSQL
--- expands the whole row first, which costs more than the arithmetic itself. The functions taking a
--- calendar row (`clock_add` and those below it) are SQL one-liners that pass its fields on.
+-- The arithmetic reads the week and the holidays as laid out once per calendar (lay_out_calendar:
+-- the columns after updated_at), so that an answer is a few array lookups: the range an instant
+-- falls in, the n-th working day after a day, the working time up to a range's closing; the holidays
+-- that fall on a working day count only when one is in the way (binary searches, width_bucket).
+-- Days are counted from Julian day 0 (4714-11-24 BC, a Monday). It takes a calendar's fields one by
+-- one: reading a field of a row passed to PL/pgSQL expands the whole row first, which costs more
+-- than the arithmetic itself. The functions taking a calendar row (`clock_add` and those below it)
+-- are SQL one-liners that pass its fields on.
+
+/**
+ * What the arithmetic reads of a calendar besides its ranges: the days of the week with working
+ * hours, how many of them each day of the week closes, the working minutes of the week up to each
+ * range's closing, and the holidays that take working time away (on a working day of the week) with,
+ * for each, its rank among the working days less the holidays before it and the working minutes
+ * that it and the holidays before it take away.
+ */
+create function public.lay_out_calendar(
+  p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],
+  out working_weekdays integer[], out days_through integer[], out worked_by_close integer[],
+  out closed_days date[], out closed_day_ranks integer[], out closed_minutes integer[])
+language plpgsql immutable
+set search_path = ''
+as $$
+declare
+  v_worked integer := 0;
+  v_lost   integer := 0;
+  v_jd     integer;
+  v_day    date;
+begin
+  worked_by_close := '{}';
+  for i in 1 .. cardinality(p_opens) loop
+    v_worked := v_worked + p_closes[i] - p_opens[i];
+    worked_by_close := worked_by_close || v_worked;
+  end loop;
+  working_weekdays := '{}';
+  days_through := '{}';
+  for d in 0 .. 6 loop
+    if p_day_minutes[d + 1] > 0 then
+      working_weekdays := working_weekdays || d;
+    end if;
+    days_through := days_through || cardinality(working_weekdays);
+  end loop;
+  closed_days := '{}';
+  closed_day_ranks := '{}';
+  closed_minutes := '{}';
+  foreach v_day in array p_holidays loop
+    v_jd := v_day - date '4714-11-24 BC';
+    continue when p_day_minutes[v_jd % 7 + 1] = 0;
+    closed_days := closed_days || v_day;
+    closed_day_ranks := closed_day_ranks
+      || (v_jd / 7 * cardinality(working_weekdays) + days_through[v_jd % 7 + 1] - cardinality(closed_days));
+    v_lost := v_lost + p_day_minutes[v_jd % 7 + 1];
+    closed_minutes := closed_minutes || v_lost;
+  end loop;
+end
+$$;
+grant execute on function public.lay_out_calendar(integer[], integer[], integer[], date[]) to authenticated, service_role;
+
+/**
+ * The first working time at or after `p_local` on the calendar's local clock: `p_local` itself within
+ * a range, else the next opening; on a holiday, the first opening of the next working day that is
+ * not one (its rank among them, then the day by the week's table).
+ */
+create function public.next_opening_local(
+  p_opens integer[], p_closes integer[], p_weekdays integer[], p_days_through integer[],  -- a calendar's
+  p_closed date[], p_ranks integer[],                                                      -- layout
+  p_local timestamp) returns timestamp
+language plpgsql immutable
+as $$
+declare
+  v_day    date := p_local::date;
+  v_dow    integer := (v_day - date '4714-11-24 BC') % 7;
+  v_minute integer := v_dow * 1440 + date_part('hour', p_local)::integer * 60 + date_part('minute', p_local)::integer;
+  v_i      integer := width_bucket(v_minute, p_closes) + 1;  -- the first range not closed by then
+  v_at     timestamp := case
+    when v_i > cardinality(p_opens) then v_day + (p_opens[1] + 10080 - v_dow * 1440) * interval '1 minute'
+    when p_opens[v_i] > v_minute then v_day + (p_opens[v_i] - v_dow * 1440) * interval '1 minute'
+    else p_local
+  end;
+  v_closed integer := width_bucket(v_at::date, p_closed);  -- holidays up to that day
+  v_rank   integer;
+begin
+  if v_closed = 0 or p_closed[v_closed] <> v_at::date then
+    return v_at;
+  end if;
+  -- A holiday: the next working day that is not one, by its rank among those (from 0), and among working days.
+  v_rank := (v_at::date - date '4714-11-24 BC') / 7 * cardinality(p_weekdays)
+            + p_days_through[(v_at::date - date '4714-11-24 BC') % 7 + 1] - v_closed;
+  v_rank := v_rank + width_bucket(v_rank, p_ranks);
+  v_dow := p_weekdays[v_rank % cardinality(p_weekdays) + 1];
+  return date '4714-11-24 BC' + (v_rank / cardinality(p_weekdays) * 7 + v_dow)
+         + (p_opens[width_bucket(v_dow * 1440, p_closes) + 1] - v_dow * 1440) * interval '1 minute';
+end
+$$;
+grant execute on function public.next_opening_local(integer[], integer[], integer[], integer[], date[], integer[], timestamp)
+  to authenticated, service_role;
+
+/**
+ * The first working instant at or after `p_at`: `p_at` itself within working hours, else the next
+ * opening of the calendar (on its local clock, holidays skipped).
+ */
+create function public.next_opening(
+  p_zone text, p_opens integer[], p_closes integer[], p_weekdays integer[], p_days_through integer[],  -- a calendar
+  p_closed date[], p_ranks integer[],
+  p_at timestamptz) returns timestamptz
+language plpgsql immutable
+as $$
+declare
+  v_local timestamp;
+  v_open  timestamp;
+begin
+  if p_at is null or not isfinite(p_at) then
+    return p_at;
+  end if;
+  v_local := p_at at time zone p_zone;
+  v_open := public.next_opening_local(p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks, v_local);
+  if v_open = v_local then
+    return p_at;
+  end if;
+  return v_open at time zone p_zone;
+end
+$$;
+grant execute on function public.next_opening(text, integer[], integer[], integer[], integer[], date[], integer[], timestamptz)
+  to authenticated, service_role;
+
+/**
+ * `p_at` plus `p_span` of working time: the earliest instant by which that much working time has
+ * passed since `p_at`. From the start's place in its week's working time, whole weeks and then the
+ * range in which the rest runs out; the holidays met on the way give their working time back, which
+ * is counted on from there (a step more per run of holidays in the way).
+ */
+create function public.add_working_time(
+  p_zone text, p_opens integer[], p_closes integer[], p_worked integer[],  -- a calendar
+  p_weekdays integer[], p_days_through integer[], p_closed date[], p_ranks integer[], p_closed_minutes integer[],
+  p_at timestamptz, p_span interval)
+returns timestamptz
+language plpgsql immutable
+as $$
+declare
+  v_left   bigint := (date_part('epoch', p_span) * 1000000)::bigint;  -- microseconds of working time to count
+  v_week   bigint := p_worked[cardinality(p_worked)] * 60000000::bigint;  -- the week's
+  v_local  timestamp;
+  v_closed integer;
+  v_count  integer;
+  v_jd     integer;
+  v_us     bigint;
+  v_i      integer;
+  v_weeks  integer;
+begin
+  if p_at is null or p_span is null or not isfinite(p_at) then
+    return p_at + p_span;
+  end if;
+  if v_left <= 0 then
+    return p_at;
+  end if;
+  v_local := public.next_opening_local(p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks,
+                                       p_at at time zone p_zone);
+  v_closed := width_bucket(v_local::date, p_closed);
+  loop
+    -- The working time of the week up to v_local, and what is left to count, in microseconds.
+    v_jd := v_local::date - date '4714-11-24 BC';
+    v_us := v_jd % 7 * 86400000000 + (date_part('epoch', v_local::time) * 1000000)::bigint;
+    v_i := width_bucket((v_us / 60000000)::integer, p_closes) + 1;
+    v_us := v_left + case
+      when v_i > cardinality(p_opens) then v_week
+      else (p_worked[v_i] - p_closes[v_i] + p_opens[v_i]) * 60000000::bigint
+           + greatest(0, v_us - p_opens[v_i] * 60000000::bigint)
+    end;
+    -- Whole weeks, then the range by whose end the week's working time reaches the rest.
+    v_weeks := (v_us - 1) / v_week;
+    v_us := v_us - v_weeks * v_week;
+    v_i := width_bucket(((v_us - 1) / 60000000)::integer, p_worked) + 1;
+    v_local := date '4714-11-24 BC' + (v_jd - v_jd % 7 + 7 * v_weeks)
+               + ((p_closes[v_i] - p_worked[v_i]) * 60000000::bigint + v_us) * interval '1 microsecond';
+    -- The holidays on the way (the end's own day: the one the last working microsecond fell on).
+    v_count := width_bucket((v_local - interval '1 microsecond')::date, p_closed);
+    exit when v_count = v_closed;
+    v_left := (p_closed_minutes[v_count] - coalesce(p_closed_minutes[v_closed], 0)) * 60000000::bigint;
+    v_closed := v_count;
+  end loop;
+  return v_local at time zone p_zone;
+end
+$$;
+grant execute on function public.add_working_time(text, integer[], integer[], integer[], integer[], integer[], date[],
+                                                  integer[], integer[], timestamptz, interval)
+  to authenticated, service_role;
+
+
+/**
+ * `p_at` plus `p_days` working days: the same local clock time that many working days later. An
+ * instant outside working hours counts from the next opening; a result outside working hours (a
+ * shorter day, a clock change) moves to the next opening. The day is found by its rank among the
+ * working days that are not holidays: no step per day, week or holiday.
+ */
+create function public.add_working_days(
+  p_zone text, p_opens integer[], p_closes integer[], p_weekdays integer[], p_days_through integer[],  -- a calendar
+  p_closed date[], p_ranks integer[],
+  p_at timestamptz, p_days integer)
+returns timestamptz
+language plpgsql immutable
+as $$
+declare
+  v_start  timestamp;
+  v_jd     integer;
+  v_rank   integer;
+  v_dow    integer;
+  v_local  timestamp;
+  v_end    timestamptz;
+  v_minute integer;
+begin
+  if p_at is null or p_days is null or not isfinite(p_at) then
+    return p_at + make_interval(days => p_days);
+  end if;
+  if p_days <= 0 then
+    return p_at;
+  end if;
+  v_start := public.next_opening_local(p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks,
+                                       p_at at time zone p_zone);
+  v_jd := v_start::date - date '4714-11-24 BC';
+  -- The rank (from 0) of the day p_days after the start's among the working days that are not
+  -- holidays, then among the working days, then the day and its clock time.
+  v_rank := v_jd / 7 * cardinality(p_weekdays) + p_days_through[v_jd % 7 + 1] - width_bucket(v_start::date, p_closed)
+            + p_days - 1;
+  v_rank := v_rank + width_bucket(v_rank, p_ranks);
+  v_dow := p_weekdays[v_rank % cardinality(p_weekdays) + 1];
+  v_local := date '4714-11-24 BC' + (v_rank / cardinality(p_weekdays) * 7 + v_dow) + v_start::time;
+  v_end := v_local at time zone p_zone;
+  v_minute := v_dow * 1440 + date_part('hour', v_local)::integer * 60 + date_part('minute', v_local)::integer;
+  if v_end at time zone p_zone = v_local and p_opens[width_bucket(v_minute, p_closes) + 1] <= v_minute then
+    return v_end;  -- the clock showed that time that day, within its working hours
+  end if;
+  return public.next_opening(p_zone, p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks, v_end);
+end
+$$;
+grant execute on function public.add_working_days(text, integer[], integer[], integer[], integer[], date[], integer[],
+                                                  timestamptz, integer)
+  to authenticated, service_role;
+
+
+/**
+ * When a span started at `p_at` ends on a rule's clock: elapsed time on the calendar clock; on the
+ * business clock, working days for a whole number of days (`3d`, and `24h` too), else working time.
+ */
+create function public.clock_add(p_cal public.business_calendars, p_business boolean, p_at timestamptz, p_span interval)
+returns timestamptz
+language sql stable  -- as timestamptz + interval is; and so inlined into the caller's query
+as $$
+  select case
+    when not coalesce(p_business, false) or p_at is null or p_span is null then p_at + p_span
+    when date_part('epoch', p_span) / 86400 = trunc(date_part('epoch', p_span) / 86400)
+      then public.add_working_days(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.working_weekdays,
+                                   p_cal.days_through, p_cal.closed_days, p_cal.closed_day_ranks,
+                                   p_at, (date_part('epoch', p_span) / 86400)::integer)
+    else public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.worked_by_close,
+                                 p_cal.working_weekdays, p_cal.days_through, p_cal.closed_days,
+                                 p_cal.closed_day_ranks, p_cal.closed_minutes, p_at, p_span)
+  end
+$$;
+grant execute on function public.clock_add(public.business_calendars, boolean, timestamptz, interval)
+  to authenticated, service_role;
+
 
 /**
  * Seconds of working time a calendar gives to the part [p_from, p_to) (seconds since local
@@ -83,265 +348,6 @@ begin
 end
 $$;
 grant execute on function public.working_seconds_in_day(integer[], integer[], date[], date, numeric, numeric)
-  to authenticated, service_role;
-
-
-/**
- * The instant at which `p_seconds` (> 0) of working time counted from `p_from` (seconds since local
- * midnight) run out on a local date; null when the day has not that much left. The earliest such
- * instant: a span that uses a range to its end ends at its closing.
- */
-create function public.end_of_working_span(
-  p_zone text, p_opens integer[], p_closes integer[], p_holidays date[],  -- what a day needs of a calendar
-  p_day date, p_from numeric, p_seconds numeric)
-returns timestamptz
-language plpgsql immutable
-set search_path = ''
-as $$
-declare
-  v_base  integer := (extract(isodow from p_day)::integer - 1) * 1440;
-  v_left  numeric := p_seconds;
-  v_start numeric;
-  v_avail numeric;
-begin
-  if p_day = any (p_holidays) then
-    return null;
-  end if;
-  for i in 1 .. cardinality(p_opens) loop
-    if p_opens[i] >= v_base and p_opens[i] < v_base + 1440 then
-      v_start := greatest((p_opens[i] - v_base) * 60, p_from);
-      v_avail := (p_closes[i] - v_base) * 60 - v_start;
-      if v_avail > 0 then
-        if v_left <= v_avail then
-          return (p_day + (v_start + v_left) * interval '1 second') at time zone p_zone;
-        end if;
-        v_left := v_left - v_avail;
-      end if;
-    end if;
-  end loop;
-  return null;
-end
-$$;
-grant execute on function public.end_of_working_span(text, integer[], integer[], date[], date, numeric, numeric)
-  to authenticated, service_role;
-
-
-/**
- * The first working instant at or after `p_at`: `p_at` itself within working hours, else the next
- * opening of the calendar (on its local clock, holidays skipped: at most a week away, plus a day
- * per holiday in the way).
- */
-create function public.next_opening(
-  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
-  p_at timestamptz) returns timestamptz
-language plpgsql immutable
-set search_path = ''
-as $$
-declare
-  v_local timestamp := p_at at time zone p_zone;
-  v_day   date := v_local::date;
-  v_secs  numeric := extract(epoch from v_local - v_local::date);
-  v_base  integer := (extract(isodow from v_local)::integer - 1) * 1440;
-begin
-  if p_at is null or not isfinite(p_at) then
-    return p_at;
-  end if;
-  if not v_day = any (p_holidays) then
-    for i in 1 .. cardinality(p_opens) loop  -- ranges in order: the first one not closed yet
-      if p_opens[i] >= v_base and p_opens[i] < v_base + 1440 and v_secs < (p_closes[i] - v_base) * 60 then
-        if v_secs >= (p_opens[i] - v_base) * 60 then
-          return p_at;
-        end if;
-        return (v_day + (p_opens[i] - v_base) * interval '1 minute') at time zone p_zone;
-      end if;
-    end loop;
-  end if;
-  loop
-    v_day := v_day + 1;
-    v_base := (extract(isodow from v_day)::integer - 1) * 1440;
-    continue when p_day_minutes[v_base / 1440 + 1] = 0 or v_day = any (p_holidays);
-    for i in 1 .. cardinality(p_opens) loop
-      if p_opens[i] >= v_base then
-        return (v_day + (p_opens[i] - v_base) * interval '1 minute') at time zone p_zone;
-      end if;
-    end loop;
-  end loop;
-  return null;  -- not reached: the loop above returns
-end
-$$;
-grant execute on function public.next_opening(text, integer[], integer[], integer[], date[], timestamptz)
-  to authenticated, service_role;
-
-
-/**
- * `p_at` plus `p_span` of working time: the earliest instant by which that much working time has
- * passed since `p_at`. The rest of the first day, then whole weeks at once, then at most a week day
- * by day; each holiday met gives back its day's working time (one more step per holiday).
- */
-create function public.add_working_time(
-  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
-  p_at timestamptz, p_span interval)
-returns timestamptz
-language plpgsql immutable
-set search_path = ''
-as $$
-declare
-  v_local  timestamp := p_at at time zone p_zone;
-  v_day    date := v_local::date;
-  v_secs   numeric := extract(epoch from v_local - v_local::date);
-  v_left   numeric := extract(epoch from p_span);
-  v_week   numeric := 0;
-  v_weeks  integer;
-  v_end    date;
-  v_lost   numeric;
-  v_today  numeric;
-  v_dow    integer;
-  v_holidays boolean := cardinality(p_holidays) > 0;
-  v_minutes integer;
-  v_holiday date;
-begin
-  if p_at is null or p_span is null or not isfinite(p_at) then
-    return p_at + p_span;
-  end if;
-  if v_left <= 0 then
-    return p_at;
-  end if;
-  foreach v_minutes in array p_day_minutes loop
-    v_week := v_week + v_minutes * 60;
-  end loop;
-  -- The rest of the first day.
-  v_today := public.working_seconds_in_day(p_opens, p_closes, p_holidays, v_day, v_secs);
-  if v_left <= v_today then
-    return public.end_of_working_span(p_zone, p_opens, p_closes, p_holidays, v_day, v_secs, v_left);
-  end if;
-  v_left := v_left - v_today;
-  v_day := v_day + 1;
-  v_dow := extract(isodow from v_day)::integer;  -- v_day's, kept in step
-  loop
-    -- Whole weeks, leaving between a second and a week of working time; the holidays among them
-    -- give their days' time back.
-    v_weeks := ceil(v_left / v_week)::integer - 1;
-    v_end := v_day + 7 * v_weeks;
-    v_lost := 0;
-    if v_weeks > 0 and v_holidays then
-      foreach v_holiday in array p_holidays loop
-        if v_holiday >= v_day and v_holiday < v_end then
-          v_lost := v_lost + p_day_minutes[extract(isodow from v_holiday)::integer] * 60;
-        end if;
-      end loop;
-    end if;
-    v_left := v_left - v_weeks * v_week + v_lost;
-    v_day := v_end;  -- whole weeks: the day of the week stays
-    continue when v_lost > 0;
-    -- Then day by day, at most a week (more only if holidays are in the way: the loop goes on).
-    for i in 1 .. 7 loop
-      v_today := case when v_holidays and v_day = any (p_holidays) then 0 else p_day_minutes[v_dow] * 60 end;
-      if v_left <= v_today then
-        return public.end_of_working_span(p_zone, p_opens, p_closes, p_holidays, v_day, 0, v_left);
-      end if;
-      v_left := v_left - v_today;
-      v_day := v_day + 1;
-      v_dow := v_dow % 7 + 1;
-    end loop;
-  end loop;
-  return null;  -- not reached: the loop above returns
-end
-$$;
-grant execute on function public.add_working_time(text, integer[], integer[], integer[], date[], timestamptz, interval)
-  to authenticated, service_role;
-
-
-/**
- * `p_at` plus `p_days` working days: the same local clock time that many working days later. An
- * instant outside working hours counts from the next opening; a result outside working hours (a
- * shorter day, a clock change) moves to the next opening. Whole weeks at once, then at most a week
- * day by day, one more step per holiday in the way.
- */
-create function public.add_working_days(
-  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
-  p_at timestamptz, p_days integer)
-returns timestamptz
-language plpgsql immutable
-set search_path = ''
-as $$
-declare
-  v_start    timestamptz := public.next_opening(p_zone, p_opens, p_closes, p_day_minutes, p_holidays, p_at);
-  v_local    timestamp := v_start at time zone p_zone;
-  v_time     interval := v_local - v_local::date;
-  v_day      date := v_local::date + 1;
-  v_dow      integer := extract(isodow from v_local::date + 1)::integer;  -- v_day's, kept in step
-  v_holidays boolean := cardinality(p_holidays) > 0;
-  v_left     integer := p_days;
-  v_per_week integer := 0;
-  v_weeks    integer;
-  v_end      date;
-  v_lost     integer;
-  v_minutes  integer;
-  v_holiday  date;
-begin
-  if p_at is null or p_days is null or not isfinite(p_at) then
-    return p_at + make_interval(days => p_days);
-  end if;
-  if p_days <= 0 then
-    return p_at;
-  end if;
-  foreach v_minutes in array p_day_minutes loop
-    v_per_week := v_per_week + (v_minutes > 0)::integer;
-  end loop;
-  loop
-    -- Whole weeks, leaving between one and a week's working days; the holidays among them give
-    -- their days back.
-    v_weeks := (v_left - 1) / v_per_week;
-    v_end := v_day + 7 * v_weeks;
-    v_lost := 0;
-    if v_weeks > 0 and v_holidays then
-      foreach v_holiday in array p_holidays loop
-        if v_holiday >= v_day and v_holiday < v_end and p_day_minutes[extract(isodow from v_holiday)::integer] > 0 then
-          v_lost := v_lost + 1;
-        end if;
-      end loop;
-    end if;
-    v_left := v_left - v_weeks * v_per_week + v_lost;
-    v_day := v_end;  -- whole weeks: the day of the week stays
-    continue when v_lost > 0;
-    -- Then day by day, at most a week (more only if holidays are in the way: the loop goes on).
-    for i in 1 .. 7 loop
-      if p_day_minutes[v_dow] > 0 and not (v_holidays and v_day = any (p_holidays)) then
-        v_left := v_left - 1;
-        if v_left = 0 then
-          return public.next_opening(p_zone, p_opens, p_closes, p_day_minutes, p_holidays,
-                                     (v_day + v_time) at time zone p_zone);
-        end if;
-      end if;
-      v_day := v_day + 1;
-      v_dow := v_dow % 7 + 1;
-    end loop;
-  end loop;
-  return null;  -- not reached: the loop above returns
-end
-$$;
-grant execute on function public.add_working_days(text, integer[], integer[], integer[], date[], timestamptz, integer)
-  to authenticated, service_role;
-
-
-/**
- * When a span started at `p_at` ends on a rule's clock: elapsed time on the calendar clock; on the
- * business clock, working days for a whole number of days (`3d`, and `24h` too), else working time.
- */
-create function public.clock_add(p_cal public.business_calendars, p_business boolean, p_at timestamptz, p_span interval)
-returns timestamptz
-language sql stable  -- as timestamptz + interval is; and so inlined into the caller's query
-as $$
-  select case
-    when not coalesce(p_business, false) or p_at is null or p_span is null then p_at + p_span
-    when extract(epoch from p_span) % 86400 = 0
-      then public.add_working_days(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
-                       p_at, (extract(epoch from p_span) / 86400)::integer)
-    else public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
-                       p_at, p_span)
-  end
-$$;
-grant execute on function public.clock_add(public.business_calendars, boolean, timestamptz, interval)
   to authenticated, service_role;
 
 
@@ -405,8 +411,8 @@ grant execute on function public.working_seconds_between(text, integer[], intege
 create function public.next_opening(p_cal public.business_calendars, p_at timestamptz) returns timestamptz
 language sql immutable
 as $$
-  select public.next_opening(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
-                       p_at)
+  select public.next_opening(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.working_weekdays, p_cal.days_through,
+                             p_cal.closed_days, p_cal.closed_day_ranks, p_at)
 $$;
 grant execute on function public.next_opening(public.business_calendars, timestamptz) to authenticated, service_role;
 
@@ -414,8 +420,9 @@ grant execute on function public.next_opening(public.business_calendars, timesta
 create function public.add_working_time(p_cal public.business_calendars, p_at timestamptz, p_span interval) returns timestamptz
 language sql immutable
 as $$
-  select public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
-                       p_at, p_span)
+  select public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.worked_by_close,
+                                 p_cal.working_weekdays, p_cal.days_through, p_cal.closed_days,
+                                 p_cal.closed_day_ranks, p_cal.closed_minutes, p_at, p_span)
 $$;
 grant execute on function public.add_working_time(public.business_calendars, timestamptz, interval)
   to authenticated, service_role;
@@ -424,8 +431,8 @@ grant execute on function public.add_working_time(public.business_calendars, tim
 create function public.add_working_days(p_cal public.business_calendars, p_at timestamptz, p_days integer) returns timestamptz
 language sql immutable
 as $$
-  select public.add_working_days(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
-                       p_at, p_days)
+  select public.add_working_days(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.working_weekdays,
+                                 p_cal.days_through, p_cal.closed_days, p_cal.closed_day_ranks, p_at, p_days)
 $$;
 grant execute on function public.add_working_days(public.business_calendars, timestamptz, integer) to authenticated, service_role;
 
@@ -564,6 +571,10 @@ begin
   end loop;
   v_cal.holidays := coalesce((select array_agg(distinct (h #>> '{}')::date order by (h #>> '{}')::date)
                               from jsonb_array_elements(coalesce(p_body -> 'holidays', '[]')) h), '{}');
+  select l.working_weekdays, l.days_through, l.worked_by_close, l.closed_days, l.closed_day_ranks, l.closed_minutes
+  into v_cal.working_weekdays, v_cal.days_through, v_cal.worked_by_close, v_cal.closed_days, v_cal.closed_day_ranks,
+       v_cal.closed_minutes
+  from public.lay_out_calendar(v_cal.opens, v_cal.closes, v_cal.day_minutes, v_cal.holidays) l;
   v_cal.updated_at := now();
   return v_cal;
 end
@@ -592,7 +603,10 @@ begin
   select v_cal.*
   on conflict (tenant_id) do update set
     time_zone = excluded.time_zone, week = excluded.week, holidays = excluded.holidays, opens = excluded.opens,
-    closes = excluded.closes, day_minutes = excluded.day_minutes, updated_at = excluded.updated_at;
+    closes = excluded.closes, day_minutes = excluded.day_minutes, updated_at = excluded.updated_at,
+    working_weekdays = excluded.working_weekdays, days_through = excluded.days_through,
+    worked_by_close = excluded.worked_by_close, closed_days = excluded.closed_days,
+    closed_day_ranks = excluded.closed_day_ranks, closed_minutes = excluded.closed_minutes;
   for v_type in
     select r.type from public.rules_for(p_tenant) r
     where r.clock = 'business' and r.type in ('NoContact7d', 'NoReply3d', 'StaleLead30d', 'HighValueRisk')
@@ -606,8 +620,8 @@ grant execute on function public.set_calendar(text, jsonb) to authenticated, ser
 
 -- Data --------------------------------------------------------------------------------------------
 
-insert into public.business_calendars (tenant_id, time_zone, week, opens, closes, day_minutes)
-select '*', c.time_zone, c.week, c.opens, c.closes, c.day_minutes
+insert into public.business_calendars
+select c.*
 from public.parse_calendar('*', '{"timeZone": "Europe/Paris", "week": {"mon": [["09:00", "18:00"]],
   "tue": [["09:00", "18:00"]], "wed": [["09:00", "18:00"]], "thu": [["09:00", "18:00"]], "fri": [["09:00", "18:00"]],
   "sat": [], "sun": []}}') c;
