@@ -201,12 +201,12 @@ declare
   v_left   bigint := (date_part('epoch', p_span) * 1000000)::bigint;  -- microseconds of working time to count
   v_week   bigint := p_worked[cardinality(p_worked)] * 60000000::bigint;  -- the week's
   v_local  timestamp;
-  v_closed integer;
-  v_count  integer;
   v_jd     integer;
   v_us     bigint;
   v_i      integer;
   v_weeks  integer;
+  v_closed integer;
+  v_count  integer;
 begin
   if p_at is null or p_span is null or not isfinite(p_at) then
     return p_at + p_span;
@@ -214,32 +214,36 @@ begin
   if v_left <= 0 then
     return p_at;
   end if;
-  v_local := public.next_opening_local(p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks,
-                                       p_at at time zone p_zone);
-  v_closed := width_bucket(v_local::date, p_closed);
-  loop
-    -- The working time of the week up to v_local, and what is left to count, in microseconds.
+  -- The start: its day, the microseconds of its week, its range (outside working hours or on a
+  -- holiday, those of the next opening).
+  v_local := p_at at time zone p_zone;
+  v_jd := v_local::date - date '4714-11-24 BC';
+  v_us := v_jd % 7 * 86400000000 + (date_part('epoch', v_local::time) * 1000000)::bigint;
+  v_i := width_bucket((v_us / 60000000)::integer, p_closes) + 1;
+  if not coalesce(p_opens[v_i] * 60000000::bigint <= v_us, false)
+     or p_closed[width_bucket(v_local::date, p_closed)] = v_local::date then
+    v_local := public.next_opening_local(p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks, v_local);
     v_jd := v_local::date - date '4714-11-24 BC';
     v_us := v_jd % 7 * 86400000000 + (date_part('epoch', v_local::time) * 1000000)::bigint;
     v_i := width_bucket((v_us / 60000000)::integer, p_closes) + 1;
-    v_us := v_left + case
-      when v_i > cardinality(p_opens) then v_week
-      else (p_worked[v_i] - p_closes[v_i] + p_opens[v_i]) * 60000000::bigint
-           + greatest(0, v_us - p_opens[v_i] * 60000000::bigint)
-    end;
-    -- Whole weeks, then the range by whose end the week's working time reaches the rest.
+  end if;
+  v_closed := width_bucket(v_local::date, p_closed);
+  loop
+    -- The week's working time up to the end (the start's in its range, plus what is left), whole
+    -- weeks, then the range by whose end the week's working time reaches it, back on the clock.
+    v_us := v_us + v_left + (p_worked[v_i] - p_closes[v_i]) * 60000000::bigint;
     v_weeks := (v_us - 1) / v_week;
     v_us := v_us - v_weeks * v_week;
     v_i := width_bucket(((v_us - 1) / 60000000)::integer, p_worked) + 1;
-    v_local := date '4714-11-24 BC' + (v_jd - v_jd % 7 + 7 * v_weeks)
-               + ((p_closes[v_i] - p_worked[v_i]) * 60000000::bigint + v_us) * interval '1 microsecond';
-    -- The holidays on the way (the end's own day: the one the last working microsecond fell on).
-    v_count := width_bucket((v_local - interval '1 microsecond')::date, p_closed);
+    v_us := v_us + (p_closes[v_i] - p_worked[v_i]) * 60000000::bigint;
+    v_jd := v_jd - v_jd % 7 + 7 * v_weeks;  -- that week's Monday
+    -- The holidays on the way (up to the day of the last working microsecond) give their time back.
+    v_count := width_bucket(date '4714-11-24 BC' + v_jd + ((v_us - 1) / 86400000000)::integer, p_closed);
     exit when v_count = v_closed;
     v_left := (p_closed_minutes[v_count] - coalesce(p_closed_minutes[v_closed], 0)) * 60000000::bigint;
     v_closed := v_count;
   end loop;
-  return v_local at time zone p_zone;
+  return (date '4714-11-24 BC' + v_jd + v_us * interval '1 microsecond') at time zone p_zone;
 end
 $$;
 grant execute on function public.add_working_time(text, integer[], integer[], integer[], integer[], integer[], date[],
@@ -263,11 +267,10 @@ as $$
 declare
   v_start  timestamp;
   v_jd     integer;
+  v_minute integer;
   v_rank   integer;
-  v_dow    integer;
   v_local  timestamp;
   v_end    timestamptz;
-  v_minute integer;
 begin
   if p_at is null or p_days is null or not isfinite(p_at) then
     return p_at + make_interval(days => p_days);
@@ -275,18 +278,24 @@ begin
   if p_days <= 0 then
     return p_at;
   end if;
-  v_start := public.next_opening_local(p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks,
-                                       p_at at time zone p_zone);
+  -- The start: p_at within working hours, else the next opening.
+  v_start := p_at at time zone p_zone;
   v_jd := v_start::date - date '4714-11-24 BC';
+  v_minute := v_jd % 7 * 1440 + date_part('hour', v_start)::integer * 60 + date_part('minute', v_start)::integer;
+  if not coalesce(p_opens[width_bucket(v_minute, p_closes) + 1] <= v_minute, false)
+     or p_closed[width_bucket(v_start::date, p_closed)] = v_start::date then
+    v_start := public.next_opening_local(p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks, v_start);
+    v_jd := v_start::date - date '4714-11-24 BC';
+  end if;
   -- The rank (from 0) of the day p_days after the start's among the working days that are not
-  -- holidays, then among the working days, then the day and its clock time.
+  -- holidays, then among the working days, then that day (its Julian day) at the start's clock time.
   v_rank := v_jd / 7 * cardinality(p_weekdays) + p_days_through[v_jd % 7 + 1] - width_bucket(v_start::date, p_closed)
             + p_days - 1;
   v_rank := v_rank + width_bucket(v_rank, p_ranks);
-  v_dow := p_weekdays[v_rank % cardinality(p_weekdays) + 1];
-  v_local := date '4714-11-24 BC' + (v_rank / cardinality(p_weekdays) * 7 + v_dow) + v_start::time;
+  v_jd := v_rank / cardinality(p_weekdays) * 7 + p_weekdays[v_rank % cardinality(p_weekdays) + 1];
+  v_local := date '4714-11-24 BC' + v_jd + v_start::time;
   v_end := v_local at time zone p_zone;
-  v_minute := v_dow * 1440 + date_part('hour', v_local)::integer * 60 + date_part('minute', v_local)::integer;
+  v_minute := v_jd % 7 * 1440 + date_part('hour', v_local)::integer * 60 + date_part('minute', v_local)::integer;
   if v_end at time zone p_zone = v_local and p_opens[width_bucket(v_minute, p_closes) + 1] <= v_minute then
     return v_end;  -- the clock showed that time that day, within its working hours
   end if;
@@ -322,89 +331,58 @@ grant execute on function public.clock_add(public.business_calendars, boolean, t
 
 
 /**
- * Seconds of working time a calendar gives to the part [p_from, p_to) (seconds since local
- * midnight) of one local date: none on a holiday.
+ * Where a local time stands in working time, in microseconds since Julian day 0 (the holidays'
+ * working time left out): whole weeks, then the week's working time up to it. Working time between
+ * two instants is the difference of theirs.
  */
-create function public.working_seconds_in_day(
-  p_opens integer[], p_closes integer[], p_holidays date[],  -- what a day needs of a calendar
-  p_day date, p_from numeric default 0, p_to numeric default 86400)
-returns numeric
+create function public.working_time_at(
+  p_opens integer[], p_closes integer[], p_worked integer[],  -- a calendar's
+  p_closed date[], p_closed_minutes integer[],               -- layout
+  p_local timestamp) returns bigint
 language plpgsql immutable
-set search_path = ''
 as $$
 declare
-  v_base integer := (extract(isodow from p_day)::integer - 1) * 1440;
-  v_sum  numeric := 0;
+  v_closed integer := width_bucket(p_local::date, p_closed);  -- holidays up to that day
+  v_local  timestamp := p_local;
+  v_jd     integer;
+  v_us     bigint;
+  v_i      integer;
 begin
-  if p_day = any (p_holidays) then
-    return 0;
+  if p_closed[v_closed] = p_local::date then  -- a holiday: it stands where that day starts
+    v_local := p_local::date;
+    v_closed := v_closed - 1;
   end if;
-  for i in 1 .. cardinality(p_opens) loop
-    if p_opens[i] >= v_base and p_opens[i] < v_base + 1440 then
-      v_sum := v_sum + greatest(0, least((p_closes[i] - v_base) * 60, p_to) - greatest((p_opens[i] - v_base) * 60, p_from));
-    end if;
-  end loop;
-  return v_sum;
+  v_jd := v_local::date - date '4714-11-24 BC';
+  v_us := v_jd % 7 * 86400000000 + (date_part('epoch', v_local::time) * 1000000)::bigint;
+  v_i := width_bucket((v_us / 60000000)::integer, p_closes) + 1;
+  return (v_jd / 7 * p_worked[cardinality(p_worked)]::bigint - coalesce(p_closed_minutes[v_closed], 0)) * 60000000
+         + case
+             when v_i > cardinality(p_opens) then p_worked[cardinality(p_worked)] * 60000000::bigint
+             else (p_worked[v_i] - p_closes[v_i] + p_opens[v_i]) * 60000000::bigint
+                  + greatest(0, v_us - p_opens[v_i] * 60000000::bigint)
+           end;
 end
 $$;
-grant execute on function public.working_seconds_in_day(integer[], integer[], date[], date, numeric, numeric)
+grant execute on function public.working_time_at(integer[], integer[], integer[], date[], integer[], timestamp)
   to authenticated, service_role;
 
-
 /**
- * Seconds of working time between two instants (none when `p_to` is not after `p_from`): the ends
- * of the first and last days, whole weeks at once, at most six days one by one, less the holidays.
+ * Seconds of working time between two instants (none when `p_to` is not after `p_from` on the
+ * local clock): the difference of where they stand in working time.
  */
 create function public.working_seconds_between(
-  p_zone text, p_opens integer[], p_closes integer[], p_day_minutes integer[], p_holidays date[],  -- a calendar
+  p_zone text, p_opens integer[], p_closes integer[], p_worked integer[],  -- a calendar
+  p_closed date[], p_closed_minutes integer[],
   p_from timestamptz, p_to timestamptz)
 returns numeric
-language plpgsql immutable
-set search_path = ''
+language sql immutable
 as $$
-declare
-  v_from    timestamp := p_from at time zone p_zone;
-  v_to      timestamp := p_to at time zone p_zone;
-  v_first   date := v_from::date;
-  v_last    date := v_to::date;
-  v_week    numeric := 0;
-  v_total   numeric;
-  v_day     date;
-  v_minutes integer;
-  v_holiday date;
-begin
-  if p_from is null or p_to is null then
-    return null;
-  end if;
-  if v_to <= v_from then
-    return 0;
-  end if;
-  if v_first = v_last then
-    return public.working_seconds_in_day(p_opens, p_closes, p_holidays, v_first,
-                                         extract(epoch from v_from - v_first), extract(epoch from v_to - v_last));
-  end if;
-  foreach v_minutes in array p_day_minutes loop
-    v_week := v_week + v_minutes * 60;
-  end loop;
-  v_total := public.working_seconds_in_day(p_opens, p_closes, p_holidays, v_first,
-                                           extract(epoch from v_from - v_first))
-           + public.working_seconds_in_day(p_opens, p_closes, p_holidays, v_last, 0,
-                                           extract(epoch from v_to - v_last))
-           + ((v_last - v_first - 1) / 7) * v_week;
-  v_day := v_first + 1 + ((v_last - v_first - 1) / 7) * 7;
-  while v_day < v_last loop
-    v_total := v_total + p_day_minutes[extract(isodow from v_day)::integer] * 60;
-    v_day := v_day + 1;
-  end loop;
-  foreach v_holiday in array p_holidays loop
-    if v_holiday > v_first and v_holiday < v_last then
-      v_total := v_total - p_day_minutes[extract(isodow from v_holiday)::integer] * 60;
-    end if;
-  end loop;
-  return v_total;
-end
+  select greatest(0, public.working_time_at(p_opens, p_closes, p_worked, p_closed, p_closed_minutes, p_to at time zone p_zone)
+                     - public.working_time_at(p_opens, p_closes, p_worked, p_closed, p_closed_minutes,
+                                              p_from at time zone p_zone)) / 1000000.0
 $$;
-grant execute on function public.working_seconds_between(text, integer[], integer[], integer[], date[], timestamptz, timestamptz)
+grant execute on function public.working_seconds_between(text, integer[], integer[], integer[], date[], integer[],
+                                                         timestamptz, timestamptz)
   to authenticated, service_role;
 
 /** `next_opening` of a calendar row. */
@@ -441,8 +419,8 @@ create function public.working_seconds_between(p_cal public.business_calendars, 
 returns numeric
 language sql immutable
 as $$
-  select public.working_seconds_between(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
-                       p_from, p_to)
+  select public.working_seconds_between(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.worked_by_close,
+                                        p_cal.closed_days, p_cal.closed_minutes, p_from, p_to)
 $$;
 grant execute on function public.working_seconds_between(public.business_calendars, timestamptz, timestamptz)
   to authenticated, service_role;

@@ -204,11 +204,13 @@ begin
         left join rules r on r.tenant_id = d.tenant_id and r.type = c.type
         -- On the business clock, the stored due time that came is the ladder's step on that clock
         -- (recomputed whenever the rule or the calendar changes): the threshold has passed, and only
-        -- the escalation step is computed here, in working time (the planner folds it into the two
-        -- expressions that read it: no per-row node in the plan).
-        cross join lateral (select case when r.business
-                                        then public.clock_add(r.cal, true, c.since, r.escalate_after) end as escalate_at) k
-        where c.due_at <= p_now
+        -- the escalation step is computed here, in working time, once a judged rule: a row of a
+        -- VALUES scan, which the expressions above read (a one-row subquery or VALUES would be folded
+        -- into each of them, and computed each time; the second row, dropped, keeps it a scan).
+        cross join lateral (values (true, case when r.business
+                                               then public.clock_add(r.cal, true, c.since, r.escalate_after) end),
+                                   (false, null)) as k (kept, escalate_at)
+        where c.due_at <= p_now and k.kept
       ),
       raised as (
         select j.tenant_id, j.lead_id, j.type, j.since, j.severity, j.supersedes
