@@ -232,7 +232,7 @@ begin
     -- The week's working time up to the end (the start's in its range, plus what is left), whole
     -- weeks, then the range by whose end the week's working time reaches it, back on the clock.
     v_us := v_us + v_left + (p_worked[v_i] - p_closes[v_i]) * 60000000::bigint;
-    v_weeks := (v_us - 1) / v_week;
+    v_weeks := ((v_us - 1) / v_week)::integer;
     v_us := v_us - v_weeks * v_week;
     v_i := width_bucket(((v_us - 1) / 60000000)::integer, p_worked) + 1;
     v_us := v_us + (p_closes[v_i] - p_worked[v_i]) * 60000000::bigint;
@@ -349,7 +349,7 @@ declare
   v_i      integer;
 begin
   if p_closed[v_closed] = p_local::date then  -- a holiday: it stands where that day starts
-    v_local := p_local::date;
+    v_local := p_local::date::timestamp;
     v_closed := v_closed - 1;
   end if;
   v_jd := v_local::date - date '4714-11-24 BC';
