@@ -292,8 +292,10 @@ begin
                             '((p_now at time zone ''UTC'') + public.webhook_retry_delay(\1)) at time zone ''UTC''', 'g');
     -- and the attempt's log entry (jsonb_build_object is STABLE) built with the outcome, on the coordinator
     v_sql := replace(v_sql, 'with outcome as (', 'with outcome as materialized (');
-    v_sql := replace(v_sql, 'left(r.error, 200) as error,',
-      'left(r.error, 200) as error, jsonb_build_object(''attempt'', r.attempt, ''at'', p_now, ''status'', r.status, ''error'', left(r.error, 200)) as entry,');
+    if v_sql !~ ' as entry,' then
+      v_sql := replace(v_sql, 'left(r.error, 200) as error,',
+        'left(r.error, 200) as error, jsonb_build_object(''attempt'', r.attempt, ''at'', p_now, ''status'', r.status, ''error'', left(r.error, 200)) as entry,');
+    end if;
     v_sql := regexp_replace(v_sql, '\|\| jsonb_build_object\(''attempt'', o\.attempt, [^\n]*\)\n', E'|| o.entry\n');
     execute v_sql;
   end loop;
