@@ -10,6 +10,7 @@ import psycopg
 import pytest
 import respx
 import stamina
+from helpers import allow_history_rewrite
 from leadwatch.devtools.dev import create_app
 from leadwatch.devtools.embedded import start_embedded
 from leadwatch.http.app import Api
@@ -77,10 +78,7 @@ def db(database_url):
     """A connection to the test database, emptied before each test (rules keep their defaults)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         with conn.transaction():  # alert_events refuses TRUNCATE outside history maintenance
-            conn.execute("select set_config('leadwatch.history_maintenance', 'on', true)")
-            if os.environ.get("LEADWATCH_TEST_CITUS"):  # the maintenance setting reaches the shards' triggers
-                conn.execute("set local citus.propagate_set_commands = 'local'")
-                conn.execute("set local leadwatch.history_maintenance = 'on'")
+            allow_history_rewrite(conn)
             conn.execute(f"truncate {TABLES}")
         conn.execute("delete from alert_rules where tenant_id <> '*'")
         yield conn

@@ -13,6 +13,15 @@ import httpx
 from leadwatch.models.requests import ActivityIn, LeadIn
 
 
+def allow_history_rewrite(db) -> None:
+    """In the transaction `db` is in: the history tables accept deletes and truncates (maintenance), on a
+    Citus cluster's shards too (set_config() stays on the coordinator; SET LOCAL reaches the workers)."""
+    db.execute("select set_config('leadwatch.history_maintenance', 'on', true)")
+    if os.environ.get("LEADWATCH_TEST_CITUS"):
+        db.execute("set local citus.propagate_set_commands = 'local'")
+        db.execute("set local leadwatch.history_maintenance = 'on'")
+
+
 def ago(**delta) -> datetime:
     return datetime.now(UTC) - timedelta(**delta)
 

@@ -7,6 +7,7 @@ LEADWATCH_REQUIRE_CITUS, so there these tests run or fail, never skip.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -103,12 +104,19 @@ def test_migrate_distributes_every_tenant_table_colocated_and_the_defaults_as_re
     assert delegated == (1,)
 
 
+STATE = (
+    "select (select count(*) from pg_dist_shard),"
+    " (select md5(string_agg(p.oid::regprocedure::text || p.prosrc, '' order by p.oid)) from pg_proc p"
+    "  where p.pronamespace = 'public'::regnamespace)"
+)  # the shards, and every function's body (the Citus forms are applied once)
+
+
 def test_migrate_again_changes_nothing(cluster_url):
     with psycopg.connect(cluster_url) as conn:
-        before = conn.execute("select count(*) from pg_dist_shard").fetchone()
+        before = conn.execute(STATE).fetchone()
     assert migrate(cluster_url) == []
     with psycopg.connect(cluster_url) as conn:
-        assert conn.execute("select count(*) from pg_dist_shard").fetchone() == before
+        assert conn.execute(STATE).fetchone() == before
 
 
 def test_both_workers_hold_tenants(citus_cluster, cluster_url, cluster_store):
@@ -151,3 +159,57 @@ def test_a_users_claims_reach_the_worker(cluster_store):
     with pytest.raises(Forbidden):
         cluster_store.set_calendar(TENANTS[2], office, as_user("admin"))  # another tenant's
     assert cluster_store.set_calendar(tenant, office, as_user("admin"))["calendar"]["source"] == "tenant"
+
+
+def test_the_deliverers_and_the_nightly_jobs_take_every_tenant_on_both_workers(cluster_url, cluster_store):
+    """The cross-tenant jobs on the cluster: a claim takes due deliveries of tenants on both workers
+    (tenant by tenant, to its batch's size), and the nightly jobs called without a tenant (run on the
+    coordinator, never delegated with a null tenant, which would crash it) reach every shard, the
+    retention's leave to delete history included."""
+    with psycopg.connect(cluster_url) as conn, conn.transaction():
+        conn.execute("set local citus.propagate_set_commands = 'local'")
+        conn.execute("set local session_replication_role = replica")
+        for tenant in TENANTS:
+            endpoint = conn.execute(
+                "insert into webhook_endpoints (tenant_id, url, events, secret, created_by)"
+                " values (%s, 'https://hooks.example.com/in', '{alert.created}', %s, 'seed') returning id",
+                [tenant, "whsec_" + "A" * 32],
+            ).fetchone()[0]
+            conn.execute(
+                "insert into webhook_deliveries (tenant_id, endpoint_id, event_type, payload, next_attempt_at)"
+                " values (%s, %s, 'alert.created', '{}', now() - interval '1 minute')",
+                [tenant, endpoint],
+            )
+            conn.execute(
+                "insert into retention_policies (tenant_id, resolved_alerts_after) values (%s, '30 days')", [tenant]
+            )
+            resolved = conn.execute(
+                "insert into max_alerts (tenant_id, lead_id, type, severity, message, created_at, resolved_at,"
+                " resolved_by, resolution) values (%s, 'L2', 'NoReply3d', 'med', 'old', now() - interval '400 days',"
+                " now() - interval '399 days', 'agent-1', 'manual') returning id",
+                [tenant],
+            ).fetchone()[0]
+            conn.execute(
+                "insert into alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)"
+                " values (%s, %s, 'L2', 'NoReply3d', 'resolved', 'med', 'agent-1')",
+                [tenant, resolved],
+            )
+    first = cluster_store.claim_webhook_deliveries(limit=5)
+    rest = cluster_store.claim_webhook_deliveries(limit=100)
+    assert len(first) == 5 and len(rest) == len(TENANTS) - 5
+    assert sorted(d["tenant_id"] for d in first + rest) == sorted(TENANTS)  # each once
+    outcomes = [
+        {"tenant_id": d["tenant_id"], "id": d["id"], "attempt": d["attempt"], "status": 200} for d in first + rest
+    ]
+    assert cluster_store.record_webhook_attempts(outcomes)["delivered"] == len(TENANTS)
+
+    later = cluster_store.prune_notifications(None, now=datetime.now(UTC) + timedelta(days=31))
+    assert later["deliveries"] == len(TENANTS) and later["more"] is False
+    everyone = len(TENANTS)  # the old resolved alert of each tenant goes, with its history
+    assert cluster_store.apply_retention(None) == {
+        "activities": 0,
+        "alerts": everyone,
+        "events": everyone,
+        "more": False,
+    }
+    assert cluster_store.summarise_recent_alert_days(None) == 0  # no tenant has summaries yet: none to extend

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 import pytest
-from helpers import add_leads, ago, log
+from helpers import add_leads, ago, allow_history_rewrite, log
 from leadwatch import Api
 from leadwatch.config import GreenApiInstance
 from leadwatch.devtools.dev import create_app
@@ -116,7 +116,7 @@ def build_history(store, db) -> dict[str, str]:
     add_leads(store, L9={"name": "Idle Lead", "ownerId": IDLE})
     ids = {}
     with db.transaction():
-        db.execute("select set_config('leadwatch.history_maintenance', 'on', true)")
+        allow_history_rewrite(db)
         for name, a in ALERTS.items():
             ids[name] = str(
                 db.execute(

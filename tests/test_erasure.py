@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from helpers import add_leads, ago, assert_counts_exact, later, log
+from helpers import add_leads, ago, allow_history_rewrite, assert_counts_exact, later, log
 from leadwatch import Api
 from leadwatch.devtools.dev import create_app
 from leadwatch.http.identity import OpenAccess, VerifiedAccess
@@ -575,7 +575,7 @@ def test_a_push_naming_the_lead_goes_even_when_its_event_is_gone(client, store, 
         [AGENT, f"Alerte haute sur {KEEP_NAME} — Lead à forte valeur"],
     )
     with db.transaction():
-        db.execute("select set_config('leadwatch.history_maintenance', 'on', true)")
+        allow_history_rewrite(db)
         db.execute("delete from alert_events")
     pushes = db.execute("select text from member_pushes where text like %s", [f"%{NAME}%"]).fetchall()
     assert len(pushes) == 1

@@ -531,11 +531,12 @@ def test_retention_prunes_what_was_delivered_sent_or_digested_over_30_days_ago_a
 ):
     many_deliveries(client, db, store, receiver, 4)
     db.execute(
-        "update webhook_deliveries d set status = x.status, delivered_at = now() - x.age"
+        "update webhook_deliveries d set status = x.status, delivered_at = x.at"
         " from (select id, row_number() over (order by id) as n from webhook_deliveries) r,"
-        " (values (1, 'delivered', interval '31 days'), (2, 'delivered', interval '29 days'),"
-        "         (3, 'failed', interval '60 days'), (4, 'pending', interval '40 days')) x (n, status, age)"
-        " where d.id = r.id and r.n = x.n"
+        " (values (1, 'delivered', %s::timestamptz), (2, 'delivered', %s), (3, 'failed', %s), (4, 'pending', %s))"
+        " x (n, status, at)"
+        " where d.id = r.id and r.n = x.n",
+        [ago(days=31), ago(days=29), ago(days=60), ago(days=40)],
     )
     db.execute(
         "insert into member_pushes (tenant_id, user_id, kind, phone, text, status, next_attempt_at, sent_at)"

@@ -31,6 +31,7 @@ declare
     'alert_day_rollups', 'alert_rollup_marks', 'webhook_endpoints', 'webhook_deliveries', 'team_members',
     'member_pushes', 'digest_settings', 'member_digests', 'email_senders', 'email_rejected', 'email_sends',
     'lead_erasures'];
+  v_every_tenant constant text[] := array['apply_retention', 'prune_notifications', 'summarise_recent_alert_days'];
 begin
   -- Triggers on shards: each trigger here reads and writes its own tenant's rows only.
   perform set_config('citus.enable_unsafe_triggers', 'on', true);
@@ -183,7 +184,7 @@ begin
   for v_sql in
     select pg_get_functiondef(p.oid) from pg_proc p
     where p.pronamespace = 'public'::regnamespace and p.prokind = 'f'
-      and p.prosrc ~ '(activity|member|lead_erasure)_json\((\w|p\.\w)\)|alert_json\(a,|\ma as activity\M|select s from public\.lead_state s'
+      and p.prosrc ~ '(activity|member|lead_erasure)_json\((\w|p\.\w)\)|alert_json\((\w\.)?a,|alert_brief\(a\)|\ma as activity\M|select s from public\.lead_state s'
       and p.prorettype <> 'trigger'::regtype
   loop
     v_sql := regexp_replace(v_sql, 'public\.activity_json\(([a-z])\)', 'public.activity_json(row(\1.*)::public.lead_activities)', 'g');
@@ -191,6 +192,8 @@ begin
     v_sql := regexp_replace(v_sql, 'public\.member_json\(([a-z])\)', 'public.member_json(row(\1.*)::public.team_members)', 'g');
     v_sql := regexp_replace(v_sql, 'public\.lead_erasure_json\(p\.r\)', 'public.lead_erasure_json(row((p.r).*)::public.lead_erasures)', 'g');
     v_sql := replace(v_sql, 'public.alert_json(a,', 'public.alert_json(row(a.*)::public.max_alerts,');
+    v_sql := regexp_replace(v_sql, 'public\.alert_json\(([a-z])\.a,', 'public.alert_json(row((\1.a).*)::public.max_alerts,', 'g');
+    v_sql := replace(v_sql, 'public.alert_brief(a)', 'public.alert_brief(row(a.*)::public.max_alerts)');
     v_sql := replace(v_sql, ' a as activity', ' row(a.*)::public.lead_activities as activity');
     v_sql := replace(v_sql, 'select s from public.lead_state s', 'select row(s.*)::public.lead_state as s from public.lead_state s');
     execute v_sql;
@@ -224,19 +227,99 @@ begin
     execute regexp_replace(v_trigger.def, 'REFERENCING .* FOR EACH STATEMENT', 'FOR EACH ROW');
   end loop;
 
+  -- The nightly jobs whose null tenant means every tenant (retention, notification pruning, the
+  -- summaries) run on the coordinator, not delegated: Citus 14.0.1 delegates a call by hashing its
+  -- tenant, and a null one crashes the coordinator (signal 11 in FindShardInterval). There each
+  -- statement is planned with its values: one tenant's statement goes to its worker, all tenants'
+  -- to every shard. Retention's leave to delete history is sent to the shards as SET LOCAL
+  -- (set_config() stays on the coordinator), from a DO block: Citus forwards a SET LOCAL made in a
+  -- transaction block, a procedure or a DO block, not one made by a function called on its own.
+  for v_function in
+    select p.oid::regprocedure from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and p.proname = any (v_every_tenant)
+  loop
+    execute format('alter function %s set plan_cache_mode = force_custom_plan', v_function);
+  end loop;
+  execute replace(pg_get_functiondef('public.apply_retention(text, integer, timestamptz)'::regprocedure),
+    $$perform set_config('leadwatch.history_maintenance', 'on', true);$$,
+    $$execute 'do $set$ begin set local citus.propagate_set_commands = ''local''; '
+          'set local leadwatch.history_maintenance = on; end $set$';$$);
+
+  -- A rejected message's id answered from a JSON object built without a STABLE function (Citus
+  -- refuses non-IMMUTABLE functions in RETURNING; jsonb_build_object is STABLE): the same object.
+  for v_sql in
+    select pg_get_functiondef(p.oid) from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and p.proname in ('reject_email', 'reject_greenapi_notification')
+  loop
+    execute replace(v_sql, $$returning jsonb_build_object('id', id)$$, $$returning ('{"id": "' || id::text || '"}')::jsonb$$);
+  end loop;
+
+  -- The deliverers' claims on Citus: one statement locking the due rows of every shard is refused
+  -- ("could not run distributed query with FOR UPDATE/SHARE commands"), so the claim takes the
+  -- tenants with something due, the longest waiting first, and claims each one's rows in a statement
+  -- naming it (run on its worker), until the batch is full. The same rows, the same lease.
+  for v_function, v_table in
+    select f::regprocedure, t from (values
+      ('public.claim_webhook_deliveries(timestamptz, integer, integer)', 'webhook_deliveries'),
+      ('public.claim_member_pushes(timestamptz, integer, integer)', 'member_pushes')) v(f, t)
+  loop
+    v_sql := pg_get_functiondef(v_function);
+    if v_sql !~ 'v_tenant' then
+      v_sql := regexp_replace(v_sql, '([a-z])\.next_attempt_at <= p_now', '\1.tenant_id = v_tenant and \1.next_attempt_at <= p_now');
+      v_sql := regexp_replace(v_sql, '\m([a-z]+)\.tenant_id = ([a-z]+)\.tenant_id', '\1.tenant_id = v_tenant and \2.tenant_id = v_tenant', 'g');
+      v_sql := replace(v_sql, 'limit p_limit', 'limit p_limit - jsonb_array_length(v_claimed)');
+      v_sql := replace(v_sql, 'into v_claimed', 'into v_some');
+      v_sql := replace(v_sql, E'\ndeclare\n', E'\ndeclare\n  v_tenant text;\n  v_some jsonb;\n');
+      v_sql := replace(v_sql, E'\nbegin\n', format(E'\nbegin\n  v_claimed := ''[]'';\n'
+        '  for v_tenant in\n'
+        '    select x.tenant_id from public.%I x\n'
+        '    where x.status in (''pending'', ''sending'') and x.next_attempt_at <= p_now\n'
+        '    group by x.tenant_id order by min(x.next_attempt_at)\n'
+        '  loop\n'
+        '  exit when jsonb_array_length(v_claimed) >= p_limit;\n', v_table));
+      v_sql := replace(v_sql, E';\n  return v_claimed;', E';\n  v_claimed := v_claimed || v_some;\n  end loop;\n  return v_claimed;');
+      execute v_sql;
+    end if;
+  end loop;
+
+  -- Recording the outcomes: `timestamptz + interval` (STABLE) next to a row's values is refused in
+  -- a distributed update; taken in UTC, as clock_add above: the same value.
+  for v_sql in
+    select pg_get_functiondef(p.oid) from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and p.proname in ('record_webhook_attempts', 'record_member_pushes')
+  loop
+    v_sql := regexp_replace(v_sql, 'p_now \+ public\.webhook_retry_delay\(([a-z.]+)\)',
+                            '((p_now at time zone ''UTC'') + public.webhook_retry_delay(\1)) at time zone ''UTC''', 'g');
+    -- and the attempt's log entry (jsonb_build_object is STABLE) built with the outcome, on the coordinator
+    v_sql := replace(v_sql, 'with outcome as (', 'with outcome as materialized (');
+    if v_sql !~ ' as entry,' then
+      v_sql := replace(v_sql, 'left(r.error, 200) as error,',
+        'left(r.error, 200) as error, jsonb_build_object(''attempt'', r.attempt, ''at'', p_now, ''status'', r.status, ''error'', left(r.error, 200)) as entry,');
+    end if;
+    v_sql := regexp_replace(v_sql, '\|\| jsonb_build_object\(''attempt'', o\.attempt, [^\n]*\)\n', E'|| o.entry\n');
+    execute v_sql;
+  end loop;
+
+  -- Acting on alerts (act_on_alerts, and snooze_alert, which calls it) is delegated without forcing:
+  -- Citus cannot tell that its one statement of modifying CTEs stays in the tenant (a forced
+  -- delegation refuses it: "queries must filter by the distribution argument"). Called on its own it
+  -- still runs on the tenant's worker; in a transaction (a user's call through the store) it runs on
+  -- the coordinator, each statement planned with its tenant and sent to that worker.
   -- Every function reaches the workers (one that names a table's row type was created while that
   -- table was still local, so it stayed on the coordinator); the tenant-scoped ones are delegated.
   for v_function, v_delegated in
     select p.oid::regprocedure,
            p.proargnames[1] = 'p_tenant' and p.proargtypes[0] = 'text'::regtype and p.prorettype <> 'trigger'::regtype
            and p.prolang = (select oid from pg_language where lanname = 'plpgsql')
+           and p.proname <> all (v_every_tenant)
     from pg_proc p
     where p.pronamespace = 'public'::regnamespace and p.prokind = 'f'
       and not exists (select from pg_depend d where d.objid = p.oid and d.deptype = 'e')  -- extensions' own
     order by 2
   loop
     if v_delegated then
-      perform create_distributed_function(v_function, '$1', colocate_with := 'leads', force_delegation := true);
+      perform create_distributed_function(v_function, '$1', colocate_with := 'leads',
+                                          force_delegation := (v_function::text !~ '^(public\.)?(act_on_alerts|snooze_alert)\('));
     else
       perform create_distributed_function(v_function);
     end if;

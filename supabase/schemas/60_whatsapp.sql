@@ -133,9 +133,9 @@ begin
     with reopened as (
       update public.max_alerts a
       set resolved_at = null, resolved_by = null, resolution = null, resolved_by_activity = null
-      where a.resolved_by_activity = v_old.id
+      where a.tenant_id = p_tenant and a.resolved_by_activity = v_old.id  -- Citus: each table names the tenant
         and not exists (select from public.max_alerts b
-                        where b.tenant_id = a.tenant_id and b.lead_id = a.lead_id and b.type = a.type
+                        where b.tenant_id = p_tenant and b.lead_id = a.lead_id and b.type = a.type
                           and b.resolved_at is null)
       returning a.type
     )

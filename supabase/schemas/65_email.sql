@@ -160,13 +160,15 @@ language plpgsql
 set search_path = ''
 as $$
 declare
-  v_send public.email_sends;
+  v_send       public.email_sends;
+  v_abandoned  timestamptz := now() - interval '10 minutes';  -- Citus: no STABLE function in DO UPDATE
 begin
   perform public.assert_acts_in(p_tenant, '{}');
   insert into public.email_sends as s (tenant_id, idempotency_key, request_hash)
   values (p_tenant, p_key, p_request_hash)
-  on conflict (tenant_id, idempotency_key) do update set claimed_at = now(), request_hash = excluded.request_hash
-    where s.answer is null and s.claimed_at < now() - interval '10 minutes'
+  on conflict (tenant_id, idempotency_key)
+    do update set claimed_at = excluded.claimed_at, request_hash = excluded.request_hash  -- its default, now()
+    where s.answer is null and s.claimed_at < v_abandoned
   returning * into v_send;
   if found then
     return jsonb_build_object('claimed', true);

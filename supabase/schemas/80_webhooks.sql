@@ -178,13 +178,15 @@ declare
   v_endpoint   public.webhook_endpoints;
   v_constraint text;
   v_actor    text := case when public.is_trusted_caller() then p_actor else (select auth.jwt()) ->> 'sub' end;
+  v_events     text[];
 begin
   perform public.assert_acts_in(p_tenant, array['admin']);
   if jsonb_typeof(p_events) is distinct from 'array' then
     perform public.raise_error('LW422', 'events must be a list of event types', 'events');
   end if;
+  v_events := array(select jsonb_array_elements_text(p_events));  -- Citus refuses a subquery in VALUES
   insert into public.webhook_endpoints (tenant_id, url, events, enabled, secret, created_by)
-  values (p_tenant, p_url, array(select jsonb_array_elements_text(p_events)), p_enabled, p_secret, v_actor)
+  values (p_tenant, p_url, v_events, p_enabled, p_secret, v_actor)
   returning * into v_endpoint;
   return jsonb_build_object('webhook',
     public.webhook_json(v_endpoint.id, v_endpoint.url, v_endpoint.events, v_endpoint.enabled,

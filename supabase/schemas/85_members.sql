@@ -162,23 +162,27 @@ security definer  -- writes the directory, which users cannot write themselves
 set search_path = ''
 as $$
 declare
-  v_member     public.team_members;
-  v_constraint text;
+  v_member        public.team_members;
+  v_constraint    text;
+  v_notifications text[];
 begin
   perform public.assert_acts_in(p_tenant, array['admin']);
   if not exists (select from pg_catalog.pg_timezone_names z where z.name = p_member ->> 'time_zone') then
     perform public.raise_error('LW422', 'time_zone is not a known IANA time zone', 'timeZone');
   end if;
+  -- Citus refuses a subquery in VALUES and a STABLE function in DO UPDATE SET: the list is read
+  -- first, and updated_at is the insert's own (its default, now())
+  v_notifications := array(select jsonb_array_elements_text(p_member -> 'notifications'));
   insert into public.team_members as m (tenant_id, user_id, name, role, phone, locale, time_zone,
                                          quiet_start, quiet_end, notifications, whatsapp)
   values (p_tenant, p_member ->> 'user_id', p_member ->> 'name', p_member ->> 'role', p_member ->> 'phone',
           p_member ->> 'locale', p_member ->> 'time_zone', (p_member ->> 'quiet_start')::time,
-          (p_member ->> 'quiet_end')::time, array(select jsonb_array_elements_text(p_member -> 'notifications')),
+          (p_member ->> 'quiet_end')::time, v_notifications,
           (p_member ->> 'whatsapp')::boolean)
   on conflict (tenant_id, user_id) do update set
     name = excluded.name, role = excluded.role, phone = excluded.phone, locale = excluded.locale,
     time_zone = excluded.time_zone, quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end,
-    notifications = excluded.notifications, whatsapp = excluded.whatsapp, updated_at = now()
+    notifications = excluded.notifications, whatsapp = excluded.whatsapp, updated_at = excluded.updated_at
   returning * into v_member;
   return jsonb_build_object('member', public.member_json(v_member));
 exception
@@ -324,7 +328,8 @@ begin
   end if;
   insert into public.digest_settings as s (tenant_id, hour, time_zone)
   values (p_tenant, p_hour, p_time_zone)
-  on conflict (tenant_id) do update set hour = excluded.hour, time_zone = excluded.time_zone, updated_at = now();
+  on conflict (tenant_id) do update set hour = excluded.hour, time_zone = excluded.time_zone,
+                                        updated_at = excluded.updated_at;  -- its default, now() (Citus: no STABLE here)
   return jsonb_build_object('digest', public.digest_settings_json(p_tenant));
 end
 $$;
