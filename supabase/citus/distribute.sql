@@ -121,11 +121,13 @@ begin
     select case
       when not coalesce(p_business, false) or p_at is null or p_span is null
         then ((p_at at time zone 'UTC') + p_span) at time zone 'UTC'
-      when extract(epoch from p_span) % 86400 = 0
-        then public.add_working_days(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
-                                     p_at, (extract(epoch from p_span) / 86400)::integer)
-      else public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.day_minutes, p_cal.holidays,
-                                   p_at, p_span)
+      when date_part('epoch', p_span) / 86400 = trunc(date_part('epoch', p_span) / 86400)
+        then public.add_working_days(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.working_weekdays,
+                                     p_cal.days_through, p_cal.closed_days, p_cal.closed_day_ranks,
+                                     p_at, (date_part('epoch', p_span) / 86400)::integer)
+      else public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.worked_by_close,
+                                   p_cal.working_weekdays, p_cal.days_through, p_cal.closed_days,
+                                   p_cal.closed_day_ranks, p_cal.closed_minutes, p_at, p_span)
     end
   $clock$;
 
