@@ -113,23 +113,14 @@ begin
   -- STABLE function in `on conflict do update set` or in a CASE of a distributed write, and
   -- `timestamptz + interval` is STABLE only because a day's length follows the session's time
   -- zone, which for leadwatch is UTC (the stores connect with it, as Supabase does): the same value.
-  create or replace function public.clock_add(p_cal public.business_calendars, p_business boolean, p_at timestamptz,
-                                              p_span interval)
-  returns timestamptz
-  language sql immutable
-  as $clock$
-    select case
-      when not coalesce(p_business, false) or p_at is null or p_span is null
-        then ((p_at at time zone 'UTC') + p_span) at time zone 'UTC'
-      when date_part('epoch', p_span) / 86400 = trunc(date_part('epoch', p_span) / 86400)
-        then public.add_working_days(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.working_weekdays,
-                                     p_cal.days_through, p_cal.closed_days, p_cal.closed_day_ranks,
-                                     p_at, (date_part('epoch', p_span) / 86400)::integer)
-      else public.add_working_time(p_cal.time_zone, p_cal.opens, p_cal.closes, p_cal.worked_by_close,
-                                   p_cal.working_weekdays, p_cal.days_through, p_cal.closed_days,
-                                   p_cal.closed_day_ranks, p_cal.closed_minutes, p_at, p_span)
-    end
-  $clock$;
+  -- Its definition is read back and only those two things change, so the working-time branches stay
+  -- the ones supabase/schemas/45_business_hours.sql defines.
+  v_function := 'public.clock_add(public.business_calendars, boolean, timestamptz, interval)'::regprocedure;
+  execute replace(replace(pg_get_functiondef(v_function), E'\n STABLE\n', E'\n IMMUTABLE\n'),
+                  'then p_at + p_span', $utc$then ((p_at at time zone 'UTC') + p_span) at time zone 'UTC'$utc$);
+  if (select provolatile <> 'i' or prosrc like '%then p_at + p_span%' from pg_proc where oid = v_function) then
+    raise exception 'clock_add no longer has the form distribute.sql rewrites: update its Citus form';
+  end if;
 
   -- A simple CASE over a domain (`case m.severity when 'high' …`) is printed back by PostgreSQL as
   -- `case m.severity when m.severity = 'high'`, the form Citus sends to the shard, which fails there
