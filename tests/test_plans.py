@@ -620,3 +620,44 @@ def test_after_the_morning_sweep_nothing_due_reads_only_the_due_index_and_plans_
         if node.get("Relation Name") == "lead_state" and node.get("Actual Loops")
     ]
     assert reads and all(index == "idx_lead_state_next_due" and blocks <= 10 for _, index, blocks in reads), reads
+
+
+def test_after_the_morning_sweep_nothing_to_wake_or_mark_plans_neither_step(mature, db):
+    """The next sweep, nothing due, no snoozed alert whose time has come and no high alert past its
+    delay: waking and marking are neither planned nor run; each probe reads its own index only."""
+    db.execute("select public.prune_due_index()")
+
+    plans = json_plans_of(db, "select public.sweep_alerts()")
+
+    texts = [p["Query Text"].lstrip() for p in plans]
+    assert not [t for t in texts if t.startswith(("with woken as", "with candidates as"))], texts
+    reads = {node.get("Index Name", node["Node Type"]) for _, node in alert_scans(plans)}
+    assert reads == {"idx_max_alerts_snoozed", "idx_max_alerts_overdue_watch"}, reads
+
+
+def test_a_snoozed_alert_whose_time_came_and_an_overdue_one_are_still_handled_by_the_sweep(mature, db):
+    """The probes let through what they guard: the sweep wakes a snoozed alert whose time has come
+    and marks a high alert past its delay, each step planned and run."""
+    db.execute("select public.prune_due_index()")
+    woken, overdue = db.execute("select id from max_alerts where resolved_at is null order by id limit 2").fetchall()
+    db.execute("update max_alerts set snoozed_until = now() - interval '1 minute' where id = %s", woken)
+    db.execute("update max_alerts set severity = 'high', created_at = now() - interval '2 days' where id = %s", overdue)
+
+    plans = json_plans_of(db, "select public.sweep_alerts()")
+
+    texts = [p["Query Text"].lstrip() for p in plans]
+    assert [t for t in texts if t.startswith("with woken as")] and [
+        t for t in texts if t.startswith("with candidates as")
+    ]
+    assert db.execute("select snoozed_until from max_alerts where id = %s", woken).fetchone() == (None,)
+    assert db.execute("select overdue_at is not null from max_alerts where id = %s", overdue).fetchone() == (True,)
+
+
+def alert_scans(plans: list[dict]):
+    """(plan, node) of every scan of max_alerts the statements ran."""
+    return [
+        (plan, node)
+        for plan in plans
+        for node in nodes(plan["Plan"])
+        if node.get("Relation Name") == "max_alerts" and "Scan" in node["Node Type"] and node.get("Actual Loops")
+    ]
