@@ -293,11 +293,48 @@ begin
     execute v_sql;
   end loop;
 
-  -- Acting on alerts (act_on_alerts, and snooze_alert, which calls it) is delegated without forcing:
-  -- Citus cannot tell that its one statement of modifying CTEs stays in the tenant (a forced
-  -- delegation refuses it: "queries must filter by the distribution argument"). Called on its own it
-  -- still runs on the tenant's worker; in a transaction (a user's call through the store) it runs on
-  -- the coordinator, each statement planned with its tenant and sent to that worker.
+  -- A page of alerts (a subquery stopped by its limit) joined to its leads under row-level security
+  -- fails on the worker ("failed to postpone qual containing lateral reference") when the join
+  -- names the page's tenant column: it names the function's tenant instead, the same rows (every
+  -- row of the page is the tenant's). The user's active list and the alerts' export.
+  for v_sql in
+    select pg_get_functiondef(p.oid) from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and p.proname in ('list_active_alerts', 'export_alerts')
+  loop
+    v_sql := regexp_replace(v_sql, 'left join public\.leads l on l\.tenant_id = (\(x\.alert\)|a)\.tenant_id',
+                            'left join public.leads l on l.tenant_id = p_tenant', 'g');
+    -- and its whole alert row kept as its columns (read under row-level security, it has the shard's type)
+    execute replace(v_sql, 'select a as alert', 'select row(a.*)::public.max_alerts as alert');
+  end loop;
+
+  -- Acting on alerts (act_on_alerts; snooze_alert calls it) in a form a forced delegation runs: its
+  -- statements name the function's tenant (`tenant_id = p_tenant`, the same rows: every alert asked
+  -- for is the tenant's), and the snooze events are written by a statement of their own after the
+  -- one of modifying CTEs (an insert fed by a modifying CTE is executed through the coordinator,
+  -- which a delegated function refuses: "queries must filter by the distribution argument"). Forced,
+  -- a user's call (a transaction) runs on the worker like the others, with the rights of the
+  -- function's owner (on the coordinator, its statements reached the shards as the user's role).
+  v_sql := pg_get_functiondef('public.act_on_alerts(text, text, jsonb, timestamptz, text)'::regprocedure);
+  if v_sql ~ 'snooze_events as' then
+    v_sql := replace(v_sql, 'where (s.tenant_id, s.lead_id) in (', 'where s.tenant_id = p_tenant and (s.tenant_id, s.lead_id) in (');
+    v_sql := replace(v_sql, 'a.tenant_id = q.tenant_id and a.id = q.alert_id', 'a.tenant_id = p_tenant and a.id = q.alert_id');
+    v_sql := replace(v_sql, 'where s.tenant_id = r.tenant_id and s.lead_id = r.lead_id', 'where s.tenant_id = p_tenant and s.lead_id = r.lead_id');
+    v_sql := regexp_replace(v_sql, '\n  snooze_events as \(\n.*?\n  \),\n', E'\n');
+    v_sql := replace(v_sql, E'\n  from answered a;\n', E'\n  from answered a;\n'
+      '  if p_action = ''snooze'' then  -- the snooze events\n'
+      '    insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)\n'
+      '    select a.tenant_id, a.id, a.lead_id, a.type, ''snoozed'', a.severity, v_actor\n'
+      '    from public.max_alerts a\n'
+      '    where a.tenant_id = p_tenant\n'
+      '      and a.id in (select (r ->> ''id'')::uuid from jsonb_array_elements(v_result -> ''results'') r\n'
+      '                   where r ->> ''result'' = ''done'');\n'
+      '  end if;\n');
+    if v_sql ~ 'snooze_events as|q\.tenant_id|r\.tenant_id' then
+      raise exception 'act_on_alerts no longer has the form distribute.sql rewrites: update its Citus form';
+    end if;
+    execute v_sql;
+  end if;
+
   -- Every function reaches the workers (one that names a table's row type was created while that
   -- table was still local, so it stayed on the coordinator); the tenant-scoped ones are delegated.
   for v_function, v_delegated in
@@ -311,8 +348,7 @@ begin
     order by 2
   loop
     if v_delegated then
-      perform create_distributed_function(v_function, '$1', colocate_with := 'leads',
-                                          force_delegation := (v_function::text !~ '^(public\.)?(act_on_alerts|snooze_alert)\('));
+      perform create_distributed_function(v_function, '$1', colocate_with := 'leads', force_delegation := true);
     else
       perform create_distributed_function(v_function);
     end if;
