@@ -25,6 +25,7 @@ declare
   v_delegated boolean;
   v_sql text;
   v_body text;
+  v_guard text;
   v_reference constant text[] := array['alert_rules', 'retention_policies', 'business_calendars'];
   v_distributed constant text[] := array[
     'leads', 'lead_state', 'lead_activities', 'max_alerts', 'alert_events', 'alert_counts', 'greenapi_rejected',
@@ -135,12 +136,15 @@ begin
 
   -- A function planned once per connection (`plan_cache_mode = force_generic_plan`: log_activity,
   -- ingest_activities) runs its statements with their parameters unbound, which Citus cannot plan
-  -- ("could not create distributed plan"): on Citus each statement is planned with its values.
+  -- for every statement ("could not create distributed plan"). On Citus PostgreSQL chooses
+  -- (`auto`): a statement Citus plans with unbound parameters (one naming the tenant's rows by key)
+  -- keeps a generic plan, and Citus keeps the shard's plan with it; for the others Citus answers a
+  -- generic plan with a prohibitive cost, so they are planned with their values on each call.
   for v_function in
     select p.oid::regprocedure from pg_proc p
     where p.pronamespace = 'public'::regnamespace and 'plan_cache_mode=force_generic_plan' = any (p.proconfig)
   loop
-    execute format('alter function %s set plan_cache_mode = force_custom_plan', v_function);
+    execute format('alter function %s set plan_cache_mode = auto', v_function);
   end loop;
 
   -- The sweep on Citus: one tenant a call, each statement naming it in a plain `tenant_id = p_tenant`
@@ -166,8 +170,27 @@ begin
       v_sql := replace(v_sql, 'else c.high_since <= p_now - r.overdue_after end',
                        'else c.high_since <= ((p_now at time zone ''UTC'') - r.overdue_after) at time zone ''UTC'' end');
     end if;
+    -- Whether anything is due is read in the tenant's shard only (not every shard of the cluster).
+    v_sql := replace(v_sql, '(select min(s.next_due_at) from public.lead_state s)',
+                     '(select min(s.next_due_at) from public.lead_state s where s.tenant_id = p_tenant)');
+    -- A step with nothing to do answers at once: its statement of modifying CTEs is planned by Citus
+    -- in parts whose intermediate results reach every node, in a two-phase commit, even when empty.
+    -- The probe is the statement's own filter, read in the tenant's shard.
+    v_guard := case
+      when v_sql ~ 'FUNCTION public\.wake_snoozed_alerts' then
+        E'  if not exists (select from public.max_alerts a\n'
+        || E'                 where a.tenant_id = p_tenant and a.resolved_at is null and a.snoozed_until <= p_now) then\n'
+        || E'    return ''{"reopened": 0, "resolved": 0}'';  -- nothing snoozed has woken\n  end if;\n'
+      when v_sql ~ 'FUNCTION public\.mark_overdue_alerts' then
+        E'  if not exists (select from public.max_alerts a\n'
+        || E'                 where a.tenant_id = p_tenant and a.resolved_at is null and a.severity_rank = 1\n'
+        || E'                   and a.overdue_at is null and a.snoozed_until is null\n'
+        || E'                   and coalesce(a.escalated_at, a.created_at) <= p_now - v_overdue_after) then\n'
+        || E'    return 0;  -- no high alert has waited the shortest delay\n  end if;\n'
+      else '' end;
     execute regexp_replace(v_sql, E'\nbegin\n',
-      E'\nbegin\n  if p_tenant is null then\n    raise exception ''on Citus the sweep runs one tenant a call'' using errcode = ''0A000'',\n      hint = ''call it once per tenant, as PostgresStore.sweep() does'';\n  end if;\n');
+      E'\nbegin\n  if p_tenant is null then\n    raise exception ''on Citus the sweep runs one tenant a call'' using errcode = ''0A000'',\n      hint = ''call it once per tenant, as PostgresStore.sweep() does'';\n  end if;\n'
+      || v_guard);
   end loop;
 
   -- A whole row of a shard has the shard's type (`lead_activities_102077`), which no function taking
