@@ -161,8 +161,7 @@ def test_sweep_judges_again_when_an_alert_appears_while_it_waits(postgres_store,
             # On a Citus cluster the sweep waits on the worker holding the tenant: every node's activity.
             activity = "citus_stat_activity" if os.environ.get("LEADWATCH_TEST_CITUS") else "pg_stat_activity"
             while not db.execute(
-                f"select exists (select from {activity} where wait_event_type = 'Lock' "
-                "and query like '%sweep_alerts%')"
+                f"select exists (select from {activity} where wait_event_type = 'Lock' and query like '%sweep_alerts%')"
             ).fetchone()[0]:
                 assert time.monotonic() < deadline, "the sweep never waited on the lead's row"
                 time.sleep(0.05)
