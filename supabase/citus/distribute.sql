@@ -110,6 +110,18 @@ begin
   end loop;
   perform set_config('search_path', 'public', true);
 
+  -- An agent's own leads (owned_leads, which row-level security reads for an agent) name their
+  -- tenant as a value: `l.tenant_id = (select current_tenant())` is a subquery to Citus, which then
+  -- read every shard of `leads` on every node for each agent's statement. Read into a variable
+  -- first, the statement runs on the tenant's shard only.
+  v_function := 'public.owned_leads()'::regprocedure;
+  v_sql := pg_get_functiondef(v_function);
+  if v_sql like '%l.tenant_id = (select public.current_tenant())%' then
+    v_sql := replace(v_sql, 'l.tenant_id = (select public.current_tenant())', 'l.tenant_id = v_tenant');
+    v_sql := regexp_replace(v_sql, '\(select ((public|auth)\.[a-z_]+\(\))\)', '\1', 'g');
+    execute regexp_replace(v_sql, E'\nbegin\n', E'\ndeclare\n  v_tenant text := public.current_tenant();\nbegin\n');
+  end if;
+
   -- clock_add in its Citus form: IMMUTABLE, its calendar-clock step taken in UTC. Citus refuses a
   -- STABLE function in `on conflict do update set` or in a CASE of a distributed write, and
   -- `timestamptz + interval` is STABLE only because a day's length follows the session's time
