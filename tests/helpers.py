@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -20,6 +21,17 @@ def allow_history_rewrite(db) -> None:
     if os.environ.get("LEADWATCH_TEST_CITUS"):
         db.execute("set local citus.propagate_set_commands = 'local'")
         db.execute("set local leadwatch.history_maintenance = 'on'")
+
+
+def act_as(db, claims: dict) -> None:
+    """In the transaction `db` is in: the caller is the user of `claims` (role `authenticated`), on a Citus
+    cluster's workers too, where a delegated call runs (SET LOCAL reaches them; set_config() does not)."""
+    from psycopg import sql
+
+    if os.environ.get("LEADWATCH_TEST_CITUS"):
+        db.execute("set local citus.propagate_set_commands = 'local'")
+    db.execute("set local role authenticated")
+    db.execute(sql.SQL("set local request.jwt.claims = {}").format(sql.Literal(json.dumps(claims))))
 
 
 def ago(**delta) -> datetime:

@@ -7,14 +7,13 @@ from the history on each call), asked in the same test as the endpoint. Every co
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from helpers import LEADWATCH, leadwatch_env
+from helpers import LEADWATCH, act_as, leadwatch_env
 from leadwatch import Api
 from leadwatch.devtools.dev import create_app
 from leadwatch.http.identity import VerifiedAccess
@@ -100,8 +99,7 @@ def live(db, tz: str, claims: dict | None = None) -> dict:
     start, end = _range(tz)
     with db.transaction():
         if claims:
-            db.execute("set local role authenticated")
-            db.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
+            act_as(db, claims)
         (figures,) = db.execute("select alert_analytics_live('acme', %s, %s, %s)", [start, end, tz]).fetchone()
     figures.pop("open_by_age")
     return figures

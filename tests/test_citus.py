@@ -14,6 +14,7 @@ import pytest
 from leadwatch.errors import Forbidden
 from leadwatch.http.identity import Viewer
 from leadwatch.migrate import migrate
+from leadwatch.models.requests import AlertQuery
 from leadwatch.stores.store import PostgresStore
 
 TENANTS = [f"tenant-{n}" for n in range(8)]
@@ -141,6 +142,28 @@ def test_a_call_runs_on_the_one_worker_holding_its_tenant(citus_cluster, cluster
     assert statements(citus_cluster, home, cluster_url, "get_calendar") == 1  # the call, delegated whole
     assert statements(citus_cluster, other, cluster_url, "get_calendar") == 0
     assert statements(citus_cluster, other, cluster_url, "calendar") == 0  # not one statement there
+
+
+def test_a_users_list_and_a_tenants_sweep_stay_on_the_worker_holding_it(citus_cluster, cluster_url, cluster_store):
+    """Under row-level security too: an agent's active list runs whole on the tenant's worker and
+    shows their lead's alert only; one tenant's sweep with nothing due reads no other worker's shard."""
+    tenant = TENANTS[3]
+    with psycopg.connect(cluster_url) as conn:
+        home = worker_of(conn, tenant)
+    (other,) = set(citus_cluster.worker_ports) - {home}
+    agent = Viewer(
+        {"role": "authenticated", "sub": "agent-1", "app_metadata": {"tenant_id": tenant, "role": "agent"}}, ""
+    )
+    reset_statements(citus_cluster, cluster_url)
+
+    listed = cluster_store.list_active_alerts(tenant, AlertQuery.model_validate({}), agent)
+    cluster_store.sweep(tenant)
+
+    assert [alert["lead_id"] for alert in listed["alerts"]] == ["L1"] and listed["stats"]["total"] == 1
+    assert statements(citus_cluster, home, cluster_url, "list_active_alerts") == 1
+    assert statements(citus_cluster, home, cluster_url, "sweep_alerts") == 1
+    for word in ("list_active_alerts", "sweep_alerts", "leads", "lead_state", "max_alerts"):
+        assert statements(citus_cluster, other, cluster_url, word) == 0, word
 
 
 def test_a_users_claims_reach_the_worker(cluster_store):

@@ -25,6 +25,7 @@ declare
   v_delegated boolean;
   v_sql text;
   v_body text;
+  v_guard text;
   v_reference constant text[] := array['alert_rules', 'retention_policies', 'business_calendars'];
   v_distributed constant text[] := array[
     'leads', 'lead_state', 'lead_activities', 'max_alerts', 'alert_events', 'alert_counts', 'greenapi_rejected',
@@ -109,6 +110,18 @@ begin
   end loop;
   perform set_config('search_path', 'public', true);
 
+  -- An agent's own leads (owned_leads, which row-level security reads for an agent) name their
+  -- tenant as a value: `l.tenant_id = (select current_tenant())` is a subquery to Citus, which then
+  -- read every shard of `leads` on every node for each agent's statement. Read into a variable
+  -- first, the statement runs on the tenant's shard only.
+  v_function := 'public.owned_leads()'::regprocedure;
+  v_sql := pg_get_functiondef(v_function);
+  if v_sql like '%l.tenant_id = (select public.current_tenant())%' then
+    v_sql := replace(v_sql, 'l.tenant_id = (select public.current_tenant())', 'l.tenant_id = v_tenant');
+    v_sql := regexp_replace(v_sql, '\(select ((public|auth)\.[a-z_]+\(\))\)', '\1', 'g');
+    execute regexp_replace(v_sql, E'\nbegin\n', E'\ndeclare\n  v_tenant text := public.current_tenant();\nbegin\n');
+  end if;
+
   -- clock_add in its Citus form: IMMUTABLE, its calendar-clock step taken in UTC. Citus refuses a
   -- STABLE function in `on conflict do update set` or in a CASE of a distributed write, and
   -- `timestamptz + interval` is STABLE only because a day's length follows the session's time
@@ -135,12 +148,15 @@ begin
 
   -- A function planned once per connection (`plan_cache_mode = force_generic_plan`: log_activity,
   -- ingest_activities) runs its statements with their parameters unbound, which Citus cannot plan
-  -- ("could not create distributed plan"): on Citus each statement is planned with its values.
+  -- for every statement ("could not create distributed plan"). On Citus PostgreSQL chooses
+  -- (`auto`): a statement Citus plans with unbound parameters (one naming the tenant's rows by key)
+  -- keeps a generic plan, and Citus keeps the shard's plan with it; for the others Citus answers a
+  -- generic plan with a prohibitive cost, so they are planned with their values on each call.
   for v_function in
     select p.oid::regprocedure from pg_proc p
     where p.pronamespace = 'public'::regnamespace and 'plan_cache_mode=force_generic_plan' = any (p.proconfig)
   loop
-    execute format('alter function %s set plan_cache_mode = force_custom_plan', v_function);
+    execute format('alter function %s set plan_cache_mode = auto', v_function);
   end loop;
 
   -- The sweep on Citus: one tenant a call, each statement naming it in a plain `tenant_id = p_tenant`
@@ -166,8 +182,27 @@ begin
       v_sql := replace(v_sql, 'else c.high_since <= p_now - r.overdue_after end',
                        'else c.high_since <= ((p_now at time zone ''UTC'') - r.overdue_after) at time zone ''UTC'' end');
     end if;
+    -- Whether anything is due is read in the tenant's shard only (not every shard of the cluster).
+    v_sql := replace(v_sql, '(select min(s.next_due_at) from public.lead_state s)',
+                     '(select min(s.next_due_at) from public.lead_state s where s.tenant_id = p_tenant)');
+    -- A step with nothing to do answers at once: its statement of modifying CTEs is planned by Citus
+    -- in parts whose intermediate results reach every node, in a two-phase commit, even when empty.
+    -- The probe is the statement's own filter, read in the tenant's shard.
+    v_guard := case
+      when v_sql ~ 'FUNCTION public\.wake_snoozed_alerts' then
+        E'  if not exists (select from public.max_alerts a\n'
+        || E'                 where a.tenant_id = p_tenant and a.resolved_at is null and a.snoozed_until <= p_now) then\n'
+        || E'    return ''{"reopened": 0, "resolved": 0}'';  -- nothing snoozed has woken\n  end if;\n'
+      when v_sql ~ 'FUNCTION public\.mark_overdue_alerts' then
+        E'  if not exists (select from public.max_alerts a\n'
+        || E'                 where a.tenant_id = p_tenant and a.resolved_at is null and a.severity_rank = 1\n'
+        || E'                   and a.overdue_at is null and a.snoozed_until is null\n'
+        || E'                   and coalesce(a.escalated_at, a.created_at) <= p_now - v_overdue_after) then\n'
+        || E'    return 0;  -- no high alert has waited the shortest delay\n  end if;\n'
+      else '' end;
     execute regexp_replace(v_sql, E'\nbegin\n',
-      E'\nbegin\n  if p_tenant is null then\n    raise exception ''on Citus the sweep runs one tenant a call'' using errcode = ''0A000'',\n      hint = ''call it once per tenant, as PostgresStore.sweep() does'';\n  end if;\n');
+      E'\nbegin\n  if p_tenant is null then\n    raise exception ''on Citus the sweep runs one tenant a call'' using errcode = ''0A000'',\n      hint = ''call it once per tenant, as PostgresStore.sweep() does'';\n  end if;\n'
+      || v_guard);
   end loop;
 
   -- A whole row of a shard has the shard's type (`lead_activities_102077`), which no function taking
@@ -293,11 +328,48 @@ begin
     execute v_sql;
   end loop;
 
-  -- Acting on alerts (act_on_alerts, and snooze_alert, which calls it) is delegated without forcing:
-  -- Citus cannot tell that its one statement of modifying CTEs stays in the tenant (a forced
-  -- delegation refuses it: "queries must filter by the distribution argument"). Called on its own it
-  -- still runs on the tenant's worker; in a transaction (a user's call through the store) it runs on
-  -- the coordinator, each statement planned with its tenant and sent to that worker.
+  -- A page of alerts (a subquery stopped by its limit) joined to its leads under row-level security
+  -- fails on the worker ("failed to postpone qual containing lateral reference") when the join
+  -- names the page's tenant column: it names the function's tenant instead, the same rows (every
+  -- row of the page is the tenant's). The user's active list and the alerts' export.
+  for v_sql in
+    select pg_get_functiondef(p.oid) from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and p.proname in ('list_active_alerts', 'export_alerts')
+  loop
+    v_sql := regexp_replace(v_sql, 'left join public\.leads l on l\.tenant_id = (\(x\.alert\)|a)\.tenant_id',
+                            'left join public.leads l on l.tenant_id = p_tenant', 'g');
+    -- and its whole alert row kept as its columns (read under row-level security, it has the shard's type)
+    execute replace(v_sql, 'select a as alert', 'select row(a.*)::public.max_alerts as alert');
+  end loop;
+
+  -- Acting on alerts (act_on_alerts; snooze_alert calls it) in a form a forced delegation runs: its
+  -- statements name the function's tenant (`tenant_id = p_tenant`, the same rows: every alert asked
+  -- for is the tenant's), and the snooze events are written by a statement of their own after the
+  -- one of modifying CTEs (an insert fed by a modifying CTE is executed through the coordinator,
+  -- which a delegated function refuses: "queries must filter by the distribution argument"). Forced,
+  -- a user's call (a transaction) runs on the worker like the others, with the rights of the
+  -- function's owner (on the coordinator, its statements reached the shards as the user's role).
+  v_sql := pg_get_functiondef('public.act_on_alerts(text, text, jsonb, timestamptz, text)'::regprocedure);
+  if v_sql ~ 'snooze_events as' then
+    v_sql := replace(v_sql, 'where (s.tenant_id, s.lead_id) in (', 'where s.tenant_id = p_tenant and (s.tenant_id, s.lead_id) in (');
+    v_sql := replace(v_sql, 'a.tenant_id = q.tenant_id and a.id = q.alert_id', 'a.tenant_id = p_tenant and a.id = q.alert_id');
+    v_sql := replace(v_sql, 'where s.tenant_id = r.tenant_id and s.lead_id = r.lead_id', 'where s.tenant_id = p_tenant and s.lead_id = r.lead_id');
+    v_sql := regexp_replace(v_sql, '\n  snooze_events as \(\n.*?\n  \),\n', E'\n');
+    v_sql := replace(v_sql, E'\n  from answered a;\n', E'\n  from answered a;\n'
+      '  if p_action = ''snooze'' then  -- the snooze events\n'
+      '    insert into public.alert_events (tenant_id, alert_id, lead_id, type, event, severity, actor)\n'
+      '    select a.tenant_id, a.id, a.lead_id, a.type, ''snoozed'', a.severity, v_actor\n'
+      '    from public.max_alerts a\n'
+      '    where a.tenant_id = p_tenant\n'
+      '      and a.id in (select (r ->> ''id'')::uuid from jsonb_array_elements(v_result -> ''results'') r\n'
+      '                   where r ->> ''result'' = ''done'');\n'
+      '  end if;\n');
+    if v_sql ~ 'snooze_events as|q\.tenant_id|r\.tenant_id' then
+      raise exception 'act_on_alerts no longer has the form distribute.sql rewrites: update its Citus form';
+    end if;
+    execute v_sql;
+  end if;
+
   -- Every function reaches the workers (one that names a table's row type was created while that
   -- table was still local, so it stayed on the coordinator); the tenant-scoped ones are delegated.
   for v_function, v_delegated in
@@ -311,8 +383,7 @@ begin
     order by 2
   loop
     if v_delegated then
-      perform create_distributed_function(v_function, '$1', colocate_with := 'leads',
-                                          force_delegation := (v_function::text !~ '^(public\.)?(act_on_alerts|snooze_alert)\('));
+      perform create_distributed_function(v_function, '$1', colocate_with := 'leads', force_delegation := true);
     else
       perform create_distributed_function(v_function);
     end if;
