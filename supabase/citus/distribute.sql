@@ -25,7 +25,6 @@ declare
   v_delegated boolean;
   v_sql text;
   v_body text;
-  v_guard text;
   v_reference constant text[] := array['alert_rules', 'retention_policies', 'business_calendars'];
   v_distributed constant text[] := array[
     'leads', 'lead_state', 'lead_activities', 'max_alerts', 'alert_events', 'alert_counts', 'greenapi_rejected',
@@ -185,24 +184,8 @@ begin
     -- Whether anything is due is read in the tenant's shard only (not every shard of the cluster).
     v_sql := replace(v_sql, '(select min(s.next_due_at) from public.lead_state s)',
                      '(select min(s.next_due_at) from public.lead_state s where s.tenant_id = p_tenant)');
-    -- A step with nothing to do answers at once: its statement of modifying CTEs is planned by Citus
-    -- in parts whose intermediate results reach every node, in a two-phase commit, even when empty.
-    -- The probe is the statement's own filter, read in the tenant's shard.
-    v_guard := case
-      when v_sql ~ 'FUNCTION public\.wake_snoozed_alerts' then
-        E'  if not exists (select from public.max_alerts a\n'
-        || E'                 where a.tenant_id = p_tenant and a.resolved_at is null and a.snoozed_until <= p_now) then\n'
-        || E'    return ''{"reopened": 0, "resolved": 0}'';  -- nothing snoozed has woken\n  end if;\n'
-      when v_sql ~ 'FUNCTION public\.mark_overdue_alerts' then
-        E'  if not exists (select from public.max_alerts a\n'
-        || E'                 where a.tenant_id = p_tenant and a.resolved_at is null and a.severity_rank = 1\n'
-        || E'                   and a.overdue_at is null and a.snoozed_until is null\n'
-        || E'                   and coalesce(a.escalated_at, a.created_at) <= p_now - v_overdue_after) then\n'
-        || E'    return 0;  -- no high alert has waited the shortest delay\n  end if;\n'
-      else '' end;
     execute regexp_replace(v_sql, E'\nbegin\n',
-      E'\nbegin\n  if p_tenant is null then\n    raise exception ''on Citus the sweep runs one tenant a call'' using errcode = ''0A000'',\n      hint = ''call it once per tenant, as PostgresStore.sweep() does'';\n  end if;\n'
-      || v_guard);
+      E'\nbegin\n  if p_tenant is null then\n    raise exception ''on Citus the sweep runs one tenant a call'' using errcode = ''0A000'',\n      hint = ''call it once per tenant, as PostgresStore.sweep() does'';\n  end if;\n');
   end loop;
 
   -- A whole row of a shard has the shard's type (`lead_activities_102077`), which no function taking
