@@ -5,6 +5,8 @@
 -- joins as well as without nested loops: a tenant's own rows of alert_rules (a rule moved to the
 -- business clock) raised the estimate of the rules in force enough for the planner to sort the
 -- judged rules, past work_mem at a million due leads, where a hash of the few rules serves.
+-- add_working_days starts after a daylight-saving gap when the next opening falls within one (a
+-- range the clock skips is no working time), as the day-by-day oracle does.
 
 /**
  * The scheduled sweep, for every tenant or one: raise, escalate and supersede the time-based
@@ -234,3 +236,64 @@ begin
 end
 $$;
 grant execute on function public.raise_due_alerts(text, timestamptz) to service_role;
+
+/**
+ * `p_at` plus `p_days` working days: the same local clock time that many working days later. An
+ * instant outside working hours counts from the next opening; a result outside working hours (a
+ * shorter day, a clock change) moves to the next opening. The day is found by its rank among the
+ * working days that are not holidays: no step per day, week or holiday.
+ */
+create or replace function public.add_working_days(
+  p_zone text, p_opens integer[], p_closes integer[], p_weekdays integer[], p_days_through integer[],  -- a calendar
+  p_closed date[], p_ranks integer[],
+  p_at timestamptz, p_days integer)
+returns timestamptz
+language plpgsql immutable
+as $$
+declare
+  v_start  timestamp;
+  v_jd     integer;
+  v_minute integer;
+  v_rank   integer;
+  v_local  timestamp;
+  v_end    timestamptz;
+begin
+  if p_at is null or p_days is null or not isfinite(p_at) then
+    return p_at + make_interval(days => p_days);
+  end if;
+  if p_days <= 0 then
+    return p_at;
+  end if;
+  -- The start: p_at within working hours, else the next opening.
+  v_start := p_at at time zone p_zone;
+  v_jd := v_start::date - date '4714-11-24 BC';
+  v_minute := v_jd % 7 * 1440 + date_part('hour', v_start)::integer * 60 + date_part('minute', v_start)::integer;
+  if not coalesce(p_opens[width_bucket(v_minute, p_closes) + 1] <= v_minute, false)
+     or p_closed[width_bucket(v_start::date, p_closed)] = v_start::date then
+    v_start := public.next_opening_local(p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks, v_start);
+    -- An opening the clock skips (a range within a daylight-saving gap) is no working time: the
+    -- start is the first working time after the gap.
+    if (v_start at time zone p_zone) at time zone p_zone <> v_start then
+      v_start := public.next_opening_local(p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks,
+                                           (v_start at time zone p_zone) at time zone p_zone);
+    end if;
+    v_jd := v_start::date - date '4714-11-24 BC';
+  end if;
+  -- The rank (from 0) of the day p_days after the start's among the working days that are not
+  -- holidays, then among the working days, then that day (its Julian day) at the start's clock time.
+  v_rank := v_jd / 7 * cardinality(p_weekdays) + p_days_through[v_jd % 7 + 1] - width_bucket(v_start::date, p_closed)
+            + p_days - 1;
+  v_rank := v_rank + width_bucket(v_rank, p_ranks);
+  v_jd := v_rank / cardinality(p_weekdays) * 7 + p_weekdays[v_rank % cardinality(p_weekdays) + 1];
+  v_local := date '4714-11-24 BC' + v_jd + v_start::time;
+  v_end := v_local at time zone p_zone;
+  v_minute := v_jd % 7 * 1440 + date_part('hour', v_local)::integer * 60 + date_part('minute', v_local)::integer;
+  if v_end at time zone p_zone = v_local and p_opens[width_bucket(v_minute, p_closes) + 1] <= v_minute then
+    return v_end;  -- the clock showed that time that day, within its working hours
+  end if;
+  return public.next_opening(p_zone, p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks, v_end);
+end
+$$;
+grant execute on function public.add_working_days(text, integer[], integer[], integer[], integer[], date[], integer[],
+                                                  timestamptz, integer)
+  to authenticated, service_role;
