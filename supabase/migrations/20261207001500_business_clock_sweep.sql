@@ -5,8 +5,8 @@
 -- joins as well as without nested loops: a tenant's own rows of alert_rules (a rule moved to the
 -- business clock) raised the estimate of the rules in force enough for the planner to sort the
 -- judged rules, past work_mem at a million due leads, where a hash of the few rules serves.
--- add_working_days starts after a daylight-saving gap when the next opening falls within one (a
--- range the clock skips is no working time), as the day-by-day oracle does.
+-- add_working_days starts from the next opening's instant read back on the clock, as the day-by-day
+-- oracle does: an opening within a daylight-saving gap (02:00 on the spring night) starts at 03:00.
 
 /**
  * The scheduled sweep, for every tenant or one: raise, escalate and supersede the time-based
@@ -271,12 +271,9 @@ begin
   if not coalesce(p_opens[width_bucket(v_minute, p_closes) + 1] <= v_minute, false)
      or p_closed[width_bucket(v_start::date, p_closed)] = v_start::date then
     v_start := public.next_opening_local(p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks, v_start);
-    -- An opening the clock skips (a range within a daylight-saving gap) is no working time: the
-    -- start is the first working time after the gap.
-    if (v_start at time zone p_zone) at time zone p_zone <> v_start then
-      v_start := public.next_opening_local(p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks,
-                                           (v_start at time zone p_zone) at time zone p_zone);
-    end if;
+    -- The start is that opening's instant, read back on the clock: an opening the clock skips (in a
+    -- daylight-saving gap) starts when the clock shows the time after the gap.
+    v_start := (v_start at time zone p_zone) at time zone p_zone;
     v_jd := v_start::date - date '4714-11-24 BC';
   end if;
   -- The rank (from 0) of the day p_days after the start's among the working days that are not
