@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from helpers import active, log
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from leadwatch import Api
 from leadwatch.devtools.dev import create_app
@@ -167,8 +167,17 @@ def test_working_minutes_added_in_sql_match_the_minute_by_minute_oracle(sql, cal
     assert got == Oracle(calendar).add_minutes(at, minutes)
 
 
+# The next opening within the spring night's gap (Sunday 02:00 in Paris on 29 March 2026): the start is
+# that opening's instant read back on the clock (03:00), outside the range, so Sunday 29 March is not
+# the first working day counted from (Sunday 12 April, not 5 April); then with a Monday range as well.
+_SPRING_SUNDAY = {"timeZone": "Europe/Paris", "week": {"sun": [["02:00", "03:00"]]}}
+_SPRING_SUNDAY_MONDAY = {"timeZone": "Europe/Paris", "week": {"sun": [["02:00", "03:00"]], "mon": [["09:00", "10:00"]]}}
+
+
 @ARITHMETIC
 @given(calendar=calendars(), at=instants, days=st.integers(1, 12))
+@example(calendar=_SPRING_SUNDAY, at=datetime(2026, 3, 27, tzinfo=UTC), days=1)
+@example(calendar=_SPRING_SUNDAY_MONDAY, at=datetime(2026, 3, 27, tzinfo=UTC), days=1)
 def test_working_days_added_in_sql_match_the_day_by_day_oracle(sql, calendar, at, days):
     """`Nd` on the business clock: the same local clock time N working days later, outside hours moved on."""
     got = _one(

@@ -30,10 +30,11 @@ set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts
 set jit = off
 as $$
 declare
-  v_nestloop text := current_setting('enable_nestloop');
-  v_raised   jsonb;
-  v_woken    jsonb;
-  v_overdue  integer;
+  v_nestloop  text := current_setting('enable_nestloop');
+  v_mergejoin text := current_setting('enable_mergejoin');
+  v_raised    jsonb;
+  v_woken     jsonb;
+  v_overdue   integer;
   v_overdue_after interval := (select min(r.overdue_after) from public.alert_rules r);  -- the shortest delay
 begin
   -- min() of an indexed column is read from the index's first entry: no other plan is cheaper.
@@ -42,9 +43,11 @@ begin
                               where s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)
                               limit 1000) d) >= 1000 then
       perform set_config('enable_nestloop', 'off', true);
+      perform set_config('enable_mergejoin', 'off', true);
     end if;
     v_raised := public.raise_due_alerts(p_tenant, p_now);
     perform set_config('enable_nestloop', v_nestloop, true);
+    perform set_config('enable_mergejoin', v_mergejoin, true);
     -- Before the next steps read the active alerts: they are planned again under the new statistics.
     perform public.refresh_alert_statistics();
   else

@@ -285,6 +285,9 @@ begin
   if not coalesce(p_opens[width_bucket(v_minute, p_closes) + 1] <= v_minute, false)
      or p_closed[width_bucket(v_start::date, p_closed)] = v_start::date then
     v_start := public.next_opening_local(p_opens, p_closes, p_weekdays, p_days_through, p_closed, p_ranks, v_start);
+    -- The start is that opening's instant, read back on the clock: an opening the clock skips (in a
+    -- daylight-saving gap) starts when the clock shows the time after the gap.
+    v_start := (v_start at time zone p_zone) at time zone p_zone;
     v_jd := v_start::date - date '4714-11-24 BC';
   end if;
   -- The rank (from 0) of the day p_days after the start's among the working days that are not

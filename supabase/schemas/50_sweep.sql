@@ -11,7 +11,9 @@ set check_function_bodies = off;
 -- (max_alerts once per raised alert, the judged rules once per judged rule): 44x a bare insert of
 -- the same rows. Every join in the sweep's statement is between sets the size of the due leads, so
 -- when there are many, sweep_alerts plans it with hash joins only: linear in the due leads whatever
--- the estimate. A few due leads keep the planner's choice (index probes of their own alerts and
+-- the estimate (a merge join would sort the judged rules, spilling to disk past work_mem, where a
+-- hash of the few rules in force serves: a tenant's own rows of alert_rules, as when a rule moves to
+-- the business clock, raised the estimate of the rules enough to make the planner sort). A few due leads keep the planner's choice (index probes of their own alerts and
 -- state), which at that size costs little even when the estimate is wrong. raise_due_alerts is
 -- planned at each call, with the join methods the call allows (a cached plan would keep the first).
 --
@@ -51,10 +53,11 @@ set work_mem = '16MB'  -- sized for a 1 GB instance, like raise_due_alerts
 set jit = off
 as $$
 declare
-  v_nestloop text := current_setting('enable_nestloop');
-  v_raised   jsonb;
-  v_woken    jsonb;
-  v_overdue  integer;
+  v_nestloop  text := current_setting('enable_nestloop');
+  v_mergejoin text := current_setting('enable_mergejoin');
+  v_raised    jsonb;
+  v_woken     jsonb;
+  v_overdue   integer;
   v_overdue_after interval := (select min(r.overdue_after) from public.alert_rules r);  -- the shortest delay
 begin
   -- min() of an indexed column is read from the index's first entry: no other plan is cheaper.
@@ -63,9 +66,11 @@ begin
                               where s.next_due_at <= p_now and (p_tenant is null or s.tenant_id = p_tenant)
                               limit 1000) d) >= 1000 then
       perform set_config('enable_nestloop', 'off', true);
+      perform set_config('enable_mergejoin', 'off', true);
     end if;
     v_raised := public.raise_due_alerts(p_tenant, p_now);
     perform set_config('enable_nestloop', v_nestloop, true);
+    perform set_config('enable_mergejoin', v_mergejoin, true);
     -- Before the next steps read the active alerts: they are planned again under the new statistics.
     perform public.refresh_alert_statistics();
   else
@@ -197,36 +202,39 @@ begin
       -- Each rule whose due time has come, with the moment its condition began to hold, and the
       -- severity its ladder gives today and when its next step falls due (null: no further step).
       judged as (
-        select d.tenant_id, d.lead_id, c.type, c.since, r.supersedes,
+        select j.tenant_id, j.lead_id, j.type, j.since, j.supersedes,
           case
-            when r.enabled is not true or c.since is null then null
-            when r.business then case when p_now >= k.escalate_at then r.escalated_severity else r.severity end
-            when p_now - c.since >= r.escalate_after then r.escalated_severity
-            when p_now - c.since >= r.threshold then r.severity
+            when j.enabled is not true or j.since is null then null
+            when j.business then case when p_now >= j.escalate_at then j.escalated_severity else j.severity end
+            when p_now - j.since >= j.escalate_after then j.escalated_severity
+            when p_now - j.since >= j.threshold then j.severity
           end::public.severity as severity,
           case
-            when r.enabled is not true or c.since is null then null
-            when r.business then case when p_now < k.escalate_at then k.escalate_at end
-            when p_now - c.since < r.threshold then c.since + r.threshold
-            when p_now - c.since < r.escalate_after then c.since + r.escalate_after
+            when j.enabled is not true or j.since is null then null
+            when j.business then case when p_now < j.escalate_at then j.escalate_at end
+            when p_now - j.since < j.threshold then j.since + j.threshold
+            when p_now - j.since < j.escalate_after then j.since + j.escalate_after
           end as next_due_at
-        from due d
-        cross join lateral (values
-          ('NoContact7d'::public.alert_type, d.no_contact_due_at, d.silent_since),
-          ('NoReply3d',                      d.no_reply_due_at,   d.last_outbound_at),
-          ('StaleLead30d',                   d.stale_due_at,      d.silent_since),
-          ('HighValueRisk',                  d.high_value_due_at, d.silent_since)
-        ) as c (type, due_at, since)
-        left join rules r on r.tenant_id = d.tenant_id and r.type = c.type
-        -- On the business clock, the stored due time that came is the ladder's step on that clock
-        -- (recomputed whenever the rule or the calendar changes): the threshold has passed, and only
-        -- the escalation step is computed here, in working time, once a judged rule: a row of a
-        -- VALUES scan, which the expressions above read (a one-row subquery or VALUES would be folded
-        -- into each of them, and computed each time; the second row, dropped, keeps it a scan).
-        cross join lateral (values (true, case when r.business
-                                               then public.clock_add(r.cal, true, c.since, r.escalate_after) end),
-                                   (false, null)) as k (kept, escalate_at)
-        where c.due_at <= p_now and k.kept
+        from (
+          select d.tenant_id, d.lead_id, c.type, c.since, r.supersedes, r.enabled, r.business, r.threshold,
+                 r.severity, r.escalate_after, r.escalated_severity,
+                 -- On the business clock, the stored due time that came is the ladder's step on that
+                 -- clock (recomputed whenever the rule or the calendar changes): the threshold has
+                 -- passed, and only the escalation step is computed here, in working time, once a
+                 -- judged rule: a column of this subquery, which the expressions above read (OFFSET 0
+                 -- keeps it from being folded into each of them and computed each time).
+                 case when r.business then public.clock_add(r.cal, true, c.since, r.escalate_after) end as escalate_at
+          from due d
+          cross join lateral (values
+            ('NoContact7d'::public.alert_type, d.no_contact_due_at, d.silent_since),
+            ('NoReply3d',                      d.no_reply_due_at,   d.last_outbound_at),
+            ('StaleLead30d',                   d.stale_due_at,      d.silent_since),
+            ('HighValueRisk',                  d.high_value_due_at, d.silent_since)
+          ) as c (type, due_at, since)
+          left join rules r on r.tenant_id = d.tenant_id and r.type = c.type
+          where c.due_at <= p_now
+          offset 0
+        ) j
       ),
       raised as (
         select j.tenant_id, j.lead_id, j.type, j.since, j.severity, j.supersedes
