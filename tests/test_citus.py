@@ -6,12 +6,12 @@ LEADWATCH_REQUIRE_CITUS, so there these tests run or fail, never skip.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from helpers import postgrest_claims
 from leadwatch.errors import Forbidden
 from leadwatch.http.identity import Viewer
 from leadwatch.migrate import migrate
@@ -194,7 +194,8 @@ def test_claims_set_as_postgrest_does_reach_the_worker(cluster_url, cluster_stor
     def as_agent(conn: psycopg.Connection, statement: str) -> list[tuple]:
         with conn.transaction():
             conn.execute("select set_config('role', 'authenticated', true)")
-            postgrest_claims(conn, agent)
+            conn.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(agent)])
+            conn.execute("select public.claims_to_workers()")  # PostgREST's db-pre-request on Citus
             return conn.execute(statement, [tenant]).fetchall()
 
     with psycopg.connect(cluster_url) as conn:
