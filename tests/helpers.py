@@ -34,6 +34,15 @@ def act_as(db, claims: dict) -> None:
     db.execute(sql.SQL("set local request.jwt.claims = {}").format(sql.Literal(json.dumps(claims))))
 
 
+def postgrest_claims(db, claims: dict) -> None:
+    """In the transaction `db` is in: the claims as PostgREST sets them (set_config()), then, on a Citus
+    cluster, its `db-pre-request` function there (claims_to_workers(), supabase/citus/distribute.sql), which
+    sets them again as SET LOCAL so that they reach the workers."""
+    db.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
+    if os.environ.get("LEADWATCH_TEST_CITUS"):
+        db.execute("select public.claims_to_workers()")
+
+
 def ago(**delta) -> datetime:
     return datetime.now(UTC) - timedelta(**delta)
 

@@ -2,8 +2,9 @@
 
 respx routes supabase-py's `POST {SUPABASE_URL}/rest/v1/rpc/<function>` here: the function runs
 as PostgREST would run it for the service key (role `service_role`, the key's claims in
-`request.jwt.claims`), and errors come back the way PostgREST maps them (status from the SQLSTATE,
-body {code, message, details, hint}).
+`request.jwt.claims`, and on a Citus cluster its `db-pre-request` function, `claims_to_workers()`),
+and errors come back the way PostgREST maps them (status from the SQLSTATE, body {code, message,
+details, hint}).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import httpx
 import jwt
 import psycopg
+from helpers import postgrest_claims
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
@@ -69,7 +71,7 @@ class PostgrestFake:
         try:
             with self.pool.connection() as conn, conn.transaction():
                 conn.execute(sql.SQL("set local role {}").format(sql.Identifier(claims["role"])))
-                conn.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
+                postgrest_claims(conn, claims)
                 result = conn.execute(statement, values).fetchone()[0]
         except psycopg.Error as exc:
             return httpx.Response(

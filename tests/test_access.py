@@ -11,7 +11,7 @@ import jwt
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from helpers import add_leads, ago, log
+from helpers import add_leads, ago, log, postgrest_claims
 from leadwatch import Api, Settings
 from leadwatch.devtools.dev import create_app
 from leadwatch.http.identity import VerifiedAccess
@@ -311,7 +311,7 @@ def as_user(postgres_store, db):
     def run(claims: dict | None, statement: str, params=(), role="authenticated"):
         with db.transaction():
             db.execute(f"set local role {role}")
-            db.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims or {})])
+            postgrest_claims(db, claims or {})
             return db.execute(statement, params).fetchall()
 
     return run

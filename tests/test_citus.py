@@ -6,6 +6,7 @@ LEADWATCH_REQUIRE_CITUS, so there these tests run or fail, never skip.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -182,6 +183,43 @@ def test_a_users_claims_reach_the_worker(cluster_store):
     with pytest.raises(Forbidden):
         cluster_store.set_calendar(TENANTS[2], office, as_user("admin"))  # another tenant's
     assert cluster_store.set_calendar(tenant, office, as_user("admin"))["calendar"]["source"] == "tenant"
+
+
+def test_claims_set_as_postgrest_does_reach_the_worker(cluster_url, cluster_store):
+    """PostgREST sets the claims with set_config(), which stays on the coordinator; its `db-pre-request`
+    function on Citus, claims_to_workers(), sets them again as SET LOCAL, which reaches the worker."""
+    tenant = TENANTS[3]
+    agent = {"role": "authenticated", "sub": "agent-1", "app_metadata": {"tenant_id": tenant, "role": "agent"}}
+
+    def as_agent(conn: psycopg.Connection, statement: str) -> list[tuple]:
+        with conn.transaction():
+            conn.execute("select set_config('role', 'authenticated', true)")
+            conn.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(agent)])
+            conn.execute("select public.claims_to_workers()")  # PostgREST's db-pre-request on Citus
+            return conn.execute(statement, [tenant]).fetchall()
+
+    with psycopg.connect(cluster_url) as conn:
+        # the agent's own lead only, by row-level security on the shard
+        assert as_agent(conn, "select lead_id from leads where tenant_id = %s") == [("L1",)]
+        with pytest.raises(psycopg.DatabaseError, match="not allowed") as refused:
+            as_agent(conn, """select public.upsert_leads(%s, '[{"lead_id": "MINE"}]')""")  # by assert_acts_in there
+    assert refused.value.sqlstate == "LW403"
+
+
+def test_the_workers_grant_each_function_as_the_coordinator_does(citus_cluster, cluster_url):
+    """Citus copies grants but not a revoke from PUBLIC, and delegates a call without checking EXECUTE."""
+    acl = (
+        "select p.oid::regprocedure::text, p.proacl::text from pg_proc p"
+        " where p.pronamespace = 'public'::regnamespace and p.prokind = 'f'"
+    )
+    name = psycopg.conninfo.conninfo_to_dict(cluster_url)["dbname"]
+    with psycopg.connect(cluster_url) as conn:
+        coordinator = dict(conn.execute(acl).fetchall())
+    assert any(f.startswith("log_activity(") and "service_role" in a for f, a in coordinator.items())
+    for port in citus_cluster.worker_ports:
+        with psycopg.connect(citus_cluster.url(port, name)) as conn:
+            worker = dict(conn.execute(acl).fetchall())
+        assert {f: a for f, a in worker.items() if f in coordinator} == coordinator
 
 
 def test_the_deliverers_and_the_nightly_jobs_take_every_tenant_on_both_workers(cluster_url, cluster_store):

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from helpers import add_leads, ago, allow_history_rewrite, assert_counts_exact, later, log
+from helpers import add_leads, ago, allow_history_rewrite, assert_counts_exact, later, log, postgrest_claims
 from leadwatch import Api
 from leadwatch.devtools.dev import create_app
 from leadwatch.http.identity import OpenAccess, VerifiedAccess
@@ -507,10 +507,7 @@ def test_erasure_records_are_read_through_row_level_security(postgres_store, db,
 
     with db.transaction():
         db.execute("set local role authenticated")
-        db.execute(
-            "select set_config('request.jwt.claims', %s, true)",
-            [json.dumps({"sub": "u-1", "role": "authenticated", "app_metadata": claims})],
-        )
+        postgrest_claims(db, {"sub": "u-1", "role": "authenticated", "app_metadata": claims})
         rows = db.execute("select lead_hash, counts from lead_erasures").fetchall()
         refused = [
             db.execute("select has_table_privilege('authenticated', 'lead_erasures', %s)", [p]).fetchone()[0]
@@ -528,7 +525,7 @@ def test_erase_lead_cannot_be_called_around_the_api_by_an_agent(postgres_store, 
     claims = {"sub": AGENT, "role": "authenticated", "app_metadata": {"tenant_id": "acme", "role": "agent"}}
     with db.transaction():
         db.execute("set local role authenticated")
-        db.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
+        postgrest_claims(db, claims)
         with pytest.raises(psycopg.Error) as caught, db.transaction():
             db.execute("select erase_lead('acme', %s)", [TARGET])
     assert caught.value.sqlstate == "LW403"
@@ -663,7 +660,7 @@ def test_only_admins_read_a_leads_sends_and_only_through_the_export(postgres_sto
     claims = {"sub": AGENT, "role": "authenticated", "app_metadata": {"tenant_id": "acme", "role": role}}
     with db.transaction():
         db.execute("set local role authenticated")
-        db.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
+        postgrest_claims(db, claims)
         with pytest.raises(psycopg.errors.InsufficientPrivilege), db.transaction():
             db.execute("select * from email_sends")
         if sees:

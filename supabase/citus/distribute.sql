@@ -14,6 +14,8 @@
 -- * Citus refuses subqueries in policies on distributed tables: the policies, written in the
 --   `(select f())` form Supabase recommends (evaluated once per statement), are re-created here in
 --   the plain `f()` form, and an agent's own leads are tested with can_see_lead(tenant_id, lead_id).
+-- * claims_to_workers(), PostgREST's `db-pre-request` on Citus: the claims PostgREST sets with
+--   set_config() reach the workers as SET LOCAL.
 
 do $distribute$
 declare
@@ -353,6 +355,28 @@ begin
     execute v_sql;
   end if;
 
+  -- The API's claims on the workers. PostgREST sets the role and `request.jwt.claims` with
+  -- set_config(), which Citus does not forward: a delegated call, and a shard's row-level security,
+  -- would run on the worker without claims. PostgREST calls its `db-pre-request` function at the
+  -- start of every request, after setting them: this one sets the claims again as SET LOCAL, which
+  -- Citus forwards to every worker the transaction reaches (made inside a function too). No `set`
+  -- clause: it would undo the SET LOCAL when the function returns.
+  create or replace function public.claims_to_workers()
+  returns void
+  language plpgsql
+  as $function$
+  declare
+    v_claims text := pg_catalog.current_setting('request.jwt.claims', true);
+  begin
+    execute $$set local citus.propagate_set_commands = 'local'$$;
+    if v_claims is not null then
+      execute pg_catalog.format('set local request.jwt.claims = %L', v_claims);
+    end if;
+  end
+  $function$;
+  revoke execute on function public.claims_to_workers() from public;
+  grant execute on function public.claims_to_workers() to anon, authenticated, service_role;
+
   -- Every function reaches the workers (one that names a table's row type was created while that
   -- table was still local, so it stayed on the coordinator); the tenant-scoped ones are delegated.
   for v_function, v_delegated in
@@ -369,6 +393,25 @@ begin
       perform create_distributed_function(v_function, '$1', colocate_with := 'leads', force_delegation := true);
     else
       perform create_distributed_function(v_function);
+    end if;
+  end loop;
+
+  -- The workers grant each function as the coordinator does: Citus does not copy a revoke from
+  -- PUBLIC (nor the grants of a function re-created above), and the coordinator delegates a call
+  -- without checking EXECUTE. Re-issued here, each grant and revoke is forwarded to the workers.
+  for v_function, v_sql in
+    select p.oid::regprocedure,
+           case when aclcontains(p.proacl, makeaclitem(0, p.proowner, 'EXECUTE', false)) then ''
+                else format('revoke execute on function %s from public;', p.oid::regprocedure) end
+           || coalesce((select string_agg(format('grant execute on function %s to %I;', p.oid::regprocedure,
+                                                 g.grantee::regrole::text), ' ')
+                        from aclexplode(p.proacl) g where g.grantee not in (0, p.proowner)), '')
+    from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and p.prokind = 'f' and p.proacl is not null
+      and not exists (select from pg_depend d where d.objid = p.oid and d.deptype = 'e')
+  loop
+    if v_sql <> '' then
+      execute v_sql;
     end if;
   end loop;
 end
