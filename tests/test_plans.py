@@ -661,3 +661,30 @@ def alert_scans(plans: list[dict]):
         for node in nodes(plan["Plan"])
         if node.get("Relation Name") == "max_alerts" and "Scan" in node["Node Type"] and node.get("Actual Loops")
     ]
+
+
+def test_the_sweeps_probes_read_their_index_when_the_statistics_expect_many_rows(mature, db):
+    """Statistics taken while 20,000 high alerts were past their delay and snoozed until yesterday,
+    then every one of them marked overdue and woken: the probes still read only their own partial
+    indexes, a few pages, rather than a scan of max_alerts expected to stop at its first rows."""
+    db.execute("select public.prune_due_index()")
+    db.execute("""
+        insert into max_alerts (tenant_id, lead_id, type, severity, message, created_at, snoozed_until)
+        select 'acme', 'old-' || i, 'NoContact7d', 'high', 'old', now() - interval '3 days', now() - interval '1 day'
+        from generate_series(1, 20000) i""")
+    db.execute("analyze max_alerts")
+    db.execute("update max_alerts set overdue_at = now(), snoozed_until = null where lead_id like 'old-%'")
+    db.execute("select public.sweep_alerts()")  # its reads mark the index entries of the old row versions dead
+    db.execute("set auto_explain.log_buffers = on")
+
+    plans = json_plans_of(db, "select public.sweep_alerts()")
+
+    reads = [
+        (
+            node.get("Index Name", node["Node Type"]),
+            node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0),
+        )
+        for _, node in alert_scans(plans)
+    ]
+    assert {index for index, _ in reads} == {"idx_max_alerts_snoozed", "idx_max_alerts_overdue_watch"}, reads
+    assert all(blocks <= 20 for _, blocks in reads), reads
