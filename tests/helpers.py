@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from leadwatch.models.requests import ActivityIn, LeadIn
+from psycopg import sql
 
 
 def allow_history_rewrite(db) -> None:
@@ -26,8 +27,6 @@ def allow_history_rewrite(db) -> None:
 def act_as(db, claims: dict) -> None:
     """In the transaction `db` is in: the caller is the user of `claims` (role `authenticated`), on a Citus
     cluster's workers too, where a delegated call runs (SET LOCAL reaches them; set_config() does not)."""
-    from psycopg import sql
-
     if os.environ.get("LEADWATCH_TEST_CITUS"):
         db.execute("set local citus.propagate_set_commands = 'local'")
     db.execute("set local role authenticated")

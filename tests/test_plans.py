@@ -631,7 +631,7 @@ def test_after_the_morning_sweep_nothing_to_wake_or_mark_plans_neither_step(matu
 
     texts = [p["Query Text"].lstrip() for p in plans]
     assert not [t for t in texts if t.startswith(("with woken as", "with candidates as"))], texts
-    reads = {node.get("Index Name", node["Node Type"]) for _, node in alert_scans(plans)}
+    reads = {node.get("Index Name", node["Node Type"]) for node in alert_scans(plans)}
     assert reads == {"idx_max_alerts_snoozed", "idx_max_alerts_overdue_watch"}, reads
 
 
@@ -653,10 +653,10 @@ def test_a_snoozed_alert_whose_time_came_and_an_overdue_one_are_still_handled_by
     assert db.execute("select overdue_at is not null from max_alerts where id = %s", overdue).fetchone() == (True,)
 
 
-def alert_scans(plans: list[dict]):
-    """(plan, node) of every scan of max_alerts the statements ran."""
+def alert_scans(plans: list[dict]) -> list[dict]:
+    """Every scan of max_alerts the statements ran."""
     return [
-        (plan, node)
+        node
         for plan in plans
         for node in nodes(plan["Plan"])
         if node.get("Relation Name") == "max_alerts" and "Scan" in node["Node Type"] and node.get("Actual Loops")
@@ -684,7 +684,7 @@ def test_the_sweeps_probes_read_their_index_when_the_statistics_expect_many_rows
             node.get("Index Name", node["Node Type"]),
             node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0),
         )
-        for _, node in alert_scans(plans)
+        for node in alert_scans(plans)
     ]
     assert {index for index, _ in reads} == {"idx_max_alerts_snoozed", "idx_max_alerts_overdue_watch"}, reads
     assert all(blocks <= 20 for _, blocks in reads), reads

@@ -13,9 +13,10 @@ set check_function_bodies = off;
 -- when there are many, sweep_alerts plans it with hash joins only: linear in the due leads whatever
 -- the estimate (a merge join would sort the judged rules, spilling to disk past work_mem, where a
 -- hash of the few rules in force serves: a tenant's own rows of alert_rules, as when a rule moves to
--- the business clock, raised the estimate of the rules enough to make the planner sort). A few due leads keep the planner's choice (index probes of their own alerts and
--- state), which at that size costs little even when the estimate is wrong. raise_due_alerts is
--- planned at each call, with the join methods the call allows (a cached plan would keep the first).
+-- the business clock, raised the estimate of the rules enough to make the planner sort). A few due
+-- leads keep the planner's choice (index probes of their own alerts and state), which at that size
+-- costs little even when the estimate is wrong. raise_due_alerts is planned at each call, with the
+-- join methods the call allows (a cached plan would keep the first).
 --
 -- Plans hold on day 365 too. A mature deployment analysed while almost no alert was active (a year
 -- of resolved alerts, the last ANALYZE before the morning sweep) has statistics that say no alert is
