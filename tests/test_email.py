@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import email.policy
 import ipaddress
-import socket
 import ssl
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -16,7 +15,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from helpers import active, add_leads, ago, log
+from helpers import active, add_leads, ago, free_port, log
 from leadwatch import ConfigError, load_settings
 from leadwatch.devtools.dev import create_app
 from leadwatch.http.app import Api
@@ -33,12 +32,6 @@ ESPO_URL = "https://crm.example.com"
 
 
 # A real SMTP server ------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Inbox:
@@ -70,7 +63,7 @@ class Inbox:
 def smtp():
     """A plain SMTP server on loopback (a local relay): (inbox, port)."""
     inbox = Inbox()
-    port = _free_port()
+    port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     yield inbox, port
@@ -640,7 +633,7 @@ def test_a_refused_send_is_logged_failed_resolves_nothing_and_names_the_cause(ma
 
 
 def test_an_unreachable_server_is_502_and_a_failed_send(store, email_tables):
-    closed = _free_port()
+    closed = free_port()
     channel = EmailChannel(SmtpSender(SmtpTarget("127.0.0.1", closed, "plain"), timeout=2), FROM)
     client = create_app(Api(store, OpenAccess(), email=channel)).test_client()
     add_leads(store, SOPHIE_ID={"name": "Sophie Martin", "email": SOPHIE})
@@ -769,7 +762,7 @@ def _message() -> EmailMessage:
 def test_starttls_and_login_with_a_real_server(certificate):
     """STARTTLS is required before AUTH (the server refuses AUTH in clear), and the certificate is verified."""
     server_context, client_context = certificate
-    inbox, port = Inbox(), _free_port()
+    inbox, port = Inbox(), free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=server_context,
                             require_starttls=True, authenticator=inbox.authenticate, auth_require_tls=True,
                             auth_exclude_mechanism=["LOGIN"])  # fmt: skip
@@ -818,7 +811,7 @@ def test_another_sender_stands_in_for_smtp(store, email_tables):
 def test_implicit_tls_with_a_real_server(certificate):
     """smtps:// speaks TLS from the first byte (port 465's way), and logs in inside it."""
     server_context, client_context = certificate
-    inbox, port = Inbox(), _free_port()
+    inbox, port = Inbox(), free_port()
     # (aiosmtpd counts only STARTTLS as TLS for auth_require_tls; the connection here is TLS throughout)
     controller = Controller(inbox, hostname="127.0.0.1", port=port, ssl_context=server_context,
                             authenticator=inbox.authenticate, auth_require_tls=False,

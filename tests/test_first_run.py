@@ -14,14 +14,9 @@ import uuid
 import httpx
 import psycopg
 import pytest
+from helpers import free_port
 
 LEADWATCH = [sys.executable, "-m", "leadwatch.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(**extra) -> dict:
@@ -58,7 +53,7 @@ def test_non_empty_data_dir_is_refused(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "notes.txt").write_text("mine")
     result = subprocess.run(
-        [*LEADWATCH, "dev", "--port", str(_free_port()), "--data-dir", str(tmp_path / "data")],
+        [*LEADWATCH, "dev", "--port", str(free_port()), "--data-dir", str(tmp_path / "data")],
         capture_output=True,
         text=True,
         env=_env(),
@@ -71,7 +66,7 @@ def test_non_empty_data_dir_is_refused(tmp_path):
 def test_unwritable_data_dir_is_refused(tmp_path):
     (tmp_path / "file").write_text("")
     result = subprocess.run(
-        [*LEADWATCH, "dev", "--port", str(_free_port()), "--data-dir", str(tmp_path / "file" / "data")],
+        [*LEADWATCH, "dev", "--port", str(free_port()), "--data-dir", str(tmp_path / "file" / "data")],
         capture_output=True,
         text=True,
         env=_env(),
@@ -101,7 +96,7 @@ def test_bad_database_url_is_one_clear_line(command, url, words):
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory):
     """`leadwatch dev --auth` on its embedded database, its output in a file read while it runs."""
-    port = _free_port()
+    port = free_port()
     root = tmp_path_factory.mktemp("first-run")
     output = (root / "output").open("w")
     env = _env(SUPABASE_SERVICE_KEY="first-run-service-key", LEADWATCH_SCHEDULER_TOKEN="first-run-scheduler")
