@@ -113,6 +113,37 @@ $$;
 grant execute on function public.activity_json(public.lead_activities) to authenticated, service_role;
 
 /**
+ * PreferredChannel's reading of a lead's newest inbound (their channels and times, newest first):
+ * the channel at least `p_min_count` of the first 5 came on, counting those after `p_since` (the
+ * rule's window; null: no window); the most frequent, and between equals the one heard from last.
+ * Null when none is. A few array lookups: judged once per activity logged.
+ */
+create or replace function public.heard_channel(p_channels text[], p_times timestamptz[], p_since timestamptz,
+                                                p_min_count integer) returns text
+language plpgsql immutable
+as $$
+declare
+  v_heard integer := 0;   -- how many of them count: those after p_since (newest first, so the first ones)
+  v_count integer;
+  v_most  integer := 0;
+  v_best  text;
+begin
+  while v_heard < least(5, cardinality(p_channels)) and (p_since is null or p_times[v_heard + 1] > p_since) loop
+    v_heard := v_heard + 1;
+  end loop;
+  for k in 1 .. v_heard loop  -- newest first: a channel heard from later wins only by more
+    v_count := cardinality(array_positions(p_channels[1:v_heard], p_channels[k]));
+    if v_count >= p_min_count and v_count > v_most then
+      v_best := p_channels[k];
+      v_most := v_count;
+    end if;
+  end loop;
+  return v_best;
+end
+$$;
+grant execute on function public.heard_channel(text[], timestamptz[], timestamptz, integer) to authenticated, service_role;
+
+/**
  * Log one activity of a lead and apply the rules it triggers.
  *
  * Idempotent on (tenant, channel, external id): a replay returns the stored activity with
@@ -163,8 +194,8 @@ declare
   v_cutoff    timestamptz;      -- HotLead24h counts the inbound after this (the window, our last outbound)
   v_hot       boolean;          -- may this activity raise HotLead24h?
   v_preferred boolean;          -- ... PreferredChannel?
-  v_count     integer;          -- the burst: how many inbound, since when
-  v_since     timestamptz;
+  v_heard     text[];           -- the channels and times of the lead's newest inbound, newest first
+  v_times     timestamptz[];
   v_channel   text;             -- the lead's channel: most of their last 5 inbound, else the directory's
   v_ours      text[];           -- the channels of our last 2 outbound, since when
   v_streak    timestamptz;
@@ -197,7 +228,7 @@ begin
 
   if public.counts_as_contact(v_activity.status) then
     -- The rules' settings and clocks (with the calendar when a rule counts working time), one row.
-    select * into v_rules from public.rules_at_ingest(p_tenant) cross join public.rule_clocks(p_tenant);
+    select * into v_rules from public.rules_at_ingest(p_tenant);
 
     -- One writer per lead at a time: the state row is the lock.
     select * into v_old from public.lead_state s
@@ -246,11 +277,12 @@ begin
       no_reply_due_at   = v_new.no_reply_due_at,
       stale_due_at      = v_new.stale_due_at,
       high_value_due_at = v_new.high_value_due_at
-    where s.tenant_id = p_tenant and s.lead_id = p_lead_id;
-
-    select coalesce(array_agg(a.type), '{}') into v_open
-    from public.max_alerts a
-    where a.tenant_id = p_tenant and a.lead_id = p_lead_id and a.resolved_at is null;
+    where s.tenant_id = p_tenant and s.lead_id = p_lead_id
+    -- The lead's active alert types, read with the lead locked (this statement's snapshot is taken
+    -- after the lock above was granted): what a writer before us committed is seen.
+    returning (select coalesce(array_agg(a.type), '{}') from public.max_alerts a
+               where a.tenant_id = p_tenant and a.lead_id = p_lead_id and a.resolved_at is null)
+    into v_open;
 
     -- Most activities find nothing to answer: look before writing (and firing the history trigger).
     -- An outbound answers HotLead24h, and PreferredChannel when it uses the lead's channel.
@@ -272,54 +304,46 @@ begin
     -- index's order): the newest inbound (HotLead24h's burst, PreferredChannel's last 5) and our
     -- last 2 outbound. Only when a rule can fire: enabled, not already active, and (HotLead24h) an
     -- inbound within the window after our last outbound, (PreferredChannel) once we have written.
+    -- Plain reads by key, judged here on their arrays: no window, grouping or sort to set up per call.
     v_cutoff := greatest(now() - v_rules.hot_window, coalesce(v_new.last_outbound_at, '-infinity'));
     v_hot := p_direction = 'in' and v_rules.hot_count is not null and not 'HotLead24h' = any (v_open)
              and v_at > v_cutoff and (v_rules.hot_count <= 1 or v_old.last_inbound_at > v_cutoff);
     v_preferred := v_rules.preferred_count is not null and not 'PreferredChannel' = any (v_open)
                    and v_new.last_outbound_at is not null;
     if v_hot or v_preferred then
-      with inbound as (
-        select a.channel, a.occurred_at, row_number() over (order by a.occurred_at desc, a.id desc) as k
-        from public.lead_activities a
-        where a.tenant_id = p_tenant and a.lead_id = p_lead_id
-          and a.direction = 'in' and public.counts_as_contact(a.status)
-        order by a.occurred_at desc, a.id desc
-        limit greatest(5, v_rules.hot_count)
-      ),
-      outbound as (
-        select a.channel, a.occurred_at
-        from public.lead_activities a
-        where a.tenant_id = p_tenant and a.lead_id = p_lead_id
-          and a.direction = 'out' and public.counts_as_contact(a.status)
-        order by a.occurred_at desc, a.id desc
-        limit 2
-      ),
-      -- The channel at least `min_count` of the last 5 inbound came on (within the rule's window, if any).
-      heard as (
-        select i.channel
-        from inbound i
-        where i.k <= 5 and (v_rules.preferred_window is null or i.occurred_at > now() - v_rules.preferred_window)
-        group by i.channel
-        having count(*) >= v_rules.preferred_count
-        order by count(*) desc, max(i.occurred_at) desc
-        limit 1
-      )
-      select count(*) filter (where v_hot and i.k <= v_rules.hot_count and i.occurred_at > v_cutoff),
-             min(i.occurred_at) filter (where v_hot and i.k <= v_rules.hot_count and i.occurred_at > v_cutoff),
-             case when v_preferred then coalesce((select h.channel from heard h),
-                                                 v_old.preferred_channel) end,
-             case when v_preferred then (select array_agg(o.channel::text) from outbound o) end,
-             case when v_preferred then (select min(o.occurred_at) from outbound o) end
-      into v_count, v_since, v_channel, v_ours, v_streak
-      from inbound i;
+      select i.channels, i.times, o.channels, o.since
+      into v_heard, v_times, v_ours, v_streak
+      from (select array_agg(x.channel::text order by x.occurred_at desc, x.id desc) as channels,
+                   array_agg(x.occurred_at order by x.occurred_at desc, x.id desc) as times
+            from (select a.channel, a.occurred_at, a.id
+                  from public.lead_activities a
+                  where a.tenant_id = p_tenant and a.lead_id = p_lead_id
+                    and a.direction = 'in' and public.counts_as_contact(a.status)
+                  order by a.occurred_at desc, a.id desc
+                  limit greatest(5, v_rules.hot_count)) x) i
+      cross join (select array_agg(x.channel::text) as channels, min(x.occurred_at) as since
+                  from (select a.channel, a.occurred_at
+                        from public.lead_activities a
+                        where v_preferred and a.tenant_id = p_tenant and a.lead_id = p_lead_id
+                          and a.direction = 'out' and public.counts_as_contact(a.status)
+                        order by a.occurred_at desc, a.id desc
+                        limit 2) x) o;
 
-      if v_hot and v_count >= v_rules.hot_count then
-        perform public.raise_ingest_alert(p_tenant, p_lead_id, 'HotLead24h', v_since, v_count);
+      -- The burst: the last `min_count` inbound all occurred after the cutoff (newest first, so the
+      -- oldest of them decides), since the oldest of them.
+      if v_hot and v_times[v_rules.hot_count] > v_cutoff then
+        perform public.raise_ingest_alert(p_tenant, p_lead_id, 'HotLead24h', v_times[v_rules.hot_count],
+                                          v_rules.hot_count);
         v_created := v_created || 'HotLead24h'::text;
       end if;
-      if v_preferred and v_channel is not null and cardinality(v_ours) = 2 and not v_channel = any (v_ours) then
-        perform public.raise_ingest_alert(p_tenant, p_lead_id, 'PreferredChannel', v_streak, p_channel => v_channel);
-        v_created := v_created || 'PreferredChannel'::text;
+      if v_preferred and cardinality(v_ours) = 2 then
+        v_channel := coalesce(public.heard_channel(v_heard, v_times, now() - v_rules.preferred_window,
+                                                   v_rules.preferred_count),
+                              v_old.preferred_channel);
+        if v_channel is not null and not v_channel = any (v_ours) then
+          perform public.raise_ingest_alert(p_tenant, p_lead_id, 'PreferredChannel', v_streak, p_channel => v_channel);
+          v_created := v_created || 'PreferredChannel'::text;
+        end if;
       end if;
     end if;
   end if;
@@ -445,11 +469,10 @@ begin
   with rules as materialized (
     select r.no_contact as t_no_contact, r.no_reply as t_no_reply, r.stale as t_stale,
            r.high_value as t_high_value, r.hot_window, r.hot_count, r.preferred_window, r.preferred_count,
-           k.business_no_contact as b_no_contact, k.business_no_reply as b_no_reply, k.business_stale as b_stale,
-           k.business_high_value as b_high_value,
-           k.calendar as cal
+           r.business_no_contact as b_no_contact, r.business_no_reply as b_no_reply, r.business_stale as b_stale,
+           r.business_high_value as b_high_value,
+           r.calendar as cal
     from public.rules_at_ingest(p_tenant) r
-    cross join public.rule_clocks(p_tenant) k
   ),
   moved as (  -- the lead's state before (s) and after (last_*) the activity
     select s.*, a.id as activity_id, a.direction as dir, a.channel as chan, a.occurred_at as at,
@@ -520,7 +543,10 @@ begin
       where a.tenant_id = p_tenant and a.lead_id = j.lead_id and a.resolved_at is null
     ) o
   )
-  select array_agg(row(r.lead_id, b.n, b.since, r.hot and coalesce(b.n, 0) >= r.hot_count,
+  select array_agg(row(r.lead_id, r.hot_count, i.times[r.hot_count],
+                       -- The burst: the last `min_count` inbound all occurred after the cutoff (newest
+                       -- first, so the oldest of them decides), since the oldest of them.
+                       coalesce(r.hot and i.times[r.hot_count] > r.cutoff, false),
                        p.channel, o.since,
                        r.preferred and p.channel is not null and cardinality(o.channels) = 2
                          and not p.channel = any (o.channels))::public.ingest_verdict),
@@ -528,47 +554,39 @@ begin
          jsonb_object_agg(r.lead_id, r.activity_id) filter (where r.answered_ids is not null)
   into v_verdicts, v_answered, v_resolver
   from ruled r
+  -- Each read below runs only for the leads whose rule can fire (its condition is in its WHERE, so
+  -- that the others skip it: in a join's ON it would be tested after the read).
   -- Our last 2 outbound, read in the index's order: PreferredChannel needs both.
   left join lateral (
     select array_agg(x.channel::text) as channels, min(x.occurred_at) as since
     from (select a.channel, a.occurred_at
           from public.lead_activities a
-          where a.tenant_id = p_tenant and a.lead_id = r.lead_id
+          where r.preferred and a.tenant_id = p_tenant and a.lead_id = r.lead_id
             and a.direction = 'out' and public.counts_as_contact(a.status)
           order by a.occurred_at desc, a.id desc
           limit 2) x
-  ) o on r.preferred
-  -- The lead's newest inbound (HotLead24h's burst, PreferredChannel's last 5); this activity is
-  -- among them (it is stored).
+  ) o on true
+  -- The lead's newest inbound (HotLead24h's burst, PreferredChannel's last 5), newest first; this
+  -- activity is among them (it is stored).
   left join lateral (
     select array_agg(x.channel::text order by x.occurred_at desc, x.id desc) as channels,
            array_agg(x.occurred_at order by x.occurred_at desc, x.id desc) as times
     from (select a.channel, a.occurred_at, a.id
           from public.lead_activities a
-          where a.tenant_id = p_tenant and a.lead_id = r.lead_id
+          where (r.hot or (r.preferred and cardinality(o.channels) = 2))
+            and a.tenant_id = p_tenant and a.lead_id = r.lead_id
             and a.direction = 'in' and public.counts_as_contact(a.status)
           order by a.occurred_at desc, a.id desc
           limit greatest(5, r.hot_count)) x
-  ) i on r.hot or (r.preferred and cardinality(o.channels) = 2)
-  -- The burst: the last `min_count` inbound that occurred after the cutoff.
-  left join lateral (
-    select count(*)::integer as n, min(u.at) as since
-    from unnest(i.channels, i.times) with ordinality u(channel, at, k)
-    where u.k <= r.hot_count and u.at > r.cutoff
-  ) b on r.hot
+  ) i on true
   -- The lead's channel: the one at least `min_count` of the last 5 inbound came on (within the
   -- rule's window, if any), else the directory's (which the lead's state carries).
-  left join lateral (
-    select coalesce(
-             (select u.channel
-              from unnest(i.channels, i.times) with ordinality u(channel, at, k)
-              where u.k <= 5 and (r.preferred_window is null or u.at > now() - r.preferred_window)
-              group by u.channel
-              having count(*) >= r.preferred_count
-              order by count(*) desc, max(u.at) desc
-              limit 1),
-             r.preferred_channel::text) as channel
-  ) p on r.preferred and cardinality(o.channels) = 2;
+  cross join lateral (
+    select case when r.preferred and cardinality(o.channels) = 2
+                then coalesce(public.heard_channel(i.channels, i.times, now() - r.preferred_window,
+                                                   r.preferred_count),
+                              r.preferred_channel::text) end as channel
+  ) p;
 
   if v_answered is not null then
     -- The alerts judging found answered, by their keys (no join whose method the statistics would

@@ -88,28 +88,6 @@ $$;
 grant execute on function public.rule_thresholds(text) to authenticated, service_role;
 
 /**
- * What `log_activity` needs from the rules in force for a tenant, in one row: the thresholds of
- * the time-based rules (null where disabled) and the settings of the ingest-time rules (their
- * `min_count` null where disabled). A table function so that Postgres inlines it.
- */
-create or replace function public.rules_at_ingest(p_tenant text)
-returns table (no_contact interval, no_reply interval, stale interval, high_value interval,
-               hot_window interval, hot_count smallint, preferred_window interval, preferred_count smallint)
-language sql stable
-as $$
-  select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled),
-         max(r.threshold) filter (where r.type = 'NoReply3d' and r.enabled),
-         max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled),
-         max(r.threshold) filter (where r.type = 'HighValueRisk' and r.enabled),
-         max(r.threshold) filter (where r.type = 'HotLead24h' and r.enabled),
-         max(r.min_count) filter (where r.type = 'HotLead24h' and r.enabled),
-         max(r.threshold) filter (where r.type = 'PreferredChannel' and r.enabled),
-         max(r.min_count) filter (where r.type = 'PreferredChannel' and r.enabled)
-  from public.rules_for(p_tenant) r
-$$;
-grant execute on function public.rules_at_ingest(text) to authenticated, service_role;
-
-/**
  * Open an ingest-time alert for a lead with its rule's message and action in the tenant's language:
  * `{count}`, `{hours}` and `{channel}` filled in. The caller holds the lead's state row and has
  * checked that no alert of this type is active.

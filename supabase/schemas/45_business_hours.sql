@@ -627,6 +627,42 @@ $$;
 grant execute on function public.rule_clocks(text) to authenticated, service_role;
 
 /**
+ * What `log_activity` needs from the rules in force for a tenant, in one row: the thresholds of
+ * the time-based rules (null where disabled), the settings of the ingest-time rules (their
+ * `min_count` null where disabled), and the time-based rules' clocks (true: the business clock)
+ * with, when one of them counts working time, the tenant's calendar (else null, and not read): what
+ * `rule_thresholds` and `rule_clocks` answer, read in one pass over the rules. A table function so
+ * that Postgres inlines it.
+ */
+create function public.rules_at_ingest(p_tenant text)
+returns table (no_contact interval, no_reply interval, stale interval, high_value interval,
+               hot_window interval, hot_count smallint, preferred_window interval, preferred_count smallint,
+               business_no_contact boolean, business_no_reply boolean, business_stale boolean,
+               business_high_value boolean, calendar public.business_calendars)
+language sql stable
+as $$
+  select r.no_contact, r.no_reply, r.stale, r.high_value, r.hot_window, r.hot_count, r.preferred_window,
+         r.preferred_count, r.business_no_contact, r.business_no_reply, r.business_stale, r.business_high_value,
+         case when r.business_no_contact or r.business_no_reply or r.business_stale or r.business_high_value
+              then public.calendar_for(p_tenant) end
+  from (select max(r.threshold) filter (where r.type = 'NoContact7d' and r.enabled) as no_contact,
+               max(r.threshold) filter (where r.type = 'NoReply3d' and r.enabled) as no_reply,
+               max(r.threshold) filter (where r.type = 'StaleLead30d' and r.enabled) as stale,
+               max(r.threshold) filter (where r.type = 'HighValueRisk' and r.enabled) as high_value,
+               max(r.threshold) filter (where r.type = 'HotLead24h' and r.enabled) as hot_window,
+               max(r.min_count) filter (where r.type = 'HotLead24h' and r.enabled) as hot_count,
+               max(r.threshold) filter (where r.type = 'PreferredChannel' and r.enabled) as preferred_window,
+               max(r.min_count) filter (where r.type = 'PreferredChannel' and r.enabled) as preferred_count,
+               coalesce(bool_or(r.clock = 'business') filter (where r.type = 'NoContact7d'), false) as business_no_contact,
+               coalesce(bool_or(r.clock = 'business') filter (where r.type = 'NoReply3d'), false) as business_no_reply,
+               coalesce(bool_or(r.clock = 'business') filter (where r.type = 'StaleLead30d'), false) as business_stale,
+               coalesce(bool_or(r.clock = 'business') filter (where r.type = 'HighValueRisk'), false)
+                 as business_high_value
+        from public.rules_for(p_tenant) r) r
+$$;
+grant execute on function public.rules_at_ingest(text) to authenticated, service_role;
+
+/**
  * The next working morning after `p_now` on a calendar: today's first opening while it is still
  * ahead, else the first opening of the next working day (holidays skipped). What "snooze until
  * the next working morning" means.
