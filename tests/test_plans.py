@@ -395,6 +395,19 @@ def test_a_list_visits_each_leads_state_twice_the_lock_and_the_update(scaled, db
     assert not re.search(r"Conflicting Tuples: [1-9]", text), "no state row was offered for creation"
 
 
+def test_a_list_reads_the_newest_activities_only_of_leads_whose_rule_can_fire(scaled, db):
+    """50 inbound activities of leads we never wrote to, none heard from within HotLead24h's window:
+    neither ingest-time rule can fire, so judging the list reads none of their activities (each read's
+    condition gates it; in the join's ON it was tested after the read, 2 index scans a lead)."""
+    activities = [{"lead_id": f"L{n}", "channel": "email", "direction": "in"} for n in range(200, 250)]
+    judged = the_plan(
+        plans_of(db, "select public.log_activities('acme', %s::jsonb)", [json.dumps(activities)]), "with rules as"
+    )
+    reads = [line for line in judged.splitlines() if "Scan" in line and "on lead_activities" in line]
+    assert len(reads) == 2, judged
+    assert not [line for line in reads if ran(line, "Scan")], reads
+
+
 def test_preferred_channel_reads_no_page_of_the_directory(scaled, db, postgres_store):
     """A lead we wrote to twice whose inbound name no channel: PreferredChannel falls back on the
     directory's channel, which the lead's state carries (lead_state.preferred_channel): neither a list nor a
