@@ -3,8 +3,10 @@
 respx routes supabase-py's `POST {SUPABASE_URL}/rest/v1/rpc/<function>` here: the function runs
 as PostgREST would run it for the service key (role `service_role`, the key's claims in
 `request.jwt.claims`, and on a Citus cluster its `db-pre-request` function, `claims_to_workers()`),
-and errors come back the way PostgREST maps them (status from the SQLSTATE, body {code, message,
-details, hint}).
+in the statement PostgREST sends (its arguments read from the request's JSON body with
+`json_to_record`, the call in a `LATERAL` subquery of a CTE: on Citus such a call is not delegated,
+see docs/citus.md), and errors come back the way PostgREST maps them (status from the SQLSTATE, body
+{code, message, details, hint}; a function it does not know, PGRST202).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import jwt
 import psycopg
 from helpers import postgrest_claims
 from psycopg import sql
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 SUPABASE_URL = "https://leadwatch-test.supabase.co"
@@ -44,6 +45,7 @@ class PostgrestFake:
     def __init__(self, database_url: str) -> None:
         self.pool = ConnectionPool(database_url, min_size=1, max_size=8, kwargs={"autocommit": True}, open=True)
         self.calls: list[str] = []
+        self._arguments: dict[str, dict[str, str] | None] = {}
 
     def close(self) -> None:
         self.pool.close()
@@ -63,16 +65,24 @@ class PostgrestFake:
                 return _unauthorized(str(exc))
         self.calls.append(function)
         params = json.loads(request.content or b"{}")
-        statement = sql.SQL("select public.{}({})").format(
-            sql.Identifier(function),
-            sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in params),
-        )
-        values = {k: Jsonb(v) if isinstance(v, (dict, list)) else v for k, v in params.items()}
+        arguments = self._argument_types(function)
+        if arguments is None or not set(params) <= set(arguments):
+            signature = f"public.{function}({', '.join(sorted(params))})"
+            return httpx.Response(
+                404,
+                json={
+                    "code": "PGRST202",
+                    "message": f"Could not find the function {signature} in the schema cache",
+                    "details": None,
+                    "hint": None,
+                },
+            )
+        statement = postgrest_call(function, {name: arguments[name] for name in params})
         try:
             with self.pool.connection() as conn, conn.transaction():
                 conn.execute(sql.SQL("set local role {}").format(sql.Identifier(claims["role"])))
                 postgrest_claims(conn, claims)
-                result = conn.execute(statement, values).fetchone()[0]
+                body = conn.execute(statement, [json.dumps(params)] if params else []).fetchone()[0]
         except psycopg.Error as exc:
             return httpx.Response(
                 postgrest_status(exc.sqlstate or "XX000"),
@@ -83,7 +93,46 @@ class PostgrestFake:
                     "hint": exc.diag.message_hint,
                 },
             )
-        return httpx.Response(200, json=result)
+        return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+
+    def _argument_types(self, function: str) -> dict[str, str] | None:
+        """The function's arguments and their types (PostgREST's schema cache), None when there is no such function."""
+        if function not in self._arguments:
+            with self.pool.connection() as conn:
+                row = conn.execute(
+                    "select array(select format_type(t, null) from unnest(p.proargtypes) t), p.proargnames"
+                    " from pg_proc p where p.pronamespace = 'public'::regnamespace and p.proname = %s",
+                    [function],
+                ).fetchone()
+            self._arguments[function] = None if row is None else dict(zip(row[1] or [], row[0], strict=True))
+        return self._arguments[function]
+
+
+def postgrest_call(function: str, arguments: dict[str, str]) -> sql.Composed:
+    """The statement PostgREST 12 sends for an RPC call of a function answering one value (QueryBuilder's
+    callPlanToQuery inside Statements' prepareCall): the arguments given, read from the JSON body ($1) as their
+    types; the others take their defaults. The answer is the body PostgREST returns, as text."""
+    if arguments:
+        names = [sql.Identifier(name) for name in arguments]
+        source = sql.SQL(
+            "FROM (SELECT %s::json AS json_data) pgrst_payload, "
+            "LATERAL (SELECT {columns} FROM json_to_record(pgrst_payload.json_data) AS _({typed}) LIMIT 1) pgrst_body, "
+            "LATERAL (SELECT public.{function}({named}) pgrst_scalar) pgrst_call"
+        ).format(
+            columns=sql.SQL(", ").join(names),
+            typed=sql.SQL(", ").join(
+                sql.SQL("{} {}").format(n, sql.SQL(t)) for n, t in zip(names, arguments.values(), strict=True)
+            ),
+            function=sql.Identifier(function),
+            named=sql.SQL(", ").join(sql.SQL("{0} := pgrst_body.{0}").format(n) for n in names),
+        )
+    else:
+        source = sql.SQL("FROM (SELECT public.{}() pgrst_scalar) pgrst_call").format(sql.Identifier(function))
+    return sql.SQL(
+        "WITH pgrst_source AS (SELECT pgrst_call.pgrst_scalar {source}) "
+        "SELECT coalesce((json_agg(_postgrest_t.pgrst_scalar) -> 0)::text, 'null') AS body "
+        "FROM (SELECT pgrst_source.* FROM pgrst_source) _postgrest_t"
+    ).format(source=source)
 
 
 def _unauthorized(message: str) -> httpx.Response:

@@ -12,11 +12,14 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from helpers import add_leads, log
 from leadwatch.errors import Forbidden
 from leadwatch.http.identity import Viewer
 from leadwatch.migrate import migrate
 from leadwatch.models.requests import AlertQuery
-from leadwatch.stores.store import PostgresStore
+from leadwatch.stores.store import PostgresStore, SupabaseStore
+from postgrest.exceptions import APIError
+from postgrest_fake import SERVICE_KEY, SUPABASE_URL, PostgrestFake
 
 TENANTS = [f"tenant-{n}" for n in range(8)]
 
@@ -274,3 +277,34 @@ def test_the_deliverers_and_the_nightly_jobs_take_every_tenant_on_both_workers(c
         "more": False,
     }
     assert cluster_store.summarise_recent_alert_days(None) == 0  # no tenant has summaries yet: none to extend
+
+
+def test_the_supabase_stores_sweep_of_every_tenant_goes_tenant_by_tenant(cluster_url, http_mock):
+    """Through PostgREST's own statement (tests/postgrest_fake.py), which Citus does not delegate, the
+    Supabase store learns it is on Citus from sweep_tenants() and sweeps every tenant one tenant a
+    call, adding the counts up; a null tenant sent as PostgREST sends it reaches the sweep's body on
+    the coordinator, which refuses it, and the coordinator keeps answering."""
+    fake = PostgrestFake(cluster_url)
+    http_mock.post(url__regex=rf"^{SUPABASE_URL}/rest/v1/rpc/(?P<function>\w+)$").mock(side_effect=fake)
+    store = SupabaseStore(SUPABASE_URL, SERVICE_KEY)
+    try:
+        for tenant in ("sweep-a", "sweep-b"):
+            add_leads(store, tenant, S1={"name": "Silent"})
+            log(store, tenant, lead="S1", direction="out", occurredAt=datetime.now(UTC) - timedelta(days=3, minutes=5))
+        with psycopg.connect(cluster_url) as conn:
+            tenants = conn.execute("select public.sweep_tenants()").fetchone()[0]
+        assert {"sweep-a", "sweep-b"} <= set(tenants)
+        fake.calls.clear()
+        swept = store.sweep()
+        # sweep_tenants() asked first whether this is Citus (once per store), then for the tenants;
+        # one call per tenant, none without a tenant
+        assert fake.calls == ["sweep_tenants"] * 2 + ["sweep_alerts"] * len(tenants)
+        assert swept["created"]["NoReply3d"] == 2 and swept["leads_checked"] >= 2
+        assert set(swept) == set(store.sweep("sweep-a"))  # the same answer's shape as one call
+        with pytest.raises(APIError) as refused:
+            store._call("sweep_alerts", None)
+        assert refused.value.code == "0A000"
+        store.ping()
+    finally:
+        store.close()
+        fake.close()

@@ -122,3 +122,11 @@ def test_schedule_without_pg_cron_says_how_to_get_it(server_url, fresh_database)
     assert result.returncode == 2
     assert "pg_cron is not loaded" in result.stderr and "postgresql-15-cron" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_on_plain_postgres_the_supabase_stores_sweep_of_every_tenant_is_one_call(supabase_store):
+    """PostgREST knows no sweep_tenants() there (supabase/citus/distribute.sql alone creates it, on Citus):
+    the Supabase store asks once, then sweeps every tenant in one call and prunes the due index, as before."""
+    supabase_store.sweep()
+    supabase_store.sweep()
+    assert supabase_store.fake.calls == ["sweep_tenants"] + ["sweep_alerts", "prune_due_index"] * 2

@@ -15,7 +15,8 @@
 --   `(select f())` form Supabase recommends (evaluated once per statement), are re-created here in
 --   the plain `f()` form, and an agent's own leads are tested with can_see_lead(tenant_id, lead_id).
 -- * claims_to_workers(), PostgREST's `db-pre-request` on Citus: the claims PostgREST sets with
---   set_config() reach the workers as SET LOCAL.
+--   set_config() reach the workers as SET LOCAL. sweep_tenants(): the tenants a sweep of every
+--   tenant takes one by one.
 
 do $distribute$
 declare
@@ -183,6 +184,16 @@ begin
       v_sql := replace(v_sql, 'else c.high_since <= p_now - r.overdue_after end',
                        'else c.high_since <= ((p_now at time zone ''UTC'') - r.overdue_after) at time zone ''UTC'' end');
     end if;
+    -- No refresh of max_alerts' statistics: on a Citus node max_alerts is the distributed table's
+    -- shell (never analysed: reltuples -1), so past 1,000 active alerts in the cluster every tenant's
+    -- sweep that raised an alert would ANALYZE all 32 shards on both workers, in two-phase commit;
+    -- the shards' statistics are their workers' autovacuum's. Through PostgREST (not delegated, see
+    -- docs/citus.md) the call also failed: the function's owner read shards its caller had written
+    -- in the same transaction ("placements that were modified in this transaction by a different user").
+    v_sql := replace(v_sql, E'\n    -- Before the next steps read the active alerts: they are planned again under the new statistics.\n    perform public.refresh_alert_statistics();', '');
+    if v_sql ~ 'refresh_alert_statistics' then
+      raise exception 'sweep_alerts no longer has the form distribute.sql rewrites: update its Citus form';
+    end if;
     -- Whether anything is due is read in the tenant's shard only (not every shard of the cluster).
     v_sql := replace(v_sql, '(select min(s.next_due_at) from public.lead_state s)',
                      '(select min(s.next_due_at) from public.lead_state s where s.tenant_id = p_tenant)');
@@ -244,19 +255,29 @@ begin
   -- summaries) run on the coordinator, not delegated: Citus 14.0.1 delegates a call by hashing its
   -- tenant, and a null one crashes the coordinator (signal 11 in FindShardInterval). There each
   -- statement is planned with its values: one tenant's statement goes to its worker, all tenants'
-  -- to every shard. Retention's leave to delete history is sent to the shards as SET LOCAL
-  -- (set_config() stays on the coordinator), from a DO block: Citus forwards a SET LOCAL made in a
-  -- transaction block, a procedure or a DO block, not one made by a function called on its own.
+  -- to every shard (retention's leave to delete history: see below).
   for v_function in
     select p.oid::regprocedure from pg_proc p
     where p.pronamespace = 'public'::regnamespace and p.proname = any (v_every_tenant)
   loop
     execute format('alter function %s set plan_cache_mode = force_custom_plan', v_function);
   end loop;
-  execute replace(pg_get_functiondef('public.apply_retention(text, integer, timestamptz)'::regprocedure),
-    $$perform set_config('leadwatch.history_maintenance', 'on', true);$$,
-    $$execute 'do $set$ begin set local citus.propagate_set_commands = ''local''; '
-          'set local leadwatch.history_maintenance = on; end $set$';$$);
+
+  -- The leave to rewrite history (`leadwatch.history_maintenance`: retention, merging and erasing a
+  -- lead) is sent to the shards as SET LOCAL, from a DO block: set_config() stays on the node that
+  -- runs it, and Citus forwards a SET LOCAL made in a transaction block, a procedure or a DO block,
+  -- not one made by a function called on its own. Delegated, the function runs on the tenant's
+  -- worker and the setting is local there; run on the coordinator (retention; every call through
+  -- PostgREST), the shard's refusal of a history change would not see it.
+  for v_sql in
+    select pg_get_functiondef(p.oid) from pg_proc p
+    where p.pronamespace = 'public'::regnamespace and p.prosrc like '%set_config(''leadwatch.history_maintenance''%'
+  loop
+    execute regexp_replace(v_sql,
+      'perform set_config\(''leadwatch\.history_maintenance'', ''(on|off)'', true\);',
+      $$execute 'do $set$ begin set local citus.propagate_set_commands = ''local''; '
+          'set local leadwatch.history_maintenance = \1; end $set$';$$, 'g');
+  end loop;
 
   -- A rejected message's id answered from a JSON object built without a STABLE function (Citus
   -- refuses non-IMMUTABLE functions in RETURNING; jsonb_build_object is STABLE): the same object.
@@ -355,6 +376,14 @@ begin
     execute v_sql;
   end if;
 
+  -- A snooze's answer (snooze_alert reads the alert act_on_alerts has just snoozed) read with the
+  -- rights of the function's owner, as act_on_alerts writes it: run on the coordinator (every call
+  -- through PostgREST), Citus refuses to read as the caller the shard its owner wrote in the same
+  -- transaction ("placements that were modified in this transaction by a different user"). The
+  -- same rows: the alert is read only when act_on_alerts answered `done`, which it answers only for
+  -- an alert the caller may act on (assert_acts_in and can_see_lead, from the caller's claims).
+  alter function public.snooze_alert(text, uuid, timestamptz, text) security definer;
+
   -- The API's claims on the workers. PostgREST sets the role and `request.jwt.claims` with
   -- set_config(), which Citus does not forward: a delegated call, and a shard's row-level security,
   -- would run on the worker without claims. PostgREST calls its `db-pre-request` function at the
@@ -376,6 +405,22 @@ begin
   $function$;
   revoke execute on function public.claims_to_workers() from public;
   grant execute on function public.claims_to_workers() to anon, authenticated, service_role;
+
+  -- The tenants a sweep judges (every tenant with leads), for the stores' sweep of every tenant on
+  -- Citus: one call per tenant (a statement locking the due rows of every shard is refused, and a
+  -- null tenant crashes Citus 14.0.1's delegation). Created here only: the Supabase store, which
+  -- reaches the database through PostgREST, knows it is on Citus when PostgREST knows this function.
+  create or replace function public.sweep_tenants()
+  returns jsonb
+  language sql
+  stable
+  set search_path = ''
+  as $function$
+    select coalesce(jsonb_agg(t.tenant_id order by t.tenant_id), '[]'::jsonb)
+    from (select distinct s.tenant_id from public.lead_state s) t
+  $function$;
+  revoke execute on function public.sweep_tenants() from public;
+  grant execute on function public.sweep_tenants() to service_role;
 
   -- Every function reaches the workers (one that names a table's row type was created while that
   -- table was still local, so it stayed on the coordinator); the tenant-scoped ones are delegated.

@@ -83,11 +83,33 @@ class Store:
         )
 
     def sweep(self, tenant: str | None = None, now: datetime | None = None) -> dict[str, Any]:
-        """Run the time-based rules for leads due by `now` (default: the database's now)."""
+        """Run the time-based rules for leads due by `now` (default: the database's now); on a Citus
+        cluster tenant by tenant (`_sweep_each`)."""
+        if self._is_citus():
+            return self._sweep_each([tenant] if tenant else self._citus_tenants(), now)
         result = self._call("sweep_alerts", None, p_tenant=tenant, p_now=now)
         # Committed: read past the due-index entries it left behind once now, not in the next sweep.
         self._call("prune_due_index", None, p_now=now)
         return result
+
+    def _sweep_each(self, tenants: list[str], now: datetime | None) -> dict[str, Any]:
+        """The sweep on a Citus cluster (docs/citus.md): one call per tenant, each on the worker holding it
+        (one statement locking the due rows of every shard is refused there, and a null tenant is never
+        sent: Citus 14.0.1 crashes delegating it), the counts added up; no prune_due_index (an index's
+        hygiene on one node)."""
+        total: dict[str, Any] = {}
+        for one in tenants:
+            total = _added(total, self._call("sweep_alerts", None, p_tenant=one, p_now=now))
+        return total or self._call("sweep_alerts", None, p_tenant="", p_now=now)  # no tenant: the zero counts
+
+    def _is_citus(self) -> bool:
+        """Is the database a Citus coordinator (docs/citus.md)? Each store asks in its own way."""
+        return False
+
+    def _citus_tenants(self) -> list[str]:
+        """Every tenant a sweep judges (with leads), on a Citus cluster: `sweep_tenants()`, which only
+        supabase/citus/distribute.sql creates."""
+        return cast("list[str]", self._call("sweep_tenants", None))
 
     def resolve_alert(self, tenant: str, alert_id: str, actor: str, viewer: Viewer | None = None) -> dict[str, Any]:
         return self._call("resolve_alert", viewer, p_tenant=tenant, p_alert_id=alert_id, p_actor=actor)
@@ -590,24 +612,6 @@ class PostgresStore(Store):
         conn.execute("set local role authenticated")
         conn.execute(sql.SQL("set local request.jwt.claims = {}").format(sql.Literal(json.dumps(dict(viewer.claims)))))
 
-    def sweep(self, tenant: str | None = None, now: datetime | None = None) -> dict[str, Any]:
-        """On Citus, the all-tenant sweep is one call per tenant, each on the worker holding it (one
-        statement locking the due rows of every shard is refused there), and the counts are added up."""
-        if not self._is_citus():
-            return super().sweep(tenant, now)
-        if tenant:
-            tenants = [tenant]
-        else:
-            with self._connection() as conn:
-                tenants = [row[0] for row in conn.execute(_TENANTS).fetchall()]
-        total: dict[str, Any] = {}
-        for one in tenants:
-            total = _added(total, self._call("sweep_alerts", None, p_tenant=one, p_now=now))
-        return total or self._call("sweep_alerts", None, p_tenant="", p_now=now)  # no tenant: the zero counts
-
-
-_TENANTS = "select distinct tenant_id from public.lead_state order by 1"  # every lead a sweep judges
-
 
 def _added(total: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:
     """Two answers of sweep_alerts added up, key by key (their counts nest one level)."""
@@ -626,6 +630,7 @@ class SupabaseStore(Store):
         self._timeout = timeout
         self._client: Client | None = None
         self._lock = threading.Lock()
+        self._citus: bool | None = None
 
     @property
     def client(self) -> Client:
@@ -666,6 +671,21 @@ class SupabaseStore(Store):
             if mapped is None:
                 raise
             raise mapped from None
+
+    def _is_citus(self) -> bool:
+        """Is the database a Citus coordinator? Asked once: there, and only there, PostgREST knows
+        `sweep_tenants()` (created by supabase/citus/distribute.sql); elsewhere it answers PGRST202."""
+        if self._citus is None:
+            from postgrest.exceptions import APIError
+
+            try:
+                self._citus_tenants()
+                self._citus = True
+            except APIError as exc:
+                if exc.code != "PGRST202":
+                    raise
+                self._citus = False
+        return self._citus
 
 
 def make_store(settings: Settings) -> Store:
