@@ -217,6 +217,8 @@ _TOUCHED = """
 def _server_cpu(pid: int) -> float | None:
     """Seconds of CPU the server process `pid` has used (utime + stime), when it runs on this machine."""
     try:
+        if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"postgres"):
+            return None  # another machine's process of that number
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
