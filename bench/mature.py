@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -204,6 +205,96 @@ def bench_ingest(url: str, leads: int, calls: int, rounds: int = 2) -> None:
     )
 
 
+# What a call touches, counted from the server's own statistics: its WAL (bytes, full-page images) and
+# the blocks it had to read into shared buffers (from the OS cache or the disk).
+_TOUCHED = """
+    select (select wal_fpi from pg_stat_wal),
+           (select sum(heap_blks_read + coalesce(idx_blks_read, 0) + coalesce(toast_blks_read, 0))
+            from pg_statio_user_tables)::bigint,
+           pg_current_wal_insert_lsn()"""
+
+
+def _server_cpu(pid: int) -> float | None:
+    """Seconds of CPU the server process `pid` has used (utime + stime), when it runs on this machine."""
+    try:
+        if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"postgres"):
+            return None  # another machine's process of that number
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _per_call(url: str, statement: str, rows: list[tuple[str, ...]]) -> dict[str, float | None]:
+    """`statement` once per row on a connection of its own (the first 200 warm up), each a durable commit:
+    per call, the WAL bytes and full-page images written, the blocks read into shared buffers, the
+    server process's CPU, and the wall time."""
+    with psycopg.connect(url, autocommit=True) as monitor, psycopg.connect(url, autocommit=True) as conn:
+        for row in rows[:200]:
+            conn.execute(statement, row, prepare=True)
+        conn.execute("select pg_stat_force_next_flush()")  # its statistics so far are in the views
+        calls, pid = len(rows) - 200, conn.info.backend_pid
+        fpi, read, lsn = monitor.execute(_TOUCHED).fetchone()
+        cpu, started = _server_cpu(pid), time.perf_counter()
+        for row in rows[200:]:
+            conn.execute(statement, row, prepare=True).fetchall()
+        wall = time.perf_counter() - started
+        after = _server_cpu(pid)
+        conn.execute("select pg_stat_force_next_flush()")  # flushed as the backend goes idle after it
+        fpi2, read2, _ = monitor.execute(_TOUCHED).fetchone()
+        wal = monitor.execute("select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", [lsn]).fetchone()[0]
+        conn.execute("delete from lead_activities where external_id like 'cost-%'")
+    return {
+        "wal_kb": float(wal) / calls / 1024,
+        "fpi": (fpi2 - fpi) / calls,
+        "read": (read2 - read) / calls,
+        "cpu_us": None if cpu is None or after is None else (after - cpu) / calls * 1e6,
+        "wall_us": wall / calls * 1e6,
+    }
+
+
+def bench_call_costs(url: str, leads: int, calls: int) -> None:
+    """For information, where a call's time goes beside its floor: the same random leads' calls of
+    `log_activity` and bare one-row inserts into lead_activities (the ingest row's floor), each side
+    on a connection of its own, durable commits: per call, WAL bytes and full-page images, blocks read
+    into shared buffers, the server process's CPU (when the server runs on this machine)."""
+    print("what a call costs", file=sys.stderr)
+
+    def rows(seed: int) -> list[tuple[str, ...]]:  # each side its own leads: none finds the other's pages cached
+        rng = random.Random(seed)
+        picks = (rng.randint(1, leads) for _ in range(calls + 200))
+        return [
+            (f"t{i % run.TENANTS}", f"L{i}", rng.choice(["in", "out"]), f"cost-{seed}-{n}") for n, i in enumerate(picks)
+        ]
+
+    call = _per_call(
+        url, "select public.log_activity(%s, %s, 'whatsapp', %s, 'sent', 'Bonjour', null, null, %s)", rows(53)
+    )
+    bare = _per_call(
+        url,
+        "insert into lead_activities (tenant_id, lead_id, channel, direction, status, message_snippet, external_id)"
+        " values (%s, %s, 'whatsapp', %s, 'sent', 'Bonjour', %s) returning 1",
+        rows(59),
+    )
+
+    def costs(side: dict[str, float | None]) -> str:
+        cpu = "-" if side["cpu_us"] is None else f"{side['cpu_us']:.0f} µs"
+        return (
+            f"{side['wall_us']:.0f} µs a call: WAL {side['wal_kb']:.1f} kB, {side['fpi']:.2f} full-page images, "
+            f"{side['read']:.2f} blocks read into shared buffers, server CPU {cpu}"
+        )
+
+    record(
+        f"mature: what a call costs right after the morning sweep, log_activity vs the bare insert ({calls:,} "
+        "calls each on random leads, each side its own, one connection, durable commits, per call)",
+        f"log_activity {costs(call)}",
+        f"bare insert {costs(bare)}",
+        "-",
+        "- (for information)",
+        None,
+    )
+
+
 def bench_lists(url: str, leads: int, lists: int, size: int = 1000, rounds: int = 2) -> None:
     """Lists of `size` activities (one transaction each) against their floor of required writes (bare
     INSERTs and their leads' state rows moved on, one statement and one transaction a list)."""
@@ -356,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  after the sweep: {_stats(conn)}", file=sys.stderr)
     bench_nothing_due(url, now)
     bench_ingest(url, args.leads, args.ingest_calls)
+    bench_call_costs(url, args.leads, args.ingest_calls)
     bench_lists(url, args.leads, args.lists)
     bench_reads(url, args.tenants, now, args.read_calls, args.listing_alerts)
     with psycopg.connect(url, autocommit=True) as conn:

@@ -84,6 +84,7 @@ MATURE = (
     "active alerts (raised after the sweep, no ANALYZE since)",
     "active alerts (raised by the sweep)",
     "mature: ingest vs the floor of what a call must write",
+    "mature: what a call costs right after the morning sweep",
     "mature: analytics, 30 days",
     "mature: the sweep's refresh of max_alerts' statistics",
 )
