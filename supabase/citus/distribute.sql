@@ -183,6 +183,14 @@ begin
       -- and `timestamptz - interval` (STABLE) in a CASE taken in UTC, as clock_add below
       v_sql := replace(v_sql, 'else c.high_since <= p_now - r.overdue_after end',
                        'else c.high_since <= ((p_now at time zone ''UTC'') - r.overdue_after) at time zone ''UTC'' end');
+      -- and "not one this very sweep made high" compared with the transaction's start as a value:
+      -- run on the coordinator (through PostgREST), the escalation's `now()` is the coordinator's,
+      -- while `now()` in the candidates, sent to the worker with the statement, is the worker's
+      -- transaction's (later): the alert escalated by this sweep was marked overdue at once.
+      v_sql := replace(v_sql, 'coalesce(a.escalated_at, a.created_at) < now()', 'coalesce(a.escalated_at, a.created_at) < v_now');
+      if v_sql ~ 'FUNCTION public\.mark_overdue_alerts' then
+        v_sql := regexp_replace(v_sql, E'\ndeclare\n', E'\ndeclare\n  v_now constant timestamptz := now();\n');
+      end if;
     end if;
     -- No refresh of max_alerts' statistics: on a Citus node max_alerts is the distributed table's
     -- shell (never analysed: reltuples -1), so past 1,000 active alerts in the cluster every tenant's
@@ -383,6 +391,51 @@ begin
   -- same rows: the alert is read only when act_on_alerts answered `done`, which it answers only for
   -- an alert the caller may act on (assert_acts_in and can_see_lead, from the caller's claims).
   alter function public.snooze_alert(text, uuid, timestamptz, text) security definer;
+
+  -- The summarised analytics with the rights of their owner, as summarise_alert_days which they
+  -- call: run on the coordinator (every call through PostgREST), reading as the caller the shards
+  -- the owner has just summarised into is refused, as above. The same figures: whose figures they
+  -- are (the scope) comes from the caller's claims, the summaries and the live rows are read for
+  -- that scope only, and the open alerts counted by age are the scope's too (row-level security
+  -- did that for the caller: the tenant's for its staff and the service, an agent's own leads',
+  -- none for anyone else).
+  v_function := 'public.alert_analytics(text, date, date, text)'::regprocedure;
+  v_sql := pg_get_functiondef(v_function);
+  if v_sql !~ 'l.owner_id = v_scope' then
+    v_sql := replace(v_sql, E'\n          where a.tenant_id = p_tenant and a.resolved_at is null) o',
+      E'\n          where a.tenant_id = p_tenant and a.resolved_at is null\n'
+      '            and (v_scope = ''*'' or exists (select from public.leads l\n'
+      '                                           where l.tenant_id = p_tenant and l.lead_id = a.lead_id\n'
+      '                                             and l.owner_id = v_scope))) o');
+    if v_sql !~ 'l.owner_id = v_scope' then
+      raise exception 'alert_analytics no longer has the form distribute.sql rewrites: update its Citus form';
+    end if;
+    execute v_sql;
+  end if;
+  -- and in working time (which calls them, then reads the resolved alerts of that scope only)
+  alter function public.alert_analytics(text, date, date, text) security definer;
+  alter function public.alert_analytics_in_working_time(text, date, date, text) security definer;
+
+  -- An alert's history in the order it happened: events are ordered by id, and on Citus the
+  -- coordinator and each worker draw ids from their own range of the sequence (a worker's starts at
+  -- its group number shifted left 48 bits), so an event the coordinator routed (a function run
+  -- there: every call through PostgREST) and one a trigger wrote on the worker were out of order.
+  -- Every event's id is drawn on the worker holding its tenant, by a trigger on the shard: one
+  -- sequence per tenant again.
+  create or replace function public.alert_event_id_on_its_worker()
+  returns trigger
+  language plpgsql
+  security definer  -- the sequence is the owner's; inserts come from definer functions and triggers
+  set search_path = ''
+  as $function$
+  begin
+    new.id := pg_catalog.nextval('public.alert_events_id_seq'::pg_catalog.regclass);
+    return new;
+  end
+  $function$;
+  revoke execute on function public.alert_event_id_on_its_worker() from public;
+  create or replace trigger alert_events_id_on_its_worker before insert on public.alert_events
+    for each row execute function public.alert_event_id_on_its_worker();
 
   -- The API's claims on the workers. PostgREST sets the role and `request.jwt.claims` with
   -- set_config(), which Citus does not forward: a delegated call, and a shard's row-level security,
