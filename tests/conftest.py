@@ -73,13 +73,31 @@ def database_url(request) -> str:
         conn.execute(f'drop database "{name}" with (force)')
 
 
+def _empty_on_citus(conn) -> None:
+    """TABLES emptied on a Citus cluster: only those holding a row (found in one statement), and by `delete` with no
+    trigger firing (the replica role, sent to the shards as SET LOCAL). A truncate there costs for each shard of
+    each table named (new files on both workers, a two-phase commit), ~0.65 s a test; this, ~0.1 s."""
+    names = [name.strip() for name in TABLES.split(",")]
+    probes = ", ".join(f"case when exists (select 1 from public.{name}) then '{name}' end" for name in names)
+    holding = conn.execute(f"select array_remove(array[{probes}], null)").fetchone()[0]
+    if holding:
+        with conn.transaction():
+            conn.execute("set local citus.propagate_set_commands = 'local'")
+            conn.execute("set local session_replication_role = replica")
+            for name in holding:
+                conn.execute(f"delete from public.{name}")
+
+
 @pytest.fixture
 def db(database_url):
     """A connection to the test database, emptied before each test (rules keep their defaults)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        with conn.transaction():  # alert_events refuses TRUNCATE outside history maintenance
-            allow_history_rewrite(conn)
-            conn.execute(f"truncate {TABLES}")
+        if os.environ.get("LEADWATCH_TEST_CITUS"):
+            _empty_on_citus(conn)
+        else:
+            with conn.transaction():  # alert_events refuses TRUNCATE outside history maintenance
+                allow_history_rewrite(conn)
+                conn.execute(f"truncate {TABLES}")
         conn.execute("delete from alert_rules where tenant_id <> '*'")
         yield conn
 
