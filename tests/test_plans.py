@@ -701,3 +701,35 @@ def test_the_sweeps_probes_read_their_index_when_the_statistics_expect_many_rows
     ]
     assert {index for index, _ in reads} == {"idx_max_alerts_snoozed", "idx_max_alerts_overdue_watch"}, reads
     assert all(blocks <= 20 for _, blocks in reads), reads
+
+
+def test_after_the_morning_sweep_analytics_read_owners_and_reopened_alerts_from_their_indexes(mature, db):
+    """Analytics right after the sweep, alert_events' statistics from before it: the call computes the
+    sweep's 2,000 alerts live (they are younger than the summaries' 5 minutes) and reads each one's
+    owner from the leads' covering index alone, a page of the directory never; its check for reopened
+    alerts reads their own index, not the sweep's events. Nothing scans a whole table."""
+    today = db.execute("select current_date").fetchone()[0]
+    call = "select public.alert_analytics('acme', %s::date - 29, %s::date, 'UTC')"
+    db.execute(call, [today, today])  # the first call summarises the closed days and leaves the mark
+    db.execute("set auto_explain.log_buffers = on")
+
+    plans = json_plans_of(db, call, [today, today])
+
+    scans = [
+        (node["Node Type"], node.get("Relation Name"), node.get("Index Name"), node["Actual Loops"], node)
+        for plan in plans
+        for node in nodes(plan["Plan"])
+        if "Scan" in node["Node Type"] and node.get("Relation Name") and node.get("Actual Loops")
+    ]
+    leads = [(kind, index, loops) for kind, relation, index, loops, _ in scans if relation == "leads"]
+    assert leads and all(
+        kind == "Index Only Scan" and index == "idx_leads_tenant_lead_owner" for kind, index, _ in leads
+    )
+    assert sum(loops for _, _, loops in leads) >= 2000, leads  # one probe for each of the sweep's alerts
+    [reopened] = [node for _, _, index, _, node in scans if index == "idx_alert_events_reopened"]
+    assert reopened["Shared Hit Blocks"] + reopened.get("Shared Read Blocks", 0) <= 5, reopened
+    assert not [
+        (kind, relation)
+        for kind, relation, _, _, _ in scans
+        if kind == "Seq Scan" and relation in ("leads", "alert_events", "max_alerts")
+    ], scans

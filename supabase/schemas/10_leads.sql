@@ -58,6 +58,10 @@ create index idx_lead_state_next_due on public.lead_state (next_due_at) where ne
 -- An agent's own leads, found without reading the tenant's directory.
 create index idx_leads_tenant_owner on public.leads (tenant_id, owner_id);
 
+-- A lead's owner read from the index alone: the analytics look up the owner of each event's lead
+-- (a day's events and those since the open day's last fold), without a page of the directory each.
+create index idx_leads_tenant_lead_owner on public.leads (tenant_id, lead_id) include (owner_id);
+
 -- Inbound email → lead, by address, case-insensitively.
 create index idx_leads_tenant_email on public.leads (tenant_id, lower(email)) where email is not null;
 

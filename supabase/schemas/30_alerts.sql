@@ -125,6 +125,10 @@ create index idx_max_alerts_overdue_watch
 -- A tenant's history in time order: the events of a range of days read from the index alone.
 create index idx_alert_events_tenant_at on public.alert_events (tenant_id, at) include (event, lead_id);
 
+-- A tenant's reopened alerts since a moment (the summaries check them on each call) without reading
+-- the other events of that time, such as a morning sweep's.
+create index idx_alert_events_reopened on public.alert_events (tenant_id, at) where event = 'reopened';
+
 -- A tenant's alerts resolved in a range of days, with what their time to resolve needs.
 create index idx_max_alerts_tenant_resolved
   on public.max_alerts (tenant_id, resolved_at) include (created_at, type, lead_id)
