@@ -706,8 +706,10 @@ def test_the_sweeps_probes_read_their_index_when_the_statistics_expect_many_rows
 def test_after_the_morning_sweep_analytics_read_owners_and_reopened_alerts_from_their_indexes(mature, db):
     """Analytics right after the sweep, alert_events' statistics from before it: the call computes the
     sweep's 2,000 alerts live (they are younger than the summaries' 5 minutes) and reads each one's
-    owner from the leads' covering index alone, a page of the directory never; its check for reopened
-    alerts reads their own index, not the sweep's events. Nothing scans a whole table."""
+    owner from the leads' covering index alone, a page of the directory never (PostgreSQL 15 joins
+    the tenant's leads once instead, by a hash: one pass, never a probe of the directory per alert);
+    its check for reopened alerts reads their own index, not the sweep's events. Neither the alerts
+    nor their history is scanned whole."""
     today = db.execute("select current_date").fetchone()[0]
     call = "select public.alert_analytics('acme', %s::date - 29, %s::date, 'UTC')"
     db.execute(call, [today, today])  # the first call summarises the closed days and leaves the mark
@@ -721,15 +723,17 @@ def test_after_the_morning_sweep_analytics_read_owners_and_reopened_alerts_from_
         for node in nodes(plan["Plan"])
         if "Scan" in node["Node Type"] and node.get("Relation Name") and node.get("Actual Loops")
     ]
-    leads = [(kind, index, loops) for kind, relation, index, loops, _ in scans if relation == "leads"]
-    assert leads and all(
-        kind == "Index Only Scan" and index == "idx_leads_tenant_lead_owner" for kind, index, _ in leads
-    )
-    assert sum(loops for _, _, loops in leads) >= 2000, leads  # one probe for each of the sweep's alerts
+    leads = [
+        (kind, index, loops, node["Actual Rows"]) for kind, relation, index, loops, node in scans if relation == "leads"
+    ]
+    probes = [(kind, index, loops) for kind, index, loops, _ in leads if loops > 1]
+    assert all(kind == "Index Only Scan" and index == "idx_leads_tenant_lead_owner" for kind, index, _ in probes), leads
+    one_pass = len(leads) == 1 and leads[0][2] == 1 and leads[0][3] <= 3000  # the tenant's 3,000 leads, once
+    assert one_pass or sum(loops for _, _, loops in probes) >= 2000, leads  # else a probe for each alert
     [reopened] = [node for _, _, index, _, node in scans if index == "idx_alert_events_reopened"]
     assert reopened["Shared Hit Blocks"] + reopened.get("Shared Read Blocks", 0) <= 5, reopened
     assert not [
         (kind, relation)
         for kind, relation, _, _, _ in scans
-        if kind == "Seq Scan" and relation in ("leads", "alert_events", "max_alerts")
+        if kind == "Seq Scan" and relation in ("alert_events", "max_alerts")
     ], scans
